@@ -1,0 +1,1 @@
+"""Monitoring: metrics, histograms, health, Prometheus exposition."""

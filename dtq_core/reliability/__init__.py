@@ -1,0 +1,1 @@
+"""Reliability hooks: retries, dead letters, deduplication, circuit breakers."""

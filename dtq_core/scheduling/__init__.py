@@ -1,0 +1,1 @@
+"""Scheduling: cron expressions, periodic tasks, DAG workflows, rate limits."""
