@@ -1,1 +1,41 @@
-"""Storage backends behind one protocol (see base.py)."""
+"""Storage backends behind one protocol (see base.py), chosen by URL."""
+
+from __future__ import annotations
+
+from dtq_core.backends.base import Backend
+from dtq_core.clock import SYSTEM_CLOCK, Clock
+from dtq_core.errors import ConfigError
+
+#: URL schemes and what they mean.
+SCHEMES = {
+    "memory": "in-process, nothing durable",
+    "embedded": "a local data directory with a write-ahead log (embedded://PATH)",
+    "redis": "a Redis server shared by many machines (redis://host:port/db)",
+    "rediss": "Redis over TLS",
+}
+
+
+def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
+    """Build the backend a URL names.
+
+    Raises:
+        ConfigError: For an unknown scheme or a malformed URL, naming the fix.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(
+            f"bad backend URL {url!r}: expected SCHEME://..., e.g. memory://, "
+            "embedded://./dtq-data or redis://localhost:6379/0"
+        )
+    if scheme == "memory":
+        from dtq_core.backends.memory import MemoryBackend
+
+        return MemoryBackend(url, clock)
+    if scheme in ("embedded", "redis", "rediss"):
+        raise ConfigError(
+            f"backend {scheme!r} is not available in this build yet; use memory://"
+        )
+    raise ConfigError(
+        f"unknown backend scheme {scheme!r} in {url!r}: use one of "
+        + ", ".join(f"{k}://" for k in SCHEMES)
+    )

@@ -1,0 +1,315 @@
+"""The backend protocol: domain-level storage of tasks, leases, dead letters and keys.
+
+In the spirit of Huey's storage contract, with leases: a claimed task is leased to a
+worker under a token; ``ack``/``fail``/``release`` carry the token, so a stale worker
+cannot settle a task that was handed to someone else. Time is passed in (``now``) from
+the broker's injected clock. Backends raise only :mod:`dtq_core.errors` types.
+
+Mutating methods return the :class:`Transition` list they caused, so the broker emits
+exactly one event per state change whatever the backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from dtq_core.clock import SYSTEM_CLOCK, Clock
+from dtq_core.filters import TaskFilter
+from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+
+
+class Capabilities(NamedTuple):
+    """What a backend can promise."""
+
+    #: Acknowledged writes survive a crash of the process.
+    durable: bool
+    #: Several processes (or machines) share the same queues.
+    cross_process: bool
+    #: ``claim(wait=...)`` blocks until work arrives instead of returning at once.
+    blocking_claim: bool
+
+
+@dataclass(slots=True)
+class NewTask:
+    """What a producer hands to :meth:`Backend.enqueue`."""
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    payload: bytes
+    eta: float | None = None
+    max_retries: int = 0
+    time_limit: float | None = None
+    dedup_key: str | None = None
+    replayed_from: str | None = None
+    workflow: str | None = None
+
+
+class Delivery(NamedTuple):
+    """One claimed task, as a worker sees it."""
+
+    task_id: str
+    token: int
+    name: str
+    queue: str
+    payload: bytes
+    attempt: int
+    deliveries: int
+    enqueued_at: float
+    started_at: float
+    time_limit: float | None
+    max_retries: int
+
+
+class Transition(NamedTuple):
+    """One state change made by a backend (the broker turns it into an event)."""
+
+    task_id: str
+    name: str
+    queue: str
+    old: TaskState | None
+    new: TaskState
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Per-queue figures a backend can answer cheaply."""
+
+    name: str
+    ready: int
+    delayed: int
+    running: int
+    paused: bool
+
+
+class Backend(ABC):
+    """Storage for the engine. Subclasses: memory, embedded (WAL), redis.
+
+    Args:
+        url: The URL the backend was made from (shown to operators).
+        clock: The broker's clock; used only to re-read time after a blocking wait.
+    """
+
+    capabilities = Capabilities(durable=False, cross_process=False, blocking_claim=True)
+    #: Seconds a finished task's record and result are kept.
+    result_ttl: float = 600.0
+    #: Finished records kept at most; the oldest expire early past this.
+    max_results: int = 100_000
+
+    def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.url = url
+        self.clock = clock
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or recover; called once by the broker before use."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; pending work stays stored (when durable)."""
+
+    def wakeup(self) -> None:  # noqa: B027 - optional hook
+        """Wake every claimer blocked in :meth:`claim` (used when stopping)."""
+
+    def ping(self) -> float:
+        """Round-trip time in seconds; raises :class:`BackendUnavailable` when down."""
+        return 0.0
+
+    def info(self) -> dict[str, Any]:
+        """Backend-specific facts for the snapshot (recovery figures, server version...)."""
+        return {}
+
+    # -- queue -----------------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(self, task: NewTask, now: float) -> list[Transition]:
+        """Store a new PENDING task, ready now or at ``task.eta``."""
+
+    def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
+        """Store several tasks (backends override to batch)."""
+        out: list[Transition] = []
+        for t in tasks:
+            out.extend(self.enqueue(t, now))
+        return out
+
+    @abstractmethod
+    def claim(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready tasks (PENDING -> RUNNING).
+
+        ``queues`` in strict order (``None``: every queue, best priority first); paused
+        queues are skipped. With ``wait`` > 0 a blocking backend waits that long for work.
+        """
+
+    @abstractmethod
+    def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
+        """RUNNING -> SUCCESS with ``result``; empty when the token is stale."""
+
+    @abstractmethod
+    def fail(
+        self,
+        task_id: str,
+        token: int,
+        error: ErrorInfo,
+        now: float,
+        *,
+        retry_at: float | None = None,
+        dead_reason: str | None = None,
+    ) -> list[Transition]:
+        """RUNNING -> FAILED, then -> RETRY (``retry_at``) or -> DEAD (``dead_reason``)."""
+
+    @abstractmethod
+    def bury(
+        self, task_id: str, token: int, error: ErrorInfo, reason: str, now: float
+    ) -> list[Transition]:
+        """RUNNING -> DEAD for a message that can never run (e.g. unregistered task)."""
+
+    @abstractmethod
+    def release(
+        self, task_id: str, token: int, now: float, eta: float | None = None, note: str = ""
+    ) -> list[Transition]:
+        """RUNNING -> PENDING without counting an attempt (shutdown, deferral)."""
+
+    @abstractmethod
+    def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
+        """Renew the leases of running tasks (a live worker's heartbeat)."""
+
+    @abstractmethod
+    def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
+        """Requeue tasks whose lease ran out; DEAD (``worker_lost``) past the limit."""
+
+    @abstractmethod
+    def promote_due(self, now: float, limit: int = 1000) -> list[Transition]:
+        """Move delayed tasks that are due into their ready queues (RETRY -> PENDING)."""
+
+    @abstractmethod
+    def next_due(self) -> float | None:
+        """When the earliest delayed task is due, or ``None``."""
+
+    @abstractmethod
+    def cancel(self, task_id: str, now: float) -> list[Transition]:
+        """PENDING/RETRY -> CANCELLED; empty when the task is not cancellable."""
+
+    @abstractmethod
+    def queue_stats(self) -> list[QueueStats]:
+        """Depth figures of every known queue, sorted by name."""
+
+    @abstractmethod
+    def peek(self, queue: str, limit: int) -> list[TaskRecord]:
+        """The next ``limit`` ready tasks of ``queue`` in claim order."""
+
+    @abstractmethod
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause (no claims) or resume a queue."""
+
+    # -- records ---------------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, task_id: str) -> TaskRecord | None:
+        """A copy of the record, or ``None`` (unknown or expired)."""
+
+    def get_state(self, task_id: str) -> TaskState | None:
+        """Only the state of a task (backends override to make it cheap)."""
+        rec = self.get(task_id)
+        return None if rec is None else rec.state
+
+    @abstractmethod
+    def list_tasks(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Records matching ``flt``, newest first."""
+
+    @abstractmethod
+    def count_by_state(self) -> dict[TaskState, int]:
+        """Retained records per state (O(1): kept incrementally)."""
+
+    @abstractmethod
+    def expire(self, now: float) -> int:
+        """Drop finished records past the result TTL; return how many."""
+
+    # -- dead letters ----------------------------------------------------------------
+
+    @abstractmethod
+    def list_dead(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Dead tasks matching ``flt``, newest first."""
+
+    @abstractmethod
+    def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
+        """How many dead tasks match (all when ``flt`` is ``None``)."""
+
+    @abstractmethod
+    def replay(
+        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+    ) -> list[Transition]:
+        """Enqueue ``new_task`` as the replay of dead ``task_id``; the dead record stays.
+
+        ``edit`` (when args were changed) is appended to the dead record's trail.
+        """
+
+    @abstractmethod
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead records; return how many were deleted."""
+
+    # -- keys and counters -------------------------------------------------------------
+
+    @abstractmethod
+    def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
+        """Set ``key`` unless a live value exists; return the existing value if any."""
+
+    @abstractmethod
+    def get_key(self, key: str, now: float) -> str | None:
+        """The live value of ``key``."""
+
+    @abstractmethod
+    def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
+        """Set ``key`` unconditionally."""
+
+    @abstractmethod
+    def delete_key(self, key: str) -> None:
+        """Remove ``key``."""
+
+    @abstractmethod
+    def compare_and_set(
+        self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
+    ) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected``."""
+
+    @abstractmethod
+    def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
+        """Token bucket (GCRA): reserve one token; return the seconds to wait (0 = go)."""
+
+    # -- workers -----------------------------------------------------------------------
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str, info: dict[str, Any], now: float, ttl_s: float) -> None:
+        """Publish a worker's state; it disappears ``ttl_s`` after its last heartbeat."""
+
+    @abstractmethod
+    def workers(self, now: float) -> list[dict[str, Any]]:
+        """Live workers' last published states."""
+
+    @abstractmethod
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker that stopped cleanly."""
+
+    @abstractmethod
+    def register_names(self, names: Iterable[str]) -> None:
+        """Record task names that a worker can run (producers check against these)."""
+
+    @abstractmethod
+    def known_names(self) -> set[str]:
+        """Task names some worker has registered."""

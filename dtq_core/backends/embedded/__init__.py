@@ -1,0 +1,1 @@
+"""The embedded store: a write-ahead-logged, single-owner data directory."""

@@ -1,0 +1,140 @@
+"""Message codec: a versioned JSON envelope (msgpack optional). Never pickle.
+
+A payload is the bytes of one task message: ``{"v": 1, "id", "task", "args", "kwargs",
+"opts"}``. Decoding checks the envelope before anything else reads it, and a payload that
+looks like a pickle is refused with a clear error; nothing in a message is ever imported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dtq_core.errors import SerializationError
+
+#: Version of the message envelope written by this code.
+ENVELOPE_VERSION = 1
+#: First byte of a msgpack payload (JSON payloads start with ``{``).
+MSGPACK_MARK = b"M"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_loads = json.loads
+
+
+def encode_message(
+    task_id: str,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    opts: dict[str, Any] | None = None,
+    fmt: str = "json",
+) -> bytes:
+    """Encode one task message.
+
+    Raises:
+        SerializationError: When an argument is not JSON-serializable, naming it.
+    """
+    msg = {"v": ENVELOPE_VERSION, "id": task_id, "task": name, "args": args, "kwargs": kwargs}
+    if opts:
+        msg["opts"] = opts
+    if fmt == "msgpack":
+        return _encode_msgpack(msg)
+    try:
+        return _dumps(msg).encode()
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(_explain(name, args, kwargs, exc)) from None
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """Decode and check one task message.
+
+    Raises:
+        SerializationError: For pickle, non-JSON, or an envelope of the wrong shape.
+    """
+    if not payload:
+        raise SerializationError("empty payload")
+    first = payload[:1]
+    if first == b"\x80":
+        raise SerializationError("pickle payloads are refused: DTQ accepts JSON or msgpack only")
+    if first == MSGPACK_MARK:
+        msg = _decode_msgpack(payload)
+    else:
+        try:
+            msg = _loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SerializationError(f"payload is not valid JSON: {exc}") from None
+    if type(msg) is not dict or msg.get("v") != ENVELOPE_VERSION:
+        raise SerializationError(
+            f"payload is not a DTQ v{ENVELOPE_VERSION} message envelope"
+        )
+    if type(msg.get("task")) is not str or type(msg.get("id")) is not str:
+        raise SerializationError("message envelope lacks a task name or id")
+    if type(msg.get("args")) is not list or type(msg.get("kwargs")) is not dict:
+        raise SerializationError("message args must be a JSON array and kwargs a JSON object")
+    return msg  # type: ignore[no-any-return]
+
+
+def dumps(value: Any) -> str:
+    """Encode any JSON value compactly (results, records, snapshots)."""
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode a JSON value."""
+    try:
+        return _loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"not valid JSON: {exc}") from None
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise a clear error if ``value`` cannot travel as JSON (e.g. a task result)."""
+    try:
+        _dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def _explain(name: str, args: Any, kwargs: Any, exc: Exception) -> str:
+    for i, arg in enumerate(args if isinstance(args, list | tuple) else ()):
+        try:
+            _dumps(arg)
+        except (TypeError, ValueError):
+            return (
+                f"task {name!r}: argument {i} of type {type(arg).__name__} is not "
+                "JSON-serializable; pass plain data (str, int, float, bool, None, list, dict)"
+            )
+    for key, val in (kwargs.items() if isinstance(kwargs, dict) else ()):
+        try:
+            _dumps(val)
+        except (TypeError, ValueError):
+            return (
+                f"task {name!r}: keyword argument {key!r} of type {type(val).__name__} is not "
+                "JSON-serializable; pass plain data (str, int, float, bool, None, list, dict)"
+            )
+    return f"task {name!r}: arguments are not JSON-serializable: {exc}"
+
+
+def _encode_msgpack(msg: dict[str, Any]) -> bytes:
+    try:
+        import msgpack  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise SerializationError("codec 'msgpack' needs the msgpack package: pip install msgpack")
+    try:
+        return MSGPACK_MARK + bytes(msgpack.packb(msg, use_bin_type=True))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"task {msg['task']!r}: arguments are not msgpack-able: {exc}")
+
+
+def _decode_msgpack(payload: bytes) -> Any:
+    try:
+        import msgpack
+    except ImportError:
+        raise SerializationError("a msgpack payload arrived but msgpack is not installed")
+    try:
+        return msgpack.unpackb(payload[1:], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise SerializationError(f"payload is not valid msgpack: {exc}") from None

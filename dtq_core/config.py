@@ -1,0 +1,99 @@
+"""Broker configuration."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from dtq_core.clock import SYSTEM_CLOCK, Clock
+from dtq_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dtq_core.hooks import Hook
+    from dtq_core.registry import Registry
+
+#: The backend used when neither the config nor ``DTQ_BACKEND`` names one.
+DEFAULT_BACKEND = "memory://"
+
+Pool = Literal["thread", "process", "async"]
+
+
+def default_backend_url() -> str:
+    """``DTQ_BACKEND`` from the environment, else :data:`DEFAULT_BACKEND`."""
+    return os.environ.get("DTQ_BACKEND") or DEFAULT_BACKEND
+
+
+@dataclass(slots=True)
+class BrokerConfig:
+    """Everything a :class:`~dtq_core.broker.Broker` is built from.
+
+    Attributes:
+        backend: Backend URL: ``memory://``, ``embedded://PATH`` or ``redis://...``.
+        num_workers: Concurrent tasks run by this process; 0 makes a producer-only broker.
+        pool: ``thread`` (default), ``process`` (CPU-bound work, hard time limits) or
+            ``async`` (one event loop running ``async def`` tasks concurrently).
+        queues: Queues this broker's workers serve, in strict priority order, or
+            ``None`` for every queue (best task priority first).
+        prefetch: Tasks a worker claims per round trip.
+        lease_s: Lease on a claimed task; renewed by heartbeat while the worker lives.
+        heartbeat_s: How often live workers renew leases and publish their state.
+        max_deliveries: Deliveries after which a task whose workers keep dying is
+            dead-lettered with reason ``worker_lost``.
+        result_ttl: Seconds finished records and results are kept.
+        max_results: Finished records kept at most (the oldest expire early).
+        drain_timeout: Seconds a graceful stop waits for in-flight tasks.
+        install_signal_handlers: Make SIGTERM/SIGINT drain and stop (off when embedded).
+        max_retries, retry_backoff, retry_max_delay, retry_jitter: Retry defaults.
+        codec: ``json`` or ``msgpack``.
+        seed: Seeds the jitter random generator (tests, demos).
+        clock: Time source; a ``FakeClock`` in tests.
+        registry: Task registry (the global one by default).
+        hooks: The hook chain; ``None`` builds the default chain.
+        event_history: Recent events kept for late readers.
+    """
+
+    backend: str = field(default_factory=default_backend_url)
+    num_workers: int = 4
+    pool: Pool = "thread"
+    queues: tuple[str, ...] | None = None
+    prefetch: int = 1
+    lease_s: float = 30.0
+    heartbeat_s: float = 2.0
+    max_deliveries: int = 5
+    result_ttl: float = 600.0
+    max_results: int = 100_000
+    drain_timeout: float = 30.0
+    install_signal_handlers: bool = False
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+    retry_max_delay: float = 300.0
+    retry_jitter: Literal["full", "equal", "none"] = "full"
+    codec: Literal["json", "msgpack"] = "json"
+    seed: int | None = None
+    clock: Clock = SYSTEM_CLOCK
+    registry: Registry | None = None
+    hooks: list[Hook] | None = None
+    event_history: int = 10_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.queues, list):
+            self.queues = tuple(self.queues)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value."""
+        if self.num_workers < 0:
+            raise ConfigError("num_workers must be >= 0 (0 = producer only)")
+        if self.pool not in ("thread", "process", "async"):
+            raise ConfigError(f"pool must be thread, process or async, not {self.pool!r}")
+        if self.prefetch < 1:
+            raise ConfigError("prefetch must be >= 1")
+        if self.lease_s <= 0 or self.heartbeat_s <= 0 or self.heartbeat_s >= self.lease_s:
+            raise ConfigError("need 0 < heartbeat_s < lease_s")
+        if self.max_deliveries < 1:
+            raise ConfigError("max_deliveries must be >= 1")
+        if self.codec not in ("json", "msgpack"):
+            raise ConfigError(f"codec must be json or msgpack, not {self.codec!r}")
+        if self.queues is not None and not self.queues:
+            raise ConfigError("queues must name at least one queue (or be None for all)")

@@ -1,0 +1,236 @@
+"""The Console API: what the console and the CLI use, and nothing else.
+
+:class:`LocalConsole` serves it from a broker in this process. The embedded store's
+socket and the Redis backend serve the same methods to other processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dtq_core.events import Event
+from dtq_core.filters import TaskFilter, parse_filter
+from dtq_core.monitoring.rates import RATE_WINDOWS
+from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
+from dtq_core.snapshot import QueueSnapshot, Rates, SystemSnapshot, Throughput, WorkerSnapshot
+from dtq_core.task import TaskRecord
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker
+
+
+class ConsoleAPI(Protocol):
+    """Queries and commands for operators' tools."""
+
+    def snapshot(self) -> SystemSnapshot:
+        """The dashboard's state; cheap (never O(all tasks))."""
+        ...
+
+    def events(self, since: int, limit: int = 1000) -> list[Event]:
+        """Events after sequence number ``since``."""
+        ...
+
+    def tasks(self, flt: str | TaskFilter | None = None, offset: int = 0,
+              limit: int = 100) -> list[TaskRecord]:
+        """Task records matching a filter, newest first."""
+        ...
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """One task's record with its attempt history."""
+        ...
+
+    def dead_letters(self, flt: str | TaskFilter | None = None, offset: int = 0,
+                     limit: int = 100) -> list[TaskRecord]:
+        """Dead tasks matching a filter, newest first."""
+        ...
+
+    def dead_groups(self, flt: str | TaskFilter | None = None) -> list[FailureGroup]:
+        """Dead tasks grouped by cause."""
+        ...
+
+    def replay(self, task_ids: Sequence[str], args: list[Any] | None = None,
+               kwargs: dict[str, Any] | None = None, note: str = "",
+               dry_run: bool = False) -> list[ReplayPlan]:
+        """Replay dead tasks (optionally with edited args)."""
+        ...
+
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead tasks."""
+        ...
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not started."""
+        ...
+
+    def enqueue(self, name: str, args: list[Any] | None = None,
+                kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+        """Enqueue a registered task by name; return its id."""
+        ...
+
+    def pause_queue(self, queue: str) -> None:
+        """Stop consumption from a queue."""
+        ...
+
+    def resume_queue(self, queue: str) -> None:
+        """Resume consumption from a queue."""
+        ...
+
+
+def _rates(metrics: Any, counter: str, now: float, queue: str | None = None) -> Rates:
+    r = [metrics.rate(counter, w, now, queue) for w in RATE_WINDOWS]
+    return Rates(r[0], r[1], r[2])
+
+
+class LocalConsole:
+    """The Console API served by a broker in this process."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.backend = broker.backend
+
+    def snapshot(self) -> SystemSnapshot:
+        """The dashboard's state."""
+        b = self.broker
+        now = b.clock.now()
+        m = b.metrics
+        counts = {s.value: n for s, n in self.backend.count_by_state().items()}
+        queues = []
+        for qs in self.backend.queue_stats():
+            queues.append(
+                QueueSnapshot(
+                    qs.name,
+                    qs.ready,
+                    qs.delayed,
+                    qs.running,
+                    qs.paused,
+                    _rates(m, "enqueued", now, qs.name),
+                    _rates(m, "succeeded", now, qs.name),
+                    _rates(m, "failed", now, qs.name),
+                    tuple(m.series("succeeded", now, 60, qs.name)),
+                    tuple(m.series("enqueued", now, 60, qs.name)),
+                    m.counters(qs.name),
+                )
+            )
+        workers = []
+        for w in self.backend.workers(now):
+            started = w.get("task_started")
+            workers.append(
+                WorkerSnapshot(
+                    w["id"],
+                    w["pool"],
+                    w["state"],
+                    w.get("task_id"),
+                    w.get("task_name"),
+                    None if started is None else max(0.0, now - started),
+                    int(w.get("processed", 0)),
+                    int(w.get("failed", 0)),
+                    max(0.0, now - float(w.get("heartbeat", now))),
+                )
+            )
+        # Local workers are fresher than their last heartbeat.
+        if b.pool is not None:
+            local = {w.id: w for w in b.pool.workers}
+            workers = [
+                _fresh(ws, local[ws.id], now) if ws.id in local else ws for ws in workers
+            ]
+            seen = {ws.id for ws in workers}
+            workers += [_fresh(None, w, now) for w in b.pool.workers if w.id not in seen]
+        workers.sort(key=lambda w: w.id)
+        extra: dict[str, Any] = {}
+        for hook in b.hooks:
+            part = hook.snapshot(b)
+            if part:
+                extra.update(part)
+        return SystemSnapshot(
+            taken_at=now,
+            backend=self.backend.url,
+            backend_info=self.backend.info(),
+            uptime=None if b.started_at is None else now - b.started_at,
+            counts=counts,
+            queues=tuple(queues),
+            workers=tuple(workers),
+            in_flight=counts.get("RUNNING", 0),
+            workers_busy=sum(1 for w in workers if w.state == "busy"),
+            throughput=Throughput(
+                _rates(m, "enqueued", now),
+                _rates(m, "succeeded", now),
+                _rates(m, "failed", now),
+                _rates(m, "retried", now),
+                _rates(m, "dead", now),
+            ),
+            dead_letters=self.backend.count_dead(),
+            counters=m.counters(),
+            last_event=b.events.last_seq,
+            extra=extra,
+        )
+
+    def events(self, since: int, limit: int = 1000) -> list[Event]:
+        """Events after ``since``."""
+        return self.broker.events.since(since, limit)
+
+    def subscribe(self, cb: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``cb`` on every event (in the publishing thread); returns unsubscribe."""
+        return self.broker.events.subscribe(cb)
+
+    def tasks(self, flt: str | TaskFilter | None = None, offset: int = 0,
+              limit: int = 100) -> list[TaskRecord]:
+        """Task records matching a filter."""
+        f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
+        return self.backend.list_tasks(f, self.broker.clock.now(), offset, limit)
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """One task's record."""
+        return self.backend.get(task_id)
+
+    def dead_letters(self, flt: str | TaskFilter | None = None, offset: int = 0,
+                     limit: int = 100) -> list[TaskRecord]:
+        """Dead tasks matching a filter."""
+        return self.broker.dlq.list(flt, offset, limit)
+
+    def dead_groups(self, flt: str | TaskFilter | None = None) -> list[FailureGroup]:
+        """Dead tasks grouped by cause."""
+        return self.broker.dlq.groups(flt)
+
+    def replay(self, task_ids: Sequence[str], args: list[Any] | None = None,
+               kwargs: dict[str, Any] | None = None, note: str = "",
+               dry_run: bool = False) -> list[ReplayPlan]:
+        """Replay dead tasks."""
+        return self.broker.dlq.replay(task_ids, args=args, kwargs=kwargs, note=note,
+                                      dry_run=dry_run)
+
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead tasks."""
+        return self.broker.dlq.purge(task_ids)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not started."""
+        return self.broker.cancel(task_id)
+
+    def enqueue(self, name: str, args: list[Any] | None = None,
+                kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+        """Enqueue a task by name."""
+        return self.broker.send(name, args or [], kwargs or {}, **options).id
+
+    def pause_queue(self, queue: str) -> None:
+        """Stop consumption from a queue."""
+        self.backend.set_paused(queue, True)
+
+    def resume_queue(self, queue: str) -> None:
+        """Resume consumption from a queue."""
+        self.backend.set_paused(queue, False)
+
+
+def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
+    cur = w.current
+    return WorkerSnapshot(
+        w.id,
+        w.pool,
+        w.state,
+        cur.task_id if cur else None,
+        cur.name if cur else None,
+        None if w.current_started is None else max(0.0, now - w.current_started),
+        w.processed,
+        w.failed,
+        0.0 if old is None else old.heartbeat_age,
+    )

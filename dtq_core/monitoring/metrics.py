@@ -1,0 +1,115 @@
+"""Metrics from the event stream: counters and rolling rates per queue and in total."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from dtq_core.monitoring.rates import RollingCounter
+from dtq_core.task import TaskState
+
+if TYPE_CHECKING:
+    from dtq_core.events import Event
+
+S = TaskState
+
+#: Counters kept per queue, named by what the event means.
+COUNTERS = (
+    "enqueued",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "dead",
+    "cancelled",
+    "requeued",
+)
+#: Counters that also keep per-second history (rates and sparklines).
+RATED = ("enqueued", "succeeded", "failed", "retried", "dead")
+
+# new state -> old state -> counter
+_MEANING: dict[str | None, dict[str | None, str]] = {
+    S.PENDING: {None: "enqueued", S.RUNNING: "requeued"},
+    S.RUNNING: {S.PENDING: "started"},
+    S.SUCCESS: {S.RUNNING: "succeeded"},
+    S.FAILED: {S.RUNNING: "failed"},
+    S.RETRY: {S.FAILED: "retried"},
+    S.DEAD: {S.FAILED: "dead", S.RUNNING: "dead", S.PENDING: "dead"},
+    S.CANCELLED: {S.PENDING: "cancelled", S.RETRY: "cancelled"},
+}
+
+
+class _Series:
+    __slots__ = ("counts", "rolling")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.rolling: dict[str, RollingCounter] = {c: RollingCounter() for c in RATED}
+
+
+class Metrics:
+    """Counts what the event stream says happened, per queue and in total.
+
+    Subscribe :meth:`on_event` to a broker's :class:`~dtq_core.events.EventBus`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = _Series()
+        self._queues: dict[str, _Series] = {}
+        self.extra: dict[str, int] = {}
+
+    def on_event(self, ev: Event) -> None:
+        """Count one event."""
+        by_old = _MEANING.get(ev.new)
+        if by_old is None:
+            return
+        name = by_old.get(ev.old)
+        if name is None:
+            return
+        with self._lock:
+            q = self._queues.get(ev.queue)
+            if q is None:
+                q = self._queues[ev.queue] = _Series()
+            for series in (q, self._total):
+                series.counts[name] += 1
+                rc = series.rolling.get(name)
+                if rc is not None:
+                    rc.add(1, ev.ts)
+
+    def incr(self, name: str, n: int = 1) -> None:
+        """Bump a counter that no state change expresses (throttled, deduplicated...)."""
+        with self._lock:
+            self.extra[name] = self.extra.get(name, 0) + n
+
+    def counters(self, queue: str | None = None) -> dict[str, int]:
+        """Counter values for one queue, or in total."""
+        with self._lock:
+            s = self._total if queue is None else self._queues.get(queue)
+            out = dict(s.counts) if s is not None else dict.fromkeys(COUNTERS, 0)
+            if queue is None:
+                out.update(self.extra)
+            return out
+
+    def rate(self, counter: str, window_s: int, now: float, queue: str | None = None) -> float:
+        """Events per second of ``counter`` over the last ``window_s`` seconds."""
+        with self._lock:
+            s = self._total if queue is None else self._queues.get(queue)
+            if s is None:
+                return 0.0
+            return s.rolling[counter].rate(window_s, now)
+
+    def series(
+        self, counter: str, now: float, seconds: int = 60, queue: str | None = None
+    ) -> list[int]:
+        """Per-second counts, oldest first (sparklines)."""
+        with self._lock:
+            s = self._total if queue is None else self._queues.get(queue)
+            if s is None:
+                return [0] * seconds
+            return s.rolling[counter].series(now, seconds)
+
+    def queues(self) -> list[str]:
+        """Queues that had events."""
+        with self._lock:
+            return sorted(self._queues)

@@ -1,0 +1,247 @@
+"""Dead letters: the hook that buries exhausted tasks, and grouping failures by cause."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.backends.base import NewTask
+from dtq_core.codec import decode_message, encode_message
+from dtq_core.errors import ConfigError, SerializationError, TaskNotFound
+from dtq_core.filters import TaskFilter, parse_filter
+from dtq_core.hooks import FailureDecision, Hook, RunContext
+from dtq_core.task import TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker
+
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?")
+_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,}\b")
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+class DeadLetterHook(Hook):
+    """Sends a failed task that will not be retried to the dead-letter queue.
+
+    The task option ``dead_letter=False`` keeps such a task FAILED instead.
+    """
+
+    options = frozenset({"dead_letter"})
+
+    def on_failure(self, ctx: RunContext, exc: BaseException, decision: FailureDecision) -> None:
+        """Bury when no retry was decided."""
+        if decision.retry_at is not None or decision.dead_reason is not None:
+            return
+        if not ctx.option("dead_letter", True):
+            return
+        decision.dead_reason = decision.notes[-1] if decision.notes else "failed"
+
+
+def normalise_message(message: str) -> str:
+    """A failure message with its variable parts folded, so alike failures group.
+
+    UUIDs, long hex ids, quoted strings and numbers become placeholders.
+    """
+    text = _UUID.sub("<uuid>", message)
+    text = _HEX.sub("<hex>", text)
+    text = _QUOTED.sub("<str>", text)
+    text = _NUMBER.sub("<n>", text)
+    return " ".join(text.split())[:200]
+
+
+def cause_key(rec: TaskRecord) -> tuple[str, str, str]:
+    """``(task name, exception type, normalised message)`` of a dead task."""
+    if rec.error is None:
+        return rec.name, "", normalise_message(rec.dead_reason or "")
+    return rec.name, rec.error.type, normalise_message(rec.error.message)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Dead tasks that failed for the same cause."""
+
+    task: str
+    exc_type: str
+    message: str
+    count: int
+    first_seen: float
+    last_seen: float
+    task_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """A stable text key for the group."""
+        return f"{self.task}|{self.exc_type}|{self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "key": self.key,
+            "task": self.task,
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "count": self.count,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "task_ids": list(self.task_ids),
+            "reasons": list(self.reasons),
+        }
+
+
+def group_by_cause(records: list[TaskRecord]) -> list[FailureGroup]:
+    """Group dead records by :func:`cause_key`, largest group first."""
+    groups: dict[tuple[str, str, str], list[TaskRecord]] = {}
+    for rec in records:
+        groups.setdefault(cause_key(rec), []).append(rec)
+    out = []
+    for (name, etype, msg), recs in groups.items():
+        times = [r.finished_at or r.enqueued_at for r in recs]
+        out.append(
+            FailureGroup(
+                task=name,
+                exc_type=etype,
+                message=msg,
+                count=len(recs),
+                first_seen=min(times),
+                last_seen=max(times),
+                task_ids=tuple(r.id for r in recs),
+                reasons=tuple(sorted({r.dead_reason or "" for r in recs})),
+            )
+        )
+    out.sort(key=lambda g: (-g.count, -g.last_seen, g.key))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """One dead task and what replaying it does (or did)."""
+
+    dead_id: str
+    name: str
+    queue: str
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    new_id: str | None = None
+    edited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "dead_id": self.dead_id,
+            "name": self.name,
+            "queue": self.queue,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "new_id": self.new_id,
+            "edited": self.edited,
+        }
+
+
+class DeadLetters:
+    """Dead-letter operations on one broker: list, group, replay (with edits), purge."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.backend = broker.backend
+
+    def list(self, flt: TaskFilter | str | None = None, offset: int = 0,
+             limit: int = 100) -> list[TaskRecord]:
+        """Dead tasks matching the filter, newest first."""
+        return self.backend.list_dead(_filter(flt), self.broker.clock.now(), offset, limit)
+
+    def count(self, flt: TaskFilter | str | None = None) -> int:
+        """How many dead tasks match."""
+        return self.backend.count_dead(_filter(flt), self.broker.clock.now())
+
+    def groups(self, flt: TaskFilter | str | None = None, limit: int = 10_000) -> list[FailureGroup]:
+        """Dead tasks grouped by cause, largest group first."""
+        return group_by_cause(self.list(flt, 0, limit))
+
+    def replay(
+        self,
+        task_ids: Sequence[str],
+        *,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        note: str = "",
+        dry_run: bool = False,
+    ) -> list[ReplayPlan]:
+        """Enqueue each dead task again as a new task linked by ``replayed_from``.
+
+        ``args``/``kwargs`` replace the originals (the edit is recorded with time and
+        ``note`` on both records). Attempts start from zero. With ``dry_run`` nothing
+        changes and the plan is returned.
+
+        Raises:
+            TaskNotFound: An id is not a dead task (nothing after it is replayed).
+            ConfigError: ``args`` is not a list or ``kwargs`` not a dict.
+        """
+        if args is not None and not isinstance(args, list):
+            raise ConfigError("replay args must be a JSON array, e.g. [1, 2]")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ConfigError('replay kwargs must be a JSON object, e.g. {"x": 1}')
+        b = self.broker
+        plans: list[ReplayPlan] = []
+        for dead_id in task_ids:
+            rec = self.backend.get(dead_id)
+            if rec is None or rec.state is not TaskState.DEAD:
+                raise TaskNotFound(f"no dead task {dead_id!r}")
+            try:
+                msg = decode_message(rec.payload)
+                old_args, old_kwargs, opts = msg["args"], msg["kwargs"], msg.get("opts") or {}
+            except SerializationError:
+                if args is None and kwargs is None:
+                    raise ConfigError(
+                        f"task {dead_id}: its payload cannot be decoded; replay it with new "
+                        "args (and kwargs)"
+                    ) from None
+                old_args, old_kwargs, opts = None, None, {}
+            new_args = args if args is not None else old_args
+            new_kwargs = kwargs if kwargs is not None else old_kwargs
+            edited = args is not None or kwargs is not None
+            if dry_run:
+                plans.append(ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs,
+                                        None, edited))
+                continue
+            new_id = uuid.uuid4().hex
+            payload = encode_message(new_id, rec.name, new_args or [], new_kwargs or {}, opts,
+                                     b.config.codec)
+            now = b.clock.now()
+            nt = NewTask(new_id, rec.name, rec.queue, rec.priority, payload, None,
+                         rec.max_retries, rec.time_limit, None, dead_id, rec.workflow)
+            edit = None
+            if edited:
+                edit = {"at": now, "note": note, "old_args": old_args,
+                        "old_kwargs": old_kwargs, "args": new_args, "kwargs": new_kwargs}
+            b.emit(self.backend.replay(dead_id, nt, edit, now), None)
+            plans.append(ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs,
+                                    new_id, edited))
+        return plans
+
+    def replay_matching(self, flt: TaskFilter | str | None, limit: int = 1000,
+                        dry_run: bool = False) -> list[ReplayPlan]:
+        """Replay up to ``limit`` dead tasks matching the filter (oldest first)."""
+        ids = [r.id for r in reversed(self.list(flt, 0, 1_000_000))][:limit]
+        return self.replay(ids, dry_run=dry_run)
+
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead records; return how many."""
+        return self.backend.purge(task_ids)
+
+    def purge_matching(self, flt: TaskFilter | str | None, dry_run: bool = False) -> list[str]:
+        """Delete every dead task matching the filter; return their ids."""
+        ids = [r.id for r in self.list(flt, 0, 10_000_000)]
+        if not dry_run:
+            self.backend.purge(ids)
+        return ids
+
+
+def _filter(flt: TaskFilter | str | None) -> TaskFilter:
+    if isinstance(flt, TaskFilter):
+        return flt
+    return parse_filter(flt)

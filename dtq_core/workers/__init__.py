@@ -1,0 +1,1 @@
+"""Worker pools: threads (default), processes and an asyncio loop, around one runner."""

@@ -1,0 +1,83 @@
+"""What every pool shares: per-worker state and the pool interface."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dtq_core.backends.base import Delivery
+    from dtq_core.broker import Broker
+
+
+class WorkerShutdown(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised into a worker thread by a hard stop: the task is requeued, not failed."""
+
+
+def worker_prefix() -> str:
+    """``host:pid``: identifies this process among the workers of a system."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """One worker's live state (read by heartbeats and the snapshot)."""
+
+    id: str
+    pool: str
+    state: str = "idle"
+    current: Delivery | None = None
+    current_started: float | None = None
+    processed: int = 0
+    failed: int = 0
+    started_at: float = 0.0
+    last_seen: float = 0.0
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """What a heartbeat publishes."""
+        cur = self.current
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "state": self.state,
+            "task_id": cur.task_id if cur else None,
+            "task_name": cur.name if cur else None,
+            "task_started": self.current_started,
+            "processed": self.processed,
+            "failed": self.failed,
+            "started_at": self.started_at,
+            "heartbeat": now,
+        }
+
+
+class Pool(ABC):
+    """A set of workers claiming from the backend and running tasks through the runner."""
+
+    kind = "base"
+
+    def __init__(self, broker: Broker, size: int) -> None:
+        self.broker = broker
+        self.size = size
+        self.workers: list[WorkerInfo] = []
+        self.stopping = threading.Event()
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the workers."""
+
+    @abstractmethod
+    def stop(self, drain_timeout: float) -> None:
+        """Stop claiming, let in-flight tasks finish up to ``drain_timeout``, requeue the rest."""
+
+    def in_flight(self) -> list[tuple[str, int]]:
+        """``(task_id, token)`` of every running task (for lease renewal)."""
+        out = []
+        for w in self.workers:
+            cur = w.current
+            if cur is not None:
+                out.append((cur.task_id, cur.token))
+        return out

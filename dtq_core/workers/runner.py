@@ -1,0 +1,137 @@
+"""The runner: what happens to one delivery, whatever pool runs it.
+
+``prepare`` decodes the message, finds the registered task and asks the hooks whether it
+may run; ``settle`` records the outcome, lets the failure hooks decide retry or
+dead-letter, and emits the events. Pools only supply the call in between.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.codec import check_json, decode_message
+from dtq_core.errors import SerializationError, TimeLimitExceeded
+from dtq_core.hooks import FailureDecision, RunContext
+from dtq_core.task import ErrorInfo
+
+if TYPE_CHECKING:
+    from dtq_core.backends.base import Delivery
+    from dtq_core.broker import Broker
+    from dtq_core.workers.base import WorkerInfo
+
+
+def error_info(exc: BaseException, time_limit: float | None = None) -> ErrorInfo:
+    """Capture an exception as data (type name, message, formatted traceback)."""
+    etype = type(exc)
+    name = etype.__qualname__
+    if etype.__module__ not in ("builtins", "__main__"):
+        name = f"{etype.__module__}.{name}"
+    message = str(exc)
+    if isinstance(exc, TimeLimitExceeded) and not message:
+        message = f"ran past its time limit of {time_limit}s" if time_limit else "time limit"
+    tb = "".join(traceback.format_exception(exc))
+    return ErrorInfo(name, message, tb)
+
+
+class Runner:
+    """Runs deliveries through the hook chain for one broker."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.backend = broker.backend
+        self.registry = broker.registry
+        self.now = broker.clock.now
+        hooks = broker.hooks
+        cls_hooks = [type(h) for h in hooks]
+        from dtq_core.hooks import Hook
+
+        def overrides(name: str) -> list[Any]:
+            return [
+                h
+                for h, c in zip(hooks, cls_hooks, strict=True)
+                if getattr(c, name) is not getattr(Hook, name)
+            ]
+
+        self.before_run = overrides("before_run")
+        self.on_failure = overrides("on_failure")
+        self.after_run = list(reversed(overrides("after_run")))
+
+    def prepare(self, d: Delivery, worker: WorkerInfo) -> RunContext | None:
+        """Decode and check a delivery; ``None`` when it was settled without running."""
+        emit = self.broker.emit
+        emit_started = self.broker.emit_started
+        try:
+            msg = decode_message(d.payload)
+        except SerializationError as exc:
+            emit_started(d, worker.id)
+            info = ErrorInfo("SerializationError", str(exc))
+            emit(self.backend.bury(d.task_id, d.token, info, "undecodable message", self.now()),
+                 worker.id)
+            return None
+        task = self.registry.get(d.name)
+        if task is None:
+            emit_started(d, worker.id)
+            info = ErrorInfo(
+                "TaskNotRegistered",
+                f"no task named {d.name!r} is registered in worker {worker.id}",
+            )
+            emit(self.backend.bury(d.task_id, d.token, info, "unregistered task", self.now()),
+                 worker.id)
+            return None
+        ctx = RunContext(
+            self.broker, d, task, msg["args"], msg["kwargs"], msg.get("opts") or {}, worker.id
+        )
+        for hook in self.before_run:
+            until = hook.before_run(ctx)
+            if until is not None:
+                note = f"deferred by {type(hook).__name__}"
+                trs = self.backend.release(d.task_id, d.token, self.now(), eta=until, note=note)
+                if trs:
+                    self.broker.wake_scheduler(until)
+                return None
+        emit_started(d, worker.id)
+        return ctx
+
+    def time_limit(self, ctx: RunContext) -> float | None:
+        """The effective time limit of a delivery."""
+        limit = ctx.opts.get("time_limit", ctx.delivery.time_limit)
+        if limit is None:
+            limit = ctx.task.options.get("time_limit")
+        return float(limit) if limit else None
+
+    def settle(self, ctx: RunContext, result: Any, exc: BaseException | None) -> None:
+        """Record the outcome of an attempt and emit its events."""
+        d = ctx.delivery
+        now = self.now()
+        backend = self.backend
+        if exc is None:
+            try:
+                check_json(result, f"result of task {d.name!r}")
+            except SerializationError as bad:
+                exc = bad
+        if exc is None:
+            trs = backend.ack(d.task_id, d.token, result, now)
+        else:
+            decision = FailureDecision()
+            for hook in self.on_failure:
+                hook.on_failure(ctx, exc, decision)
+            info = error_info(exc, self.time_limit(ctx))
+            trs = backend.fail(
+                d.task_id,
+                d.token,
+                info,
+                now,
+                retry_at=decision.retry_at,
+                dead_reason=decision.dead_reason,
+            )
+            if decision.retry_at is not None and trs:
+                self.broker.wake_scheduler(decision.retry_at)
+        self.broker.emit(trs, ctx.worker_id)
+        for hook in self.after_run:
+            hook.after_run(ctx, exc, trs)
+
+    def requeue(self, d: Delivery, worker_id: str, note: str) -> None:
+        """Give a claimed task back (shutdown); it runs again, no attempt counted."""
+        self.broker.emit(self.backend.release(d.task_id, d.token, self.now(), note=note),
+                         worker_id)

@@ -1,0 +1,174 @@
+"""The thread pool (default): N threads claim and run tasks; async tasks run on a loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.errors import TimeLimitExceeded
+from dtq_core.workers.base import Pool, WorkerInfo, WorkerShutdown, worker_prefix
+from dtq_core.workers.runner import Runner
+from dtq_core.workers.timelimit import Watchdog, raise_in_thread
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker
+    from dtq_core.hooks import RunContext
+
+
+class LoopThread:
+    """A private event loop in a daemon thread, for ``async def`` tasks of sync pools."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dtq-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, time_limit: float | None) -> Any:
+        """Run ``coro`` on the loop and wait for it (cancelled past ``time_limit``)."""
+        fut = asyncio.run_coroutine_threadsafe(_limited(coro, time_limit), self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def _limited(coro: Any, time_limit: float | None) -> Any:
+    if time_limit is None:
+        return await coro
+    try:
+        return await asyncio.wait_for(coro, time_limit)
+    except TimeoutError:
+        raise TimeLimitExceeded(f"ran past its time limit of {time_limit}s") from None
+
+
+class ThreadPool(Pool):
+    """``size`` threads; each claims ``prefetch`` tasks at a time and runs them."""
+
+    kind = "thread"
+
+    def __init__(self, broker: Broker, size: int) -> None:
+        super().__init__(broker, size)
+        self.runner = Runner(broker)
+        self.watchdog = Watchdog()
+        self._threads: list[threading.Thread] = []
+        self._loop: LoopThread | None = None
+        self._loop_lock = threading.Lock()
+        self._hard = False
+
+    def start(self) -> None:
+        """Start the threads."""
+        prefix = worker_prefix()
+        now = self.broker.clock.now()
+        for i in range(self.size):
+            info = WorkerInfo(f"{prefix}:t{i}", self.kind, started_at=now, last_seen=now)
+            self.workers.append(info)
+            t = threading.Thread(target=self._work, args=(info,), name=f"dtq-worker-{i}",
+                                 daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _work(self, info: WorkerInfo) -> None:
+        broker = self.broker
+        cfg = broker.config
+        backend = broker.backend
+        clock = broker.clock
+        runner = self.runner
+        queues = cfg.queues
+        stopping = self.stopping
+        while not stopping.is_set():
+            batch = backend.claim(queues, info.id, cfg.lease_s, cfg.prefetch, clock.now(), 0.5)
+            for i, d in enumerate(batch):
+                if stopping.is_set():
+                    for rest in batch[i:]:
+                        runner.requeue(rest, info.id, "worker stopping: requeued")
+                    break
+                info.current = d
+                info.current_started = clock.now()
+                info.state = "busy"
+                try:
+                    self._run_one(runner, d, info)
+                except WorkerShutdown:
+                    runner.requeue(d, info.id, "hard stop: requeued")
+                finally:
+                    info.current = None
+                    info.current_started = None
+                    info.state = "idle"
+        info.state = "stopped"
+
+    def _run_one(self, runner: Runner, d: Any, info: WorkerInfo) -> None:
+        ctx = runner.prepare(d, info)
+        if ctx is None:
+            return
+        result, exc = self._invoke(runner, ctx)
+        if isinstance(exc, WorkerShutdown):
+            raise exc
+        if exc is None:
+            info.processed += 1
+        else:
+            info.failed += 1
+        runner.settle(ctx, result, exc)
+
+    def _invoke(self, runner: Runner, ctx: RunContext) -> tuple[Any, BaseException | None]:
+        limit = runner.time_limit(ctx)
+        task = ctx.task
+        started = time.perf_counter()
+        try:
+            if task.is_async:
+                result = self._async_loop().run(task.fn(*ctx.args, **ctx.kwargs), limit)
+            elif limit is None:
+                result = task.fn(*ctx.args, **ctx.kwargs)
+            else:
+                armed = self.watchdog.arm(limit)
+                try:
+                    result = task.fn(*ctx.args, **ctx.kwargs)
+                finally:
+                    self.watchdog.disarm(armed)
+            return result, None
+        except (Exception, WorkerShutdown) as exc:
+            return None, exc
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
+            return None, exc
+        finally:
+            ctx.runtime = time.perf_counter() - started
+
+    def _async_loop(self) -> LoopThread:
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = LoopThread()
+            return self._loop
+
+    def stop(self, drain_timeout: float) -> None:
+        """Stop claiming, drain up to ``drain_timeout``, then interrupt and requeue."""
+        self.stopping.set()
+        self.broker.backend_wakeup()
+        deadline = time.monotonic() + drain_timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._interrupt_stragglers()
+        self.watchdog.stop()
+        if self._loop is not None:
+            self._loop.stop()
+
+    def hard_stop(self) -> None:
+        """Interrupt every running task now (it is requeued)."""
+        self.stopping.set()
+        self._interrupt_stragglers()
+
+    def _interrupt_stragglers(self) -> None:
+        alive = [(t, w) for t, w in zip(self._threads, self.workers, strict=True) if t.is_alive()]
+        for t, w in alive:
+            if w.current is not None and t.ident is not None:
+                raise_in_thread(t.ident, WorkerShutdown)
+        for t, w in alive:
+            t.join(1.0)
+            d = w.current
+            if t.is_alive() and d is not None:
+                # Stuck in C code: give the task back; the thread's late ack will be stale.
+                self.runner.requeue(d, w.id, "worker stuck at shutdown: requeued")
