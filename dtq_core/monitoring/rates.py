@@ -82,13 +82,13 @@ class RollingCounter:
         return self._counts[i] if self._seconds[i] == second else 0
 
     def series(
-        self, now: float, seconds: int = DEFAULT_HORIZON_S, *, include_current: bool = False
+        self, now: float, seconds: int | None = None, *, include_current: bool = False
     ) -> list[int]:
         """Counts per second, oldest first, for a sparkline.
 
         Args:
             now: The epoch time the series ends at.
-            seconds: How many seconds, 1 to :attr:`horizon_s`.
+            seconds: How many seconds, 1 to :attr:`horizon_s` (the default).
             include_current: End with the second holding ``now`` (still filling) instead
                 of the last complete one.
 
@@ -98,6 +98,8 @@ class RollingCounter:
         Raises:
             ValueError: If ``seconds`` is out of range.
         """
+        if seconds is None:
+            seconds = self.horizon_s
         if not 1 <= seconds <= self.horizon_s:
             raise ValueError(f"seconds must be in 1..{self.horizon_s}, got {seconds!r}")
         end = math.floor(now) + (1 if include_current else 0)

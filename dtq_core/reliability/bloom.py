@@ -18,7 +18,10 @@ FORMAT_VERSION: Final = 1
 #: Header: magic, version, pad, hashes, bits, capacity, items, error rate (little-endian).
 _HEADER: Final = struct.Struct("<4sBxHQQQd")
 
+#: Low 64 bits of the 128-bit digest.
 _MASK64: Final = (1 << 64) - 1
+
+#: ``ln 2``, from the sizing formulas.
 _LN2: Final = math.log(2)
 
 
@@ -200,14 +203,15 @@ class RotatingBloom:
     * it is forgotten (barring false positives) at every ``now >= t + ttl_s + P``, that is
       ``t + ttl_s * generations / (generations - 1)``.
 
-    Each generation is a :class:`BloomFilter` for ``capacity`` keys at
+    The bounds are exact up to the float rounding of ``now / P`` (none when times and
+    ``P`` are binary fractions). Time is passed in; a ``now`` earlier than one already seen
+    is treated as that latest time, so a key is never lost early. Adding a present key
+    refreshes its TTL. Each generation is a :class:`BloomFilter` for ``capacity`` keys at
     ``error_rate / generations``, so a query over all of them stays under ``error_rate``
-    while each generation holds at most ``capacity`` keys. Time is passed in; a ``now``
-    earlier than one already seen is treated as that latest time, so a key is never lost
-    early. Adding a present key refreshes its TTL. Not thread-safe.
+    while no period brings more than ``capacity`` keys. Not thread-safe.
 
     Args:
-        capacity: Keys expected per period (``ttl_s`` for two generations).
+        capacity: Keys expected per period ``P`` (that is ``ttl_s`` for two generations).
         error_rate: The target false-positive probability of a query, in (0, 1).
         ttl_s: Seconds a key is guaranteed to be remembered.
         generations: Filters in the ring, at least 2; more cut the overshoot ``P``.

@@ -47,7 +47,7 @@ def test_ring_wraps_around_without_resurrecting_old_seconds() -> None:
     c.add(1, T0 + 11)  # same cell as T0: the old count is replaced
     assert c.series(T0 + 12, 10) == [0] * 9 + [1]
     assert c.rate(10, T0 + 100) == 0.0
-    assert c.series(T0 + 100, 10) == [0] * 10
+    assert c.series(T0 + 100) == [0] * 10
     assert c.total == 5
 
 
