@@ -7,7 +7,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +21,7 @@ from dtq_core.config import BrokerConfig
 from dtq_core.errors import ConfigError, DTQError, TaskNotFound, TaskNotRegistered
 from dtq_core.events import EventBus
 from dtq_core.hooks import PER_CALL_OPTIONS, Hook
+from dtq_core.ids import new_id
 from dtq_core.maintenance import Maintenance
 from dtq_core.monitoring.metrics import Metrics
 from dtq_core.registry import default_registry
@@ -260,7 +260,7 @@ class Broker:
                 )
         now = self.clock.now()
         due = self._due(now, countdown, eta)
-        tid = task_id or uuid.uuid4().hex
+        tid = task_id or new_id()
         payload = encode_message(tid, name, args, kwargs or {}, opts, self.config.codec)
         nt = NewTask(
             tid,

@@ -8,6 +8,8 @@ looks like a pickle is refused with a clear error; nothing in a message is ever 
 from __future__ import annotations
 
 import json
+import json.scanner
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from dtq_core.errors import SerializationError
@@ -17,8 +19,35 @@ ENVELOPE_VERSION = 1
 #: First byte of a msgpack payload (JSON payloads start with ``{``).
 MSGPACK_MARK = b"M"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_decoder = json.JSONDecoder()
+_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[attr-defined]
 _loads = json.loads
+
+
+def _loads_payload(payload: bytes) -> Any:
+    # The C scanner directly: json.loads(bytes) sniffs the encoding and wraps twice.
+    text = payload.decode()
+    try:
+        obj, end = _scan_once(text, 0)
+    except StopIteration:
+        raise ValueError("no JSON value at the start") from None
+    if end != len(text) and text[end:].strip():
+        raise ValueError(f"extra data after the JSON value at offset {end}")
+    return obj
+
+if c_make_encoder is not None:
+    # One C encoder built once: JSONEncoder.encode builds a new one on every call.
+    # No circular-reference markers: a cycle ends in RecursionError, caught below.
+    _c_encoder = c_make_encoder(None, None, encode_basestring, None, ":", ",", False, False, False)
+
+    def _dumps(value: Any) -> str:
+        if type(value) is str:
+            return str(encode_basestring(value))
+        return "".join(_c_encoder(value, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
 
 
 def encode_message(
@@ -41,7 +70,7 @@ def encode_message(
         return _encode_msgpack(msg)
     try:
         return _dumps(msg).encode()
-    except (TypeError, ValueError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise SerializationError(_explain(name, args, kwargs, exc)) from None
 
 
@@ -60,13 +89,11 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         msg = _decode_msgpack(payload)
     else:
         try:
-            msg = _loads(payload)
+            msg = _loads_payload(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"payload is not valid JSON: {exc}") from None
     if type(msg) is not dict or msg.get("v") != ENVELOPE_VERSION:
-        raise SerializationError(
-            f"payload is not a DTQ v{ENVELOPE_VERSION} message envelope"
-        )
+        raise SerializationError(f"payload is not a DTQ v{ENVELOPE_VERSION} message envelope")
     if type(msg.get("task")) is not str or type(msg.get("id")) is not str:
         raise SerializationError("message envelope lacks a task name or id")
     if type(msg.get("args")) is not list or type(msg.get("kwargs")) is not dict:
@@ -78,7 +105,7 @@ def dumps(value: Any) -> str:
     """Encode any JSON value compactly (results, records, snapshots)."""
     try:
         return _dumps(value)
-    except (TypeError, ValueError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise SerializationError(f"value is not JSON-serializable: {exc}") from None
 
 
@@ -90,11 +117,16 @@ def loads(text: str | bytes) -> Any:
         raise SerializationError(f"not valid JSON: {exc}") from None
 
 
+_SCALARS = frozenset({type(None), bool, int, str})
+
+
 def check_json(value: Any, what: str) -> None:
     """Raise a clear error if ``value`` cannot travel as JSON (e.g. a task result)."""
+    if type(value) in _SCALARS:
+        return
     try:
         _dumps(value)
-    except (TypeError, ValueError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
 
 
@@ -102,20 +134,29 @@ def _explain(name: str, args: Any, kwargs: Any, exc: Exception) -> str:
     for i, arg in enumerate(args if isinstance(args, list | tuple) else ()):
         try:
             _dumps(arg)
-        except (TypeError, ValueError):
+        except _ENCODE_ERRORS as inner:
             return (
-                f"task {name!r}: argument {i} of type {type(arg).__name__} is not "
-                "JSON-serializable; pass plain data (str, int, float, bool, None, list, dict)"
+                f"task {name!r}: argument {i} ({type(arg).__name__}) is not JSON-serializable "
+                f"({_why(inner)}); pass plain data (str, int, float, bool, None, list, dict)"
             )
-    for key, val in (kwargs.items() if isinstance(kwargs, dict) else ()):
+    for key, val in kwargs.items() if isinstance(kwargs, dict) else ():
         try:
             _dumps(val)
-        except (TypeError, ValueError):
+        except _ENCODE_ERRORS as inner:
             return (
-                f"task {name!r}: keyword argument {key!r} of type {type(val).__name__} is not "
-                "JSON-serializable; pass plain data (str, int, float, bool, None, list, dict)"
+                f"task {name!r}: keyword argument {key!r} ({type(val).__name__}) is not "
+                f"JSON-serializable ({_why(inner)}); pass plain data (str, int, float, bool, "
+                "None, list, dict)"
             )
     return f"task {name!r}: arguments are not JSON-serializable: {exc}"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it contains itself"
+    if isinstance(exc, ValueError):
+        return "NaN and Infinity are not JSON"
+    return "no JSON form for this type"
 
 
 def _encode_msgpack(msg: dict[str, Any]) -> bytes:

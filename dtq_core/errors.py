@@ -112,3 +112,25 @@ class DAGError(DTQError, ValueError):
 
 class CronError(DTQError, ValueError):
     """A cron expression is malformed or never fires."""
+
+
+class RemoteTaskError(TaskError):
+    """A task raised in a worker process; its type is carried by name, never imported.
+
+    Attributes:
+        exc_type: ``module.QualName`` of the remote exception.
+        mro: The qualified names of its classes, most derived first (for ``retry_on``).
+        message: ``str()`` of the remote exception.
+        traceback: The remote formatted traceback.
+    """
+
+    def __init__(self, exc_type: str, mro: list[str], message: str, traceback: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.mro = mro
+        self.message = message
+        self.traceback = traceback
+
+
+class WorkerCrashed(TaskError):
+    """The worker process running a task died (segfault, os._exit, OOM kill...)."""

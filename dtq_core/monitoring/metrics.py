@@ -39,6 +39,9 @@ _MEANING: dict[str | None, dict[str | None, str]] = {
 }
 
 
+_NONE: dict[str | None, str] = {}
+
+
 class _Series:
     __slots__ = ("counts", "rolling")
 
@@ -55,27 +58,22 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._total = _Series()
         self._queues: dict[str, _Series] = {}
         self.extra: dict[str, int] = {}
 
     def on_event(self, ev: Event) -> None:
-        """Count one event."""
-        by_old = _MEANING.get(ev.new)
-        if by_old is None:
-            return
-        name = by_old.get(ev.old)
+        """Count one event (per queue; totals are summed when read)."""
+        name = _MEANING.get(ev.new, _NONE).get(ev.old)
         if name is None:
             return
         with self._lock:
             q = self._queues.get(ev.queue)
             if q is None:
                 q = self._queues[ev.queue] = _Series()
-            for series in (q, self._total):
-                series.counts[name] += 1
-                rc = series.rolling.get(name)
-                if rc is not None:
-                    rc.add(1, ev.ts)
+            q.counts[name] += 1
+            rc = q.rolling.get(name)
+            if rc is not None:
+                rc.add(1, ev.ts)
 
     def incr(self, name: str, n: int = 1) -> None:
         """Bump a counter that no state change expresses (throttled, deduplicated...)."""
@@ -85,29 +83,32 @@ class Metrics:
     def counters(self, queue: str | None = None) -> dict[str, int]:
         """Counter values for one queue, or in total."""
         with self._lock:
-            s = self._total if queue is None else self._queues.get(queue)
-            out = dict(s.counts) if s is not None else dict.fromkeys(COUNTERS, 0)
-            if queue is None:
-                out.update(self.extra)
+            if queue is not None:
+                s = self._queues.get(queue)
+                return dict(s.counts) if s is not None else dict.fromkeys(COUNTERS, 0)
+            out = dict.fromkeys(COUNTERS, 0)
+            for s in self._queues.values():
+                for k, v in s.counts.items():
+                    out[k] += v
+            out.update(self.extra)
             return out
 
     def rate(self, counter: str, window_s: int, now: float, queue: str | None = None) -> float:
         """Events per second of ``counter`` over the last ``window_s`` seconds."""
-        with self._lock:
-            s = self._total if queue is None else self._queues.get(queue)
-            if s is None:
-                return 0.0
-            return s.rolling[counter].rate(window_s, now)
+        return sum(self.series(counter, now, window_s, queue)) / window_s
 
     def series(
         self, counter: str, now: float, seconds: int = 60, queue: str | None = None
     ) -> list[int]:
         """Per-second counts, oldest first (sparklines)."""
         with self._lock:
-            s = self._total if queue is None else self._queues.get(queue)
-            if s is None:
-                return [0] * seconds
-            return s.rolling[counter].series(now, seconds)
+            picked = list(self._queues.values()) if queue is None else (
+                [self._queues[queue]] if queue in self._queues else [])
+            out = [0] * seconds
+            for s in picked:
+                for i, v in enumerate(s.rolling[counter].series(now, seconds)):
+                    out[i] += v
+            return out
 
     def queues(self) -> list[str]:
         """Queues that had events."""

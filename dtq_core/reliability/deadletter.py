@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from dtq_core.backends.base import NewTask
 from dtq_core.codec import decode_message, encode_message
 from dtq_core.errors import ConfigError, SerializationError, TaskNotFound
 from dtq_core.filters import TaskFilter, parse_filter
+from dtq_core.ids import new_id as make_id
 from dtq_core.hooks import FailureDecision, Hook, RunContext
 from dtq_core.task import TaskRecord, TaskState
 
@@ -205,26 +205,47 @@ class DeadLetters:
             new_kwargs = kwargs if kwargs is not None else old_kwargs
             edited = args is not None or kwargs is not None
             if dry_run:
-                plans.append(ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs,
-                                        None, edited))
+                plans.append(
+                    ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs, None, edited)
+                )
                 continue
-            new_id = uuid.uuid4().hex
-            payload = encode_message(new_id, rec.name, new_args or [], new_kwargs or {}, opts,
-                                     b.config.codec)
+            new_id = make_id()
+            payload = encode_message(
+                new_id, rec.name, new_args or [], new_kwargs or {}, opts, b.config.codec
+            )
             now = b.clock.now()
-            nt = NewTask(new_id, rec.name, rec.queue, rec.priority, payload, None,
-                         rec.max_retries, rec.time_limit, None, dead_id, rec.workflow)
+            nt = NewTask(
+                new_id,
+                rec.name,
+                rec.queue,
+                rec.priority,
+                payload,
+                None,
+                rec.max_retries,
+                rec.time_limit,
+                None,
+                dead_id,
+                rec.workflow,
+            )
             edit = None
             if edited:
-                edit = {"at": now, "note": note, "old_args": old_args,
-                        "old_kwargs": old_kwargs, "args": new_args, "kwargs": new_kwargs}
+                edit = {
+                    "at": now,
+                    "note": note,
+                    "old_args": old_args,
+                    "old_kwargs": old_kwargs,
+                    "args": new_args,
+                    "kwargs": new_kwargs,
+                }
             b.emit(self.backend.replay(dead_id, nt, edit, now), None)
-            plans.append(ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs,
-                                    new_id, edited))
+            plans.append(
+                ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs, new_id, edited)
+            )
         return plans
 
-    def replay_matching(self, flt: TaskFilter | str | None, limit: int = 1000,
-                        dry_run: bool = False) -> list[ReplayPlan]:
+    def replay_matching(
+        self, flt: TaskFilter | str | None, limit: int = 1000, dry_run: bool = False
+    ) -> list[ReplayPlan]:
         """Replay up to ``limit`` dead tasks matching the filter (oldest first)."""
         ids = [r.id for r in reversed(self.list(flt, 0, 1_000_000))][:limit]
         return self.replay(ids, dry_run=dry_run)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from dtq_core.errors import ConfigError, Retry
+from dtq_core.errors import ConfigError, RemoteTaskError, Retry
 from dtq_core.hooks import FailureDecision, Hook, RunContext
 
 if TYPE_CHECKING:
@@ -52,6 +52,11 @@ class RetryPolicy:
         """Whether ``exc`` is of a kind this policy retries."""
         if isinstance(exc, Retry):
             return True
+        if isinstance(exc, RemoteTaskError):  # matched by class name, nothing imported
+            names = set(exc.mro)
+            if any(qualified(c) in names for c in self.dont_retry_on):
+                return False
+            return any(qualified(c) in names for c in self.retry_on)
         if self.dont_retry_on and isinstance(exc, self.dont_retry_on):
             return False
         return isinstance(exc, self.retry_on)
@@ -123,3 +128,10 @@ def _classes(value: Any) -> tuple[type[BaseException], ...]:
     if isinstance(value, type):
         return (value,)
     return tuple(value)
+
+
+def qualified(cls: type) -> str:
+    """``module.QualName`` (bare for builtins), as a worker process reports classes."""
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

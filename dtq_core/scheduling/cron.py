@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dtq_core.errors import CronError
-from dtq_core.scheduling.cron_words import DAY_NAMES, MONTH_NAMES, describe_fields
+from dtq_core.scheduling.cron_words import DAY_NAMES, MONTH_NAMES, describe_fields, join_words
 
 #: Years searched by ``next``/``prev`` before giving up; Feb 29 can be 8 years away (2096 ->
 #: 2104), and only DST gaps or the end of the calendar can make a valid expression find nothing.
@@ -183,10 +183,9 @@ def _parse(expr: str) -> CronFields:
         possible = any(d <= _MAX_DAYS[m] for m in fields.month for d in fields.day_of_month)
         if not possible:
             months = [MONTH_NAMES[m] for m in sorted(fields.month)]
-            named = ", ".join(months[:-1]) + " and " + months[-1] if len(months) > 1 else months[0]
             days = " or ".join(str(d) for d in sorted(fields.day_of_month))
             verb = "has" if len(months) == 1 else "have"
-            raise CronError(f"{expr!r} never fires: {named} {verb} no day {days}")
+            raise CronError(f"{expr!r} never fires: {join_words(months)} {verb} no day {days}")
     return fields
 
 
@@ -244,7 +243,7 @@ class CronExpression:
         f = self.fields
         # Indexed like the wall-time fields (year, month, day, hour, minute, second).
         self._sorted = tuple(
-            tuple(sorted(s)) for s in ((), f.month, (), f.hour, f.minute, f.second)
+            tuple(sorted(s)) for s in ((), f.month, f.day_of_month, f.hour, f.minute, f.second)
         )
 
     def __str__(self) -> str:
@@ -394,12 +393,26 @@ class CronExpression:
                 return datetime(v[0], v[1], v[2], v[3], v[4], v[5])
         return None
 
-    def _day(self, year: int, month: int, day: int, direction: int) -> int | None:
-        """The nearest allowed day from ``day`` on (``direction`` 1) or back (-1)."""
+    def _day(self, year: int, month: int, day: int, step: int) -> int | None:
+        """The nearest allowed day from ``day`` on (``step`` 1) or back (-1), if any."""
         first_weekday, length = calendar.monthrange(year, month)
-        days = range(day, length + 1) if direction > 0 else range(min(day, length), 0, -1)
-        for d in days:
+        day = min(day, length) if step < 0 else day
+        if not 1 <= day <= length:
+            return None
+        f = self.fields
+        by_date = by_weekday = None
+        if f.dom_restricted or not f.dow_restricted:
+            by_date = (_ceil if step > 0 else _floor)(self._sorted[2], day)
+            by_date = by_date if by_date is not None and by_date <= length else None
+            if not f.dow_restricted:
+                return by_date
+        for d in range(day, day + 7 * step, step):
             # calendar counts weekdays from Monday = 0; cron from Sunday = 0.
-            if self.fields.day_matches(d, (first_weekday + d) % 7):
-                return d
-        return None
+            if not 1 <= d <= length:
+                break
+            if (first_weekday + d) % 7 in f.day_of_week:
+                by_weekday = d
+                break
+        if by_date is None or by_weekday is None:
+            return by_weekday if by_date is None else by_date
+        return min(by_date, by_weekday) if step > 0 else max(by_date, by_weekday)

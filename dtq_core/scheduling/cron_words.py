@@ -36,7 +36,8 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _join(items: list[str]) -> str:
+def join_words(items: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -61,7 +62,7 @@ def _listing(values: list[int], key: tuple[int, ...], name: list[str]) -> str:
             items.append(f"{name[a]} through {name[b]}")
         else:
             items.extend(name[v] for v in key[key.index(a) : key.index(b) + 1])
-    return _join(items)
+    return join_words(items)
 
 
 def _unit(values: frozenset[int], low: int, high: int, unit: str, *, clock: bool) -> str:
@@ -99,10 +100,10 @@ def _time(f: CronFields) -> str:
     seconds, minutes, hours = sorted(f.second), sorted(f.minute), sorted(f.hour)
     if len(seconds) == 1 and len(minutes) == 1 and len(hours) <= 4:
         s = f":{seconds[0]:02}" if seconds[0] else ""
-        return "at " + _join([f"{h:02}:{minutes[0]:02}{s}" for h in hours])
+        return "at " + join_words([f"{h:02}:{minutes[0]:02}{s}" for h in hours])
     if len(seconds) == 1 and len(hours) == 1 and len(minutes) == 2:
         s = f":{seconds[0]:02}" if seconds[0] else ""
-        return "at " + _join([f"{hours[0]:02}:{m:02}{s}" for m in minutes])
+        return "at " + join_words([f"{hours[0]:02}:{m:02}{s}" for m in minutes])
     hour = _unit(f.hour, 0, 23, "hour", clock=False)
     minute = _unit(f.minute, 0, 59, "minute", clock=True)
     if len(hours) < 24:

@@ -11,7 +11,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.codec import check_json, decode_message
-from dtq_core.errors import SerializationError, TimeLimitExceeded
+from dtq_core.errors import RemoteTaskError, SerializationError, TimeLimitExceeded
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 def error_info(exc: BaseException, time_limit: float | None = None) -> ErrorInfo:
     """Capture an exception as data (type name, message, formatted traceback)."""
+    if isinstance(exc, RemoteTaskError):
+        return ErrorInfo(exc.exc_type, exc.message, exc.traceback)
     etype = type(exc)
     name = etype.__qualname__
     if etype.__module__ not in ("builtins", "__main__"):

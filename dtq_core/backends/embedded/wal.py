@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, NamedTuple, Self
+from typing import BinaryIO, Literal, NamedTuple, NoReturn, Self
 
 from dtq_core.backends.embedded.framing import (
     HEADER_SIZE,
@@ -201,7 +201,10 @@ def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
         return RecoveryResult(root, (), 1, None, 0)
     pending = sorted(root.glob(".repair-*.ready"))
     if pending:
-        raise SegmentCorrupted(pending[0], 0, "an interrupted repair is pending; rerun it")
+        raise StoreCorrupted(
+            f"an interrupted repair of {root} is pending ({pending[0].name}); opening the "
+            "log or rerunning `dtq wal repair` finishes it"
+        )
     files = list_segments(root)
     infos: list[SegmentInfo] = []
     tail: TailCut | None = None
@@ -311,7 +314,8 @@ class WriteAheadLog:
         self._fsyncs = 0
         self._bytes_written = 0
         self._buf = bytearray()
-        self._flushing = False
+        self._writing = False
+        self._syncing = False
         self._failed: BaseException | None = None
         self._closing = False
         self._stop = threading.Event()
@@ -398,12 +402,15 @@ class WriteAheadLog:
         fsync_directory(self._dir, self._fsync)
         return target
 
-    def _install_segment(self, first_lsn: int) -> None:
-        """Create the segment starting at ``first_lsn`` atomically and make it active."""
+    def _create_segment(self, first_lsn: int) -> tuple[int, Path]:
+        """Create the segment starting at ``first_lsn`` atomically; return its fd and path.
+
+        The header is written and fsynced under a temp name, then renamed into place
+        (replacing a torn segment of the same name, if any) and the directory fsynced.
+        """
         path = self._dir / segment_name(first_lsn)
         tmp = path.with_name(path.name + ".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        fd = os.open(tmp, flags, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
             write_all(fd, encode_header(self._epoch, first_lsn))
             self._fsync(fd)
@@ -412,9 +419,11 @@ class WriteAheadLog:
         except BaseException:
             os.close(fd)
             raise
-        old, self._fd, self._seg_size = self._fd, fd, HEADER_SIZE
-        if old >= 0:
-            os.close(old)
+        return fd, path
+
+    def _install_segment(self, first_lsn: int) -> None:
+        fd, path = self._create_segment(first_lsn)
+        self._fd, self._seg_size = fd, HEADER_SIZE
         self._segments.append((first_lsn, path))
 
     def _fsync(self, fd: int) -> None:
@@ -500,54 +509,96 @@ class WriteAheadLog:
             raise BackendError(f"the write-ahead log in {self._dir} is closed")
 
     def _await(self, lsn: int, *, durable: bool) -> None:
-        """With the lock held, return once ``lsn`` is written (or durable); lead if needed."""
-        while (self._durable if durable else self._written) < lsn:
+        """With the lock held, return once ``lsn`` is written (or durable).
+
+        A waiter takes whichever role is free and needed: the writer writes the whole
+        buffer with one ``write()``, the syncer fsyncs everything written so far. One
+        thread holds each role at a time; the I/O runs without the lock, so followers
+        keep filling the next batch, and a batch can be written while the previous one
+        is being fsynced.
+        """
+        while self._durable < lsn and (durable or self._written < lsn):
             if self._failed is not None:
                 self._check_writable()
-            if self._flushing:
+            if self._written < lsn:
+                if self._writing:
+                    self._cond.wait()
+                else:
+                    self._write_batch()
+            elif self._syncing:
                 self._cond.wait()
             else:
-                self._lead(sync=durable)
+                self._sync_written()
 
-    def _lead(self, *, sync: bool) -> None:
-        """Write the whole buffer with one write(), fsync it if asked, rotate if full.
-
-        Called with the lock held and no flush running; the I/O runs without the lock so
-        that followers keep appending to the next batch meanwhile.
-        """
-        self._flushing = True
+    def _write_batch(self) -> None:
+        self._writing = True
         data, self._buf = self._buf, bytearray()
         upto = self._next_lsn - 1
-        synced = False
-        error: BaseException | None = None
-        self._cond.release()
         try:
-            if data:
+            self._cond.release()
+            try:
                 write_all(self._fd, data)
-                self._seg_size += len(data)
-            if sync:
-                self._fsync(self._fd)
-                synced = True
+            finally:
+                self._cond.acquire()
+            self._written = upto
+            self._bytes_written += len(data)
+            self._seg_size += len(data)
             if self._seg_size >= self._segment_bytes:
-                self._fsync(self._fd)  # the old segment is whole before the next exists
-                synced = True
-                self._install_segment(upto + 1)
-        except BaseException as exc:  # fail-stop: whatever happened, nothing is retried
-            error = exc
+                self._rotate(upto)
+        except BaseException as exc:  # fail-stop, whatever it was: nothing is retried
+            self._fail(exc)
         finally:
-            self._cond.acquire()
-        self._flushing = False
-        self._cond.notify_all()
-        if error is not None:
-            self._failed = error
-            raise StoreFailed(
-                f"write-ahead log I/O failed in {self._dir}: {error!r}; "
-                f"records after lsn {self._durable} are not acknowledged"
-            ) from error
-        self._written = upto
-        self._bytes_written += len(data)
-        if synced:
-            self._durable = upto
+            self._writing = False
+            self._cond.notify_all()
+
+    def _sync_written(self) -> None:
+        self._syncing = True
+        upto, fd = self._written, self._fd
+        try:
+            self._cond.release()
+            try:
+                self._fsync(fd)
+            finally:
+                self._cond.acquire()
+            self._durable = max(self._durable, upto)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._syncing = False
+            self._cond.notify_all()
+
+    def _rotate(self, upto: int) -> None:
+        """Seal the active segment (fsynced in every mode) and start the next one.
+
+        Called by the writer; it also takes the syncer role so that no fsync is running
+        on the file descriptor it closes.
+        """
+        while self._syncing:
+            self._cond.wait()
+        self._check_writable()
+        self._syncing = True
+        try:
+            old = self._fd
+            self._cond.release()
+            try:
+                self._fsync(old)  # the old segment is whole before the next one exists
+                fd, path = self._create_segment(upto + 1)
+                os.close(old)
+            finally:
+                self._cond.acquire()
+            self._fd, self._seg_size = fd, HEADER_SIZE
+            self._segments.append((upto + 1, path))
+            self._durable = max(self._durable, upto)
+        finally:
+            self._syncing = False
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        if self._failed is None:
+            self._failed = exc
+        raise StoreFailed(
+            f"write-ahead log I/O failed in {self._dir}: {exc!r}; records after lsn "
+            f"{self._durable} are not acknowledged and the log accepts no more writes"
+        ) from exc
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -624,7 +675,7 @@ class WriteAheadLog:
                     self._await(self._next_lsn - 1, durable=True)
         finally:
             with self._cond:
-                while self._flushing:
+                while self._writing or self._syncing:
                     self._cond.wait()
                 os.close(self._fd)
 

@@ -1,0 +1,146 @@
+"""The asyncio pool: one event loop runs up to ``size`` tasks at once.
+
+``async def`` tasks run on the loop (a time limit cancels them cleanly); plain functions
+run in a thread executor so they cannot block the loop. One claimer coroutine leases
+only as many tasks as there are free slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.errors import TimeLimitExceeded
+from dtq_core.workers.base import Pool, WorkerInfo, worker_prefix
+from dtq_core.workers.runner import Runner
+
+if TYPE_CHECKING:
+    from dtq_core.backends.base import Delivery
+    from dtq_core.broker import Broker
+
+
+class AsyncPool(Pool):
+    """``size`` concurrent slots on one event loop thread."""
+
+    kind = "async"
+
+    def __init__(self, broker: Broker, size: int) -> None:
+        super().__init__(broker, size)
+        self.runner = Runner(broker)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._claims = ThreadPoolExecutor(1, thread_name_prefix="dtq-async-claim")
+        self._sync = ThreadPoolExecutor(size, thread_name_prefix="dtq-async-sync")
+        self._free: list[WorkerInfo] = []
+        self._running: dict[asyncio.Task[None], tuple[Delivery, WorkerInfo]] = {}
+        self._done = threading.Event()
+        self._drain_timeout = 0.0
+
+    def start(self) -> None:
+        """Start the loop thread."""
+        prefix = worker_prefix()
+        now = self.broker.clock.now()
+        self.workers = [
+            WorkerInfo(f"{prefix}:a{i}", self.kind, started_at=now, last_seen=now)
+            for i in range(self.size)
+        ]
+        self._free = list(reversed(self.workers))
+        self._thread = threading.Thread(target=self._main, name="dtq-async", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.close()
+            self._done.set()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        b = self.broker
+        cfg = b.config
+        slot_free = asyncio.Event()
+        while not self.stopping.is_set():
+            free = len(self._free)
+            if free == 0:
+                slot_free.clear()
+                await slot_free.wait()
+                continue
+            claim = functools.partial(
+                b.backend.claim, cfg.queues, f"{worker_prefix()}:async", cfg.lease_s,
+                min(free, cfg.prefetch * self.size), b.clock.now(), 0.2
+            )
+            batch = await loop.run_in_executor(self._claims, claim)
+            for d in batch:
+                info = self._free.pop()
+                task = asyncio.create_task(self._run(d, info))
+                self._running[task] = (d, info)
+                task.add_done_callback(lambda t: (self._release_slot(t), slot_free.set()))
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=self._drain_timeout)
+        for task, (d, info) in list(self._running.items()):
+            task.cancel()
+            self.runner.requeue(d, info.id, "worker stopping: requeued")
+
+    def _release_slot(self, task: asyncio.Task[None]) -> None:
+        item = self._running.pop(task, None)
+        if item is not None:
+            self._free.append(item[1])
+
+    async def _run(self, d: Delivery, info: WorkerInfo) -> None:
+        runner = self.runner
+        b = self.broker
+        info.current, info.current_started, info.state = d, b.clock.now(), "busy"
+        try:
+            ctx = runner.prepare(d, info)
+            if ctx is None:
+                return
+            limit = runner.time_limit(ctx)
+            started = time.perf_counter()
+            result: Any = None
+            exc: BaseException | None = None
+            try:
+                if ctx.task.is_async:
+                    coro = ctx.task.fn(*ctx.args, **ctx.kwargs)
+                else:
+                    loop = asyncio.get_running_loop()
+                    call = functools.partial(ctx.task.fn, *ctx.args, **ctx.kwargs)
+                    coro = loop.run_in_executor(self._sync, call)
+                result = await asyncio.wait_for(coro, limit)
+            except TimeoutError:
+                exc = TimeLimitExceeded(f"ran past its time limit of {limit}s")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                exc = e
+            ctx.runtime = time.perf_counter() - started
+            if exc is None:
+                info.processed += 1
+            else:
+                info.failed += 1
+            runner.settle(ctx, result, exc)
+        finally:
+            info.current, info.current_started, info.state = None, None, "idle"
+
+    def stop(self, drain_timeout: float) -> None:
+        """Stop claiming, wait for in-flight tasks up to ``drain_timeout``, requeue the rest."""
+        self._drain_timeout = drain_timeout
+        self.stopping.set()
+        self.broker.backend_wakeup()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # Wake the claimer if it waits for a free slot.
+            loop.call_soon_threadsafe(lambda: None)
+        self._done.wait(drain_timeout + 5.0)
+        self._claims.shutdown(wait=False)
+        self._sync.shutdown(wait=False)
+
+    def hard_stop(self) -> None:
+        """Stop now: running tasks are cancelled and requeued."""
+        self.stop(0.0)
