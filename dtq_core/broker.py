@@ -86,10 +86,12 @@ class Broker:
         self.maintenance = Maintenance(self)
         self._waiters: dict[str, threading.Event] = {}
         self._waiters_lock = threading.Lock()
-        self._before_enqueue = [h for h in self.hooks if type(h).before_enqueue
-                                is not Hook.before_enqueue]
-        self._after_enqueue = [h for h in self.hooks if type(h).after_enqueue
-                               is not Hook.after_enqueue]
+        self._before_enqueue = [
+            h for h in self.hooks if type(h).before_enqueue is not Hook.before_enqueue
+        ]
+        self._after_enqueue = [
+            h for h in self.hooks if type(h).after_enqueue is not Hook.after_enqueue
+        ]
         self._opened = False
         self._started = False
         self._stopped = threading.Event()
@@ -195,8 +197,9 @@ class Broker:
         def handler(signum: int, frame: object) -> None:
             self._signals += 1
             if self._signals == 1:
-                log.warning("%s: draining (send again to stop at once)",
-                            signal.Signals(signum).name)
+                log.warning(
+                    "%s: draining (send again to stop at once)", signal.Signals(signum).name
+                )
                 threading.Thread(target=self.stop, name="dtq-drain", daemon=True).start()
             else:
                 log.warning("second signal: stopping now, running tasks are requeued")
@@ -413,8 +416,9 @@ class Broker:
         cfg = self.config
         while max_tasks is None or n < max_tasks:
             self.emit(self.backend.promote_due(self.clock.now()))
-            batch = self.backend.claim(queues or cfg.queues, info.id, cfg.lease_s, 1,
-                                       self.clock.now())
+            batch = self.backend.claim(
+                queues or cfg.queues, info.id, cfg.lease_s, 1, self.clock.now()
+            )
             if not batch:
                 break
             ctx = runner.prepare(batch[0], info)

@@ -36,8 +36,7 @@ def get_default_broker() -> Broker:
     """
     if _default_broker is None:
         raise DTQError(
-            "no default broker: call set_default_broker(broker) or pass broker=... to "
-            "apply_async"
+            "no default broker: call set_default_broker(broker) or pass broker=... to apply_async"
         )
     return _default_broker
 
@@ -171,8 +170,9 @@ def task(
     """
 
     def wrap(f: Callable[P, R]) -> Task[P, R]:
-        return Task(f, name or f"{f.__module__}.{f.__qualname__}", options,
-                    registry or default_registry)
+        return Task(
+            f, name or f"{f.__module__}.{f.__qualname__}", options, registry or default_registry
+        )
 
     return wrap(fn) if fn is not None else wrap
 

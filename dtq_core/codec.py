@@ -20,7 +20,7 @@ ENVELOPE_VERSION = 1
 MSGPACK_MARK = b"M"
 
 _decoder = json.JSONDecoder()
-_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[attr-defined]
+_scan_once: Any = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 _loads = json.loads
 
 
@@ -35,6 +35,7 @@ def _loads_payload(payload: bytes) -> Any:
         raise ValueError(f"extra data after the JSON value at offset {end}")
     return obj
 
+
 if c_make_encoder is not None:
     # One C encoder built once: JSONEncoder.encode builds a new one on every call.
     # No circular-reference markers: a cycle ends in RecursionError, caught below.
@@ -45,7 +46,11 @@ if c_make_encoder is not None:
             return str(encode_basestring(value))
         return "".join(_c_encoder(value, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    _py_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def _dumps(value: Any) -> str:
+        return _py_encoder.encode(value)
+
 
 _ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
 
@@ -98,7 +103,7 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         raise SerializationError("message envelope lacks a task name or id")
     if type(msg.get("args")) is not list or type(msg.get("kwargs")) is not dict:
         raise SerializationError("message args must be a JSON array and kwargs a JSON object")
-    return msg  # type: ignore[no-any-return]
+    return msg
 
 
 def dumps(value: Any) -> str:
@@ -163,18 +168,22 @@ def _encode_msgpack(msg: dict[str, Any]) -> bytes:
     try:
         import msgpack  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        raise SerializationError("codec 'msgpack' needs the msgpack package: pip install msgpack")
+        raise SerializationError(
+            "codec 'msgpack' needs the msgpack package: pip install msgpack"
+        ) from None
     try:
         return MSGPACK_MARK + bytes(msgpack.packb(msg, use_bin_type=True))
     except (TypeError, ValueError) as exc:
-        raise SerializationError(f"task {msg['task']!r}: arguments are not msgpack-able: {exc}")
+        raise SerializationError(
+            f"task {msg['task']!r}: arguments are not msgpack-able: {exc}"
+        ) from None
 
 
 def _decode_msgpack(payload: bytes) -> Any:
     try:
         import msgpack
     except ImportError:
-        raise SerializationError("a msgpack payload arrived but msgpack is not installed")
+        raise SerializationError("a msgpack payload arrived but msgpack is not installed") from None
     try:
         return msgpack.unpackb(payload[1:], raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types

@@ -31,8 +31,9 @@ class ConsoleAPI(Protocol):
         """Events after sequence number ``since``."""
         ...
 
-    def tasks(self, flt: str | TaskFilter | None = None, offset: int = 0,
-              limit: int = 100) -> list[TaskRecord]:
+    def tasks(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
         """Task records matching a filter, newest first."""
         ...
 
@@ -40,8 +41,9 @@ class ConsoleAPI(Protocol):
         """One task's record with its attempt history."""
         ...
 
-    def dead_letters(self, flt: str | TaskFilter | None = None, offset: int = 0,
-                     limit: int = 100) -> list[TaskRecord]:
+    def dead_letters(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
         """Dead tasks matching a filter, newest first."""
         ...
 
@@ -49,9 +51,14 @@ class ConsoleAPI(Protocol):
         """Dead tasks grouped by cause."""
         ...
 
-    def replay(self, task_ids: Sequence[str], args: list[Any] | None = None,
-               kwargs: dict[str, Any] | None = None, note: str = "",
-               dry_run: bool = False) -> list[ReplayPlan]:
+    def replay(
+        self,
+        task_ids: Sequence[str],
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        note: str = "",
+        dry_run: bool = False,
+    ) -> list[ReplayPlan]:
         """Replay dead tasks (optionally with edited args)."""
         ...
 
@@ -63,8 +70,13 @@ class ConsoleAPI(Protocol):
         """Cancel a task that has not started."""
         ...
 
-    def enqueue(self, name: str, args: list[Any] | None = None,
-                kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+    def enqueue(
+        self,
+        name: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
         """Enqueue a registered task by name; return its id."""
         ...
 
@@ -131,9 +143,7 @@ class LocalConsole:
         # Local workers are fresher than their last heartbeat.
         if b.pool is not None:
             local = {w.id: w for w in b.pool.workers}
-            workers = [
-                _fresh(ws, local[ws.id], now) if ws.id in local else ws for ws in workers
-            ]
+            workers = [_fresh(ws, local[ws.id], now) if ws.id in local else ws for ws in workers]
             seen = {ws.id for ws in workers}
             workers += [_fresh(None, w, now) for w in b.pool.workers if w.id not in seen]
         workers.sort(key=lambda w: w.id)
@@ -173,8 +183,9 @@ class LocalConsole:
         """Call ``cb`` on every event (in the publishing thread); returns unsubscribe."""
         return self.broker.events.subscribe(cb)
 
-    def tasks(self, flt: str | TaskFilter | None = None, offset: int = 0,
-              limit: int = 100) -> list[TaskRecord]:
+    def tasks(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
         """Task records matching a filter."""
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
         return self.backend.list_tasks(f, self.broker.clock.now(), offset, limit)
@@ -183,8 +194,9 @@ class LocalConsole:
         """One task's record."""
         return self.backend.get(task_id)
 
-    def dead_letters(self, flt: str | TaskFilter | None = None, offset: int = 0,
-                     limit: int = 100) -> list[TaskRecord]:
+    def dead_letters(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
         """Dead tasks matching a filter."""
         return self.broker.dlq.list(flt, offset, limit)
 
@@ -192,12 +204,18 @@ class LocalConsole:
         """Dead tasks grouped by cause."""
         return self.broker.dlq.groups(flt)
 
-    def replay(self, task_ids: Sequence[str], args: list[Any] | None = None,
-               kwargs: dict[str, Any] | None = None, note: str = "",
-               dry_run: bool = False) -> list[ReplayPlan]:
+    def replay(
+        self,
+        task_ids: Sequence[str],
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        note: str = "",
+        dry_run: bool = False,
+    ) -> list[ReplayPlan]:
         """Replay dead tasks."""
-        return self.broker.dlq.replay(task_ids, args=args, kwargs=kwargs, note=note,
-                                      dry_run=dry_run)
+        return self.broker.dlq.replay(
+            task_ids, args=args, kwargs=kwargs, note=note, dry_run=dry_run
+        )
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead tasks."""
@@ -207,8 +225,13 @@ class LocalConsole:
         """Cancel a task that has not started."""
         return self.broker.cancel(task_id)
 
-    def enqueue(self, name: str, args: list[Any] | None = None,
-                kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+    def enqueue(
+        self,
+        name: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
         """Enqueue a task by name."""
         return self.broker.send(name, args or [], kwargs or {}, **options).id
 

@@ -59,7 +59,7 @@ class TimeLimitExceeded(TaskError):
     """A task ran past its time limit and was interrupted or killed."""
 
 
-class Retry(TaskError):  # noqa: N818 - the name reads as a command: ``raise Retry(countdown=5)``
+class Retry(TaskError):
     """Raise from inside a task to ask for a retry.
 
     Args:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from dtq_core.broker import Broker
     from dtq_core.client import Task
 
-#: Task options understood by the core (name, routing, time limit).
+#: Task[Any, Any] options understood by the core (name, routing, time limit).
 CORE_OPTIONS: frozenset[str] = frozenset({"name", "queue", "priority", "time_limit"})
 
 #: Every task option some hook declares; filled by :class:`Hook` subclasses.
@@ -30,7 +30,7 @@ class RunContext:
 
     broker: Broker
     delivery: Delivery
-    task: Task
+    task: Task[Any, Any]
     args: list[Any]
     kwargs: dict[str, Any]
     opts: dict[str, Any]
@@ -61,7 +61,7 @@ class Hook:
     of them that ``apply_async`` may override.
     """
 
-    #: Task options this hook reads.
+    #: Task[Any, Any] options this hook reads.
     options: ClassVar[frozenset[str]] = frozenset()
     #: Options among ``options`` that may be overridden per call.
     per_call: ClassVar[frozenset[str]] = frozenset()

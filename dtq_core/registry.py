@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import ConfigError, TaskNotRegistered
 
@@ -20,10 +20,10 @@ class Registry:
     """
 
     def __init__(self) -> None:
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
 
-    def register(self, task: Task) -> None:
+    def register(self, task: Task[Any, Any]) -> None:
         """Add ``task``; a different function under the same name is an error."""
         with self._lock:
             old = self._tasks.get(task.name)
@@ -39,11 +39,11 @@ class Registry:
         with self._lock:
             self._tasks.pop(name, None)
 
-    def get(self, name: str) -> Task | None:
+    def get(self, name: str) -> Task[Any, Any] | None:
         """The task registered under ``name``, or ``None``."""
         return self._tasks.get(name)
 
-    def require(self, name: str) -> Task:
+    def require(self, name: str) -> Task[Any, Any]:
         """The task registered under ``name``.
 
         Raises:
@@ -62,7 +62,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
-    def __iter__(self) -> Iterator[Task]:
+    def __iter__(self) -> Iterator[Task[Any, Any]]:
         return iter(list(self._tasks.values()))
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
     Raises:
         ConfigError: For an unknown scheme or a malformed URL, naming the fix.
     """
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, _rest = url.partition("://")
     if not sep:
         raise ConfigError(
             f"bad backend URL {url!r}: expected SCHEME://..., e.g. memory://, "
@@ -32,9 +32,7 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
 
         return MemoryBackend(url, clock)
     if scheme in ("embedded", "redis", "rediss"):
-        raise ConfigError(
-            f"backend {scheme!r} is not available in this build yet; use memory://"
-        )
+        raise ConfigError(f"backend {scheme!r} is not available in this build yet; use memory://")
     raise ConfigError(
         f"unknown backend scheme {scheme!r} in {url!r}: use one of "
         + ", ".join(f"{k}://" for k in SCHEMES)

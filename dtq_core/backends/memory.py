@@ -174,9 +174,9 @@ class MemoryBackend(Backend):
                     best, best_order = heap, order
             return best
         for name in queues:
-            heap = ready.get(name)
-            if heap and name not in paused:
-                return heap
+            found = ready.get(name)
+            if found and name not in paused:
+                return found
         return None
 
     def _claim(

@@ -102,8 +102,11 @@ class Metrics:
     ) -> list[int]:
         """Per-second counts, oldest first (sparklines)."""
         with self._lock:
-            picked = list(self._queues.values()) if queue is None else (
-                [self._queues[queue]] if queue in self._queues else [])
+            picked = (
+                list(self._queues.values())
+                if queue is None
+                else ([self._queues[queue]] if queue in self._queues else [])
+            )
             out = [0] * seconds
             for s in picked:
                 for i, v in enumerate(s.rolling[counter].series(now, seconds)):

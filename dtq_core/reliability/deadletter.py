@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from dtq_core.backends.base import NewTask
 from dtq_core.codec import decode_message, encode_message
 from dtq_core.errors import ConfigError, SerializationError, TaskNotFound
 from dtq_core.filters import TaskFilter, parse_filter
-from dtq_core.ids import new_id as make_id
 from dtq_core.hooks import FailureDecision, Hook, RunContext
+from dtq_core.ids import new_id as make_id
 from dtq_core.task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 _NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?")
 _HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,}\b")
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
@@ -149,8 +152,9 @@ class DeadLetters:
         self.broker = broker
         self.backend = broker.backend
 
-    def list(self, flt: TaskFilter | str | None = None, offset: int = 0,
-             limit: int = 100) -> list[TaskRecord]:
+    def list(
+        self, flt: TaskFilter | str | None = None, offset: int = 0, limit: int = 100
+    ) -> builtins.list[TaskRecord]:
         """Dead tasks matching the filter, newest first."""
         return self.backend.list_dead(_filter(flt), self.broker.clock.now(), offset, limit)
 
@@ -158,7 +162,9 @@ class DeadLetters:
         """How many dead tasks match."""
         return self.backend.count_dead(_filter(flt), self.broker.clock.now())
 
-    def groups(self, flt: TaskFilter | str | None = None, limit: int = 10_000) -> list[FailureGroup]:
+    def groups(
+        self, flt: TaskFilter | str | None = None, limit: int = 10_000
+    ) -> builtins.list[FailureGroup]:
         """Dead tasks grouped by cause, largest group first."""
         return group_by_cause(self.list(flt, 0, limit))
 
@@ -166,11 +172,11 @@ class DeadLetters:
         self,
         task_ids: Sequence[str],
         *,
-        args: list[Any] | None = None,
+        args: builtins.list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
-    ) -> list[ReplayPlan]:
+    ) -> builtins.list[ReplayPlan]:
         """Enqueue each dead task again as a new task linked by ``replayed_from``.
 
         ``args``/``kwargs`` replace the originals (the edit is recorded with time and
@@ -186,7 +192,7 @@ class DeadLetters:
         if kwargs is not None and not isinstance(kwargs, dict):
             raise ConfigError('replay kwargs must be a JSON object, e.g. {"x": 1}')
         b = self.broker
-        plans: list[ReplayPlan] = []
+        plans: builtins.list[ReplayPlan] = []
         for dead_id in task_ids:
             rec = self.backend.get(dead_id)
             if rec is None or rec.state is not TaskState.DEAD:
@@ -245,7 +251,7 @@ class DeadLetters:
 
     def replay_matching(
         self, flt: TaskFilter | str | None, limit: int = 1000, dry_run: bool = False
-    ) -> list[ReplayPlan]:
+    ) -> builtins.list[ReplayPlan]:
         """Replay up to ``limit`` dead tasks matching the filter (oldest first)."""
         ids = [r.id for r in reversed(self.list(flt, 0, 1_000_000))][:limit]
         return self.replay(ids, dry_run=dry_run)
@@ -254,7 +260,9 @@ class DeadLetters:
         """Delete dead records; return how many."""
         return self.backend.purge(task_ids)
 
-    def purge_matching(self, flt: TaskFilter | str | None, dry_run: bool = False) -> list[str]:
+    def purge_matching(
+        self, flt: TaskFilter | str | None, dry_run: bool = False
+    ) -> builtins.list[str]:
         """Delete every dead task matching the filter; return their ids."""
         ids = [r.id for r in self.list(flt, 0, 10_000_000)]
         if not dry_run:

@@ -73,25 +73,31 @@ class AsyncPool(Pool):
                 await slot_free.wait()
                 continue
             claim = functools.partial(
-                b.backend.claim, cfg.queues, f"{worker_prefix()}:async", cfg.lease_s,
-                min(free, cfg.prefetch * self.size), b.clock.now(), 0.2
+                b.backend.claim,
+                cfg.queues,
+                f"{worker_prefix()}:async",
+                cfg.lease_s,
+                min(free, cfg.prefetch * self.size),
+                b.clock.now(),
+                0.2,
             )
             batch = await loop.run_in_executor(self._claims, claim)
             for d in batch:
                 info = self._free.pop()
                 task = asyncio.create_task(self._run(d, info))
                 self._running[task] = (d, info)
-                task.add_done_callback(lambda t: (self._release_slot(t), slot_free.set()))
+                task.add_done_callback(functools.partial(self._finished, slot_free))
         if self._running:
             await asyncio.wait(list(self._running), timeout=self._drain_timeout)
         for task, (d, info) in list(self._running.items()):
             task.cancel()
             self.runner.requeue(d, info.id, "worker stopping: requeued")
 
-    def _release_slot(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, slot_free: asyncio.Event, task: asyncio.Task[None]) -> None:
         item = self._running.pop(task, None)
         if item is not None:
             self._free.append(item[1])
+        slot_free.set()
 
     async def _run(self, d: Delivery, info: WorkerInfo) -> None:
         runner = self.runner

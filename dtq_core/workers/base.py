@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from dtq_core.broker import Broker
 
 
-class WorkerShutdown(BaseException):  # noqa: N818 - a signal, not an error
+class WorkerShutdown(BaseException):
     """Raised into a worker thread by a hard stop: the task is requeued, not failed."""
 
 

@@ -108,8 +108,9 @@ class ProcessPool(Pool):
             info = WorkerInfo(f"{prefix}:p{i}", self.kind, started_at=now, last_seen=now)
             self.workers.append(info)
         for i, info in enumerate(self.workers):
-            t = threading.Thread(target=self._drive, args=(i, info), name=f"dtq-proc-{i}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._drive, args=(i, info), name=f"dtq-proc-{i}", daemon=True
+            )
             self._threads.append(t)
             t.start()
 

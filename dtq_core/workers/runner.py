@@ -68,8 +68,10 @@ class Runner:
         except SerializationError as exc:
             emit_started(d, worker.id)
             info = ErrorInfo("SerializationError", str(exc))
-            emit(self.backend.bury(d.task_id, d.token, info, "undecodable message", self.now()),
-                 worker.id)
+            emit(
+                self.backend.bury(d.task_id, d.token, info, "undecodable message", self.now()),
+                worker.id,
+            )
             return None
         task = self.registry.get(d.name)
         if task is None:
@@ -78,8 +80,10 @@ class Runner:
                 "TaskNotRegistered",
                 f"no task named {d.name!r} is registered in worker {worker.id}",
             )
-            emit(self.backend.bury(d.task_id, d.token, info, "unregistered task", self.now()),
-                 worker.id)
+            emit(
+                self.backend.bury(d.task_id, d.token, info, "unregistered task", self.now()),
+                worker.id,
+            )
             return None
         ctx = RunContext(
             self.broker, d, task, msg["args"], msg["kwargs"], msg.get("opts") or {}, worker.id
@@ -135,5 +139,4 @@ class Runner:
 
     def requeue(self, d: Delivery, worker_id: str, note: str) -> None:
         """Give a claimed task back (shutdown); it runs again, no attempt counted."""
-        self.broker.emit(self.backend.release(d.task_id, d.token, self.now(), note=note),
-                         worker_id)
+        self.broker.emit(self.backend.release(d.task_id, d.token, self.now(), note=note), worker_id)

@@ -69,8 +69,9 @@ class ThreadPool(Pool):
         for i in range(self.size):
             info = WorkerInfo(f"{prefix}:t{i}", self.kind, started_at=now, last_seen=now)
             self.workers.append(info)
-            t = threading.Thread(target=self._work, args=(info,), name=f"dtq-worker-{i}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._work, args=(info,), name=f"dtq-worker-{i}", daemon=True
+            )
             self._threads.append(t)
             t.start()
 

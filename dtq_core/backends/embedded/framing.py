@@ -19,7 +19,6 @@ switch (for example to an optional C extension) is a version bump, not a silent 
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
 import zlib
@@ -170,15 +169,45 @@ def decode_record(data: bytes, offset: int, epoch: int, lsn: int) -> Frame:
     return Frame(offset, found, rtype, bytes(body))
 
 
-@functools.lru_cache(maxsize=16)
-def _candidates(lsn_bytes: int) -> re.Pattern[bytes]:
-    # A record header whose LSN fits in ``lsn_bytes`` bytes has zeros in the LSN's high
-    # bytes and a non-zero low part; the regex engine finds such offsets at C speed, so
-    # long zero-filled or random tails are skipped without a Python loop per byte.
-    high = 8 - lsn_bytes
-    return re.compile(
-        b"(?=.{5}(?!\\x00{%d}).{%d}\\x00{%d})" % (lsn_bytes, lsn_bytes, high), re.DOTALL
-    )
+#: Zero blocks of 1, 2, 4 ... 64 KiB bytes, to measure zero runs with memcmp.
+_ZERO_BLOCKS = [bytes(1 << i) for i in range(17)]
+
+
+def _zero_run_end(data: bytes, pos: int) -> int:
+    """The offset of the first non-zero byte at or after ``pos`` (``len(data)`` if none)."""
+    big = _ZERO_BLOCKS[-1]
+    while data.startswith(big, pos):
+        pos += len(big)
+    for block in reversed(_ZERO_BLOCKS[:-1]):
+        if data.startswith(block, pos):
+            pos += len(block)
+    return min(pos, len(data))
+
+
+def _candidates(data: bytes, start: int, lsn_bytes: int) -> Iterator[int]:
+    """Offsets at or after ``start`` whose LSN field fits in ``lsn_bytes`` and is not zero.
+
+    Such a field ends in ``8 - lsn_bytes`` zero bytes right after a non-zero byte, so every
+    candidate sits just before a run of zeros: ``bytes.find`` jumps from run to run at C
+    speed, and a memcmp gallop crosses long zero-filled stretches, so neither random nor
+    zeroed tails cost a Python step per byte. A run starting at ``a`` and ending at ``b``
+    admits the offsets ``p`` with ``a - 5 - lsn_bytes <= p <= min(a - 6, b - 13)``.
+    """
+    if lsn_bytes >= 8:
+        yield from range(start, len(data) - RECORD_HEADER_SIZE + 1)
+        return
+    zeros = _ZERO_BLOCKS[0] * (8 - lsn_bytes)
+    pos = start
+    while (found := data.find(zeros, pos)) >= 0:
+        run_start = found
+        while run_start > max(0, found - 16) and data[run_start - 1] == 0:
+            run_start -= 1
+        run_end = _zero_run_end(data, found)
+        low = max(start, run_start - 5 - lsn_bytes)
+        yield from range(low, min(run_start - 6, run_end - 13) + 1)
+        if run_end >= len(data):
+            return
+        pos = run_end
 
 
 def find_next_record(data: bytes, start: int, epoch: int, min_lsn: int) -> Frame | None:
@@ -186,7 +215,8 @@ def find_next_record(data: bytes, start: int, epoch: int, min_lsn: int) -> Frame
 
     Every record takes at least ``RECORD_HEADER_SIZE`` bytes, so a record found after
     ``start`` cannot be more than ``(len(data) - start) // RECORD_HEADER_SIZE`` LSNs ahead;
-    that bound rejects almost every false candidate before a checksum is computed.
+    that bound limits the offsets worth a look (see ``_candidates``) and rejects almost
+    every false candidate before a checksum is computed.
 
     Args:
         data: The segment bytes.
@@ -198,15 +228,8 @@ def find_next_record(data: bytes, start: int, epoch: int, min_lsn: int) -> Frame
         The record, or ``None`` if no valid record follows.
     """
     max_lsn = min_lsn + (len(data) - start) // RECORD_HEADER_SIZE + 1
-    lsn_bytes = max(1, (max_lsn.bit_length() + 7) // 8)
-    pattern = _candidates(lsn_bytes) if lsn_bytes < 8 else None
     last = len(data) - RECORD_HEADER_SIZE
-    positions: Iterator[int]
-    if pattern is None:
-        positions = iter(range(start, last + 1))
-    else:
-        positions = (m.start() for m in pattern.finditer(data, start, len(data)))
-    for pos in positions:
+    for pos in _candidates(data, start, max(1, (max_lsn.bit_length() + 7) // 8)):
         if pos > last:
             break
         length, rtype, lsn, crc = _RECORD.unpack_from(data, pos)
