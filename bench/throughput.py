@@ -1,0 +1,139 @@
+"""End-to-end throughput and enqueue->start latency of no-op tasks, in memory.
+
+    python bench/throughput.py [--n 50000] [--runs 3] [--threads 1,4,8]
+
+Prints, per worker-thread count, the median of ``--runs`` runs of:
+- enqueue: tasks/s for ``apply_async`` alone;
+- e2e: tasks/s from the first enqueue to the last result collected (enqueue N, run N,
+  every ``AsyncResult.get``);
+- inline: tasks/s when the calling thread runs them (``broker.work()``), no thread handoff;
+- latency: enqueue->start p50/p99 in ms at a steady paced rate (not a flood, so the figure
+  is the engine's hand-off time, not time spent queued behind a backlog);
+and the cost of one event publication with 0 and 3 extra subscribers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import median_of, percentile, table
+
+from dtq_core import Broker, BrokerConfig, task
+from dtq_core.events import EventBus
+from dtq_core.registry import Registry
+
+REG = Registry()
+
+
+@task(name="noop", registry=REG)
+def noop() -> None:
+    return None
+
+
+def config(threads: int) -> BrokerConfig:
+    return BrokerConfig(
+        backend="memory://", num_workers=threads, registry=REG, max_results=10_000_000
+    )
+
+
+def run_e2e(n: int, threads: int) -> tuple[float, float]:
+    with Broker(config(threads)) as b:
+        t0 = time.perf_counter()
+        results = [noop.apply_async((), broker=b) for _ in range(n)]
+        t1 = time.perf_counter()
+        for r in results:
+            r.get(timeout=120)
+        t2 = time.perf_counter()
+    return n / (t1 - t0), n / (t2 - t0)
+
+
+def run_inline(n: int) -> float:
+    b = Broker(config(0))
+    for _ in range(n):
+        noop.apply_async((), broker=b)
+    t0 = time.perf_counter()
+    ran = b.work()
+    dt = time.perf_counter() - t0
+    b.stop()
+    assert ran == n
+    return n / dt
+
+
+def run_latency(threads: int, rate: float, seconds: float) -> tuple[float, float]:
+    enq: dict[str, float] = {}
+    lat: list[float] = []
+    lock = threading.Lock()
+    with Broker(config(threads)) as b:
+
+        def on_event(ev: object) -> None:
+            if ev.new == "RUNNING":  # type: ignore[attr-defined]
+                with lock:
+                    t = enq.get(ev.task_id)  # type: ignore[attr-defined]
+                if t is not None:
+                    lat.append(time.perf_counter() - t)
+
+        b.events.subscribe(on_event)
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        results = []
+        for i in range(total):
+            target = start + i / rate
+            while (now := time.perf_counter()) < target:
+                time.sleep(min(0.001, target - now))
+            with lock:
+                tid = f"lat-{threads}-{i}-{start}"
+                enq[tid] = time.perf_counter()
+            results.append(noop.apply_async((), broker=b, task_id=tid))
+        for r in results:
+            r.get(timeout=60)
+    lat.sort()
+    return percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3
+
+
+def publish_cost(extra_subscribers: int, n: int = 200_000) -> float:
+    bus = EventBus()
+    for _ in range(extra_subscribers):
+        bus.subscribe(lambda ev: None)
+    t0 = time.perf_counter()
+    for i in range(n):
+        bus.publish(0.0, "id", "noop", "default", "PENDING", "RUNNING", None, None)
+    return (time.perf_counter() - t0) / n * 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", default="1,4,8")
+    ap.add_argument("--rate", type=float, default=1000.0, help="paced rate for latency")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    rows = []
+    for threads in [int(x) for x in args.threads.split(",")]:
+        runs = [run_e2e(args.n, threads) for _ in range(args.runs)]
+        enq = sorted(r[0] for r in runs)[len(runs) // 2]
+        e2e = sorted(r[1] for r in runs)[len(runs) // 2]
+        p50, p99 = run_latency(threads, args.rate, args.seconds)
+        rows.append((threads, enq, e2e, p50, p99))
+        print(f"  threads={threads}: e2e runs {[round(r[1]) for r in runs]}", flush=True)
+    inline, inline_runs = median_of(args.runs, lambda: run_inline(args.n))
+    print()
+    print(f"no-op tasks, memory://, N={args.n}, median of {args.runs} runs")
+    print(table(
+        ["threads", "enqueue/s", "e2e tasks/s", f"start p50 ms @{args.rate:g}/s", "p99 ms"],
+        rows,
+    ))
+    print(f"inline (caller runs them, broker.work): {inline:,.0f} tasks/s "
+          f"(runs {[round(v) for v in inline_runs]})")
+    c0, c3 = publish_cost(0), publish_cost(3)
+    print(f"event publish: {c0:,.0f} ns with no subscriber, {c3:,.0f} ns with 3 no-op subscribers")
+
+
+if __name__ == "__main__":
+    main()
