@@ -13,7 +13,15 @@ from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.monitoring.rates import RATE_WINDOWS
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
-from dtq_core.snapshot import QueueSnapshot, Rates, SystemSnapshot, Throughput, WorkerSnapshot
+from dtq_core.snapshot import (
+    Health,
+    QueueSnapshot,
+    Rates,
+    SystemSnapshot,
+    Throughput,
+    WorkerSnapshot,
+    WorkflowSnapshot,
+)
 from dtq_core.task import TaskRecord
 
 if TYPE_CHECKING:
@@ -86,6 +94,42 @@ class ConsoleAPI(Protocol):
 
     def resume_queue(self, queue: str) -> None:
         """Resume consumption from a queue."""
+        ...
+
+    def health(self) -> Health:
+        """ok / degraded / down with reasons."""
+        ...
+
+    def metrics_text(self) -> str:
+        """All metrics in the Prometheus text exposition format."""
+        ...
+
+    def pause_schedule(self, name: str, paused: bool = True) -> None:
+        """Pause (or resume, with ``paused=False``) a cron schedule."""
+        ...
+
+    def trigger_schedule(self, name: str) -> str:
+        """Enqueue a schedule's task now; return the task id."""
+        ...
+
+    def set_rate_limit(self, scope: str, key: str, rate: float, burst: int | None = None) -> None:
+        """Change a rate limit (``scope`` is ``queue`` or ``task``) at run time."""
+        ...
+
+    def set_breaker(self, key: str, state: str) -> None:
+        """Force a breaker ``open`` or ``closed`` by hand."""
+        ...
+
+    def run_workflow(self, spec: dict[str, Any]) -> str:
+        """Validate and start a DAG run from its dict form; return the run id."""
+        ...
+
+    def retry_workflow(self, run_id: str) -> list[str]:
+        """Rerun a failed DAG run from its failed nodes; return the nodes restarted."""
+        ...
+
+    def workflow(self, run_id: str) -> WorkflowSnapshot | None:
+        """One DAG run."""
         ...
 
 

@@ -66,6 +66,130 @@ class Throughput:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencySnapshot:
+    """A latency histogram (seconds) of one queue or task name, over a window."""
+
+    #: ``queue`` or ``task``.
+    scope: str
+    #: The queue or task name.
+    key: str
+    #: ``wait`` (enqueue -> start) or ``run`` (start -> end).
+    kind: str
+    window_s: int
+    count: int
+    p50: float
+    p95: float
+    p99: float
+    p999: float
+    max: float
+    mean: float
+    #: ``(low, high, count)`` bins, log-spaced, for drawing bars.
+    bins: tuple[tuple[float, float, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A circuit breaker."""
+
+    key: str
+    #: ``closed``, ``open`` or ``half_open``.
+    state: str
+    failures: int
+    successes: int
+    threshold: int
+    window_s: float
+    reset_timeout: float
+    opened_at: float | None
+    next_probe_at: float | None
+    #: Tasks held back while open.
+    held: int
+    #: Opened or closed by an operator rather than by failures.
+    manual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterSnapshot:
+    """A token-bucket rate limit."""
+
+    #: ``queue`` or ``task``.
+    scope: str
+    key: str
+    rate: float
+    burst: int
+    tokens: float
+    throttled: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSnapshot:
+    """A cron (periodic) schedule."""
+
+    name: str
+    task: str
+    expr: str
+    description: str
+    tz: str
+    next_runs: tuple[float, ...]
+    last_fire: float | None
+    last_task_id: str | None
+    #: State of the last task it enqueued (``None`` when unknown or expired).
+    last_state: str | None
+    paused: bool
+    #: ``skip`` or ``catch_up``.
+    missed: str
+    fired: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNodeSnapshot:
+    """One node of a DAG run."""
+
+    id: str
+    task: str
+    #: ``waiting``, ``pending``, ``running``, ``success``, ``failed`` or ``upstream_failed``.
+    state: str
+    level: int
+    parents: tuple[str, ...]
+    task_id: str | None
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSnapshot:
+    """One DAG run."""
+
+    id: str
+    name: str
+    #: ``running``, ``success`` or ``failed``.
+    state: str
+    created_at: float
+    finished_at: float | None
+    nodes: tuple[WorkflowNodeSnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DedupSnapshot:
+    """The deduplication filter."""
+
+    keys: int
+    capacity: int
+    fill_ratio: float
+    est_fp_rate: float
+    dropped: int
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """``ok``, ``degraded`` or ``down``, and why."""
+
+    status: str = "ok"
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SystemSnapshot:
     """Everything the dashboard shows, taken at ``taken_at``."""
 
@@ -82,6 +206,15 @@ class SystemSnapshot:
     dead_letters: int
     counters: dict[str, int]
     last_event: int
+    latency: tuple[LatencySnapshot, ...] = ()
+    breakers: tuple[BreakerSnapshot, ...] = ()
+    limits: tuple[LimiterSnapshot, ...] = ()
+    schedules: tuple[ScheduleSnapshot, ...] = ()
+    workflows: tuple[WorkflowSnapshot, ...] = ()
+    dedup: DedupSnapshot | None = None
+    health: Health = field(default_factory=Health)
+    #: Operator-facing alerts (DLQ growing, breaker open, queue paused, WAL recovery...).
+    alerts: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

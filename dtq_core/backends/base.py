@@ -289,6 +289,10 @@ class Backend(ABC):
         """Set ``key`` to ``value`` only if its live value is ``expected``."""
 
     @abstractmethod
+    def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
+        """Live keys starting with ``prefix`` (sorted; at most ``limit``)."""
+
+    @abstractmethod
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """Token bucket (GCRA): reserve one token; return the seconds to wait (0 = go)."""
 

@@ -529,6 +529,13 @@ class MemoryBackend(Backend):
             self._kv[key] = (value, None if ttl_s is None else now + ttl_s)
             return True
 
+    def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
+        """Live keys starting with ``prefix``."""
+        with self._lock:
+            found = [k for k in self._kv if k.startswith(prefix) and self._live(k, now) is not None]
+        found.sort()
+        return found[:limit]
+
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """GCRA token bucket: reserve one token; return the seconds to wait."""
         interval = 1.0 / rate
