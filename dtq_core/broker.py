@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dtq_core.backends import make_backend
 from dtq_core.backends.base import Delivery, NewTask, Transition
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from dtq_core.workers.base import Pool
 
 log = logging.getLogger("dtq.broker")
+
+H = TypeVar("H", bound=Hook)
 
 _RUNNING = TaskState.RUNNING
 _PENDING = TaskState.PENDING
@@ -432,6 +434,13 @@ class Broker:
                 result, exc = None, e
             runner.settle(ctx, result, exc)
         return n
+
+    def hook(self, kind: type[H]) -> H | None:
+        """The hook of type ``kind`` in this broker's chain, if any."""
+        for h in self.hooks:
+            if isinstance(h, kind):
+                return h
+        return None
 
     @property
     def dlq(self) -> DeadLetters:

@@ -301,3 +301,25 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
         w.failed,
         0.0 if old is None else old.heartbeat_age,
     )
+
+
+def connect(url: str | None = None, *, registry: Any = None) -> LocalConsole:
+    """A Console API for the system at ``url`` (default: ``DTQ_BACKEND``).
+
+    Opens a producer-only broker on the backend (no workers run here): for ``redis://``
+    it sees every worker's state; for ``embedded://PATH`` it attaches to the owner's
+    socket, or opens the directory when no owner runs; ``memory://`` is this process only.
+
+    Raises:
+        ConfigError: A malformed URL.
+        BackendUnavailable: The backend cannot be reached.
+    """
+    from dtq_core.broker import Broker
+    from dtq_core.config import BrokerConfig, default_backend_url
+
+    cfg = BrokerConfig(backend=url or default_backend_url(), num_workers=0)
+    if registry is not None:
+        cfg.registry = registry
+    broker = Broker(cfg)
+    broker.open()
+    return LocalConsole(broker)
