@@ -41,11 +41,29 @@ _PENDING = TaskState.PENDING
 
 
 def default_hooks() -> list[Hook]:
-    """The default chain: retry, then dead-letter."""
-    from dtq_core.reliability.deadletter import DeadLetterHook
-    from dtq_core.reliability.retry import RetryHook
+    """The default hook chain.
 
-    return [RetryHook(), DeadLetterHook()]
+    In order: dedup, rate limit, breaker, retry, dead-letter, DAG, cron scheduler, latency.
+    """
+    from dtq_core.monitoring.latency import LatencyHook
+    from dtq_core.reliability.circuit import BreakerHook
+    from dtq_core.reliability.deadletter import DeadLetterHook
+    from dtq_core.reliability.dedup import DedupHook
+    from dtq_core.reliability.retry import RetryHook
+    from dtq_core.scheduling.dag_store import DagHook
+    from dtq_core.scheduling.periodic import PeriodicHook
+    from dtq_core.scheduling.ratelimit import RateLimitHook
+
+    return [
+        DedupHook(),
+        RateLimitHook(),
+        BreakerHook(),
+        RetryHook(),
+        DeadLetterHook(),
+        DagHook(),
+        PeriodicHook(),
+        LatencyHook(),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,9 @@ class BrokerConfig:
         registry: Task registry (the global one by default).
         hooks: The hook chain; ``None`` builds the default chain.
         event_history: Recent events kept for late readers.
+        rate_limits: Per-queue rate limits, e.g. ``{"emails": "5/s"}``.
+        dedup_capacity, dedup_error_rate: Sizing of the deduplication bloom filter.
+        dedup_ttl: Default deduplication window, seconds.
     """
 
     backend: str = field(default_factory=default_backend_url)
@@ -75,6 +78,10 @@ class BrokerConfig:
     registry: Registry | None = None
     hooks: list[Hook] | None = None
     event_history: int = 10_000
+    rate_limits: dict[str, str | float] = field(default_factory=dict)
+    dedup_capacity: int = 100_000
+    dedup_error_rate: float = 0.001
+    dedup_ttl: float = 3600.0
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, list):

@@ -6,11 +6,15 @@ socket and the Redis backend serve the same methods to other processes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from dtq_core.errors import BackendError, ConfigError
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
+from dtq_core.hooks import Hook
+from dtq_core.monitoring.health import alerts, assess
 from dtq_core.monitoring.rates import RATE_WINDOWS
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
@@ -26,6 +30,8 @@ from dtq_core.task import TaskRecord
 
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
+
+HookT = TypeVar("HookT", bound=Hook)
 
 
 class ConsoleAPI(Protocol):
@@ -97,7 +103,7 @@ class ConsoleAPI(Protocol):
         ...
 
     def health(self) -> Health:
-        """ok / degraded / down with reasons."""
+        """Health: ok, degraded or down, with reasons."""
         ...
 
     def metrics_text(self) -> str:
@@ -196,7 +202,7 @@ class LocalConsole:
             part = hook.snapshot(b)
             if part:
                 extra.update(part)
-        return SystemSnapshot(
+        snap = SystemSnapshot(
             taken_at=now,
             backend=self.backend.url,
             backend_info=self.backend.info(),
@@ -216,8 +222,15 @@ class LocalConsole:
             dead_letters=self.backend.count_dead(),
             counters=m.counters(),
             last_event=b.events.last_seq,
+            latency=extra.pop("latency", ()),
+            breakers=extra.pop("breakers", ()),
+            limits=extra.pop("limits", ()),
+            schedules=extra.pop("schedules", ()),
+            workflows=extra.pop("workflows", ()),
+            dedup=extra.pop("dedup", None),
             extra=extra,
         )
+        return dataclasses.replace(snap, health=assess(snap), alerts=alerts(snap))
 
     def events(self, since: int, limit: int = 1000) -> list[Event]:
         """Events after ``since``."""
@@ -286,6 +299,69 @@ class LocalConsole:
     def resume_queue(self, queue: str) -> None:
         """Resume consumption from a queue."""
         self.backend.set_paused(queue, False)
+
+    def run_workflow(self, spec: dict[str, Any]) -> str:
+        """Validate and start a DAG run from its dict form; return the run id."""
+        from dtq_core.scheduling.dag import Workflow, run_workflow
+
+        return run_workflow(self.broker, Workflow.from_dict(spec))
+
+    def retry_workflow(self, run_id: str) -> list[str]:
+        """Rerun a failed DAG run from its failed nodes; return the nodes restarted."""
+        from dtq_core.scheduling.dag import retry_workflow
+
+        return retry_workflow(self.broker, run_id)
+
+    def workflow(self, run_id: str) -> WorkflowSnapshot | None:
+        """One DAG run, or ``None`` when unknown or expired."""
+        from dtq_core.scheduling.dag import get_workflow
+
+        return get_workflow(self.broker, run_id)
+
+    def health(self) -> Health:
+        """Health: ok, degraded or down with reasons (down when the backend is unreachable)."""
+        try:
+            self.backend.ping()
+            return self.snapshot().health
+        except BackendError as exc:
+            return Health("down", (f"backend unreachable: {exc}",))
+
+    def metrics_text(self) -> str:
+        """All metrics in the Prometheus text format."""
+        from dtq_core.monitoring.prometheus import render
+
+        return render(self.snapshot())
+
+    def _hook(self, kind: type[HookT], what: str) -> HookT:
+        hook = self.broker.hook(kind)
+        if hook is None:
+            raise ConfigError(f"{what} is not enabled in this broker's hook chain")
+        return hook
+
+    def pause_schedule(self, name: str, paused: bool = True) -> None:
+        """Pause (or resume) a cron schedule."""
+        from dtq_core.scheduling.periodic import PeriodicHook
+
+        self._hook(PeriodicHook, "the cron scheduler").pause(self.broker, name, paused)
+
+    def trigger_schedule(self, name: str) -> str:
+        """Enqueue a schedule's task now."""
+        from dtq_core.scheduling.periodic import PeriodicHook
+
+        return self._hook(PeriodicHook, "the cron scheduler").trigger(self.broker, name)
+
+    def set_rate_limit(self, scope: str, key: str, rate: float, burst: int | None = None) -> None:
+        """Change a rate limit at run time."""
+        from dtq_core.scheduling.ratelimit import RateLimitHook, parse_rate
+
+        hook = self._hook(RateLimitHook, "rate limiting")
+        hook.change(self.broker, scope, key, parse_rate(rate), burst)
+
+    def set_breaker(self, key: str, state: str) -> None:
+        """Force a breaker open or closed."""
+        from dtq_core.reliability.circuit import BreakerHook
+
+        self._hook(BreakerHook, "circuit breaking").force(self.broker, key, state)
 
 
 def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:

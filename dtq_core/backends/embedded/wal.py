@@ -34,6 +34,7 @@ from dtq_core.backends.embedded.framing import (
     Frame,
     FrameError,
     decode_header,
+    decode_record,
     encode_header,
     encode_record,
     find_next_record,
@@ -946,12 +947,24 @@ def _header_epoch(path: Path) -> int | None:
         return None
 
 
-def _guess_epoch(data: bytes, first_lsn: int, known: list[int]) -> int | None:
-    """The epoch under which records of a segment with a damaged header validate."""
-    top = max(known, default=0)
-    candidates: list[int] = sorted({*known, *range(max(1, top - 64), top + 2)}, reverse=True)
+def _guess_epoch(data: bytes, first_lsn: int, neighbours: list[int | None]) -> int | None:
+    """The epoch under which the records of a segment with a damaged header validate.
+
+    Adjacent segments differ by at most one epoch (a cut starts the next segment at
+    epoch + 1, a repair writes one epoch), so the neighbours' epochs narrow the search;
+    a lone segment tries the first 256 epochs.
+    """
+    known = {e + step for e in neighbours if e is not None for step in (-1, 0, 1) if e + step}
+    candidates = sorted(known, reverse=True) or list(range(1, 257))
+    for epoch in candidates:  # the first record is usually intact
+        try:
+            decode_record(data, HEADER_SIZE, epoch, first_lsn)
+        except FrameError:
+            continue
+        return epoch
+    window = data[: HEADER_SIZE + (1 << 20)]
     for epoch in candidates:
-        if find_next_record(data, HEADER_SIZE, epoch, first_lsn) is not None:
+        if find_next_record(window, HEADER_SIZE, epoch, first_lsn) is not None:
             return epoch
     return None
 
@@ -959,7 +972,7 @@ def _guess_epoch(data: bytes, first_lsn: int, known: list[int]) -> int | None:
 def _walk(root: Path) -> Generator[tuple[Path, Frame], None, VerifyReport]:
     """Yield every valid record in log order, resyncing past damage; return the report."""
     files = list_segments(root) if root.is_dir() else []
-    known = sorted({e for _, path in files if (e := _header_epoch(path)) is not None})
+    epochs = [_header_epoch(path) for _, path in files]
     reports: list[SegmentReport] = []
     expected: int | None = None
     last_lsn = 0
@@ -985,7 +998,10 @@ def _walk(root: Path) -> Generator[tuple[Path, Frame], None, VerifyReport]:
                 )
                 continue
             problems.append(Problem(path.name, 0, "bad-header", exc.reason))
-            epoch = _guess_epoch(data, name_lsn, known)
+            before = [e for e in epochs[:index] if e is not None]
+            after = [e for e in epochs[index + 1 :] if e is not None]
+            neighbours = [before[-1] if before else None, after[0] if after else None]
+            epoch = _guess_epoch(data, name_lsn, neighbours)
         if expected is not None and name_lsn != expected:
             detail = f"segment starts at lsn {name_lsn}, expected {expected}"
             problems.append(Problem(path.name, 0, "gap", detail))

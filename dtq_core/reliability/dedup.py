@@ -1,0 +1,92 @@
+"""Deduplication: a duplicate inside the window answers with the original task.
+
+The key is ``dedup_key=`` per call, or derived from the task name and arguments when the
+task option ``dedup=True``. A rotating bloom filter in this process answers "never seen"
+without a lookup of the exact map; the exact map (backend keys with a TTL, shared by all
+processes) decides "seen", so a bloom false positive never drops a new task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.backends.base import NewTask
+from dtq_core.codec import decode_message, dumps
+from dtq_core.hooks import Hook
+from dtq_core.reliability.bloom import RotatingBloom
+from dtq_core.snapshot import DedupSnapshot
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker
+
+#: Prefix of the backend keys of the exact map.
+PREFIX = "dtq:dd:"
+
+
+def derive_key(name: str, args: Any, kwargs: Any) -> str:
+    """A key from the task name and its arguments (canonical JSON, hashed)."""
+    raw = dumps([name, args, sorted((kwargs or {}).items())])
+    return f"{name}:{hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()}"
+
+
+class DedupHook(Hook):
+    """Drops duplicates at enqueue (options ``dedup``, ``dedup_ttl``)."""
+
+    options = frozenset({"dedup", "dedup_ttl"})
+
+    def __init__(self) -> None:
+        self.bloom: RotatingBloom | None = None
+        self.dropped = 0
+        self.keys = 0
+        self.ttl = 3600.0
+
+    def attach(self, broker: Broker) -> None:
+        """Size the bloom filter from the broker config."""
+        cfg = broker.config
+        self.ttl = cfg.dedup_ttl
+        self.bloom = RotatingBloom(cfg.dedup_capacity, cfg.dedup_error_rate, cfg.dedup_ttl)
+
+    def before_enqueue(self, broker: Broker, task: NewTask, options: dict[str, Any]) -> str | None:
+        """Return the original task id for a duplicate."""
+        key = task.dedup_key
+        if key is None:
+            if not options.get("dedup"):
+                return None
+            msg = decode_message(task.payload)
+            key = task.dedup_key = derive_key(task.name, msg["args"], msg["kwargs"])
+        ttl = float(options.get("dedup_ttl", self.ttl))
+        now = broker.clock.now()
+        bloom = self.bloom
+        assert bloom is not None
+        maybe_seen = bloom.might_contain(key, now)
+        if not maybe_seen and not broker.backend.capabilities.cross_process:
+            # Only this process writes the map: "never seen" needs no lookup.
+            broker.backend.set_key(PREFIX + key, task.id, ttl, now)
+            bloom.add(key, now)
+            self.keys += 1
+            return None
+        existing = broker.backend.set_if_absent(PREFIX + key, task.id, ttl, now)
+        bloom.add(key, now)
+        if existing is None:
+            self.keys += 1
+            return None
+        self.dropped += 1
+        broker.metrics.incr("deduped")
+        return existing
+
+    def snapshot(self, broker: Broker) -> dict[str, Any]:
+        """``dedup``: keys, filter fill ratio and estimated false-positive rate."""
+        if self.bloom is None:
+            return {}
+        now = broker.clock.now()
+        return {
+            "dedup": DedupSnapshot(
+                keys=self.keys,
+                capacity=self.bloom.capacity,
+                fill_ratio=self.bloom.fill_ratio(now),
+                est_fp_rate=self.bloom.estimated_fp_rate(now),
+                dropped=self.dropped,
+                ttl_s=self.ttl,
+            )
+        }

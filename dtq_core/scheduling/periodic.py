@@ -1,0 +1,252 @@
+"""Periodic tasks: ``@periodic(cron=...)`` and the scheduler that fires each tick once.
+
+The last fire time of every schedule is persisted through the backend, so a restart
+neither double-fires nor forgets. Each tick is claimed with a set-if-absent lock, so any
+number of schedulers sharing a backend fire it once; the enqueued task's id is derived
+from the tick as well. After downtime, ``missed="skip"`` resumes at the next tick and
+``missed="catch_up"`` runs once for all missed ticks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from dtq_core.client import Task, task
+from dtq_core.errors import BackendError, ConfigError
+from dtq_core.hooks import Hook
+from dtq_core.registry import Registry
+from dtq_core.scheduling.cron import CronExpression
+from dtq_core.snapshot import ScheduleSnapshot
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker
+
+#: Prefix of the backend keys of schedule state.
+PREFIX = "dtq:cron:"
+#: A tick due less than this long ago is on time, not missed (scheduler latency).
+GRACE_S = 60.0
+
+Missed = Literal["skip", "catch_up"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(slots=True)
+class Schedule:
+    """One cron schedule of a registered task."""
+
+    name: str
+    task: str
+    cron: CronExpression
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    missed: Missed = "skip"
+    queue: str | None = None
+
+
+class ScheduleRegistry:
+    """The schedules known to this process."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Schedule] = {}
+        self._lock = threading.Lock()
+
+    def add(self, schedule: Schedule) -> None:
+        """Register ``schedule`` (a name already used is an error)."""
+        with self._lock:
+            old = self._items.get(schedule.name)
+            if old is not None and old.task != schedule.task:
+                raise ConfigError(f"schedule name {schedule.name!r} is already used")
+            self._items[schedule.name] = schedule
+
+    def get(self, name: str) -> Schedule | None:
+        """The schedule called ``name``."""
+        return self._items.get(name)
+
+    def all(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        with self._lock:
+            return [self._items[k] for k in sorted(self._items)]
+
+    def remove(self, name: str) -> None:
+        """Forget a schedule."""
+        with self._lock:
+            self._items.pop(name, None)
+
+
+#: Schedules registered by ``@periodic``.
+default_schedules = ScheduleRegistry()
+
+
+def periodic(
+    cron: str,
+    *,
+    tz: str | None = None,
+    name: str | None = None,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    missed: Missed = "skip",
+    registry: Registry | None = None,
+    schedules: ScheduleRegistry | None = None,
+    **task_options: Any,
+) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+    """Register a function as a task that runs on a cron schedule.
+
+    Args:
+        cron: A cron expression (five fields, or six with seconds, or a macro).
+        tz: IANA time zone of the expression (default UTC).
+        name: Schedule and task name (default: the function's qualified name).
+        args: Arguments of every run.
+        kwargs: Keyword arguments of every run.
+        missed: After downtime, ``skip`` missed ticks or ``catch_up`` with one run.
+        registry: Task registry (the global one by default).
+        schedules: Schedule registry (the global one by default).
+        **task_options: Options of the task (queue, retries...).
+
+    Raises:
+        CronError: For a malformed expression, naming the field.
+    """
+    expr = CronExpression(cron, tz)
+    if missed not in ("skip", "catch_up"):
+        raise ConfigError(f"missed must be skip or catch_up, not {missed!r}")
+
+    def wrap(fn: Callable[..., Any]) -> Task[Any, Any]:
+        t = (
+            task(name=name, registry=registry, **task_options)(fn)
+            if name
+            else task(registry=registry, **task_options)(fn)
+        )
+        (schedules or default_schedules).add(
+            Schedule(
+                t.name,
+                t.name,
+                expr,
+                list(args or []),
+                dict(kwargs or {}),
+                missed,
+                task_options.get("queue"),
+            )
+        )
+        return t
+
+    return wrap
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class PeriodicHook(Hook):
+    """Fires due cron ticks from the broker's maintenance thread."""
+
+    def __init__(self, schedules: ScheduleRegistry | None = None) -> None:
+        self.schedules = schedules or default_schedules
+        self._started: float | None = None
+
+    def attach(self, broker: Broker) -> None:
+        """Remember when this scheduler started (first runs count from here)."""
+        self._started = broker.clock.now()
+
+    def _get(self, broker: Broker, suffix: str, now: float) -> str | None:
+        return broker.backend.get_key(PREFIX + suffix, now)
+
+    def tick(self, broker: Broker, now: float) -> float | None:
+        """Fire every due schedule once; return the next fire time."""
+        nxt: float | None = None
+        for s in self.schedules.all():
+            try:
+                when = self._fire_due(broker, s, now)
+            except BackendError:
+                continue
+            if when is not None:
+                nxt = when if nxt is None else min(nxt, when)
+        return nxt
+
+    def _fire_due(self, broker: Broker, s: Schedule, now: float) -> float | None:
+        last_raw = self._get(broker, f"last:{s.name}", now)
+        base = float(last_raw) if last_raw is not None else (self._started or now)
+        if self._get(broker, f"paused:{s.name}", now) is not None:
+            return s.cron.next(_dt(now)).timestamp()
+        due = s.cron.next(_dt(base)).timestamp()
+        if due > now:
+            return due
+        # The latest tick at or before now.
+        latest = s.cron.prev(_dt(now + 1e-6)).timestamp()
+        on_time = now - latest <= GRACE_S
+        if on_time or s.missed == "catch_up":
+            self._fire(broker, s, latest, now, "catch_up" if not on_time else "tick")
+        else:
+            broker.backend.set_key(PREFIX + f"last:{s.name}", repr(latest), None, now)
+        return s.cron.next(_dt(latest)).timestamp()
+
+    def _fire(self, broker: Broker, s: Schedule, tick: float, now: float, why: str) -> str | None:
+        backend = broker.backend
+        lock = f"{PREFIX}tick:{s.name}:{tick:.0f}"
+        if backend.set_if_absent(lock, broker.config.backend, 7 * 86400.0, now) is not None:
+            return None  # another scheduler fired this tick
+        task_id = f"cron-{s.name}-{int(tick)}"
+        # BackendError: this tick's task exists already (a restart between send and mark).
+        with contextlib.suppress(BackendError):
+            broker.send(s.task, s.args, s.kwargs, queue=s.queue, task_id=task_id)
+        backend.set_key(PREFIX + f"last:{s.name}", repr(tick), None, now)
+        backend.set_key(PREFIX + f"lasttask:{s.name}", task_id, None, now)
+        count = backend.get_key(PREFIX + f"fired:{s.name}", now)
+        backend.set_key(PREFIX + f"fired:{s.name}", str(int(count or 0) + 1), None, now)
+        return task_id
+
+    def trigger(self, broker: Broker, name: str) -> str:
+        """Enqueue a schedule's task now (not a tick: the schedule is unchanged)."""
+        s = self._require(name)
+        res = broker.send(s.task, s.args, s.kwargs, queue=s.queue)
+        broker.backend.set_key(PREFIX + f"lasttask:{s.name}", res.id, None, broker.clock.now())
+        return res.id
+
+    def pause(self, broker: Broker, name: str, paused: bool) -> None:
+        """Pause or resume a schedule for every scheduler sharing the backend."""
+        self._require(name)
+        key = PREFIX + f"paused:{name}"
+        if paused:
+            broker.backend.set_key(key, "1", None, broker.clock.now())
+        else:
+            broker.backend.delete_key(key)
+
+    def _require(self, name: str) -> Schedule:
+        s = self.schedules.get(name)
+        if s is None:
+            known = ", ".join(x.name for x in self.schedules.all()) or "none"
+            raise ConfigError(f"unknown schedule {name!r} (known: {known})")
+        return s
+
+    def snapshot(self, broker: Broker) -> dict[str, Any]:
+        """``schedules``: expression in words, next runs, last fire and its outcome."""
+        now = broker.clock.now()
+        out = []
+        for s in self.schedules.all():
+            last = self._get(broker, f"last:{s.name}", now)
+            last_task = self._get(broker, f"lasttask:{s.name}", now)
+            state = broker.backend.get_state(last_task) if last_task else None
+            try:
+                runs = tuple(d.timestamp() for d in s.cron.next_n(_dt(now), 3))
+            except ConfigError:
+                runs = ()
+            out.append(
+                ScheduleSnapshot(
+                    s.name,
+                    s.task,
+                    s.cron.expr,
+                    s.cron.describe(),
+                    str(s.cron.tz),
+                    runs,
+                    float(last) if last is not None else None,
+                    last_task,
+                    state.value if state is not None else None,
+                    self._get(broker, f"paused:{s.name}", now) is not None,
+                    s.missed,
+                    int(self._get(broker, f"fired:{s.name}", now) or 0),
+                )
+            )
+        return {"schedules": tuple(out)}
