@@ -32,20 +32,30 @@ from dtq_core.errors import (
 )
 from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.hooks import Hook
+from dtq_core.monitoring.latency import LatencyHook
+from dtq_core.reliability.circuit import BreakerHook
 from dtq_core.reliability.deadletter import DeadLetterHook
+from dtq_core.reliability.dedup import DedupHook
 from dtq_core.reliability.retry import RetryHook, RetryPolicy
+from dtq_core.scheduling.periodic import PeriodicHook, periodic
+from dtq_core.scheduling.ratelimit import RateLimitHook
 from dtq_core.task import TaskRecord, TaskState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "BreakerHook",
     "Broker",
     "BrokerConfig",
     "ConfigError",
     "DTQError",
     "DeadLetterHook",
+    "DedupHook",
     "Hook",
+    "LatencyHook",
+    "PeriodicHook",
+    "RateLimitHook",
     "Retry",
     "RetryHook",
     "RetryPolicy",
@@ -62,6 +72,7 @@ __all__ = [
     "__version__",
     "get_default_broker",
     "parse_filter",
+    "periodic",
     "set_default_broker",
     "task",
 ]
