@@ -98,6 +98,7 @@ class Broker:
         self.backend = make_backend(cfg.backend, self.clock)
         self.backend.result_ttl = cfg.result_ttl
         self.backend.max_results = cfg.max_results
+        self.backend.max_deliveries = cfg.max_deliveries
         self.hooks: list[Hook] = list(cfg.hooks) if cfg.hooks is not None else default_hooks()
         self.events = EventBus(cfg.event_history)
         self.metrics = Metrics()
@@ -117,6 +118,7 @@ class Broker:
         self._stopped = threading.Event()
         self._lifecycle = threading.Lock()
         self._signals = 0
+        self._server: Any = None
         self.started_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -130,6 +132,13 @@ class Broker:
             for hook in self.hooks:
                 hook.attach(self)
             self._opened = True
+            sock = getattr(self.backend, "socket_path", None)
+            if sock is not None:
+                from dtq_core.control import LocalConsole
+                from dtq_core.rpc import ConsoleServer
+
+                self._server = ConsoleServer(LocalConsole(self), sock())
+                self._server.start()
 
     def start(self) -> Broker:
         """Open the backend and start the workers (none when ``num_workers`` is 0)."""
@@ -187,6 +196,9 @@ class Broker:
             hook.detach(self)
         left = sum(q.ready + q.delayed for q in self.backend.queue_stats())
         with self._lifecycle:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
             if self._opened:
                 self.backend.close()
                 self._opened = False

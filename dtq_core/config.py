@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from dtq_core.registry import Registry
 
 #: The backend used when neither the config nor ``DTQ_BACKEND`` names one.
-DEFAULT_BACKEND = "memory://"
+DEFAULT_BACKEND = "embedded://./dtq-data"
 
 Pool = Literal["thread", "process", "async"]
 

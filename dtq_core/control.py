@@ -379,12 +379,13 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
     )
 
 
-def connect(url: str | None = None, *, registry: Any = None) -> LocalConsole:
+def connect(url: str | None = None, *, registry: Any = None) -> ConsoleAPI:
     """A Console API for the system at ``url`` (default: ``DTQ_BACKEND``).
 
-    Opens a producer-only broker on the backend (no workers run here): for ``redis://``
-    it sees every worker's state; for ``embedded://PATH`` it attaches to the owner's
-    socket, or opens the directory when no owner runs; ``memory://`` is this process only.
+    ``embedded://PATH`` attaches to the owner's socket when a process owns the directory,
+    and otherwise opens the directory here (this process becomes its owner until it
+    exits). ``redis://`` opens a producer-only broker on the server; it sees every
+    worker. ``memory://`` is this process only.
 
     Raises:
         ConfigError: A malformed URL.
@@ -393,7 +394,21 @@ def connect(url: str | None = None, *, registry: Any = None) -> LocalConsole:
     from dtq_core.broker import Broker
     from dtq_core.config import BrokerConfig, default_backend_url
 
-    cfg = BrokerConfig(backend=url or default_backend_url(), num_workers=0)
+    url = url or default_backend_url()
+    if url.startswith("embedded://"):
+        from dtq_core.backends.embedded.backend import parse_url
+        from dtq_core.errors import BackendUnavailable
+        from dtq_core.rpc import RemoteConsole
+
+        sock = parse_url(url)[0] / "dtq.sock"
+        if sock.exists():
+            remote = RemoteConsole(sock)
+            try:
+                remote.call("health")
+                return remote
+            except BackendUnavailable:
+                remote.close()  # a stale socket: the owner died; open the directory
+    cfg = BrokerConfig(backend=url, num_workers=0)
     if registry is not None:
         cfg.registry = registry
     broker = Broker(cfg)

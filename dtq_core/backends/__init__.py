@@ -31,7 +31,11 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
         from dtq_core.backends.memory import MemoryBackend
 
         return MemoryBackend(url, clock)
-    if scheme in ("embedded", "redis", "rediss"):
+    if scheme == "embedded":
+        from dtq_core.backends.embedded.backend import EmbeddedBackend
+
+        return EmbeddedBackend(url, clock)
+    if scheme in ("redis", "rediss"):
         raise ConfigError(f"backend {scheme!r} is not available in this build yet; use memory://")
     raise ConfigError(
         f"unknown backend scheme {scheme!r} in {url!r}: use one of "

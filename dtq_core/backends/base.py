@@ -100,6 +100,8 @@ class Backend(ABC):
     result_ttl: float = 600.0
     #: Finished records kept at most; the oldest expire early past this.
     max_results: int = 100_000
+    #: Deliveries after which a task whose workers keep dying is dead-lettered.
+    max_deliveries: int = 5
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url

@@ -34,10 +34,14 @@ class MemoryBackend(Backend):
     """All state in dicts and heaps under one lock; ``memory://``."""
 
     capabilities = Capabilities(durable=False, cross_process=False, blocking_claim=True)
+    #: Subclasses that wrap these methods under the same lock need it reentrant.
+    reentrant = False
 
     def __init__(self, url: str = "memory://", clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(url, clock)
-        self._lock = threading.Lock()
+        self._lock: threading.Lock | threading.RLock = (
+            threading.RLock() if self.reentrant else threading.Lock()
+        )
         self._cond = threading.Condition(self._lock)
         self._waiting = 0
         self._records: dict[str, TaskRecord] = {}
