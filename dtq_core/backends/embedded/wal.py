@@ -267,8 +267,9 @@ class WriteAheadLog:
     Durability by ``fsync`` mode:
 
     - ``"always"``: :meth:`append` returns once the record is fsynced. Concurrent
-      appenders share fsyncs: the first waiter becomes the leader, writes everything
-      buffered with one ``write()`` and one fsync, and wakes all it made durable.
+      appenders share fsyncs (group commit): a waiting appender becomes the writer and
+      writes everything buffered with one ``write()``, then the syncer and fsyncs
+      everything written with one fsync, and wakes all it made durable; the others wait.
     - ``"interval"``: :meth:`append` returns once written to the OS; a background thread
       fsyncs every ``interval_ms``.
     - ``"off"``: no fsync on the append path; :meth:`sync` and :meth:`close` still do.
@@ -332,6 +333,7 @@ class WriteAheadLog:
                 stale.unlink()
             #: What recovery found when the log was opened (before any tail cut).
             self.recovery = read_log(self._dir)
+            #: The torn tail cut at open (with its ``.broken`` copy), or ``None``.
             self.tail_cut = self._open_active(self.recovery)
         except OSError as exc:
             if self._fd >= 0:
@@ -484,6 +486,35 @@ class WriteAheadLog:
             self._next_lsn = lsn
             self._await(lsn - 1, durable=self._mode == "always")
         return lsn - 1
+
+    def submit(self, rtype: int, body: bytes) -> int:
+        """Give a record the next LSN and buffer it, without waiting for the disk.
+
+        For an engine that must fix log order under its own lock but should wait for
+        durability outside it, so that concurrent callers still share one fsync. The
+        record is acknowledged only when :meth:`wait` returns for its LSN.
+
+        Raises:
+            StoreFailed: The log has failed.
+            BackendError: The log is closed.
+            ValueError: Bad type or oversized body.
+        """
+        _check_record(rtype, body)
+        with self._cond:
+            self._check_writable()
+            lsn = self._next_lsn
+            self._buf += encode_record(self._epoch, lsn, rtype, body)
+            self._next_lsn = lsn + 1
+        return lsn
+
+    def wait(self, lsn: int) -> None:
+        """Return once ``lsn`` is as durable as the mode promises (see :meth:`append`).
+
+        Raises:
+            StoreFailed: A write or fsync failed before ``lsn`` was made durable.
+        """
+        with self._cond:
+            self._await(lsn, durable=self._mode == "always")
 
     def sync(self) -> int:
         """Write and fsync everything appended so far, whatever the mode.
@@ -646,7 +677,7 @@ class WriteAheadLog:
             fsync_directory(self._dir, self._fsync)
         except OSError as exc:
             with self._cond:
-                self._failed = exc
+                self._failed = self._failed or exc
             raise StoreFailed(f"could not remove old WAL segments: {exc}") from exc
         return doomed
 

@@ -126,7 +126,12 @@ def test_record_codec_round_trip(epoch: int, lsn: int, rtype: int, body: bytes) 
     frame = encode_record(epoch, lsn, rtype, body)
     assert len(frame) == RECORD_HEADER_SIZE + len(body)
     decoded = decode_record(b"pad" + frame, 3, epoch, lsn)
-    assert (decoded.lsn, decoded.rtype, decoded.body, decoded.end) == (lsn, rtype, body, len(frame) + 3)
+    assert (decoded.lsn, decoded.rtype, decoded.body, decoded.end) == (
+        lsn,
+        rtype,
+        body,
+        len(frame) + 3,
+    )
     with pytest.raises(FrameError, match="checksum"):
         decode_record(frame, 0, epoch ^ 1, lsn)  # another epoch never validates
     with pytest.raises(FrameError, match="expected"):
@@ -435,6 +440,17 @@ def test_append_many_is_one_write_and_one_fsync(tmp_path: Path) -> None:
     assert read_all(tmp_path) == [(1, 1, b"a"), (2, 2, b""), (3, 3, b"ccc")]
 
 
+def test_submit_then_wait_shares_one_fsync(tmp_path: Path) -> None:
+    with WriteAheadLog(tmp_path, fsync_fn=no_fsync) as wal:
+        fsyncs = wal.fsync_count
+        lsns = [wal.submit(1, b"%d" % i) for i in range(3)]  # order fixed, nothing on disk
+        assert lsns == [1, 2, 3] and wal.durable_lsn == 0
+        wal.wait(lsns[-1])
+        assert wal.durable_lsn == 3 and wal.fsync_count - fsyncs == 1
+        wal.wait(1)  # already durable: no more I/O
+        assert wal.fsync_count - fsyncs == 1
+
+
 class FailingFsync:
     """Fails the ``fail_at``-th call once armed, and counts every call after that."""
 
@@ -678,14 +694,18 @@ def test_repair_salvages_around_middle_corruption(
     assert verify(case).ok
     with WriteAheadLog(case, fsync_fn=no_fsync) as wal:
         assert wal.epoch == report.epoch and wal.recovery.holes == 1
-        assert [(r.lsn, r.rtype, r.body) for r in wal.replay()] == [w for w in written if w[0] != 10]
-        assert [r.rtype for r in wal.replay(10, include_holes=True)][0] == RTYPE_HOLE
+        assert [(r.lsn, r.rtype, r.body) for r in wal.replay()] == [
+            w for w in written if w[0] != 10
+        ]
+        assert next(r.rtype for r in wal.replay(10, include_holes=True)) == RTYPE_HOLE
         assert wal.append(1, b"next") == len(written) + 1
     assert not repair(case).changed
 
 
 def test_interrupted_repair_is_finished_by_open(
-    base_log: tuple[Path, list[tuple[int, int, bytes]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_log: tuple[Path, list[tuple[int, int, bytes]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     directory, written = base_log
     case = copy_log(directory, tmp_path / "interrupted")
@@ -717,7 +737,9 @@ def test_interrupted_repair_is_finished_by_open(
 def test_inspect_lists_records(base_log: tuple[Path, list[tuple[int, int, bytes]]]) -> None:
     directory, written = base_log
     rows = list(inspect(directory, limit=5))
-    assert [(r.lsn, r.rtype, r.length) for r in rows] == [(w[0], w[1], len(w[2])) for w in written[:5]]
+    assert [(r.lsn, r.rtype, r.length) for r in rows] == [
+        (w[0], w[1], len(w[2])) for w in written[:5]
+    ]
     assert rows[0].offset == HEADER_SIZE and rows[0].segment == segment_name(1)
     assert len(list(inspect(directory))) == len(written)
 
@@ -732,7 +754,11 @@ def test_checkpoint_round_trip_and_fallback(tmp_path: Path) -> None:
     assert len(calls) == 2  # the file, then the directory
     newest = write_checkpoint(tmp_path, 20, b"state at 20")
     loaded = load_latest_checkpoint(tmp_path)
-    assert loaded is not None and (loaded.lsn, loaded.body, loaded.skipped) == (20, b"state at 20", ())
+    assert loaded is not None and (loaded.lsn, loaded.body, loaded.skipped) == (
+        20,
+        b"state at 20",
+        (),
+    )
     flip_bit(newest, 40)
     loaded = load_latest_checkpoint(tmp_path)
     assert loaded is not None and (loaded.lsn, loaded.body) == (10, b"state at 10")
