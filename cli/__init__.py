@@ -1,0 +1,1 @@
+"""The ``dtq`` command line: scripting and operations through the Console API."""

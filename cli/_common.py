@@ -1,0 +1,298 @@
+"""Shared pieces of every command: global state, option aliases, the group factory.
+
+Options read the same everywhere because every command takes them from here. Nothing
+in this module imports ``dtq_core`` or ``rich`` at import time: ``dtq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli._errors import CliError
+
+if TYPE_CHECKING:
+    from dtq_core.control import ConsoleAPI
+
+#: The help line of the filter language, shown by every command that takes filters.
+FILTER_HELP = (
+    "Filter terms: task:NAME queue:NAME exc:TYPE state:STATE since:1h id:PREFIX "
+    "reason:TEXT text:WORDS (bare words are text)."
+)
+
+
+@dataclass(slots=True)
+class State:
+    """Global options of the running command (set by :func:`root`)."""
+
+    backend: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    json: bool = False
+    app: str | None = None
+
+
+#: The global options of the command being run (reset on every invocation).
+state = State()
+
+
+# -- option aliases --------------------------------------------------------------------
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (shapes documented in cli/README.md).")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be done and change nothing.")
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every dead task.")]
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")]
+FilterArgs = Annotated[
+    list[str] | None, typer.Argument(help=FILTER_HELP, show_default=False, metavar="[FILTER]...")
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        "-b",
+        envvar="DTQ_BACKEND",
+        help="Backend URL: memory://, embedded://PATH or redis://HOST:PORT/DB "
+        "[env: DTQ_BACKEND; default: the engine's default].",
+        show_envvar=False,
+        show_default=False,
+    ),
+]
+ArgsOpt = Annotated[
+    str | None,
+    typer.Option("--args", metavar="JSON", help="Positional arguments as a JSON array."),
+]
+KwargsOpt = Annotated[
+    str | None,
+    typer.Option("--kwargs", metavar="JSON", help="Keyword arguments as a JSON object."),
+]
+
+
+#: Context settings of every command.
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+def make_group(name: str, help: str) -> typer.Typer:
+    """A command group; every group is built the same way."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+        context_settings=CONTEXT,
+    )
+
+
+def command_app(fn: Any, **context: Any) -> typer.Typer:
+    """A Typer app serving the one command ``fn`` (extra context settings allowed)."""
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)
+    app.command(context_settings={**CONTEXT, **context})(fn)
+    return app
+
+
+# -- the root callback -------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("dtq")
+        except PackageNotFoundError:  # a source checkout that is not installed
+            v = "unknown"
+        typer.echo(f"dtq {v}")
+        raise typer.Exit(0)
+
+
+def root(
+    backend: BackendOpt = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="More output: -v tracebacks and events, -vv debug."
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output for every command.")] = False,
+    app: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar="DTQ_APP",
+            metavar="MODULE[:ATTR]",
+            show_envvar=False,
+            help="Import this module first (it registers tasks); if it has a Broker named "
+            "`broker` (or ATTR), talk to that broker in this process [env: DTQ_APP].",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """DTQ: run workers, enqueue tasks, inspect and repair queues from scripts.
+
+    Exit codes: 0 success, 1 the operation failed, 2 usage or input error,
+    3 backend unreachable.
+    """
+    state.backend = backend
+    state.verbose = 0 if quiet else verbose
+    state.quiet = quiet
+    state.json = json_
+    state.app = app
+    if verbose >= 2 and not quiet:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+
+
+def want_json(flag: bool) -> bool:
+    """Whether a command prints JSON (its own ``--json`` or the global one)."""
+    return flag or state.json
+
+
+# -- input parsing -------------------------------------------------------------------------
+
+
+def parse_json(text: str | None, option: str, kind: type, example: str) -> Any:
+    """Parse a JSON option value of the given kind (``list`` or ``dict``).
+
+    Raises:
+        CliError: Naming the option, the problem and an example of a good value.
+    """
+    if text is None:
+        return None
+    import json
+
+    noun = "array" if kind is list else "object"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{option} is not valid JSON ({exc.msg} at column {exc.colno}): "
+            f"give a JSON {noun}, e.g. {option} '{example}'"
+        ) from None
+    if not isinstance(value, kind):
+        raise CliError(
+            f"{option} must be a JSON {noun}, not {type(value).__name__}: e.g. {option} '{example}'"
+        )
+    return value
+
+
+def split_targets(tokens: list[str] | None) -> tuple[list[str], list[str]]:
+    """Split DLQ targets into ``(ids, filter terms)``.
+
+    Tokens holding a ``:`` make the whole list a filter (bare words then search text);
+    otherwise the tokens are task ids.
+    """
+    tokens = list(tokens or [])
+    if any(":" in t for t in tokens):
+        return [], tokens
+    return tokens, []
+
+
+def filter_text(terms: list[str]) -> str | None:
+    """Filter terms joined into one filter string (quoting kept)."""
+    if not terms:
+        return None
+    import shlex
+
+    return shlex.join(terms)
+
+
+# -- the Console API ----------------------------------------------------------------------
+
+
+def connect(url: str | None) -> ConsoleAPI:
+    """Open the Console API at ``url`` (tests replace this function)."""
+    from dtq_core.control import connect as open_console
+
+    return open_console(url)
+
+
+def import_app(spec: str) -> Any:
+    """Import the user's app module ``MODULE[:ATTR]``; return ``(module, attr)``.
+
+    The current directory is searched first, as ``python -m`` would.
+
+    Raises:
+        CliError: The module cannot be imported (naming it and the fix).
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise CliError(f"bad app module {spec!r}: write MODULE or MODULE:ATTR")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise CliError(
+                f"cannot import app module {module_name!r}: {exc}; run dtq from the "
+                "project directory or add it to PYTHONPATH"
+            ) from exc
+        raise
+    return module, attr
+
+
+def _app_console() -> ConsoleAPI | None:
+    if not state.app:
+        return None
+    module, attr = import_app(state.app)
+    obj = getattr(module, attr or "broker", None)
+    if obj is None:
+        if attr:
+            raise CliError(f"app module {module.__name__!r} has no attribute {attr!r}")
+        return None
+    if callable(getattr(obj, "open", None)):
+        obj.open()
+    control = getattr(obj, "control", None)
+    if control is None:
+        raise CliError(
+            f"{module.__name__}.{attr or 'broker'} is not a Broker: point --app at a module "
+            "whose `broker` is a dtq Broker, or at MODULE:ATTR"
+        )
+    return control  # type: ignore[no-any-return]
+
+
+@contextmanager
+def open_console() -> Iterator[ConsoleAPI]:
+    """The Console API for this command, closed when the command ends."""
+    app_console = _app_console()
+    if app_console is not None:
+        yield app_console
+        return
+    console = connect(state.backend)
+    try:
+        yield console
+    finally:
+        close_console(console)
+
+
+def close_console(console: Any) -> None:
+    """Release what :func:`connect` opened (the producer-only broker and its backend)."""
+    close = getattr(console, "close", None)
+    if callable(close):
+        close()
+        return
+    broker = getattr(console, "broker", None)
+    if broker is not None:
+        broker.stop(drain_timeout=0.0)

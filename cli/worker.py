@@ -1,0 +1,190 @@
+"""``dtq worker``: run workers for an app module until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli._common import BackendOpt, JsonOpt, command_app, import_app, state, want_json
+from cli._errors import CliError
+from cli._output import info, print_json, write_line
+
+if TYPE_CHECKING:
+    from dtq_core.broker import Broker, StopSummary
+    from dtq_core.events import Event
+
+
+class PoolKind(StrEnum):
+    """Worker pool kinds (see ``BrokerConfig.pool``)."""
+
+    thread = "thread"
+    process = "process"
+    async_ = "async"
+
+
+def worker(
+    app_module: Annotated[
+        str,
+        typer.Argument(
+            metavar="APP_MODULE",
+            help="The module that registers your tasks (MODULE, searched from the current "
+            "directory and PYTHONPATH).",
+            show_default=False,
+        ),
+    ],
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            metavar="Q1,Q2",
+            help="Queues to serve, in strict priority order [default: every queue].",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once.")
+    ] = 4,
+    pool: Annotated[
+        PoolKind, typer.Option("--pool", "-P", help="thread, process (CPU-bound) or async.")
+    ] = PoolKind.thread,
+    drain_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-timeout", min=0, help="Seconds a graceful stop waits for running tasks."
+        ),
+    ] = None,
+    backend: BackendOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run workers for an app module until SIGTERM or SIGINT.
+
+    The first signal drains (running tasks finish, queued tasks stay queued); a second
+    stops at once (running tasks are requeued). A summary is printed on exit; with -v
+    every state change is logged on stderr, one line each.
+    """
+    _configure_logging()
+    try:
+        import_app(app_module)
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(
+            f"importing app module {app_module!r} failed: {type(exc).__name__}: {exc} "
+            "(run with -v for the traceback)"
+        ) from exc
+
+    from dtq_core import Broker, BrokerConfig, set_default_broker
+
+    names = tuple(q.strip() for q in (queues or "").split(",") if q.strip()) or None
+    opts: dict[str, Any] = {
+        "num_workers": concurrency,
+        "pool": pool.value,
+        "queues": names,
+        "install_signal_handlers": True,
+    }
+    url = backend or state.backend
+    if url:
+        opts["backend"] = url
+    if drain_timeout is not None:
+        opts["drain_timeout"] = drain_timeout
+    broker = Broker(BrokerConfig(**opts))
+    set_default_broker(broker)
+    summaries = _record_stops(broker)
+    if state.verbose > 0:
+        broker.events.subscribe(_log_event)
+    broker.start()
+    tasks = ", ".join(broker.registry.names()) or "none"
+    info(
+        f"dtq worker: {concurrency} {pool.value} worker(s) on "
+        f"{', '.join(names) if names else 'every queue'} at {broker.backend.url}; "
+        f"tasks: {tasks}. SIGTERM/Ctrl-C drains, a second stops at once."
+    )
+    while not broker.wait_until_stopped(0.25):
+        pass
+    # The broker counts signals; a second one means running tasks were cut short.
+    summary = _merge(summaries, forced=getattr(broker, "_signals", 0) > 1)
+    if want_json(json_out):
+        print_json(
+            {
+                "processed": summary.processed,
+                "failed": summary.failed,
+                "left_queued": summary.left_queued,
+                "drained": summary.drained,
+            }
+        )
+    else:
+        write_line(
+            f"worker stopped: processed {summary.processed}, failed {summary.failed}, "
+            f"left queued {summary.left_queued}, "
+            + ("drained" if summary.drained else "not drained (running tasks were requeued)")
+        )
+
+
+def _configure_logging() -> None:
+    import logging
+
+    level = logging.WARNING
+    if state.verbose:
+        level = logging.DEBUG if state.verbose >= 2 else logging.INFO
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    root.setLevel(level)
+
+
+def _record_stops(broker: Broker) -> list[StopSummary]:
+    """Keep the summary of every ``stop`` (the signal handler runs it in a thread).
+
+    A stop-gap until the engine keeps the last :class:`StopSummary` itself.
+    """
+    summaries: list[StopSummary] = []
+    lock = threading.Lock()
+    original = broker.stop
+
+    def stop(drain_timeout: float | None = None) -> StopSummary:
+        result = original(drain_timeout)
+        with lock:
+            summaries.append(result)
+        return result
+
+    broker.stop = stop  # type: ignore[method-assign]
+    return summaries
+
+
+def _merge(summaries: list[StopSummary], forced: bool) -> StopSummary:
+    from dtq_core.broker import StopSummary
+
+    if not summaries:
+        return StopSummary(0, 0, 0, not forced)
+    return StopSummary(
+        processed=max(s.processed for s in summaries),
+        failed=max(s.failed for s in summaries),
+        left_queued=summaries[-1].left_queued,
+        drained=all(s.drained for s in summaries) and not forced,
+    )
+
+
+def _log_event(ev: Event) -> None:
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(ev.ts).strftime("%H:%M:%S.%f")[:-3]
+    old = ev.old or "new"
+    parts = [when, f"{ev.name}[{ev.task_id}]", f"{old} -> {ev.new}", f"queue={ev.queue}"]
+    if ev.worker:
+        parts.append(f"worker={ev.worker}")
+    if ev.note:
+        parts.append(ev.note)
+    sys.stderr.write("  ".join(parts) + "\n")
+    sys.stderr.flush()
+
+
+#: The ``dtq worker`` command.
+app = command_app(worker)
