@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import DAGError
+from dtq_core.codec import check_json
+from dtq_core.errors import DAGError, SerializationError
 
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
@@ -185,7 +186,8 @@ class Workflow:
 
         Raises:
             DAGError: Empty workflow, duplicate ids, parents that are not nodes, unknown
-                tasks, an ``upstream`` kwarg clash, or a cycle written ``a → b → a``.
+                tasks, arguments that are not JSON, an ``upstream`` kwarg clash, or a
+                cycle written ``a → b → a``.
         """
         if not self._nodes:
             raise DAGError(f"workflow {self.name!r} has no nodes")
@@ -209,6 +211,10 @@ class Workflow:
                 hint = difflib.get_close_matches(n.task, sorted(known_tasks), 1)
                 tail = f" (did you mean {hint[0]!r}?)" if hint else ""
                 problems.append(f"node {n.id!r}: unknown task {n.task!r}{tail}")
+            try:
+                check_json([n.args, n.kwargs], f"node {n.id!r}: args/kwargs")
+            except SerializationError as exc:
+                problems.append(str(exc))
             if n.pass_results and UPSTREAM_KWARG in n.kwargs:
                 problems.append(
                     f"node {n.id!r} passes results as {UPSTREAM_KWARG}=, "

@@ -6,6 +6,9 @@ a child asked for it) result. Run ids start with ``wf`` and the creation time, s
 sort by creation. A node's task id is ``<run_id>.<node index>.<round>``: the hook knows a
 node's task from its id alone, and a retried run uses fresh ids.
 
+A marker ``dtq:dag-active:<run_id>`` exists while a run is running, so reconciliation
+reads only running runs.
+
 Every change is a read, modify, ``compare_and_set`` loop, so threads or processes that
 finish nodes at once never lose an update. A child is enqueued only by the writer whose
 CAS moved it from ``waiting`` to ``pending``; an event seen twice, or by two processes,
@@ -41,6 +44,8 @@ log = logging.getLogger("dtq.dag")
 
 #: Backend key prefix of run documents.
 KEY_PREFIX = "dtq:dag:"
+#: Backend key prefix of markers of running runs (what reconciliation scans).
+ACTIVE_PREFIX = "dtq:dag-active:"
 #: Every run id (and so every node task id) starts with this.
 RUN_PREFIX = "wf"
 #: Runs shown in the snapshot, newest first.
@@ -300,6 +305,7 @@ class DagHook(Hook):
             "nodes": [_blank_node() for _ in g.nodes],
         }
         sends = [_release(doc, g, i, now) for i, ps in enumerate(g.parents) if not ps]
+        broker.backend.set_key(ACTIVE_PREFIX + run_id, "1", self.ttl_s, now)
         if not broker.backend.compare_and_set(
             KEY_PREFIX + run_id, None, _dumps(doc), self.ttl_s, now
         ):
@@ -464,6 +470,10 @@ class DagHook(Hook):
             _settle_run(doc, now)
             if backend.compare_and_set(key, raw, _dumps(doc), self.ttl_s, now):
                 if doc["state"] != was:
+                    if doc["state"] == RunState.RUNNING:
+                        backend.set_key(ACTIVE_PREFIX + run_id, "1", self.ttl_s, now)
+                    else:
+                        backend.delete_key(ACTIVE_PREFIX + run_id)
                     with self._done:
                         self._generation += 1
                         self._done.notify_all()
@@ -501,38 +511,53 @@ class DagHook(Hook):
     def reconcile(self, broker: Broker) -> int:
         """Apply finished node tasks whose events were missed; resend lost enqueues.
 
+        Only runs with an active marker are read, so this costs O(running runs).
+
         Returns:
             How many nodes were looked at again.
         """
         backend = broker.backend
         now = broker.clock.now()
         fixed = 0
-        for key in backend.scan_keys(KEY_PREFIX, now, limit=100_000):
+        for marker in backend.scan_keys(ACTIVE_PREFIX, now, limit=100_000):
+            key = KEY_PREFIX + marker.removeprefix(ACTIVE_PREFIX)
             raw = backend.get_key(key, now)
-            if raw is None:
-                continue
-            doc = json.loads(raw)
-            if doc["state"] != RunState.RUNNING:
-                continue
-            resend: list[_Send] = []
-            g = self._graph(doc)
-            for i, node in enumerate(doc["nodes"]):
-                if node["state"] not in _ACTIVE:
+            try:
+                doc = json.loads(raw) if raw is not None else None
+                if doc is None or doc["state"] != RunState.RUNNING:
+                    backend.delete_key(marker)  # expired, or settled by a process that died
                     continue
-                state = backend.get_state(node["task_id"])
-                if state is None:
-                    if now - (node["enqueued_at"] or now) >= self.resend_after_s:
-                        resend.append(_send_of(doc, g, i))
-                elif state in _FINAL or (state is _S.RUNNING and node["state"] == "pending"):
-                    self.observe(broker, node["task_id"], state, now)
-                    fixed += 1
-            if resend:
-                log.warning(
-                    "workflow run %s: enqueueing %d lost node task(s)", doc["id"], len(resend)
-                )
-                self._dispatch(broker, doc["id"], g, resend)
-                fixed += len(resend)
+                for i, node in enumerate(doc["nodes"]):
+                    if node["state"] not in _ACTIVE:
+                        continue
+                    tid = node["task_id"]
+                    state = backend.get_state(tid)
+                    if state is None and node["state"] == NodeState.PENDING:
+                        if now - node["enqueued_at"] >= self.resend_after_s:
+                            fixed += self._resend(broker, doc["id"], i, tid, node["enqueued_at"])
+                    elif state in _FINAL or (state is _S.RUNNING and node["state"] == "pending"):
+                        self.observe(broker, tid, state, now)
+                        fixed += 1
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping unreadable workflow run %s: %s", key, exc)
         return fixed
+
+    def _resend(self, broker: Broker, run_id: str, idx: int, task_id: str, seen: float) -> int:
+        """Enqueue a released node's task that never reached the backend (once)."""
+
+        def change(doc: dict[str, Any], g: _Graph, now: float) -> list[_Send] | None:
+            node = doc["nodes"][idx]
+            if (node["task_id"], node["state"], node["enqueued_at"]) != (task_id, "pending", seen):
+                return None  # moved on, or another process resent it first
+            node["enqueued_at"] = now
+            return [_send_of(doc, g, idx)]
+
+        done = self._update(broker, run_id, change)
+        if done is None or not done[1]:
+            return 0
+        log.warning("workflow run %s: enqueueing lost task %s", run_id, task_id)
+        self._dispatch(broker, run_id, *done)
+        return 1
 
     def snapshot(self, broker: Broker) -> dict[str, Any]:
         """The most recent runs, newest first, under ``workflows``."""
@@ -593,6 +618,7 @@ def dag_hook(broker: Broker) -> DagHook:
 
 
 __all__ = [
+    "ACTIVE_PREFIX",
     "KEY_PREFIX",
     "RUN_PREFIX",
     "SNAPSHOT_RUNS",
