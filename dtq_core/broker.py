@@ -94,7 +94,7 @@ class Broker:
             cfg = replace(cfg, **overrides)
         self.config = cfg
         self.clock = cfg.clock
-        self.registry = cfg.registry or default_registry
+        self.registry = cfg.registry if cfg.registry is not None else default_registry
         self.backend = make_backend(cfg.backend, self.clock)
         self.backend.result_ttl = cfg.result_ttl
         self.backend.max_results = cfg.max_results

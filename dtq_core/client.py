@@ -171,7 +171,10 @@ def task(
 
     def wrap(f: Callable[P, R]) -> Task[P, R]:
         return Task(
-            f, name or f"{f.__module__}.{f.__qualname__}", options, registry or default_registry
+            f,
+            name or f"{f.__module__}.{f.__qualname__}",
+            options,
+            registry if registry is not None else default_registry,
         )
 
     return wrap(fn) if fn is not None else wrap

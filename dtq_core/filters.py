@@ -97,14 +97,15 @@ class TaskFilter:
                 parts.append(f"{key}:{_quote(val)}")
         parts.extend(f"state:{s.value.lower()}" for s in sorted(self.states))
         if self.since_s is not None:
-            parts.append(f"since:{int(self.since_s)}s")
+            parts.append(f"since:{self.since_s:g}s")
         if self.text is not None:
             parts.append(f"text:{_quote(self.text)}")
         return " ".join(parts)
 
 
 def _quote(val: str) -> str:
-    return shlex.quote(val) if any(c.isspace() for c in val) else val
+    special = any(c.isspace() or c in "'\"\\" for c in val)
+    return shlex.quote(val) if special or not val else val
 
 
 def parse_filter(spec: str | list[str] | tuple[str, ...] | None) -> TaskFilter:

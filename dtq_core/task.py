@@ -36,7 +36,10 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.CANCELLED: frozenset(),
 }
 
-#: States after which a task never changes again (DEAD is replayed as a new task).
+#: States a settled task rests in: ``get()`` returns or raises once one is reached.
+#: FAILED is also a step on the way to RETRY or DEAD, taken in the same backend call as
+#: the next step; a task rests in FAILED only when it is neither retried nor
+#: dead-lettered (``dead_letter=False``). DEAD is replayed as a new task.
 TERMINAL: frozenset[TaskState] = frozenset({S.SUCCESS, S.FAILED, S.DEAD, S.CANCELLED})
 
 

@@ -257,7 +257,11 @@ class MemoryBackend(Backend):
             if retry_at is not None:
                 self._close_attempt(rec, S.FAILED.value)
                 out.append(self._move(rec, S.RETRY))
-                self._schedule(rec, max(retry_at, now + 1e-9), now)
+                if retry_at > now:
+                    self._schedule(rec, retry_at, now)
+                else:  # due at once: straight back to its queue
+                    out.append(self._move(rec, S.PENDING))
+                    self._schedule(rec, None, now)
             elif dead_reason is not None:
                 rec.dead_reason = dead_reason
                 out.append(self._move(rec, S.DEAD, dead_reason))
@@ -293,6 +297,15 @@ class MemoryBackend(Backend):
                 return []
             rec.attempt -= 1
             rec.deliveries -= 1
+            # Not an attempt: forget this start, so no phantom attempt shows.
+            rec.started_at = rec.worker = None
+            if rec.history:
+                last = rec.history[-1]
+                rec.started_at, rec.finished_at, rec.worker = (
+                    last.started_at,
+                    last.finished_at,
+                    last.worker,
+                )
             tr = self._move(rec, S.PENDING, note or None)
             self._schedule(rec, eta, now)
             return [tr]

@@ -34,12 +34,14 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _fresh() -> dict[str, Any]:
+    # fails/oks: outcome times inside the window; probe_at: when the last probe started.
     return {
         "state": "closed",
         "fails": [],
-        "ok": 0,
+        "oks": [],
         "opened_at": None,
         "probes": 0,
+        "probe_at": None,
         "manual": False,
         "held": 0,
     }
@@ -118,11 +120,15 @@ class BreakerHook(Hook):
                     return
                 doc["state"], doc["probes"] = "half_open", 0
             if doc["state"] == "half_open":
-                if doc["probes"] >= s["probes"]:
+                stale = doc.get("probe_at") is not None and now - doc["probe_at"] > s["reset"]
+                if doc["probes"] >= s["probes"] and not stale:
                     doc["held"] += 1
                     verdict[0] = now + min(1.0, s["reset"] / 4)
                     return
+                if stale:  # a probe that never reported (its worker died): free its slot
+                    doc["probes"] = 0
                 doc["probes"] += 1
+                doc["probe_at"] = now
 
         self._update(ctx.broker, key, decide)
         return verdict[0]
@@ -139,19 +145,22 @@ class BreakerHook(Hook):
         def record(doc: dict[str, Any], now: float) -> None:
             if doc["manual"]:
                 return
+            keep = max(s["threshold"], 1) * 4
+            horizon = now - s["window"]
+            oks = [t for t in doc.get("oks", []) if t > horizon]
             if exc is None:
-                doc["ok"] += 1
+                doc["oks"] = [*oks, now][-keep * 4 :]
                 if doc["state"] == "half_open":
-                    doc.update(state="closed", fails=[], ok=0, opened_at=None, probes=0)
+                    doc.update(state="closed", fails=[], oks=[], opened_at=None, probes=0)
                 return
-            fails = [t for t in doc["fails"] if t > now - s["window"]] + [now]
-            doc["fails"] = fails[-max(s["threshold"], 1) * 4 :]
+            fails = [t for t in doc["fails"] if t > horizon] + [now]
+            doc["fails"], doc["oks"] = fails[-keep:], oks
             if doc["state"] == "half_open":
                 doc.update(state="open", opened_at=now, probes=0)
                 return
             trip = len(fails) >= s["threshold"]
             if s["ratio"] is not None:
-                total = len(fails) + doc["ok"]
+                total = len(fails) + len(oks)
                 trip = total >= s["threshold"] and len(fails) / total >= float(s["ratio"])
             if trip and doc["state"] == "closed":
                 doc.update(state="open", opened_at=now, probes=0)
@@ -185,6 +194,7 @@ class BreakerHook(Hook):
             raw = broker.backend.get_key(PREFIX + key, now)
             doc = json.loads(raw) if raw is not None else _fresh()
             fails = [t for t in doc["fails"] if t > now - float(s["window"])]
+            oks = [t for t in doc.get("oks", []) if t > now - float(s["window"])]
             opened = doc["opened_at"]
             probe = None
             if doc["state"] == "open" and opened is not None and not doc["manual"]:
@@ -194,7 +204,7 @@ class BreakerHook(Hook):
                     key,
                     doc["state"],
                     len(fails),
-                    int(doc["ok"]),
+                    len(oks),
                     int(s["threshold"]),
                     float(s["window"]),
                     float(s["reset"]),

@@ -60,8 +60,9 @@ class DedupHook(Hook):
         bloom = self.bloom
         assert bloom is not None
         maybe_seen = bloom.might_contain(key, now)
-        if not maybe_seen and not broker.backend.capabilities.cross_process:
-            # Only this process writes the map: "never seen" needs no lookup.
+        if not maybe_seen and ttl <= self.ttl and not broker.backend.capabilities.cross_process:
+            # Only this process writes the map, and the bloom remembers at least as long
+            # as this key lives: "never seen" needs no lookup.
             broker.backend.set_key(PREFIX + key, task.id, ttl, now)
             bloom.add(key, now)
             self.keys += 1

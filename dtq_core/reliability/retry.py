@@ -103,7 +103,8 @@ class RetryHook(Hook):
             decision.notes.append(f"retries exhausted ({policy.max_retries})")
             return
         if not policy.retries(exc):
-            decision.notes.append(f"not retried: {type(exc).__name__}")
+            name = exc.exc_type if isinstance(exc, RemoteTaskError) else type(exc).__name__
+            decision.notes.append(f"not retried: {name}")
             return
         if isinstance(exc, Retry) and exc.countdown is not None:
             wait = max(0.0, float(exc.countdown))

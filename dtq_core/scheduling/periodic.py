@@ -170,6 +170,10 @@ class PeriodicHook(Hook):
         last_raw = self._get(broker, f"last:{s.name}", now)
         base = float(last_raw) if last_raw is not None else (self._started or now)
         if self._get(broker, f"paused:{s.name}", now) is not None:
+            # Ticks that pass while paused are skipped, not missed: resuming replays none.
+            if s.cron.next(_dt(base)).timestamp() <= now:
+                latest = s.cron.prev(_dt(now + 1e-6)).timestamp()
+                broker.backend.set_key(PREFIX + f"last:{s.name}", repr(latest), None, now)
             return s.cron.next(_dt(now)).timestamp()
         due = s.cron.next(_dt(base)).timestamp()
         if due > now:

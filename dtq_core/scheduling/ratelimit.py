@@ -22,7 +22,7 @@ from dtq_core.snapshot import LimiterSnapshot
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d*\.?\d*)\s*([smhd]))?\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*([smhd]))?\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: Prefix of the backend keys of rate-limit state.
 PREFIX = "dtq:rl:"
@@ -38,6 +38,8 @@ def parse_rate(spec: str | float | int) -> float:
             raise ConfigError(f"bad rate {spec!r}: write N/s, N/m, N/h or N/d (e.g. 10/s)")
         n, mult, unit = m.groups()
         per = _PER[unit or "s"] * (float(mult) if mult else 1.0)
+        if per <= 0:
+            raise ConfigError(f"bad rate {spec!r}: the period must be longer than zero")
         rate = float(n) / per
     if not rate > 0 or math.isinf(rate):
         raise ConfigError(f"bad rate {spec!r}: it must be a positive number per period")
@@ -68,8 +70,6 @@ class RateLimitHook(Hook):
         self._lock = threading.Lock()
         self._limits: dict[tuple[str, str], Limit] = {}
         self._throttled: dict[tuple[str, str], int] = {}
-        # task id -> limiter keys whose slot it already holds (a deferred task).
-        self._reserved: dict[str, set[tuple[str, str]]] = {}
         self._initial = dict(queue_limits or {})
         self._task_seen: set[str] = set()
         self._overrides_checked = 0.0
@@ -148,8 +148,13 @@ class RateLimitHook(Hook):
             return None
         backend = ctx.broker.backend
         now = ctx.broker.clock.now()
-        with self._lock:
-            held = self._reserved.pop(d.task_id, set())
+        # Slots a deferred task reserved earlier, wherever it was deferred.
+        held_key = f"{PREFIX}held:{d.task_id}"
+        held: set[tuple[str, str]] = set()
+        raw = backend.get_key(held_key, now)
+        if raw is not None:
+            held = {(a, b) for a, b in json.loads(raw)}
+            backend.delete_key(held_key)
         for lim in limits:
             ident = (lim.scope, lim.key)
             if ident in held:
@@ -157,8 +162,8 @@ class RateLimitHook(Hook):
             wait = backend.reserve(lim.state_key, lim.rate, lim.burst, now)
             held.add(ident)
             if wait > 0:
+                backend.set_key(held_key, json.dumps(sorted(held)), wait + 3600.0, now)
                 with self._lock:
-                    self._reserved[d.task_id] = held
                     self._throttled[ident] = self._throttled.get(ident, 0) + 1
                 ctx.broker.metrics.incr("throttled")
                 return now + wait

@@ -8,6 +8,7 @@ only as many tasks as there are free slots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import time
@@ -38,6 +39,7 @@ class AsyncPool(Pool):
         self._free: list[WorkerInfo] = []
         self._running: dict[asyncio.Task[None], tuple[Delivery, WorkerInfo]] = {}
         self._done = threading.Event()
+        self._slot_free: asyncio.Event | None = None
         self._drain_timeout = 0.0
 
     def start(self) -> None:
@@ -65,7 +67,7 @@ class AsyncPool(Pool):
         loop = asyncio.get_running_loop()
         b = self.broker
         cfg = b.config
-        slot_free = asyncio.Event()
+        slot_free = self._slot_free = asyncio.Event()
         while not self.stopping.is_set():
             free = len(self._free)
             if free == 0:
@@ -140,9 +142,11 @@ class AsyncPool(Pool):
         self.stopping.set()
         self.broker.backend_wakeup()
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            # Wake the claimer if it waits for a free slot.
-            loop.call_soon_threadsafe(lambda: None)
+        slot_free = self._slot_free
+        if loop is not None and not loop.is_closed() and slot_free is not None:
+            # Wake the claimer if it waits for a free slot: it then sees `stopping`.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(slot_free.set)
         self._done.wait(drain_timeout + 5.0)
         self._claims.shutdown(wait=False)
         self._sync.shutdown(wait=False)

@@ -171,6 +171,7 @@ class ProcessPool(Pool):
         except (EOFError, OSError, ConnectionError):
             if self.stopping.is_set() and self._hard:
                 raise WorkerShutdown from None
+            child.proc.join(1.0)  # reap it, so the exit code is known
             code = child.proc.exitcode
             self._replace(i)
             exc = WorkerCrashed(f"worker process died (exit code {code}) while running the task")
