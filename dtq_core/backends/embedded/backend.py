@@ -57,28 +57,6 @@ OP_NAMES_BY_TYPE = {
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-class _Log(WriteAheadLog):
-    """The write-ahead log with its append split in two.
-
-    Submit under the caller's lock (log order is state order); wait for durability
-    outside it, so concurrent callers share an fsync.
-    """
-
-    def submit(self, rtype: int, body: bytes) -> int:
-        from dtq_core.backends.embedded.framing import encode_record
-
-        with self._cond:
-            self._check_writable()
-            lsn = self._next_lsn
-            self._buf += encode_record(self._epoch, lsn, rtype, body)
-            self._next_lsn = lsn + 1
-            return lsn
-
-    def wait(self, lsn: int) -> None:
-        with self._cond:
-            self._await(lsn, durable=self._mode == "always")
-
-
 def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
     """``embedded://PATH?opts`` -> (directory, options)."""
     rest = url.split("://", 1)[1]
@@ -122,7 +100,7 @@ class EmbeddedBackend(MemoryBackend):
         self.checkpoint_s = float(opts.get("checkpoint_s", 300))
         self.segment_bytes = int(opts.get("segment_mb", 16) * 2**20)
         self.fsync_fn = fsync_fn
-        self._wal: _Log | None = None
+        self._wal: WriteAheadLog | None = None
         self._replaying = False
         self._lock_fd = -1
         self._stats: dict[str, Any] = {}
@@ -178,7 +156,7 @@ class EmbeddedBackend(MemoryBackend):
         if ckpt is not None:
             load_state(self, ckpt.body)
             self._ckpt_lsn = ckpt.lsn
-        self._wal = _Log(
+        self._wal = WriteAheadLog(
             self.path / "wal", self.fsync, self.interval_ms, self.segment_bytes, self.fsync_fn
         )
         replayed = 0
@@ -282,7 +260,7 @@ class EmbeddedBackend(MemoryBackend):
 
     # -- logging -----------------------------------------------------------------------
 
-    def _require_wal(self) -> _Log:
+    def _require_wal(self) -> WriteAheadLog:
         if self._wal is None:
             raise BackendError(f"embedded store {self.path} is not open")
         return self._wal
