@@ -1,0 +1,109 @@
+"""``dtq-tui`` arguments: attach to a backend or start the demo, then run the app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from dtq_core.errors import ConfigError, DTQError
+from dtq_tui.connection import ReconnectingConsole
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(
+        prog="dtq-tui",
+        description="DTQ's live operations console.",
+        epilog="Keys: ? help, : jump to a screen, ctrl+p command palette, q quit.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--demo",
+        action="store_true",
+        help="run an in-process engine with a built-in workload (nothing to set up)",
+    )
+    src.add_argument(
+        "--backend",
+        metavar="URL",
+        default=os.environ.get("DTQ_BACKEND"),
+        help="attach to embedded://PATH or redis://... (default: $DTQ_BACKEND)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="disable every action that changes state (replay, purge, cancel, pause...)",
+    )
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=0.33,
+        metavar="SECONDS",
+        help="seconds between refreshes (default 0.33)",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="demo workload seed")
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse, connect, run the app; return the exit status."""
+    args = parser().parse_args(argv)
+    if args.refresh <= 0:
+        print("dtq-tui: --refresh must be above 0 seconds", file=sys.stderr)
+        return 2
+    demo: Any = None
+    if args.demo:
+        from dtq_tui.demo import Demo
+
+        try:
+            demo = Demo(seed=args.seed).start()
+        except DTQError as exc:
+            print(f"dtq-tui: the demo could not start: {exc}", file=sys.stderr)
+            return 1
+        console: Any = demo.console
+    else:
+        url = args.backend
+        if not url:
+            print(
+                "dtq-tui: no backend: pass --backend URL (embedded://PATH, redis://...), "
+                "set DTQ_BACKEND, or try --demo",
+                file=sys.stderr,
+            )
+            return 2
+        if url.startswith("memory://"):
+            print(
+                "dtq-tui: memory:// lives inside one process and cannot be attached to; "
+                "use --demo, embedded://PATH or redis://...",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            console = _connect(url)
+        except ConfigError as exc:
+            print(f"dtq-tui: {exc}", file=sys.stderr)
+            return 2
+    from dtq_tui.app import DTQApp
+
+    try:
+        DTQApp(console, read_only=args.read_only, refresh_s=args.refresh).run()
+    finally:
+        if demo is not None:
+            demo.stop()
+    return 0
+
+
+def _connect(url: str) -> Any:
+    """A console for ``url``; an unreachable backend gives a reconnecting console.
+
+    Raises:
+        ConfigError: A malformed URL (reported before the app starts).
+    """
+    from dtq_core.control import connect
+
+    try:
+        return connect(url)
+    except ConfigError:
+        raise
+    except Exception as exc:  # unreachable now: the app shows a banner and retries
+        return ReconnectingConsole(url, exc)
