@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from dtq_core.control import ConsoleAPI
     from dtq_core.reliability.deadletter import ReplayPlan
 
-app = make_group("dlq", "Dead letters: list, show, replay (with edited args) and purge.")
+app = make_group("dlq", "Dead letters: list, show, replay (with edits) and purge.")
 
 #: Ids sent to the Console API per bulk call (the progress bar advances per chunk).
 CHUNK = 100

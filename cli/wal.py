@@ -25,7 +25,7 @@ from cli._output import (
     write_line,
 )
 
-app = make_group("wal", "The embedded store's write-ahead log: verify, repair, inspect, compact.")
+app = make_group("wal", "The embedded store's log: verify, repair, inspect, compact.")
 
 PathArg = Annotated[
     Path,
