@@ -36,7 +36,9 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
 
         return EmbeddedBackend(url, clock)
     if scheme in ("redis", "rediss"):
-        raise ConfigError(f"backend {scheme!r} is not available in this build yet; use memory://")
+        from dtq_core.backends.redis.backend import RedisBackend
+
+        return RedisBackend(url, clock)
     raise ConfigError(
         f"unknown backend scheme {scheme!r} in {url!r}: use one of "
         + ", ".join(f"{k}://" for k in SCHEMES)

@@ -1,0 +1,1 @@
+"""The Redis backend: many worker processes on many machines share one queue."""

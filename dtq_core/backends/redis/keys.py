@@ -1,0 +1,73 @@
+"""Key names. Every key of one queue shares a hash tag, so each script touches one slot."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Key names under ``prefix``.
+
+    Args:
+        prefix: Namespace of every key (``?prefix=`` in the URL).
+    """
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def tag(self, queue: str) -> str:
+        """The hash tag of ``queue``'s keys."""
+        return "{" + self.prefix + ":" + queue + "}"
+
+    def queue(self, queue: str) -> dict[str, str]:
+        """Every per-queue key of ``queue`` by role."""
+        t = self.tag(queue)
+        return {
+            "ready": f"{t}:ready",
+            "delayed": f"{t}:delayed",
+            "leases": f"{t}:leases",
+            "dead": f"{t}:dead",
+            "done": f"{t}:done",
+            "counts": f"{t}:counts",
+            "totals": f"{t}:totals",
+            "seq": f"{t}:seq",
+            "tokens": f"{t}:tokens",
+            "paused": f"{t}:paused",
+            "notify": f"{t}:notify",
+            "events": f"{t}:events",
+            "sec": f"{t}:sec:",
+            "rec": f"{t}:t:",
+        }
+
+    def record(self, queue: str, task_id: str) -> str:
+        """The hash holding one task's record."""
+        return f"{self.tag(queue)}:t:{task_id}"
+
+    @property
+    def queues(self) -> str:
+        """Set of known queue names."""
+        return f"{self.prefix}:queues"
+
+    @property
+    def index(self) -> str:
+        """Hash task id -> queue."""
+        return f"{self.prefix}:idx"
+
+    @property
+    def names(self) -> str:
+        """Set of task names registered by workers."""
+        return f"{self.prefix}:names"
+
+    @property
+    def workers(self) -> str:
+        """Hash worker id -> last heartbeat (JSON)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def workers_seen(self) -> str:
+        """Sorted set worker id -> heartbeat expiry."""
+        return f"{self.prefix}:workers:seen"
+
+    def kv(self, key: str) -> str:
+        """A generic key (dedup, limiter, breaker, cron, DAG state)."""
+        return f"{self.prefix}:kv:{key}"

@@ -1,0 +1,421 @@
+"""Lua scripts: every state change of a task is one atomic script on its queue's slot.
+
+Each script gets ``KEYS[1]`` = the queue's hash tag (``{prefix:queue}``) and derives its
+keys from it, so it touches one cluster slot. Every transition also bumps the state
+counts, a per-second counter (rates for the console) and appends to the queue's event
+stream (trimmed to ``maxlen``).
+"""
+
+from __future__ import annotations
+
+#: Shared helpers, prepended to every script.
+COMMON = r"""
+local T = KEYS[1]
+local function move(rec, old, new)
+  redis.call('HSET', rec, 'state', new)
+  redis.call('HINCRBY', T..':counts', old, -1)
+  redis.call('HINCRBY', T..':counts', new, 1)
+end
+local function ev(maxlen, now, id, name, old, new, worker, note)
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
+             'name', name, 'old', old, 'new', new, 'worker', worker or '', 'note', note or '')
+end
+local function tick(now, counter)
+  local k = T..':sec:'..math.floor(tonumber(now))
+  redis.call('HINCRBY', k, counter, 1)
+  redis.call('EXPIRE', k, 120)
+  redis.call('HINCRBY', T..':totals', counter, 1)
+end
+local function ready(id, priority)
+  local seq = redis.call('INCR', T..':seq')
+  redis.call('ZADD', T..':ready', tonumber(priority) * 17179869184 + seq, id)
+  redis.call('RPUSH', T..':notify', 1)
+  redis.call('LTRIM', T..':notify', -64, -1)
+end
+local function close_attempt(rec, outcome, now)
+  local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
+  local h = cjson.decode(f[1] ~= false and f[1] ~= '' and f[1] or '[]')
+  local err = cjson.null
+  if f[5] and f[5] ~= '' then err = cjson.decode(f[5]) end
+  local started = cjson.null
+  if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
+  h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
+               finished_at = tonumber(now), outcome = outcome, error = err}
+  redis.call('HSET', rec, 'history', cjson.encode(h))
+end
+local function create(a, now, maxlen)
+  -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
+  --    replayed_from, workflow, edits
+  local rec = T..':t:'..a[1]
+  if redis.call('EXISTS', rec) == 1 then return false end
+  redis.call('HSET', rec, 'id', a[1], 'name', a[2], 'queue', a[3], 'priority', a[4],
+             'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
+             'eta', '', 'max_retries', a[7], 'time_limit', a[8], 'attempt', 0,
+             'deliveries', 0, 'dedup_key', a[9], 'replayed_from', a[10], 'workflow', a[11],
+             'lease_token', 0, 'edits', a[12] or '')
+  redis.call('HINCRBY', T..':counts', 'PENDING', 1)
+  if a[6] ~= '' and tonumber(a[6]) > tonumber(now) then
+    redis.call('HSET', rec, 'eta', a[6])
+    redis.call('ZADD', T..':delayed', a[6], a[1])
+  else
+    ready(a[1], a[4])
+  end
+  tick(now, 'enqueued')
+  ev(maxlen, now, a[1], a[2], '', 'PENDING', '', '')
+  return true
+end
+"""
+
+#: ARGV: now, maxlen, then 11 fields per task (see ``create``). Returns created count;
+#: an existing id is an error.
+ENQUEUE = (
+    COMMON
+    + r"""
+local now, maxlen = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV, 11 do
+  local a = {}
+  for j = 0, 10 do a[j + 1] = ARGV[i + j] end
+  if not create(a, now, maxlen) then
+    return redis.error_reply('DUP task id '..a[1]..' exists')
+  end
+  n = n + 1
+end
+return n
+"""
+)
+
+#: ARGV: worker, now, deadline, limit, maxlen. Returns deliveries.
+CLAIM = (
+    COMMON
+    + r"""
+if redis.call('EXISTS', T..':paused') == 1 then return {} end
+local worker, now, deadline, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local popped = redis.call('ZPOPMIN', T..':ready', tonumber(ARGV[4]))
+local out = {}
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local rec = T..':t:'..id
+  if redis.call('HGET', rec, 'state') == 'PENDING' then
+    local token = redis.call('INCR', T..':tokens')
+    move(rec, 'PENDING', 'RUNNING')
+    redis.call('HSET', rec, 'worker', worker, 'started_at', now, 'finished_at', '',
+               'lease_token', token, 'lease_deadline', deadline)
+    local attempt = redis.call('HINCRBY', rec, 'attempt', 1)
+    local deliveries = redis.call('HINCRBY', rec, 'deliveries', 1)
+    redis.call('ZADD', T..':leases', deadline, id)
+    local f = redis.call('HMGET', rec, 'name', 'payload', 'enqueued_at', 'time_limit',
+                         'max_retries')
+    out[#out + 1] = {id, token, f[1], f[2], attempt, deliveries, f[3], f[4], f[5]}
+    tick(now, 'started')
+    ev(maxlen, now, id, f[1], 'PENDING', 'RUNNING', worker, '')
+  end
+end
+if redis.call('ZCARD', T..':ready') == 0 then redis.call('DEL', T..':notify') end
+return out
+"""
+)
+
+#: ARGV: id, token, result JSON, now, expires_at, maxlen, worker. Returns 1 or 0 (stale).
+ACK = (
+    COMMON
+    + r"""
+local id, now = ARGV[1], ARGV[4]
+local rec = T..':t:'..id
+local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name')
+if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
+move(rec, 'RUNNING', 'SUCCESS')
+redis.call('HSET', rec, 'result', ARGV[3], 'error', '', 'finished_at', now, 'lease_deadline', '')
+redis.call('ZREM', T..':leases', id)
+redis.call('ZADD', T..':done', ARGV[5], id)
+tick(now, 'succeeded')
+ev(ARGV[6], now, id, f[3], 'RUNNING', 'SUCCESS', ARGV[7], '')
+return 1
+"""
+)
+
+#: ARGV: id, token, error JSON, now, retry_at, dead_reason, expires_at, maxlen, worker,
+#: note. Returns the states passed through ({} when stale).
+FAIL = (
+    COMMON
+    + r"""
+local id, now, maxlen, worker = ARGV[1], ARGV[4], ARGV[8], ARGV[9]
+local rec = T..':t:'..id
+local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name', 'priority')
+if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return {} end
+move(rec, 'RUNNING', 'FAILED')
+redis.call('HSET', rec, 'error', ARGV[3], 'finished_at', now, 'lease_deadline', '')
+redis.call('ZREM', T..':leases', id)
+tick(now, 'failed')
+ev(maxlen, now, id, f[3], 'RUNNING', 'FAILED', worker, ARGV[10])
+if ARGV[5] ~= '' then
+  close_attempt(rec, 'FAILED', now)
+  move(rec, 'FAILED', 'RETRY')
+  tick(now, 'retried')
+  ev(maxlen, now, id, f[3], 'FAILED', 'RETRY', worker, '')
+  if tonumber(ARGV[5]) > tonumber(now) then
+    redis.call('HSET', rec, 'eta', ARGV[5])
+    redis.call('ZADD', T..':delayed', ARGV[5], id)
+    return {'FAILED', 'RETRY'}
+  end
+  move(rec, 'RETRY', 'PENDING')
+  ready(id, f[4])
+  ev(maxlen, now, id, f[3], 'RETRY', 'PENDING', worker, '')
+  return {'FAILED', 'RETRY', 'PENDING'}
+elseif ARGV[6] ~= '' then
+  redis.call('HSET', rec, 'dead_reason', ARGV[6])
+  move(rec, 'FAILED', 'DEAD')
+  redis.call('ZADD', T..':dead', now, id)
+  tick(now, 'dead')
+  ev(maxlen, now, id, f[3], 'FAILED', 'DEAD', worker, ARGV[6])
+  return {'FAILED', 'DEAD'}
+end
+redis.call('ZADD', T..':done', ARGV[7], id)
+return {'FAILED'}
+"""
+)
+
+#: ARGV: id, token, error JSON, reason, now, maxlen, worker. Returns 1 or 0 (stale).
+BURY = (
+    COMMON
+    + r"""
+local id, now = ARGV[1], ARGV[5]
+local rec = T..':t:'..id
+local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name')
+if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
+move(rec, 'RUNNING', 'DEAD')
+redis.call('HSET', rec, 'error', ARGV[3], 'dead_reason', ARGV[4], 'finished_at', now,
+           'lease_deadline', '')
+redis.call('ZREM', T..':leases', id)
+redis.call('ZADD', T..':dead', now, id)
+tick(now, 'dead')
+ev(ARGV[6], now, id, f[3], 'RUNNING', 'DEAD', ARGV[7], ARGV[4])
+return 1
+"""
+)
+
+#: ARGV: id, token, now, eta, note, maxlen. RUNNING -> PENDING, no attempt counted.
+RELEASE = (
+    COMMON
+    + r"""
+local id, now = ARGV[1], ARGV[3]
+local rec = T..':t:'..id
+local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name', 'priority', 'history')
+if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
+move(rec, 'RUNNING', 'PENDING')
+redis.call('HINCRBY', rec, 'attempt', -1)
+redis.call('HINCRBY', rec, 'deliveries', -1)
+local h = cjson.decode(f[5] ~= false and f[5] ~= '' and f[5] or '[]')
+local last = h[#h]
+if last then
+  redis.call('HSET', rec, 'started_at', tostring(last.started_at or ''),
+             'finished_at', tostring(last.finished_at or ''), 'worker', last.worker or '')
+else
+  redis.call('HSET', rec, 'started_at', '', 'worker', '', 'finished_at', '')
+end
+redis.call('HSET', rec, 'lease_deadline', '')
+redis.call('ZREM', T..':leases', id)
+if ARGV[4] ~= '' and tonumber(ARGV[4]) > tonumber(now) then
+  redis.call('HSET', rec, 'eta', ARGV[4])
+  redis.call('ZADD', T..':delayed', ARGV[4], id)
+else
+  redis.call('HSET', rec, 'eta', '')
+  ready(id, f[4])
+end
+tick(now, 'requeued')
+ev(ARGV[6], now, id, f[3], 'RUNNING', 'PENDING', '', ARGV[5])
+return 1
+"""
+)
+
+#: ARGV: deadline, then id, token pairs. Renews live leases.
+EXTEND = (
+    COMMON
+    + r"""
+for i = 2, #ARGV, 2 do
+  local rec = T..':t:'..ARGV[i]
+  local f = redis.call('HMGET', rec, 'state', 'lease_token')
+  if f[1] == 'RUNNING' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', rec, 'lease_deadline', ARGV[1])
+    redis.call('ZADD', T..':leases', 'XX', ARGV[1], ARGV[i])
+  end
+end
+return 1
+"""
+)
+
+#: ARGV: now, max_deliveries, limit, maxlen. Returns {id, name, new state} triples.
+RECLAIM = (
+    COMMON
+    + r"""
+local now, maxd, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local ids = redis.call('ZRANGEBYSCORE', T..':leases', '-inf', now, 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', T..':leases', id)
+  local rec = T..':t:'..id
+  local f = redis.call('HMGET', rec, 'state', 'deliveries', 'name', 'priority', 'worker')
+  if f[1] == 'RUNNING' then
+    local who = f[5] or '?'
+    local err = cjson.encode({type = 'WorkerLost', message = 'lease expired on worker '..who,
+                              traceback = ''})
+    redis.call('HSET', rec, 'error', err, 'finished_at', now, 'lease_deadline', '')
+    if tonumber(f[2]) >= maxd then
+      move(rec, 'RUNNING', 'DEAD')
+      redis.call('HSET', rec, 'dead_reason', 'worker_lost')
+      redis.call('ZADD', T..':dead', now, id)
+      tick(now, 'dead')
+      ev(maxlen, now, id, f[3], 'RUNNING', 'DEAD', '', 'worker_lost')
+      out[#out + 1] = {id, f[3], 'DEAD'}
+    else
+      close_attempt(rec, 'LOST', now)
+      move(rec, 'RUNNING', 'PENDING')
+      ready(id, f[4])
+      tick(now, 'requeued')
+      ev(maxlen, now, id, f[3], 'RUNNING', 'PENDING', '', 'lease expired: requeued')
+      out[#out + 1] = {id, f[3], 'PENDING'}
+    end
+  end
+end
+return out
+"""
+)
+
+#: ARGV: now, limit, maxlen. Returns {id, name, was_retry} triples.
+PROMOTE = (
+    COMMON
+    + r"""
+local now, maxlen = ARGV[1], ARGV[3]
+local ids = redis.call('ZRANGEBYSCORE', T..':delayed', '-inf', now, 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', T..':delayed', id)
+  local rec = T..':t:'..id
+  local f = redis.call('HMGET', rec, 'state', 'name', 'priority')
+  local was = 0
+  if f[1] == 'RETRY' then
+    move(rec, 'RETRY', 'PENDING')
+    ev(maxlen, now, id, f[2], 'RETRY', 'PENDING', '', '')
+    was = 1
+  end
+  if f[1] == 'RETRY' or f[1] == 'PENDING' then
+    redis.call('HSET', rec, 'eta', '')
+    ready(id, f[3])
+    out[#out + 1] = {id, f[2], was}
+  end
+end
+return out
+"""
+)
+
+#: ARGV: id, now, expires_at, maxlen. Returns the old state or ''.
+CANCEL = (
+    COMMON
+    + r"""
+local id, now = ARGV[1], ARGV[2]
+local rec = T..':t:'..id
+local f = redis.call('HMGET', rec, 'state', 'name')
+if f[1] ~= 'PENDING' and f[1] ~= 'RETRY' then return '' end
+redis.call('ZREM', T..':ready', id)
+redis.call('ZREM', T..':delayed', id)
+move(rec, f[1], 'CANCELLED')
+redis.call('HSET', rec, 'finished_at', now)
+redis.call('ZADD', T..':done', ARGV[3], id)
+tick(now, 'cancelled')
+ev(ARGV[4], now, id, f[2], f[1], 'CANCELLED', '', 'cancelled')
+return f[1]
+"""
+)
+
+#: ARGV: now, limit. Deletes finished records past their TTL; returns their ids.
+EXPIRE = (
+    COMMON
+    + r"""
+local ids = redis.call('ZRANGEBYSCORE', T..':done', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  local rec = T..':t:'..id
+  local st = redis.call('HGET', rec, 'state')
+  if st == 'SUCCESS' or st == 'FAILED' or st == 'CANCELLED' then
+    redis.call('DEL', rec)
+    redis.call('HINCRBY', T..':counts', st, -1)
+  end
+  redis.call('ZREM', T..':done', id)
+end
+return ids
+"""
+)
+
+#: ARGV: dead_id, edit JSON or '', now, maxlen, then the 11 fields of the new task.
+REPLAY = (
+    COMMON
+    + r"""
+local old = T..':t:'..ARGV[1]
+if redis.call('HGET', old, 'state') ~= 'DEAD' then
+  return redis.error_reply('NOTDEAD no dead task '..ARGV[1])
+end
+local a = {}
+for j = 0, 10 do a[j + 1] = ARGV[5 + j] end
+local edit = ARGV[2]
+if edit ~= '' then a[12] = cjson.encode({cjson.decode(edit)}) end
+if not create(a, ARGV[3], ARGV[4]) then return redis.error_reply('DUP task id exists') end
+local f = redis.call('HMGET', old, 'replayed_to', 'edits')
+local to = cjson.decode(f[1] ~= false and f[1] ~= '' and f[1] or '[]')
+to[#to + 1] = a[1]
+redis.call('HSET', old, 'replayed_to', cjson.encode(to))
+if edit ~= '' then
+  local e = cjson.decode(f[2] ~= false and f[2] ~= '' and f[2] or '[]')
+  local entry = cjson.decode(edit)
+  entry.new_task = a[1]
+  e[#e + 1] = entry
+  redis.call('HSET', old, 'edits', cjson.encode(e))
+end
+return 1
+"""
+)
+
+#: ARGV: ids. Deletes dead records; returns the ids deleted.
+PURGE = (
+    COMMON
+    + r"""
+local out = {}
+for _, id in ipairs(ARGV) do
+  local rec = T..':t:'..id
+  if redis.call('HGET', rec, 'state') == 'DEAD' then
+    redis.call('DEL', rec)
+    redis.call('ZREM', T..':dead', id)
+    redis.call('HINCRBY', T..':counts', 'DEAD', -1)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+)
+
+#: KEYS[1]: bucket key. ARGV: rate, burst, now. GCRA; returns the wait (string).
+RESERVE = r"""
+local interval = 1.0 / tonumber(ARGV[1])
+local now = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[3])
+if tat < now then tat = now end
+local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
+if wait < 0 then wait = 0 end
+local new = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new), 'PX', math.ceil((new - now + 1) * 1000))
+return string.format('%.6f', wait)
+"""
+
+#: KEYS[1]: key. ARGV: has_expected (0/1), expected, value, ttl_ms ('' = none).
+CAS = r"""
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if cur then return 0 end
+elseif cur ~= ARGV[2] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+return 1
+"""
