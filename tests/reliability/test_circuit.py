@@ -170,6 +170,26 @@ def test_a_retry_that_comes_due_while_open_is_held(
     assert res.state is PENDING
 
 
+def test_an_open_breaker_survives_a_restart_on_a_durable_store(
+    make_broker: BrokerFactory, registry: Registry, clock: FakeClock, tmp_path: Any
+) -> None:
+    svc = make_service(registry, clock)
+    url = f"embedded://{tmp_path / 'store'}"
+    before = make_broker(clock=clock, backend=url)
+    trip(before, svc)
+    opened = breaker(before).opened_at
+    before.stop(drain_timeout=0.0)
+    after = make_broker(clock=clock, backend=url)
+    svc.failing = False
+    res = svc.task.apply_async((1,), broker=after)
+    after.work()
+    assert res.state is PENDING
+    b = breaker(after)
+    assert (b.state, b.opened_at, b.held) == ("open", opened, 1)
+    advance_and_work(after, clock, RESET)
+    assert res.state is SUCCESS
+
+
 # -- half-open, probes -----------------------------------------------------------------
 
 
@@ -346,6 +366,25 @@ def test_manual_open_ignores_outcomes_and_manual_close_clears_failures(
     inline.work()
     assert svc.ran()[-1] == 1
     assert breaker(inline).state == "closed"
+
+
+def test_outcomes_are_ignored_while_forced_open(
+    inline: Broker, clock: FakeClock, svc: Service
+) -> None:
+    inner = svc.task.fn
+
+    def forced_mid_run(i: int) -> int:
+        inline.control.set_breaker("svc", "open")  # an operator acts while it runs
+        return inner(i)
+
+    svc.task.fn = forced_mid_run
+    for i in range(THRESHOLD):
+        svc.task.apply_async((i,), broker=inline)
+        inline.work()
+        inline.control.set_breaker("svc", "closed")
+    b = breaker(inline)
+    assert (b.state, b.failures, b.manual) == ("closed", 0, False)
+    assert svc.ran() == list(range(THRESHOLD))
 
 
 def test_set_breaker_on_an_undeclared_key_and_bad_states(inline: Broker) -> None:

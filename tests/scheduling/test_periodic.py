@@ -10,7 +10,7 @@ import pytest
 from dtq_core import Broker, ConfigError, TaskState, task
 from dtq_core.broker import default_hooks
 from dtq_core.clock import FakeClock
-from dtq_core.errors import CronError
+from dtq_core.errors import BackendError, CronError
 from dtq_core.registry import Registry
 from dtq_core.scheduling.cron import CronExpression
 from dtq_core.scheduling.periodic import PeriodicHook, Schedule, ScheduleRegistry, periodic
@@ -189,6 +189,83 @@ def test_a_restart_neither_double_fires_nor_forgets(
     again.tick()
     again.tick()
     assert cron_ids(again) == [tick_id("beat", at(12, 1)), tick_id("beat", at(12, 2))]
+
+
+def test_a_restart_on_a_durable_store_neither_double_fires_nor_forgets(
+    scheduler: Any, clock: FakeClock, every_minute: Any, tmp_path: Any
+) -> None:
+    url = f"embedded://{tmp_path / 'store'}"
+    before = scheduler(backend=url)
+    before.open()
+    clock.set(at(12, 1))
+    before.tick()
+    before.stop(drain_timeout=0.0)
+    clock.set(at(12, 2, 20))  # down across 12:02, back within the grace period
+    after = scheduler(backend=url)
+    after.open()
+    after.tick()
+    after.tick()
+    assert cron_ids(after) == [tick_id("beat", at(12, 1)), tick_id("beat", at(12, 2))]
+    assert after.control.snapshot().schedules[0].fired == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the per-tick lock is taken before the task is sent and never expires early; "
+    "a scheduler that dies between the two leaves the lock, so the restarted one skips the tick",
+)
+def test_a_crash_between_claiming_a_tick_and_sending_it_does_not_lose_the_tick(
+    scheduler: Any, clock: FakeClock, every_minute: Any
+) -> None:
+    before = scheduler()
+    before.open()
+    clock.set(at(12, 1))
+    # The dead scheduler got as far as claiming 12:01, not as far as sending it.
+    lock = f"dtq:cron:tick:beat:{at(12, 1):.0f}"
+    assert before.backend.set_if_absent(lock, "memory://", 7 * 86400.0, clock.now()) is None
+    before.stop(drain_timeout=0.0)
+    clock.set(at(12, 1, 20))
+    after = scheduler()
+    after.backend = before.backend
+    after.open()
+    after.tick()
+    assert cron_ids(after) == [tick_id("beat", at(12, 1))]
+
+
+def test_one_failing_schedule_does_not_stop_the_others(
+    scheduler: Any,
+    clock: FakeClock,
+    every_minute: Any,
+    registry: Registry,
+    schedules: ScheduleRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hourly(registry, schedules, "skip")
+    broker = scheduler()
+    broker.open()
+    real = broker.backend.set_if_absent
+
+    def flaky(key: str, *args: Any) -> str | None:
+        if key.startswith("dtq:cron:tick:beat:"):
+            raise BackendError("lost the connection")
+        return real(key, *args)
+
+    monkeypatch.setattr(broker.backend, "set_if_absent", flaky)
+    clock.set(at(13, 0))
+    broker.tick()
+    assert cron_ids(broker) == [tick_id("hourly", at(13, 0))]
+
+
+def test_a_removed_schedule_stops_firing(
+    scheduler: Any, clock: FakeClock, every_minute: Any, schedules: ScheduleRegistry
+) -> None:
+    broker = scheduler()
+    broker.open()
+    schedules.remove("beat")
+    clock.set(at(12, 1))
+    broker.tick()
+    assert cron_ids(broker) == []
+    assert broker.control.snapshot().schedules == ()
 
 
 def test_after_downtime_skip_skips_the_missed_ticks(

@@ -340,6 +340,31 @@ def test_a_deferred_task_keeps_its_slot_when_another_worker_claims_it(
     assert ran == [(0, 0.0), (1, 0.0), (2, 0.5), (3, 1.0), (4, 1.5), (5, 2.0)]
 
 
+def test_a_runtime_limit_change_survives_a_restart_on_a_durable_store(
+    make_broker: BrokerFactory, registry: Registry, clock: FakeClock, tmp_path: Any
+) -> None:
+    t0 = clock.now()
+    ran: list[float] = []
+
+    @task(name="kept", registry=registry, rate_limit="10/s")
+    def kept() -> None:
+        ran.append(clock.now() - t0)
+
+    url = f"embedded://{tmp_path / 'store'}"
+    before = make_broker(clock=clock, backend=url)
+    before.open()
+    before.control.set_rate_limit("task", "kept", "1/s", burst=1)
+    before.stop(drain_timeout=0.0)
+    after = make_broker(clock=clock, backend=url)
+    after.open()
+    snap = limiter(after, "task", "kept")
+    assert (snap.rate, snap.burst) == (1.0, 1)
+    for _ in range(3):
+        kept.apply_async(broker=after)
+    run_for(after, clock, 2.0)
+    assert ran == [0.0, 1.0, 2.0]
+
+
 def test_set_rate_limit_rejects_bad_input(inline: Broker) -> None:
     with pytest.raises(ConfigError):
         inline.control.set_rate_limit("task", "x", "often")
