@@ -15,6 +15,7 @@ from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.hooks import Hook
 from dtq_core.monitoring.health import alerts, assess
+from dtq_core.monitoring.metrics import SharedMetrics
 from dtq_core.monitoring.rates import RATE_WINDOWS
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
@@ -155,7 +156,10 @@ class LocalConsole:
         """The dashboard's state."""
         b = self.broker
         now = b.clock.now()
-        m = b.metrics
+        m: Any = b.metrics
+        shared = getattr(self.backend, "rate_series", None)
+        if shared is not None:  # every process's counts, kept by the backend
+            m = SharedMetrics(shared(now, 60), self.backend.totals(), dict(b.metrics.extra))  # type: ignore[attr-defined]
         counts = {s.value: n for s, n in self.backend.count_by_state().items()}
         queues = []
         for qs in self.backend.queue_stats():
@@ -233,8 +237,26 @@ class LocalConsole:
         return dataclasses.replace(snap, health=assess(snap), alerts=alerts(snap))
 
     def events(self, since: int, limit: int = 1000) -> list[Event]:
-        """Events after ``since``."""
-        return self.broker.events.since(since, limit)
+        """Events after ``since`` (from every process when the backend keeps a stream)."""
+        read = getattr(self.backend, "read_events", None)
+        if read is None:
+            return self.broker.events.since(since, limit)
+        out = []
+        for seq, f in read(since, limit):
+            out.append(
+                Event(
+                    seq,
+                    float(f.get("ts") or 0.0),
+                    f.get("id", ""),
+                    f.get("name", ""),
+                    f.get("queue", ""),
+                    f.get("old") or None,
+                    f.get("new", ""),
+                    f.get("worker") or None,
+                    f.get("note") or None,
+                )
+            )
+        return out
 
     def subscribe(self, cb: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``cb`` on every event (in the publishing thread); returns unsubscribe."""

@@ -117,3 +117,52 @@ class Metrics:
         """Queues that had events."""
         with self._lock:
             return sorted(self._queues)
+
+
+class SharedMetrics:
+    """Metrics kept by a shared backend (Redis) for every process, read at one instant.
+
+    Same reading interface as :class:`Metrics`: ``rate``, ``series``, ``counters``.
+
+    Args:
+        series: Per queue, per counter, counts for each of the last seconds (oldest first).
+        totals: Per queue, per counter, all-time totals.
+        extra: Counters kept by this process only (throttled, deduped).
+    """
+
+    def __init__(
+        self,
+        series: dict[str, dict[str, list[int]]],
+        totals: dict[str, dict[str, int]],
+        extra: dict[str, int],
+    ) -> None:
+        self._series = series
+        self._totals = totals
+        self.extra = extra
+
+    def series(
+        self, counter: str, now: float, seconds: int = 60, queue: str | None = None
+    ) -> list[int]:
+        """Per-second counts, oldest first."""
+        picked = self._series.values() if queue is None else [self._series.get(queue, {})]
+        out = [0] * seconds
+        for per in picked:
+            vals = per.get(counter, [])[-seconds:]
+            for i, v in enumerate(vals, start=seconds - len(vals)):
+                out[i] += v
+        return out
+
+    def rate(self, counter: str, window_s: int, now: float, queue: str | None = None) -> float:
+        """Events per second over the last ``window_s`` seconds."""
+        return sum(self.series(counter, now, window_s, queue)) / window_s
+
+    def counters(self, queue: str | None = None) -> dict[str, int]:
+        """Totals for one queue, or over all."""
+        out = dict.fromkeys(COUNTERS, 0)
+        picked = self._totals.values() if queue is None else [self._totals.get(queue, {})]
+        for per in picked:
+            for k, v in per.items():
+                out[k] = out.get(k, 0) + v
+        if queue is None:
+            out.update(self.extra)
+        return out

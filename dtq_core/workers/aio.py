@@ -15,8 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import TimeLimitExceeded
-from dtq_core.workers.base import Pool, WorkerInfo, worker_prefix
+from dtq_core.errors import BackendError, TimeLimitExceeded
+from dtq_core.workers.base import Backoff, Pool, WorkerInfo, log, worker_prefix
 from dtq_core.workers.runner import Runner
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class AsyncPool(Pool):
         b = self.broker
         cfg = b.config
         slot_free = self._slot_free = asyncio.Event()
+        backoff = Backoff(self.stopping)
         while not self.stopping.is_set():
             free = len(self._free)
             if free == 0:
@@ -83,7 +84,12 @@ class AsyncPool(Pool):
                 b.clock.now(),
                 0.2,
             )
-            batch = await loop.run_in_executor(self._claims, claim)
+            try:
+                batch = await loop.run_in_executor(self._claims, claim)
+                backoff.ok()
+            except BackendError as exc:
+                await loop.run_in_executor(self._claims, backoff.failed, exc)
+                continue
             for d in batch:
                 info = self._free.pop()
                 task = asyncio.create_task(self._run(d, info))
@@ -132,7 +138,10 @@ class AsyncPool(Pool):
                 info.processed += 1
             else:
                 info.failed += 1
-            runner.settle(ctx, result, exc)
+            try:
+                runner.settle(ctx, result, exc)
+            except BackendError as err:  # not stored: the lease runs out, it runs again
+                log.warning("could not store the outcome of %s: %s", d.task_id, err)
         finally:
             info.current, info.current_started, info.state = None, None, "idle"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+log = logging.getLogger("dtq.worker")
 
 if TYPE_CHECKING:
     from dtq_core.backends.base import Delivery
@@ -81,3 +84,28 @@ class Pool(ABC):
             if cur is not None:
                 out.append((cur.task_id, cur.token))
         return out
+
+
+class Backoff:
+    """Sleeps between attempts after backend errors: 0.1 s doubling to 5 s; reset on success.
+
+    A worker must outlive a backend outage (a Redis restart): it logs once per outage
+    and keeps trying instead of dying.
+    """
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping
+        self.delay = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failure and wait before the next attempt."""
+        if self.delay == 0.0:
+            log.warning("backend error, retrying: %s", exc)
+        self.delay = min(5.0, max(0.1, self.delay * 2))
+        self.stopping.wait(self.delay)
+
+    def ok(self) -> None:
+        """The backend answered again."""
+        if self.delay:
+            log.warning("backend reachable again")
+        self.delay = 0.0

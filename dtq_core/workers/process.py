@@ -20,9 +20,15 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.codec import dumps, loads
-from dtq_core.errors import RemoteTaskError, Retry, TimeLimitExceeded, WorkerCrashed
+from dtq_core.errors import (
+    BackendError,
+    RemoteTaskError,
+    Retry,
+    TimeLimitExceeded,
+    WorkerCrashed,
+)
 from dtq_core.reliability.retry import qualified
-from dtq_core.workers.base import Pool, WorkerInfo, WorkerShutdown, worker_prefix
+from dtq_core.workers.base import Backoff, Pool, WorkerInfo, WorkerShutdown, worker_prefix
 from dtq_core.workers.runner import Runner
 
 if TYPE_CHECKING:
@@ -124,8 +130,14 @@ class ProcessPool(Pool):
         b = self.broker
         cfg = b.config
         runner = self.runner
+        backoff = Backoff(self.stopping)
         while not self.stopping.is_set():
-            batch = b.backend.claim(cfg.queues, info.id, cfg.lease_s, 1, b.clock.now(), 0.5)
+            try:
+                batch = b.backend.claim(cfg.queues, info.id, cfg.lease_s, 1, b.clock.now(), 0.5)
+                backoff.ok()
+            except BackendError as exc:
+                backoff.failed(exc)
+                continue
             for d in batch:
                 if self.stopping.is_set():
                     runner.requeue(d, info.id, "worker stopping: requeued")
@@ -135,6 +147,8 @@ class ProcessPool(Pool):
                     self._run(i, d, info)
                 except WorkerShutdown:
                     runner.requeue(d, info.id, "hard stop: requeued")
+                except BackendError as exc:
+                    backoff.failed(exc)
                 finally:
                     info.current, info.current_started, info.state = None, None, "idle"
         info.state = "stopped"

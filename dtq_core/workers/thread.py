@@ -7,8 +7,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import TimeLimitExceeded
-from dtq_core.workers.base import Pool, WorkerInfo, WorkerShutdown, worker_prefix
+from dtq_core.errors import BackendError, TimeLimitExceeded
+from dtq_core.workers.base import Backoff, Pool, WorkerInfo, WorkerShutdown, worker_prefix
 from dtq_core.workers.runner import Runner
 from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 
@@ -83,8 +83,14 @@ class ThreadPool(Pool):
         runner = self.runner
         queues = cfg.queues
         stopping = self.stopping
+        backoff = Backoff(stopping)
         while not stopping.is_set():
-            batch = backend.claim(queues, info.id, cfg.lease_s, cfg.prefetch, clock.now(), 0.5)
+            try:
+                batch = backend.claim(queues, info.id, cfg.lease_s, cfg.prefetch, clock.now(), 0.5)
+                backoff.ok()
+            except BackendError as exc:
+                backoff.failed(exc)
+                continue
             for i, d in enumerate(batch):
                 if stopping.is_set():
                     for rest in batch[i:]:
@@ -97,6 +103,10 @@ class ThreadPool(Pool):
                     self._run_one(runner, d, info)
                 except WorkerShutdown:
                     runner.requeue(d, info.id, "hard stop: requeued")
+                except BackendError as exc:
+                    # The outcome could not be stored: the lease runs out and the task is
+                    # delivered again (at least once).
+                    backoff.failed(exc)
                 finally:
                     info.current = None
                     info.current_started = None
