@@ -55,7 +55,7 @@ DryRunOpt = Annotated[
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead task.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")]
 FilterArgs = Annotated[
-    list[str] | None, typer.Argument(help=FILTER_HELP, show_default=False, metavar="[FILTER]...")
+    list[str] | None, typer.Argument(help=FILTER_HELP, show_default=False, metavar="FILTER")
 ]
 BackendOpt = Annotated[
     str | None,
@@ -122,7 +122,11 @@ def root(
     verbose: Annotated[
         int,
         typer.Option(
-            "--verbose", "-v", count=True, help="More output: -v tracebacks and events, -vv debug."
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="More output: -v tracebacks and events, -vv debug.",
         ),
     ] = 0,
     quiet: Annotated[

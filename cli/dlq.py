@@ -56,9 +56,9 @@ _PAGE = 1000
 TargetArgs = Annotated[
     list[str] | None,
     typer.Argument(
-        metavar="[ID...|FILTER...]",
+        metavar="TARGET",
         help="Dead task ids, or filter terms (task:NAME queue:NAME exc:TYPE since:1h "
-        "id:PREFIX reason:TEXT text:WORDS).",
+        "id:PREFIX reason:TEXT text:WORDS); a word with a ':' makes them all filter terms.",
         show_default=False,
     ),
 ]

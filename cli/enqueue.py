@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +17,7 @@ from cli._common import (
     parse_json,
     want_json,
 )
-from cli._errors import EXIT_FAILED, CliError
+from cli._errors import EXIT_FAILED, CliError, fail
 from cli._output import print_json, to_json, write_line
 
 if TYPE_CHECKING:
@@ -162,8 +161,7 @@ def _print_outcome(rec: TaskRecord, as_json: bool) -> None:
             why = f"{rec.error.type}: {rec.error.message}"
         else:
             why = rec.dead_reason or state.lower()
-        sys.stderr.write(f"dtq: error: task {rec.id} {state.lower()}: {why}\n")
-        raise typer.Exit(EXIT_FAILED)
+        raise fail(f"task {rec.id} {state.lower()}: {why}", EXIT_FAILED)
 
 
 #: The ``dtq enqueue`` command.

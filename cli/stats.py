@@ -106,6 +106,16 @@ def _rates(r: Any) -> str:
     return f"{fmt_rate(r.r1)} / {fmt_rate(r.r10)} / {fmt_rate(r.r60)}"
 
 
+def fmt_window(seconds: float) -> str:
+    """A window length: ``30s``, ``1m``, ``10m``, ``1h``."""
+    s = int(seconds)
+    if s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s % 60 == 0:
+        return f"{s // 60}m"
+    return f"{s}s"
+
+
 def stats_blocks(snap: SystemSnapshot) -> list[Block]:
     """The snapshot as printable blocks (also used by ``--watch``)."""
     tp = snap.throughput
@@ -151,12 +161,12 @@ def stats_blocks(snap: SystemSnapshot) -> list[Block]:
     if snap.latency:
         blocks.append(
             TableBlock(
-                ["scope", "key", "kind", _right("count"), _right("p50"), _right("p95"),
-                 _right("p99"), _right("p99.9"), _right("max")],
+                ["scope", "key", "kind", _right("window"), _right("count"), _right("p50"),
+                 _right("p95"), _right("p99"), _right("p99.9"), _right("max")],
                 [
-                    [lat.scope, lat.key, lat.kind, lat.count, fmt_duration(lat.p50),
-                     fmt_duration(lat.p95), fmt_duration(lat.p99), fmt_duration(lat.p999),
-                     fmt_duration(lat.max)]
+                    [lat.scope, lat.key, lat.kind, fmt_window(lat.window_s), lat.count,
+                     fmt_duration(lat.p50), fmt_duration(lat.p95), fmt_duration(lat.p99),
+                     fmt_duration(lat.p999), fmt_duration(lat.max)]
                     for lat in snap.latency
                 ],
                 title="Latency",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli._common import FilterArgs, JsonOpt, LimitOpt, make_group, open_console, want_json
-from cli._errors import EXIT_FAILED, CliError
+from cli._errors import EXIT_FAILED, CliError, fail
 from cli._output import (
     Column,
     FieldsBlock,
@@ -190,11 +190,7 @@ def cancel(task_id: IdArg, json_out: JsonOpt = False) -> None:
     elif done:
         write_line(f"cancelled {task_id}")
     if not done:
-        if not want_json(json_out):
-            import sys
-
-            sys.stderr.write(
-                f"dtq: error: task {task_id} is {state}: only PENDING or RETRY tasks can be "
-                "cancelled\n"
-            )
-        raise typer.Exit(EXIT_FAILED)
+        raise fail(
+            f"task {task_id} is {state}: only PENDING or RETRY tasks can be cancelled",
+            EXIT_FAILED,
+        )

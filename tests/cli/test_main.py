@@ -117,3 +117,9 @@ def test_typer_app_is_importable_as_a_typer() -> None:
     from cli.main import app
 
     assert isinstance(app, typer.Typer)
+
+
+def test_readme_documents_every_command() -> None:
+    text = (REPO / "cli" / "README.md").read_text()
+    for path in _all_command_paths():
+        assert " ".join(path) in text, path
