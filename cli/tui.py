@@ -24,16 +24,17 @@ def tui(ctx: typer.Context) -> None:
         raise CliError(f"the console is not available in this build: {exc}") from exc
     argv = ["--backend", state.backend] if state.backend else []
     argv += list(ctx.args)
-    params = inspect.signature(tui_main).parameters
-    if params:
-        tui_main(argv)
-        return
-    saved = sys.argv
-    sys.argv = ["dtq-tui", *argv]
-    try:
-        tui_main()
-    finally:
-        sys.argv = saved
+    if inspect.signature(tui_main).parameters:
+        code = tui_main(argv)
+    else:
+        saved = sys.argv
+        sys.argv = ["dtq-tui", *argv]
+        try:
+            code = tui_main()
+        finally:
+            sys.argv = saved
+    if isinstance(code, int) and code:
+        raise typer.Exit(code)
 
 
 #: The ``dtq tui`` command; unknown options and extra arguments go to the console as is.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,15 @@ def test_show_completion_script(dtq) -> None:
     result = dtq("--show-completion", "bash", env={"SHELL": "/bin/bash"})
     assert result.exit_code == 0
     assert "_DTQ_COMPLETE" in result.stdout
+
+
+def test_completion_resolves_lazy_commands() -> None:
+    env = {**os.environ, "_DTQ_COMPLETE": "complete_bash", "COMP_WORDS": "dtq dlq re",
+           "COMP_CWORD": "2"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert out.stdout.split() == ["replay"]
 
 
 def test_startup_imports_neither_the_engine_nor_rich_nor_textual() -> None:

@@ -126,6 +126,13 @@ def test_tui_passes_backend_and_extra_arguments(dtq, monkeypatch) -> None:
     assert seen["argv"] == ["--backend", "memory://", "--demo", "--theme", "dark"]
 
 
+def test_tui_exit_code_is_the_console_s(dtq, monkeypatch) -> None:
+    fake = types.ModuleType("dtq_tui.app")
+    fake.main = lambda argv=None: 3
+    monkeypatch.setitem(sys.modules, "dtq_tui.app", fake)
+    assert dtq("tui").exit_code == 3
+
+
 def test_tui_without_the_console_is_a_clear_error(dtq, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "dtq_tui.app", None)
     result = dtq("tui")
