@@ -274,7 +274,7 @@ SAFE = st.text(alphabet=st.sampled_from("abcXYZ019._-:/@ "), min_size=1, max_siz
 OPTIONAL = st.none() | SAFE
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     task=OPTIONAL,
     queue=OPTIONAL,
