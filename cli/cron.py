@@ -114,11 +114,11 @@ def next_runs(
     if is_tty():
         print_blocks(
             [
+                FieldsBlock([("expression", cron.expr), ("meaning", cron.describe())]),
                 TableBlock(
                     [Column("#", justify="right"), "fire time", "weekday"],
                     [[i, t.isoformat(), t.strftime("%A")] for i, t in enumerate(times, 1)],
-                    title=f"{cron.expr}: {cron.describe()}",
-                )
+                ),
             ]
         )
         return
