@@ -56,8 +56,8 @@ def default_hooks() -> list[Hook]:
 
     return [
         DedupHook(),
+        BreakerHook(),  # before the rate limit: a task held by an open breaker uses no token
         RateLimitHook(),
-        BreakerHook(),
         RetryHook(),
         DeadLetterHook(),
         DagHook(),
@@ -457,11 +457,13 @@ class Broker:
             n += 1
             if ctx is None:
                 continue
+            started = self.clock.monotonic()
             try:
                 out = ctx.task.fn(*ctx.args, **ctx.kwargs)
                 result, exc = (asyncio.run(out) if ctx.task.is_async else out), None
             except Exception as e:
                 result, exc = None, e
+            ctx.runtime = self.clock.monotonic() - started
             runner.settle(ctx, result, exc)
         return n
 

@@ -60,6 +60,13 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
     for key, ok in checks.items():
         if key in options and not ok(options[key]):
             raise ConfigError(f"task {name!r}: bad value for {key}: {options[key]!r}")
+    if options.get("rate_limit") is not None:
+        from dtq_core.scheduling.ratelimit import parse_rate
+
+        try:
+            parse_rate(options["rate_limit"])
+        except ConfigError as exc:
+            raise ConfigError(f"task {name!r}: {exc}") from None
 
 
 class Task(Generic[P, R]):

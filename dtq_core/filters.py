@@ -97,7 +97,8 @@ class TaskFilter:
                 parts.append(f"{key}:{_quote(val)}")
         parts.extend(f"state:{s.value.lower()}" for s in sorted(self.states))
         if self.since_s is not None:
-            parts.append(f"since:{self.since_s:g}s")
+            since = self.since_s
+            parts.append(f"since:{int(since)}s" if since == int(since) else f"since:{since!r}s")
         if self.text is not None:
             parts.append(f"text:{_quote(self.text)}")
         return " ".join(parts)

@@ -300,13 +300,6 @@ def test_describe_round_trip(
     assert parse_filter(flt.describe()) == flt
 
 
-_SINCE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: describe() writes since with :g (6 significant digits), so since:2w "
-    "becomes 'since:1.2096e+06s' (unparseable) and since:1.1h loses precision",
-)
-
-
 @pytest.mark.parametrize(
     "spec",
     [
@@ -314,9 +307,9 @@ _SINCE_BUG = pytest.mark.xfail(
         "since:0.5s",
         "since:90",
         "since:1h",
-        pytest.param("since:2w", marks=_SINCE_BUG),
-        pytest.param("since:30d", marks=_SINCE_BUG),
-        pytest.param("since:1.1h", marks=_SINCE_BUG),
+        "since:2w",
+        "since:30d",
+        "since:1.1h",
     ],
 )
 def test_describe_round_trip_keeps_since(spec: str) -> None:

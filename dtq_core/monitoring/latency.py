@@ -1,12 +1,19 @@
-"""Latency histograms: queue wait and run time per queue and per task name."""
+"""Latency histograms: queue wait and run time per queue and per task name.
+
+Every attempt is recorded once per (queue, task name) pair, into the current time slot
+of a ring of histograms: two ``Histogram.record`` calls and one slot lookup per task.
+Per-queue and per-task views are merged from the pairs when a snapshot is taken (the
+histograms are mergeable), so the hot path pays for neither.
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.hooks import Hook, RunContext
-from dtq_core.monitoring.histogram import Histogram, WindowedHistogram
+from dtq_core.monitoring.histogram import Histogram
 from dtq_core.snapshot import LatencySnapshot
 
 if TYPE_CHECKING:
@@ -15,6 +22,23 @@ if TYPE_CHECKING:
 
 #: Windows (seconds) the snapshot offers; the console switches between them.
 WINDOWS = (60, 600)
+#: Slots in the ring: the time resolution of the windows is ``WINDOWS[-1] / SLOTS``.
+SLOTS = 60
+
+
+class _Ring:
+    """Wait and run histograms per time slot, for one (queue, task) pair."""
+
+    __slots__ = ("epochs", "run", "wait")
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = [-1] * (SLOTS + 1)
+        self.wait = [Histogram() for _ in range(SLOTS + 1)]
+        self.run = [Histogram() for _ in range(SLOTS + 1)]
+
+    def merged(self, kind: str, current: int, span: int) -> list[Histogram]:
+        hists = self.wait if kind == "wait" else self.run
+        return [h for h, e in zip(hists, self.epochs, strict=True) if current - span <= e]
 
 
 class LatencyHook(Hook):
@@ -22,37 +46,46 @@ class LatencyHook(Hook):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hists: dict[tuple[str, str, str], WindowedHistogram] = {}
-
-    def _hist(self, scope: str, key: str, kind: str) -> WindowedHistogram:
-        h = self._hists.get((scope, key, kind))
-        if h is None:
-            h = self._hists[(scope, key, kind)] = WindowedHistogram(WINDOWS[-1], 60)
-        return h
+        self._rings: dict[tuple[str, str], _Ring] = {}
+        self._width = WINDOWS[-1] / SLOTS
 
     def after_run(
         self, ctx: RunContext, exc: BaseException | None, transitions: list[Transition]
     ) -> None:
         """Record the attempt."""
         d = ctx.delivery
-        wait = d.started_at - d.enqueued_at
         now = d.started_at
-        run = ctx.runtime
+        n = math.floor(now / self._width)
+        i = n % (SLOTS + 1)
         with self._lock:
-            get = self._hists.get
-            for ident, value in (
-                (("queue", d.queue, "wait"), wait),
-                (("queue", d.queue, "run"), run),
-                (("task", d.name, "wait"), wait),
-                (("task", d.name, "run"), run),
-            ):
-                h = get(ident) or self._hist(*ident)
-                h.record(value, now)
+            ring = self._rings.get((d.queue, d.name))
+            if ring is None:
+                ring = self._rings[(d.queue, d.name)] = _Ring()
+            if ring.epochs[i] != n:
+                if ring.epochs[i] > n:
+                    return  # older than the ring: dropped
+                ring.epochs[i] = n
+                ring.wait[i].reset()
+                ring.run[i].reset()
+            ring.wait[i].record(now - d.enqueued_at)
+            ring.run[i].record(ctx.runtime)
 
     def histograms(self, now: float, window_s: int) -> dict[tuple[str, str, str], Histogram]:
         """Merged histograms of the window, by ``(scope, key, kind)``."""
+        current = math.floor(now / self._width)
+        span = math.ceil(window_s / self._width)
+        out: dict[tuple[str, str, str], Histogram] = {}
         with self._lock:
-            return {k: h.snapshot(now, window_s) for k, h in self._hists.items()}
+            for (queue, name), ring in self._rings.items():
+                for kind in ("wait", "run"):
+                    parts = ring.merged(kind, current, span)
+                    for ident in (("queue", queue, kind), ("task", name, kind)):
+                        h = out.get(ident)
+                        if h is None:
+                            h = out[ident] = Histogram()
+                        for p in parts:
+                            h.merge(p)
+        return out
 
     def snapshot(self, broker: Broker) -> dict[str, Any]:
         """``latency``: one entry per scope, key, kind and window."""

@@ -17,9 +17,17 @@ def _labels(**kv: str) -> str:
     return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kv.items()) + "}"
 
 
+def _num(v: float) -> str:
+    """Exact integers, shortest round-tripping floats (never rounded to 6 digits)."""
+    f = float(v)
+    if f.is_integer() and abs(f) < 2**53:
+        return str(int(f))
+    return repr(f)
+
+
 def _block(name: str, kind: str, help_: str, rows: Iterable[tuple[str, float]]) -> list[str]:
     out = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-    out.extend(f"{name}{labels} {value:g}" for labels, value in rows)
+    out.extend(f"{name}{labels} {_num(value)}" for labels, value in rows)
     return out
 
 
@@ -114,7 +122,7 @@ def render(snap: SystemSnapshot) -> str:
                 ("0.99", lat.p99),
                 ("0.999", lat.p999),
             ):
-                lines.append(f"{name}{_labels(**base, quantile=q)} {v:g}")
-            lines.append(f"{name}_sum{_labels(**base)} {lat.mean * lat.count:g}")
+                lines.append(f"{name}{_labels(**base, quantile=q)} {_num(v)}")
+            lines.append(f"{name}_sum{_labels(**base)} {_num(lat.mean * lat.count)}")
             lines.append(f"{name}_count{_labels(**base)} {lat.count}")
     return "\n".join(lines) + "\n"

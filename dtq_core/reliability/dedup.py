@@ -1,9 +1,12 @@
 """Deduplication: a duplicate inside the window answers with the original task.
 
 The key is ``dedup_key=`` per call, or derived from the task name and arguments when the
-task option ``dedup=True``. A rotating bloom filter in this process answers "never seen"
-without a lookup of the exact map; the exact map (backend keys with a TTL, shared by all
-processes) decides "seen", so a bloom false positive never drops a new task.
+task option ``dedup=True``. The exact map (backend keys with a TTL, shared by every
+process, durable on the embedded store and Redis) always decides, with one atomic
+set-if-absent, so neither a bloom false positive nor a restart can drop a new task or
+let a duplicate through. A rotating bloom filter beside it (rebuilt from the map at
+start) gives the console the filter's fill ratio and false-positive estimate; it does
+not save the lookup, because in a shared store only the map knows other producers' keys.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class DedupHook(Hook):
         self.bloom: RotatingBloom | None = None
         self.dropped = 0
         self.keys = 0
+        self.fresh = 0
         self.ttl = 3600.0
 
     def attach(self, broker: Broker) -> None:
@@ -46,6 +50,9 @@ class DedupHook(Hook):
         cfg = broker.config
         self.ttl = cfg.dedup_ttl
         self.bloom = RotatingBloom(cfg.dedup_capacity, cfg.dedup_error_rate, cfg.dedup_ttl)
+        now = broker.clock.now()
+        for k in broker.backend.scan_keys(PREFIX, now, cfg.dedup_capacity):
+            self.bloom.add(k[len(PREFIX) :], now)  # keys live in the store survive a restart
 
     def before_enqueue(self, broker: Broker, task: NewTask, options: dict[str, Any]) -> str | None:
         """Return the original task id for a duplicate."""
@@ -59,14 +66,8 @@ class DedupHook(Hook):
         now = broker.clock.now()
         bloom = self.bloom
         assert bloom is not None
-        maybe_seen = bloom.might_contain(key, now)
-        if not maybe_seen and ttl <= self.ttl and not broker.backend.capabilities.cross_process:
-            # Only this process writes the map, and the bloom remembers at least as long
-            # as this key lives: "never seen" needs no lookup.
-            broker.backend.set_key(PREFIX + key, task.id, ttl, now)
-            bloom.add(key, now)
-            self.keys += 1
-            return None
+        if not bloom.might_contain(key, now):
+            self.fresh += 1  # the filter's "never seen here"; the exact map still decides
         existing = broker.backend.set_if_absent(PREFIX + key, task.id, ttl, now)
         bloom.add(key, now)
         if existing is None:

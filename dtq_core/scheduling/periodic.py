@@ -1,10 +1,11 @@
 """Periodic tasks: ``@periodic(cron=...)`` and the scheduler that fires each tick once.
 
 The last fire time of every schedule is persisted through the backend, so a restart
-neither double-fires nor forgets. Each tick is claimed with a set-if-absent lock, so any
-number of schedulers sharing a backend fire it once; the enqueued task's id is derived
-from the tick as well. After downtime, ``missed="skip"`` resumes at the next tick and
-``missed="catch_up"`` runs once for all missed ticks.
+neither double-fires nor forgets. The enqueued task's id is derived from the tick, and
+enqueueing an existing id fails atomically in every backend, so any number of
+schedulers sharing a backend (or one restarted mid-tick) fire each tick once. After
+downtime, ``missed="skip"`` resumes at the next tick and ``missed="catch_up"`` runs once
+for all missed ticks.
 """
 
 from __future__ import annotations
@@ -148,8 +149,21 @@ class PeriodicHook(Hook):
         self._started: float | None = None
 
     def attach(self, broker: Broker) -> None:
-        """Remember when this scheduler started (first runs count from here)."""
-        self._started = broker.clock.now()
+        """Record when each schedule was first seen on this backend.
+
+        First runs count from there, not from this process's start.
+        """
+        now = self._started = broker.clock.now()
+        for s in self.schedules.all():
+            with contextlib.suppress(BackendError):  # retried by the first tick
+                self._since(broker, s, now)
+
+    def _since(self, broker: Broker, s: Schedule, now: float) -> float:
+        first = repr(self._started or now)
+        seen = broker.backend.set_if_absent(
+            PREFIX + f"since:{s.name}", first, 10 * 365 * 86400.0, now
+        )
+        return float(seen if seen is not None else first)
 
     def _get(self, broker: Broker, suffix: str, now: float) -> str | None:
         return broker.backend.get_key(PREFIX + suffix, now)
@@ -168,7 +182,9 @@ class PeriodicHook(Hook):
 
     def _fire_due(self, broker: Broker, s: Schedule, now: float) -> float | None:
         last_raw = self._get(broker, f"last:{s.name}", now)
-        base = float(last_raw) if last_raw is not None else (self._started or now)
+        # No fire yet: count from when a scheduler first saw this schedule (persisted,
+        # so a scheduler restarted before the first tick was sent still sends it).
+        base = float(last_raw) if last_raw is not None else self._since(broker, s, now)
         if self._get(broker, f"paused:{s.name}", now) is not None:
             # Ticks that pass while paused are skipped, not missed: resuming replays none.
             if s.cron.next(_dt(base)).timestamp() <= now:
@@ -189,13 +205,14 @@ class PeriodicHook(Hook):
 
     def _fire(self, broker: Broker, s: Schedule, tick: float, now: float, why: str) -> str | None:
         backend = broker.backend
-        lock = f"{PREFIX}tick:{s.name}:{tick:.0f}"
-        if backend.set_if_absent(lock, broker.config.backend, 7 * 86400.0, now) is not None:
-            return None  # another scheduler fired this tick
+        # The task id derived from the tick is the lock: of several schedulers (or a
+        # restarted one) only the first enqueue of this id succeeds, the others get
+        # BackendError; a scheduler that dies before sending leaves nothing behind.
         task_id = f"cron-{s.name}-{int(tick)}"
-        # BackendError: this tick's task exists already (a restart between send and mark).
-        with contextlib.suppress(BackendError):
+        try:
             broker.send(s.task, s.args, s.kwargs, queue=s.queue, task_id=task_id)
+        except BackendError:
+            return None  # fired already, by another scheduler or before a restart
         backend.set_key(PREFIX + f"last:{s.name}", repr(tick), None, now)
         backend.set_key(PREFIX + f"lasttask:{s.name}", task_id, None, now)
         count = backend.get_key(PREFIX + f"fired:{s.name}", now)

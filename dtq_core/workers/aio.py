@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +115,7 @@ class AsyncPool(Pool):
             if ctx is None:
                 return
             limit = runner.time_limit(ctx)
-            started = time.perf_counter()
+            started = self.broker.clock.monotonic()
             result: Any = None
             exc: BaseException | None = None
             try:
@@ -133,7 +132,7 @@ class AsyncPool(Pool):
                 raise
             except Exception as e:
                 exc = e
-            ctx.runtime = time.perf_counter() - started
+            ctx.runtime = self.broker.clock.monotonic() - started
             if exc is None:
                 info.processed += 1
             else:

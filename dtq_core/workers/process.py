@@ -160,7 +160,7 @@ class ProcessPool(Pool):
             return
         limit = runner.time_limit(ctx)
         child = self._children[i]
-        started = time.perf_counter()
+        started = self.broker.clock.monotonic()
         result: Any = None
         exc: BaseException | None = None
         try:
@@ -189,7 +189,7 @@ class ProcessPool(Pool):
             code = child.proc.exitcode
             self._replace(i)
             exc = WorkerCrashed(f"worker process died (exit code {code}) while running the task")
-        ctx.runtime = time.perf_counter() - started
+        ctx.runtime = self.broker.clock.monotonic() - started
         if exc is None:
             info.processed += 1
         else:

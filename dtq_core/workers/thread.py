@@ -129,7 +129,7 @@ class ThreadPool(Pool):
     def _invoke(self, runner: Runner, ctx: RunContext) -> tuple[Any, BaseException | None]:
         limit = runner.time_limit(ctx)
         task = ctx.task
-        started = time.perf_counter()
+        started = self.broker.clock.monotonic()
         try:
             if task.is_async:
                 result = self._async_loop().run(task.fn(*ctx.args, **ctx.kwargs), limit)
@@ -147,7 +147,7 @@ class ThreadPool(Pool):
         except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
             return None, exc
         finally:
-            ctx.runtime = time.perf_counter() - started
+            ctx.runtime = self.broker.clock.monotonic() - started
 
     def _async_loop(self) -> LoopThread:
         with self._loop_lock:

@@ -112,11 +112,6 @@ def test_failed_attempts_are_recorded_too(
     assert latency(inline, "task", "broken", "wait").count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Broker.work() never sets RunContext.runtime (always 0), and the pools time "
-    "runs with time.perf_counter() rather than the broker's injected clock",
-)
 def test_run_time_on_the_fake_clock_inline(
     inline: Broker, clock: FakeClock, jobs: dict[str, Any]
 ) -> None:
@@ -129,11 +124,6 @@ def test_run_time_on_the_fake_clock_inline(
     assert run.max == pytest.approx(2.0, rel=REL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Broker.work() never sets RunContext.runtime (always 0), and the pools time "
-    "runs with time.perf_counter() rather than the broker's injected clock",
-)
 def test_run_time_on_the_fake_clock_in_a_thread_pool(
     make_broker: BrokerFactory, clock: FakeClock, jobs: dict[str, Any]
 ) -> None:
@@ -382,11 +372,6 @@ def test_wal_recovery_figures_become_alerts() -> None:
     assert assess(snap).status == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: render formats values with '{:g}' (6 significant digits), so counters past "
-    "999999 are exported rounded (1234567 -> 1.23457e+06)",
-)
 def test_large_counters_are_exported_exactly() -> None:
     samples = parse_exposition(render(_snapshot_with(1_234_567)))
     assert sample(samples, "dtq_tasks_enqueued_total", queue="q") == 1_234_567

@@ -175,12 +175,6 @@ def test_a_task_dedup_ttl_longer_than_the_default_is_honoured(
     assert long.apply_async((1,), broker=broker).id == first.id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a new DedupHook starts with an empty bloom and, on a backend that is not "
-    "cross_process (memory, embedded), 'not in bloom' overwrites the exact map unchecked, "
-    "so a restarted or second producer accepts duplicates inside the window",
-)
 @pytest.mark.parametrize("how", ["restart on a durable store", "second producer"])
 def test_the_window_holds_for_a_fresh_hook_on_the_same_store(
     make_broker: BrokerFactory, clock: FakeClock, plain: Any, tmp_path: Any, how: str

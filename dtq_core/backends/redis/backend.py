@@ -117,6 +117,9 @@ class RedisBackend(Backend):
         self._purge = reg(scripts.PURGE)
         self._reserve = reg(scripts.RESERVE)
         self._cas = reg(scripts.CAS)
+        self._kv_get = reg(scripts.KV_GET)
+        self._kv_setnx = reg(scripts.KV_SETNX)
+        self._kv_set = reg(scripts.KV_SET)
         self._queues_cache: tuple[float, list[str]] = (0.0, [])
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -145,10 +148,10 @@ class RedisBackend(Backend):
                 delay = min(delay * 2, 2.0)
             except errors.ResponseError as exc:
                 msg = str(exc)
-                if msg.startswith("DUP"):
-                    raise BackendError(msg) from None
-                if msg.startswith("NOTDEAD"):
-                    raise TaskNotFound(msg[8:]) from None
+                if "DUP task id" in msg:
+                    raise BackendError(msg[msg.index("DUP") + 4 :]) from None
+                if "NOTDEAD" in msg:
+                    raise TaskNotFound(msg[msg.index("NOTDEAD") + 8 :]) from None
                 raise BackendError(f"redis error: {msg}") from None
             except errors.RedisError as exc:
                 raise BackendError(f"redis error: {exc}") from None
@@ -260,15 +263,71 @@ class RedisBackend(Backend):
         wait: float = 0.0,
     ) -> list[Delivery]:
         """Lease up to ``limit`` tasks; block up to ``wait`` on the queues' notify lists."""
+        out = self._claim_any(queues, worker_id, lease_s, limit, now)
         names = list(queues) if queues is not None else self._known_queues()
-        out = self._claim_from(names, worker_id, lease_s, limit, now)
         if out or wait <= 0 or not names:
             return out
         notify = [self.keys.queue(q)["notify"] for q in names]
         self._call(lambda: self.r.blpop(notify, timeout=max(0.01, wait)), retry=False)
-        if queues is None:
-            names = self._known_queues()
-        return self._claim_from(names, worker_id, lease_s, limit, self.clock.now())
+        return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
+
+    def _claim_any(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+    ) -> list[Delivery]:
+        if queues is not None:
+            return self._claim_from(list(queues), worker_id, lease_s, limit, now)
+        # Every queue, best priority first: one task at a time from the best head while
+        # several queues have work (one script per task), the rest in one go.
+        out: list[Delivery] = []
+        while len(out) < limit:
+            names = self._by_head_priority()
+            if not names:
+                break
+            take = 1 if len(names) > 1 else limit - len(out)
+            got = self._claim_from(names[:1], worker_id, lease_s, take, now)
+            if not got:
+                break
+            out.extend(got)
+        return out
+
+    def _by_head_priority(self) -> list[str]:
+        """Queues with ready tasks, the one whose next task has the best priority first."""
+        names = self._known_queues()
+        if not names:
+            return names
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                pipe.zrange(self.keys.queue(q)["ready"], 0, 0, withscores=True)
+                pipe.exists(self.keys.queue(q)["paused"])
+            return pipe.execute()
+
+        res = self._call(run)
+        firsts = [
+            (q, res[2 * i][0]) for i, q in enumerate(names) if res[2 * i] and not res[2 * i + 1]
+        ]
+        if len(firsts) < 2:
+            return [q for q, _ in firsts]
+
+        def enqueued() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q, (tid, _) in firsts:
+                pipe.hget(self.keys.record(q, _s(tid)), "enqueued_at")
+            return pipe.execute()
+
+        # score = priority * 2**34 + per-queue sequence: priorities compare across
+        # queues, sequences do not, so equal priorities go by the head's enqueue time.
+        heads = sorted(
+            (score // 17179869184, float(_s(at) or 0), q)
+            for (q, (_, score)), at in zip(firsts, self._call(enqueued), strict=True)
+        )
+        return [q for _, _, q in heads]
 
     def _claim_from(
         self, names: list[str], worker_id: str, lease_s: float, limit: int, now: float
@@ -509,6 +568,8 @@ class RedisBackend(Backend):
 
     def peek(self, queue: str, limit: int) -> list[TaskRecord]:
         """The next ``limit`` ready tasks of ``queue``."""
+        if limit <= 0:
+            return []
         ids = self._call(lambda: self.r.zrange(self.keys.queue(queue)["ready"], 0, limit - 1))
         return self._records(queue, [_s(i) for i in ids])
 
@@ -611,7 +672,7 @@ class RedisBackend(Backend):
         """Drop finished records past their TTL in every queue."""
         n = 0
         ids: list[str] = []
-        for _, rows in self._per_queue(self._expire, [repr(now), 1000]):
+        for _, rows in self._per_queue(self._expire, [repr(now), 1000, self.max_results]):
             ids.extend(_s(i) for i in rows)
         if ids:
             self._call(lambda: self.r.hdel(self.keys.index, *ids))
@@ -688,22 +749,26 @@ class RedisBackend(Backend):
     # -- keys and counters -------------------------------------------------------------
 
     def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
-        """``SET NX PX ... GET``: the existing value, or ``None`` when it was set."""
-        k = self.keys.kv(key)
+        """Set unless a live value exists; return the existing value if any."""
         old = self._call(
-            lambda: self.r.set(k, value, nx=True, px=max(1, int(ttl_s * 1000)), get=True)
+            functools.partial(
+                self._kv_setnx, keys=[self.keys.kv(key)], args=[value, repr(now), repr(ttl_s)]
+            )
         )
         return _s(old) if old is not None else None
 
     def get_key(self, key: str, now: float) -> str | None:
         """The live value of ``key``."""
-        v = self._call(lambda: self.r.get(self.keys.kv(key)))
+        v = self._call(functools.partial(self._kv_get, keys=[self.keys.kv(key)], args=[repr(now)]))
         return _s(v) if v is not None else None
 
     def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
         """Set ``key``."""
-        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
-        self._call(lambda: self.r.set(self.keys.kv(key), value, px=px))
+        self._call(
+            functools.partial(
+                self._kv_set, keys=[self.keys.kv(key)], args=[value, repr(now), _opt(ttl_s)]
+            )
+        )
 
     def delete_key(self, key: str) -> None:
         """Remove ``key``."""
@@ -713,23 +778,33 @@ class RedisBackend(Backend):
         self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
     ) -> bool:
         """Atomic compare-and-set (a script)."""
-        ttl = "" if ttl_s is None else str(max(1, int(ttl_s * 1000)))
         has = "0" if expected is None else "1"
         return bool(
             self._call(
-                lambda: self._cas(keys=[self.keys.kv(key)], args=[has, expected or "", value, ttl])
+                functools.partial(
+                    self._cas,
+                    keys=[self.keys.kv(key)],
+                    args=[has, expected or "", value, repr(now), _opt(ttl_s)],
+                )
             )
         )
 
     def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
         """Live keys starting with ``prefix``."""
         base = self.keys.kv("")
-        found = self._call(
-            lambda: [
-                _s(k)[len(base) :] for k in self.r.scan_iter(match=base + prefix + "*", count=1000)
-            ]
-        )
-        return sorted(found)[:limit]
+        found = self._call(functools.partial(self._scan, base + prefix + "*"))
+        names = sorted(_s(k)[len(base) :] for k in found)
+        if not names:
+            return []
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for n in names:
+                self._kv_get(keys=[self.keys.kv(n)], args=[repr(now)], client=pipe)
+            return pipe.execute()
+
+        live = [n for n, v in zip(names, self._call(run), strict=True) if v is not None]
+        return live[:limit]
 
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """GCRA reserve, shared by every worker."""

@@ -327,11 +327,17 @@ return f[1]
 """
 )
 
-#: ARGV: now, limit. Deletes finished records past their TTL; returns their ids.
+#: ARGV: now, limit, max kept. Deletes finished records past their TTL, and the oldest
+#: past the cap (per queue); returns their ids.
 EXPIRE = (
     COMMON
     + r"""
 local ids = redis.call('ZRANGEBYSCORE', T..':done', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local over = redis.call('ZCARD', T..':done') - #ids - tonumber(ARGV[3])
+if over > 0 then
+  local extra = redis.call('ZRANGE', T..':done', #ids, #ids + math.min(over, 1000) - 1)
+  for _, id in ipairs(extra) do ids[#ids + 1] = id end
+end
 for _, id in ipairs(ids) do
   local rec = T..':t:'..id
   local st = redis.call('HGET', rec, 'state')
@@ -355,6 +361,7 @@ if redis.call('HGET', old, 'state') ~= 'DEAD' then
 end
 local a = {}
 for j = 0, 10 do a[j + 1] = ARGV[5 + j] end
+a[10] = ARGV[1]  -- replayed_from: the dead task
 local edit = ARGV[2]
 if edit ~= '' then a[12] = cjson.encode({cjson.decode(edit)}) end
 if not create(a, ARGV[3], ARGV[4]) then return redis.error_reply('DUP task id exists') end
@@ -391,31 +398,87 @@ return out
 """
 )
 
+#: Generic keys hold ``<expires_at>|<value>`` (``|<value>`` without expiry): expiry
+#: follows the injected clock (``now`` passed in), like every backend; a Redis TTL with
+#: a margin collects the garbage.
+KV = r"""
+local function live(key, now)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local bar = string.find(raw, '|', 1, true)
+  local exp = string.sub(raw, 1, bar - 1)
+  if exp ~= '' and tonumber(exp) <= tonumber(now) then
+    redis.call('DEL', key)
+    return nil
+  end
+  return string.sub(raw, bar + 1)
+end
+local function put(key, value, now, ttl)
+  if ttl == '' then
+    redis.call('SET', key, '|'..value)
+  else
+    local exp = tonumber(now) + tonumber(ttl)
+    redis.call('SET', key, string.format('%.6f', exp)..'|'..value, 'PX',
+               math.ceil(tonumber(ttl) * 1000) + 60000)
+  end
+end
+"""
+
 #: KEYS[1]: bucket key. ARGV: rate, burst, now. GCRA; returns the wait (string).
-RESERVE = r"""
+RESERVE = (
+    KV
+    + r"""
 local interval = 1.0 / tonumber(ARGV[1])
 local now = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[3])
+local tat = tonumber(live(KEYS[1], ARGV[3]) or ARGV[3])
 if tat < now then tat = now end
 local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
 if wait < 0 then wait = 0 end
 local new = tat + interval
-redis.call('SET', KEYS[1], string.format('%.6f', new), 'PX', math.ceil((new - now + 1) * 1000))
+put(KEYS[1], string.format('%.6f', new), ARGV[3], tostring(new - now + 1))
 return string.format('%.6f', wait)
 """
+)
 
-#: KEYS[1]: key. ARGV: has_expected (0/1), expected, value, ttl_ms ('' = none).
-CAS = r"""
-local cur = redis.call('GET', KEYS[1])
+#: KEYS[1]: key. ARGV: now. Returns the live value or nil.
+KV_GET = (
+    KV
+    + r"""
+return live(KEYS[1], ARGV[1])
+"""
+)
+
+#: KEYS[1]: key. ARGV: value, now, ttl_s. Sets unless live; returns the existing value.
+KV_SETNX = (
+    KV
+    + r"""
+local cur = live(KEYS[1], ARGV[2])
+if cur then return cur end
+put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return nil
+"""
+)
+
+#: KEYS[1]: key. ARGV: value, now, ttl_s ('' = none).
+KV_SET = (
+    KV
+    + r"""
+put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+#: KEYS[1]: key. ARGV: has_expected (0/1), expected, value, now, ttl_s ('' = none).
+CAS = (
+    KV
+    + r"""
+local cur = live(KEYS[1], ARGV[4])
 if ARGV[1] == '0' then
   if cur then return 0 end
 elseif cur ~= ARGV[2] then
   return 0
 end
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-end
+put(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
+)
