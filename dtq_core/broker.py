@@ -74,6 +74,8 @@ class StopSummary:
     failed: int
     left_queued: int
     drained: bool
+    #: A second signal (or hard_stop) interrupted running tasks.
+    forced: bool = False
 
 
 class Broker:
@@ -119,6 +121,9 @@ class Broker:
         self._lifecycle = threading.Lock()
         self._signals = 0
         self._server: Any = None
+        self._forced = False
+        #: The summary of the last stop (also after a stop made by a signal handler).
+        self.last_stop: StopSummary | None = None
         self.started_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -202,11 +207,14 @@ class Broker:
             if self._opened:
                 self.backend.close()
                 self._opened = False
+        summary = StopSummary(processed, failed, left, drained, self._forced)
+        self.last_stop = summary
         self._stopped.set()
-        return StopSummary(processed, failed, left, drained)
+        return summary
 
     def hard_stop(self) -> None:
         """Interrupt running tasks at once (they are requeued), then stop."""
+        self._forced = True
         pool = self.pool
         if pool is not None and hasattr(pool, "hard_stop"):
             pool.hard_stop()
@@ -240,9 +248,21 @@ class Broker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def wait_until_stopped(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (e.g. after a signal)."""
-        return self._stopped.wait(timeout)
+    def wait_until_stopped(self, timeout: float | None = None) -> StopSummary | None:
+        """Block until :meth:`stop` finished (e.g. after a signal).
+
+        Returns:
+            The stop's summary, or ``None`` on timeout.
+        """
+        # Timed waits: a signal the kernel delivered to another thread runs its Python
+        # handler only when the main thread executes bytecode again.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._stopped.wait(
+            0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+        ):
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        return self.last_stop
 
     @property
     def running(self) -> bool:

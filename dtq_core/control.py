@@ -236,6 +236,10 @@ class LocalConsole:
         )
         return dataclasses.replace(snap, health=assess(snap), alerts=alerts(snap))
 
+    def close(self) -> None:
+        """Stop the broker this console opened (for consoles made by :func:`connect`)."""
+        self.broker.stop(drain_timeout=0.0)
+
     def events(self, since: int, limit: int = 1000) -> list[Event]:
         """Events after ``since`` (from every process when the backend keeps a stream)."""
         read = getattr(self.backend, "read_events", None)
@@ -401,13 +405,14 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
     )
 
 
-def connect(url: str | None = None, *, registry: Any = None) -> ConsoleAPI:
+def connect(url: str | None = None, *, registry: Any = None, create: bool = False) -> ConsoleAPI:
     """A Console API for the system at ``url`` (default: ``DTQ_BACKEND``).
 
     ``embedded://PATH`` attaches to the owner's socket when a process owns the directory,
     and otherwise opens the directory here (this process becomes its owner until it
-    exits). ``redis://`` opens a producer-only broker on the server; it sees every
-    worker. ``memory://`` is this process only.
+    exits); a directory that does not exist is an error unless ``create`` (a mistyped
+    path must not silently make a new store). ``redis://`` opens a producer-only broker
+    on the server; it sees every worker. ``memory://`` is this process only.
 
     Raises:
         ConfigError: A malformed URL.
@@ -422,7 +427,12 @@ def connect(url: str | None = None, *, registry: Any = None) -> ConsoleAPI:
         from dtq_core.errors import BackendUnavailable
         from dtq_core.rpc import RemoteConsole
 
-        sock = parse_url(url)[0] / "dtq.sock"
+        data_dir = parse_url(url)[0]
+        if create is False and not data_dir.exists():
+            raise BackendUnavailable(
+                f"no embedded store at {data_dir}: check the path, or start a worker there"
+            )
+        sock = data_dir / "dtq.sock"
         if sock.exists():
             remote = RemoteConsole(sock)
             try:
@@ -436,3 +446,10 @@ def connect(url: str | None = None, *, registry: Any = None) -> ConsoleAPI:
     broker = Broker(cfg)
     broker.open()
     return LocalConsole(broker)
+
+
+def wal_tools() -> Any:
+    """Offline tools for an embedded store (``dtq wal``): verify, repair, inspect, compact."""
+    from dtq_core.backends.embedded.tools import WalTools
+
+    return WalTools()

@@ -1,0 +1,100 @@
+"""Offline tools for an embedded store's directory: verify, repair, inspect, compact."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dtq_core.backends.embedded import wal
+from dtq_core.errors import BackendUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What ``compact`` did: a checkpoint, then the log segments it covers deleted."""
+
+    directory: Path
+    checkpoint_lsn: int
+    segments_before: int
+    segments_after: int
+    bytes_before: int
+    bytes_after: int
+
+
+def _wal_dir(path: Path) -> Path:
+    """The log directory of a data directory (or ``path`` itself if it is one)."""
+    return path / "wal" if (path / "wal").is_dir() else path
+
+
+@contextlib.contextmanager
+def _unowned(path: Path) -> Iterator[None]:
+    """Refuse while a process owns the directory (its lock is held)."""
+    lock = path / "LOCK"
+    if not lock.exists():
+        yield
+        return
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            raise BackendUnavailable(
+                f"{path} is in use by process {owner}: stop it before changing its log"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _size(d: Path) -> tuple[int, int]:
+    segs = list(d.glob("wal-*.log"))
+    return len(segs), sum(p.stat().st_size for p in segs)
+
+
+class WalTools:
+    """What ``dtq wal`` runs; each takes the store's data directory."""
+
+    def verify(self, path: Path) -> wal.VerifyReport:
+        """Check every segment and record; changes nothing."""
+        return wal.verify(_wal_dir(Path(path)))
+
+    def inspect(self, path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+        """Records as ``lsn, type, kind, length, segment, offset`` rows."""
+        from dtq_core.backends.embedded.backend import OP_NAMES_BY_TYPE
+
+        rows = []
+        for r in wal.inspect(_wal_dir(Path(path)), limit):
+            row = r._asdict()
+            row["kind"] = OP_NAMES_BY_TYPE.get(r.rtype, "hole" if r.rtype == 0 else "?")
+            rows.append(row)
+        return rows
+
+    def repair(self, path: Path) -> wal.RepairReport:
+        """Salvage every readable record into a fresh log; the original is kept aside."""
+        path = Path(path)
+        with _unowned(path):
+            return wal.repair(_wal_dir(path))
+
+    def compact(self, path: Path) -> CompactReport:
+        """Open the store, write a checkpoint and drop the segments it covers."""
+        from dtq_core.backends.embedded.backend import EmbeddedBackend
+
+        path = Path(path)
+        before = _size(_wal_dir(path))
+        backend = EmbeddedBackend(f"embedded://{path}")
+        backend.open()  # takes the lock: refuses while an owner runs
+        try:
+            lsn = backend.checkpoint()
+        finally:
+            backend.close()
+        after = _size(_wal_dir(path))
+        return CompactReport(path, lsn, before[0], after[0], before[1], after[1])
