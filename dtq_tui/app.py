@@ -91,14 +91,16 @@ class DTQApp(App[None]):
     def on_connection_lost(self, message: m.ConnectionLost) -> None:
         """Show the reconnecting banner."""
         self.connection_error = (message.error, message.retry_in)
-        for banner in self.screen.query(ConnectionBanner):
-            banner.show_error(message.error, message.retry_in)
+        if (screen := self.dtq_screen) is not None:
+            for banner in screen.query(ConnectionBanner):
+                banner.show_error(message.error, message.retry_in)
 
     def on_connection_restored(self) -> None:
         """Hide the banner."""
         self.connection_error = None
-        for banner in self.screen.query(ConnectionBanner):
-            banner.clear_error()
+        if (screen := self.dtq_screen) is not None:
+            for banner in screen.query(ConnectionBanner):
+                banner.clear_error()
         self.notify("connection restored")
 
     def on_poll_finished(self, message: m.PollFinished) -> None:
@@ -136,6 +138,8 @@ class DTQApp(App[None]):
 
     def action_go_back(self) -> None:
         """Close a drill-down, else drop the filter, else return to the previous screen."""
+        if not self.screen_stack:
+            return
         screen = self.screen
         if len(self.screen_stack) > 1:
             self.pop_screen()

@@ -115,7 +115,11 @@ class Feed:
         self._timer = None
         if self._stopped or self._running:
             return
-        if isinstance(self.app.screen, ModalScreen):
+        stack = self.app.screen_stack
+        if not stack:  # starting or closing
+            self._arm(self.interval)
+            return
+        if isinstance(stack[-1], ModalScreen):
             self.paused_polls += 1
             self._arm(self.interval)
             return

@@ -30,6 +30,13 @@ def duration(seconds: float | None) -> str:
     return f"{d}d{rem // 3600:02d}h"
 
 
+def age(seconds: float | None) -> str:
+    """How long ago, for narrow cells: ``now`` under a second, else :func:`duration`."""
+    if seconds is None:
+        return "-"
+    return "now" if seconds < 1 else duration(seconds)
+
+
 def ago(when: float | None, now: float) -> str:
     """``3s ago`` / ``in 12s`` relative to ``now`` (``-`` when unknown)."""
     if when is None:

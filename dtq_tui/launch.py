@@ -18,17 +18,18 @@ def parser() -> argparse.ArgumentParser:
         description="DTQ's live operations console.",
         epilog="Keys: ? help, : jump to a screen, ctrl+p command palette, q quit.",
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
+    p.add_argument(
         "--demo",
         action="store_true",
-        help="run an in-process engine with a built-in workload (nothing to set up)",
+        help="run an in-process engine with a built-in workload (nothing to set up; "
+        "overrides --backend)",
     )
-    src.add_argument(
+    p.add_argument(
         "--backend",
         metavar="URL",
-        default=os.environ.get("DTQ_BACKEND"),
-        help="attach to embedded://PATH or redis://... (default: $DTQ_BACKEND)",
+        default=None,
+        help="attach to embedded://PATH or redis://... (default: $DTQ_BACKEND, else the "
+        "engine's default directory if it exists)",
     )
     p.add_argument(
         "--read-only",
@@ -63,7 +64,7 @@ def run(argv: list[str] | None = None) -> int:
             return 1
         console: Any = demo.console
     else:
-        url = args.backend
+        url = args.backend or _default_url()
         if not url:
             print(
                 "dtq-tui: no backend: pass --backend URL (embedded://PATH, redis://...), "
@@ -91,6 +92,22 @@ def run(argv: list[str] | None = None) -> int:
         if demo is not None:
             demo.stop()
     return 0
+
+
+def _default_url() -> str | None:
+    """``$DTQ_BACKEND``, else the engine's default store if it exists here.
+
+    A console only looks: it does not create an empty store by being started.
+    """
+    from dtq_core.config import DEFAULT_BACKEND
+
+    env = os.environ.get("DTQ_BACKEND")
+    if env:
+        return env
+    prefix = "embedded://"
+    if DEFAULT_BACKEND.startswith(prefix) and os.path.isdir(DEFAULT_BACKEND[len(prefix) :]):
+        return DEFAULT_BACKEND
+    return None
 
 
 def _connect(url: str) -> Any:

@@ -94,7 +94,10 @@ class EditArgsDialog(ModalScreen[ArgsEdit | None]):
                 )
 
     def on_mount(self) -> None:
-        """Start in the editor."""
+        """Start in the editor (its cursor still when headless: tests, screenshots)."""
+        blink = not self.app.is_headless
+        self.query_one(TextArea).cursor_blink = blink
+        self.query_one("#note", Input).cursor_blink = blink
         self.query_one(TextArea).focus()
 
     def validate(self) -> ArgsEdit | str:

@@ -58,6 +58,10 @@ class PromptDialog(ModalScreen[str | None]):
             yield Static(self.help_text, classes="dialog-help")
             yield Static("", id="prompt-error", classes="dialog-error")
 
+    def on_mount(self) -> None:
+        """No blinking cursor when headless (tests and screenshots stay still)."""
+        self.query_one(Input).cursor_blink = not self.app.is_headless
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Validate and answer."""
         event.stop()

@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from dtq_core.snapshot import SystemSnapshot
@@ -102,7 +103,10 @@ class DTQScreen(Screen[None]):
     def show_snapshot(self, snap: SystemSnapshot) -> None:
         """Render a snapshot: the frame, then the body."""
         self.snapshot = snap
-        top = self.query_one(TopBar)
+        try:
+            top = self.query_one(TopBar)
+        except NoMatches:  # pushed but not composed yet: the next snapshot will do
+            return
         top.health = snap.health.status
         self.query_one(StatusLine).show(self.context_text(snap), self.status_text())
         self.render_snapshot(snap)
@@ -211,19 +215,28 @@ def matches(text: str, *fields: object) -> bool:
 
 
 class Throttle:
-    """Lets a screen's extra query run at most once per ``every`` seconds, one at a time."""
+    """Lets a screen's extra query run at most once per ``every`` seconds, one at a time.
+
+    A forced query asked for while one is in flight is not dropped: it runs at the next
+    snapshot after the current one answers.
+    """
 
     def __init__(self, every: float) -> None:
         self.every = every
         self.last = 0.0
         self.busy = False
+        self.pending = False
 
     def ready(self, force: bool = False) -> bool:
         """Whether to query now (and mark the query started if so)."""
         now = time.monotonic()
-        if self.busy or (not force and now - self.last < self.every):
+        if self.busy:
+            self.pending = self.pending or force
+            return False
+        if not force and not self.pending and now - self.last < self.every:
             return False
         self.busy = True
+        self.pending = False
         self.last = now
         return True
 

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from dtq_core.reliability.deadletter import FailureGroup
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TaskRecord
-from dtq_tui.fmt import clip, count, duration, short_id
+from dtq_tui.fmt import age, clip, count, short_id
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import Throttle
 from dtq_tui.screens.dead_actions import DeadActions
@@ -111,8 +111,8 @@ class DeadLettersScreen(DeadActions):
                         clip(g.task, 14),
                         clip(g.exc_type.rsplit(".", 1)[-1] or "-", 14),
                         clip(g.message or "-", 60),
-                        duration(now - g.last_seen) if now else "-",
-                        duration(now - g.first_seen) if now else "-",
+                        age(now - g.last_seen) if now else "-",
+                        age(now - g.first_seen) if now else "-",
                     ],
                 )
             )
@@ -277,7 +277,7 @@ class DeadGroupScreen(DeadActions):
                         short_id(r.id, 10),
                         clip(r.queue, 9),
                         Text(str(r.attempt), justify="right"),
-                        duration(now - r.finished_at) if now and r.finished_at else "-",
+                        age(now - r.finished_at) if now and r.finished_at else "-",
                         Text(clip(err, 80), style=pal.role("bad")),
                     ],
                 )

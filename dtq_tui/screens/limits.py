@@ -15,6 +15,7 @@ from dtq_tui.fmt import ago, count, duration
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
+from dtq_tui.widgets.memo import update_static
 
 
 def parse_rate(text: str) -> tuple[float, int | None]:
@@ -160,7 +161,7 @@ class LimitsScreen(DTQScreen):
                 )
             )
         self.breakers.sync(brows, "no breakers match the filter" if snap.breakers else None)
-        self.query_one("#dedup", Static).update(_dedup_text(snap.dedup, pal))
+        update_static(self.query_one("#dedup", Static), _dedup_text(snap.dedup, pal), layout=True)
 
     def status_text(self) -> str:
         """Counts."""

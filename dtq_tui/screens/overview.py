@@ -36,6 +36,10 @@ class OverviewScreen(DTQScreen):
     FILTER_HINT = "queue name"
     MUTATING = frozenset({"toggle_pause"})
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._sparks: dict[str, tuple[Any, Any]] = {}
+
     def compose_body(self) -> ComposeResult:
         """Queue table on top; throughput, states and health below."""
         yield TablePane(
@@ -72,8 +76,8 @@ class OverviewScreen(DTQScreen):
         """Queue rows, then the panels."""
         pal = palette_for(self.app.theme_variables)
         spark_w = self.queues.table.column_width("spark")
-        low = pal.role("muted").color
-        high = pal.role("active").color
+        low = pal.role("muted").color or pal.foreground.rich_color
+        high = pal.role("active").color or pal.foreground.rich_color
         rows: list[tuple[str, list[Any]]] = []
         for q in snap.queues:
             if not matches(self.filter_text, q.name):
@@ -87,18 +91,10 @@ class OverviewScreen(DTQScreen):
         self.query_one(StatesPanel).show(snap)
         self.query_one(HealthPanel).show(snap)
 
-    @staticmethod
-    def _cells(q: QueueSnapshot, pal: Any, spark_w: int, low: Any, high: Any) -> list[Any]:
+    def _cells(self, q: QueueSnapshot, pal: Any, spark_w: int, low: Any, high: Any) -> list[Any]:
         name = Text(q.name)
         if q.paused:
             name = Text.assemble(("⏸ ", pal.role("warn")), (q.name, pal.role("warn")))
-        series = list(q.done_series[-60:]) or [0]
-        spark = SparklineRenderable(
-            series,
-            width=spark_w,
-            min_color=low or pal.foreground.rich_color,
-            max_color=high or pal.foreground.rich_color,
-        )
         return [
             name,
             Text(count(q.ready), justify="right"),
@@ -106,8 +102,18 @@ class OverviewScreen(DTQScreen):
             Text(count(q.running), justify="right", style=pal.role("active") if q.running else ""),
             Text(rate(q.enqueued.r10), justify="right"),
             Text(rate(q.succeeded.r10 + q.failed.r10), justify="right"),
-            spark,
+            self._spark(q.name, tuple(q.done_series[-60:]) or (0,), spark_w, low, high),
         ]
+
+    def _spark(self, name: str, series: tuple[int, ...], width: int, low: Any, high: Any) -> Any:
+        """The same renderable for the same series: an unchanged cell is not redrawn."""
+        key = (series, width, low, high)
+        cached = self._sparks.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        spark = SparklineRenderable(list(series), width=width, min_color=low, max_color=high)
+        self._sparks[name] = (key, spark)
+        return spark
 
     def status_text(self) -> str:
         """Queue count."""

@@ -14,6 +14,7 @@ from dtq_tui.fmt import ago, clock, count
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
+from dtq_tui.widgets.memo import update_static
 
 
 class SchedulesScreen(DTQScreen):
@@ -42,7 +43,7 @@ class SchedulesScreen(DTQScreen):
                 ("Schedule", "name", 14),
                 ("Cron", "expr", 12),
                 ("When", "desc", FLEX),
-                ("Next", "next", 8),
+                ("Next", "next", 9),
                 ("Last", "last", 8),
                 ("Result", "state", 10),
             ],
@@ -103,7 +104,7 @@ class SchedulesScreen(DTQScreen):
         s = self._selected()
         snap = self.snapshot
         if s is None or snap is None:
-            detail.update(Text("select a schedule", style="italic"))
+            update_static(detail, Text("select a schedule", style="italic"), layout=True)
             return
         pal = palette_for(self.app.theme_variables)
         text = Text()
@@ -117,7 +118,7 @@ class SchedulesScreen(DTQScreen):
         if s.last_fire is not None:
             text.append(f"\nlast: {clock(s.last_fire)} task {s.last_task_id or '-'} ")
             text.append_text(pal.state_text(s.last_state) if s.last_state else Text("unknown"))
-        self.query_one("#schedule-detail", Static).update(text)
+        update_static(detail, text, layout=True)
 
     def status_text(self) -> str:
         """Counts."""

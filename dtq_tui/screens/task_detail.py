@@ -15,6 +15,7 @@ from dtq_core.task import TERMINAL, TaskRecord, TaskState
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import Throttle
 from dtq_tui.screens.dead_actions import DeadActions
+from dtq_tui.widgets.memo import update_static
 from dtq_tui.widgets.task_view import render_task
 
 
@@ -84,10 +85,13 @@ class TaskDetailScreen(DeadActions):
     def _show(self) -> None:
         detail = self.query_one("#detail", Static)
         if self.record is None:
-            detail.update(Text(f"no task {self.task_id}: unknown, or its record expired", "italic"))
+            missing = f"no task {self.task_id}: unknown, or its record expired"
+            update_static(detail, Text(missing, "italic"), layout=True)
             return
         now = self.snapshot.taken_at if self.snapshot else (self.record.finished_at or 0.0)
-        detail.update(render_task(self.record, now, palette_for(self.app.theme_variables)))
+        pal = palette_for(self.app.theme_variables)
+        key = (self.record, int(now), self.app.theme)
+        update_static(detail, render_task(self.record, now, pal), key, layout=True)
 
     def status_text(self) -> str:
         """The state."""

@@ -14,7 +14,7 @@ from dtq_core.errors import ConfigError
 from dtq_core.filters import parse_filter
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TaskRecord, TaskState
-from dtq_tui.fmt import clip, duration, short_id
+from dtq_tui.fmt import age, clip, duration, short_id
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import DTQScreen, Throttle
 from dtq_tui.widgets.live_table import FLEX, TablePane
@@ -171,7 +171,7 @@ class TasksScreen(DTQScreen):
                         clip(r.queue, 8),
                         pal.state_text(r.state.value),
                         Text(str(r.attempt), justify="right"),
-                        duration(now - r.enqueued_at) if now else "-",
+                        age(now - r.enqueued_at) if now else "-",
                         Text(duration(runtime(r, now)), justify="right"),
                         err,
                     ],

@@ -11,11 +11,12 @@ from textual.containers import HorizontalScroll
 from textual.widgets import Static
 
 from dtq_core.snapshot import SystemSnapshot, WorkflowNodeSnapshot, WorkflowSnapshot
-from dtq_tui.fmt import ago, clip, duration, short_id
+from dtq_tui.fmt import age, ago, clip, duration, short_id
 from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.dag import DagView
 from dtq_tui.widgets.live_table import FLEX, TablePane
+from dtq_tui.widgets.memo import update_static
 
 
 class WorkflowsScreen(DTQScreen):
@@ -89,7 +90,7 @@ class WorkflowsScreen(DTQScreen):
                         clip(run.name, 40),
                         pal.state_text(run.state),
                         Text(f"{done}/{len(run.nodes)}", justify="right"),
-                        duration(now - run.created_at),
+                        age(now - run.created_at),
                         duration(end - run.created_at),
                     ],
                 )
@@ -128,7 +129,7 @@ class WorkflowsScreen(DTQScreen):
         node = self.selected_node()
         snap = self.snapshot
         if node is None or snap is None:
-            detail.update(Text("no node selected", style="italic"))
+            update_static(detail, Text("no node selected", style="italic"), layout=True)
             return
         pal = palette_for(self.app.theme_variables)
         text = Text()
@@ -149,7 +150,7 @@ class WorkflowsScreen(DTQScreen):
             text.append(f"  task {node.task_id} (enter opens it)")
         if node.error:
             text.append(f"\n{node.error}", pal.role("bad"))
-        detail.update(text)
+        update_static(detail, text, layout=True)
 
     def on_data_table_row_highlighted(self) -> None:
         """Follow the cursor."""

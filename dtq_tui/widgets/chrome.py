@@ -11,6 +11,7 @@ from textual.widgets import Footer, Static
 from textual.widgets._footer import FooterLabel
 
 from dtq_tui.palette import ROLE_GLYPHS, palette_for, role_of
+from dtq_tui.widgets.memo import update_static
 
 
 class TopBar(Static):
@@ -118,7 +119,7 @@ class StatusLine(Static):
             else:
                 text.append("  " + right)
         text.truncate(max(1, width), overflow="ellipsis")
-        self.update(text)
+        update_static(self, text)
 
 
 class DTQFooter(Footer):

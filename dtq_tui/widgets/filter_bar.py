@@ -61,6 +61,10 @@ class FilterBar(Input):
         # Closed, it must not take focus (it would swallow every letter key).
         self.disabled = True
 
+    def on_mount(self) -> None:
+        """No blinking cursor when headless (tests and screenshots stay still)."""
+        self.cursor_blink = not self.app.is_headless
+
     def open(self) -> None:
         """Show the bar with the current filter and focus it."""
         self.disabled = False

@@ -14,6 +14,11 @@ from dtq_core.task import TaskState
 from dtq_tui.alerts import alerts
 from dtq_tui.fmt import count, rate
 from dtq_tui.palette import ROLE_GLYPHS, palette_for, role_of
+from dtq_tui.widgets.memo import update_static
+
+
+def _theme(widget: Static | Vertical) -> str:
+    return widget.app.theme
 
 
 class ThroughputPanel(Vertical):
@@ -65,7 +70,8 @@ class ThroughputPanel(Vertical):
         grid = Table.grid(expand=True)
         grid.add_row(table)
         grid.add_row(summary)
-        self.query_one("#throughput-figures", Static).update(grid)
+        key = (t, snap.in_flight, snap.workers_busy, len(snap.workers), _theme(self))
+        update_static(self.query_one("#throughput-figures", Static), grid, key)
         series = [0] * 60
         for q in snap.queues:
             for i, v in enumerate(q.done_series[-60:]):
@@ -86,7 +92,7 @@ class StatesPanel(Static):
             n = snap.counts.get(state.value, 0)
             table.add_row(pal.state_text(state.value), Text(count(n), style="bold" if n else ""))
         table.add_row(Text("queues", style="bold"), count(len(snap.queues)))
-        self.update(table)
+        update_static(self, table, (tuple(snap.counts.items()), len(snap.queues), _theme(self)))
 
 
 class HealthPanel(Static):
@@ -116,4 +122,4 @@ class HealthPanel(Static):
             text.append(line, style + Style(bold=True) if bold else style)
             if i < len(lines) - 1:
                 text.append("\n")
-        self.update(text)
+        update_static(self, text)

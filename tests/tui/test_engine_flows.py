@@ -1,0 +1,185 @@
+"""Pilot tests that drive real flows against a real engine (memory:// with workers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import Input, TextArea
+
+from dtq_core.task import TaskState
+from dtq_tui.app import DTQApp
+from dtq_tui.dialogs.confirm import ConfirmDialog
+from dtq_tui.dialogs.edit_args import EditArgsDialog
+from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen
+from dtq_tui.screens.overview import OverviewScreen
+from dtq_tui.screens.tasks import TasksScreen
+from dtq_tui.widgets.chrome import DTQFooter
+from tests.tui.conftest import Engine, until, until_engine
+
+#: Fast enough to see changes quickly, slow enough to leave Pilot's idle checks alone.
+REFRESH = 0.2
+
+
+async def open_group(pilot, app: DTQApp) -> DeadGroupScreen:
+    """Go to the dead letters, wait for the groups, open the first one."""
+    await pilot.press("4")
+    await until(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.groups)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, DeadGroupScreen) and app.screen.records)
+    screen = app.screen
+    assert isinstance(screen, DeadGroupScreen)
+    return screen
+
+
+async def test_replay_a_dead_task_runs_it_to_success(engine: Engine) -> None:
+    (dead_id,) = engine.dead(3)
+    engine.broken = False
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test() as pilot:
+        await open_group(pilot, app)
+        await pilot.press("r")
+        await until_engine(lambda: engine.record(dead_id).replayed_to)
+        new_id = engine.record(dead_id).replayed_to[0]
+        rec = await asyncio.to_thread(engine.broker.wait, new_id, 10)
+        assert rec.state is TaskState.SUCCESS
+        assert rec.result == 6
+        assert rec.replayed_from == dead_id
+        # The dead record stays.
+        assert engine.record(dead_id).state is TaskState.DEAD
+
+
+async def test_edit_args_and_replay_uses_the_new_args_and_keeps_a_trail(engine: Engine) -> None:
+    (dead_id,) = engine.dead(4)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_group(pilot, app)
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, EditArgsDialog))
+        dialog = app.screen
+        assert '"args": [\n    4\n  ]' in dialog.query_one(TextArea).text
+        dialog.query_one(TextArea).load_text('{"args": [21], "kwargs": {}}')
+        # No note yet: refused with a message, nothing replayed.
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, EditArgsDialog)
+        assert engine.record(dead_id).replayed_to == ()
+        dialog.query_one("#note", Input).value = "x was out of range"
+        await pilot.press("ctrl+s")
+        await until_engine(lambda: engine.record(dead_id).replayed_to)
+    dead = engine.record(dead_id)
+    new_id = dead.replayed_to[0]
+    rec = engine.broker.wait(new_id, 10)
+    assert rec.state is TaskState.SUCCESS
+    assert rec.result == 42
+    assert rec.args == [21]
+    (edit,) = dead.edits
+    assert edit["note"] == "x was out of range"
+    assert edit["old_args"] == [4]
+    assert edit["args"] == [21]
+    assert edit["at"] > 0
+
+
+async def test_tag_three_and_replay_them(engine: Engine) -> None:
+    ids = engine.dead(1, 2, 3, 5)
+    engine.broken = False
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test() as pilot:
+        screen = await open_group(pilot, app)
+        await until(pilot, lambda: len(screen.records) == 4)
+        await pilot.press("space", "space", "space")
+        assert len(screen.tagged) == 3
+        tagged = set(screen.tagged)
+        await pilot.press("r")
+        await until_engine(lambda: all(engine.record(i).replayed_to for i in tagged))
+    for dead_id in tagged:
+        rec = engine.broker.wait(engine.record(dead_id).replayed_to[0], 10)
+        assert rec.state is TaskState.SUCCESS
+    (untouched,) = set(ids) - tagged
+    assert engine.record(untouched).replayed_to == ()
+
+
+async def test_purge_asks_with_the_count_and_cancel_keeps_everything(engine: Engine) -> None:
+    engine.dead(1, 2)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test() as pilot:
+        screen = await open_group(pilot, app)
+        await until(pilot, lambda: len(screen.records) == 2)
+        await pilot.press("a", "d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert app.screen.title_text == "Purge 2 dead tasks?"
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, DeadGroupScreen))
+        assert len(engine.console.dead_letters()) == 2
+        assert len(screen.tagged) == 2  # cancelling keeps the selection
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until_engine(lambda: not engine.console.dead_letters())
+        # The emptied group says so.
+        await until(pilot, lambda: not screen.records)
+
+
+async def test_read_only_refuses_every_change(engine: Engine) -> None:
+    (dead_id,) = engine.dead(6)
+    engine.broken = False
+    app = DTQApp(engine.console, read_only=True, refresh_s=REFRESH)
+    async with app.run_test() as pilot:
+        assert app.screen.query_one(DTQFooter).query(".read-only")
+        await open_group(pilot, app)
+        await pilot.press("r", "R", "e", "d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DeadGroupScreen)  # no editor, no confirmation
+        notes = [n.message for n in app._notifications]
+        assert any("read-only" in m for m in notes)
+        await pilot.press("1", "p")
+        await pilot.pause(0.2)
+    assert engine.record(dead_id).replayed_to == ()
+    assert engine.record(dead_id).state is TaskState.DEAD
+    assert not any(q.paused for q in engine.console.snapshot().queues)
+
+
+async def test_a_filter_narrows_the_tasks_table(engine: Engine) -> None:
+    engine.broken = False
+    ids = [engine.send("flaky", 20 + i) for i in range(3)] + [engine.send("echo", 1)]
+    for i in ids:
+        engine.broker.wait(i, 10)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, TasksScreen) and len(app.screen.records) == 4)
+        screen = app.screen
+        await pilot.press("slash")
+        screen.filter_bar.value = "task:echo"
+        await pilot.press("enter")
+        await until(pilot, lambda: len(screen.records) == 1)
+        assert screen.records[0].name == "echo"
+        assert screen.table.table.row_count == 1
+        # A bad filter is refused in place, with the filter language's message.
+        await pilot.press("slash")
+        screen.filter_bar.value = "color:red"
+        await pilot.press("enter")
+        assert "unknown filter key" in screen.filter_bar.border_subtitle
+        await pilot.press("escape")
+        assert screen.filter_text == "task:echo"
+
+
+async def test_pausing_a_queue_stops_its_consumption(engine: Engine) -> None:
+    first = engine.send("echo", 1)
+    engine.broker.wait(first, 10)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test() as pilot:
+        screen = app.screen
+        assert isinstance(screen, OverviewScreen)
+        await until(pilot, lambda: "echoes" in screen.queues.table.keys)
+        screen.queues.table.move_cursor(row=screen.queues.table.keys.index("echoes"))
+        await pilot.press("p")
+        await until_engine(
+            lambda: any(q.name == "echoes" and q.paused for q in engine.console.snapshot().queues)
+        )
+        held = [engine.send("echo", i) for i in range(5)]
+        await asyncio.sleep(0.5)  # workers are idle: nothing may start in this time
+        assert all(engine.record(i).state is TaskState.PENDING for i in held)
+        await until(pilot, lambda: screen.snapshot and screen.snapshot.queues and any(q.name == "echoes" and q.paused for q in screen.snapshot.queues))
+        await pilot.press("p")
+        for i in held:
+            rec = await asyncio.to_thread(engine.broker.wait, i, 10)
+            assert rec.state is TaskState.SUCCESS

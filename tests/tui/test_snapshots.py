@@ -1,0 +1,152 @@
+"""Snapshots of every screen on fixed data (FakeConsole, frozen time, no cursor blink).
+
+Regenerate after an intended change with ``pytest tests/tui --snapshot-update`` and
+review the SVGs in ``tests/tui/__snapshots__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from dtq_tui.app import DTQApp
+from dtq_tui.dialogs.confirm import ConfirmDialog
+from dtq_tui.dialogs.edit_args import EditArgsDialog
+from dtq_tui.dialogs.help import HelpDialog
+from dtq_tui.dialogs.replay_preview import ReplayPreviewDialog
+from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen
+from dtq_tui.screens.task_detail import TaskDetailScreen
+from dtq_tui.screens.tasks import TasksScreen
+from tests.tui.conftest import until
+from tests.tui.fake import FakeConsole
+
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+
+#: Screen key -> a condition that says the screen shows its data.
+SCREENS = {
+    "1-overview": ("1", lambda app: app.screen.snapshot is not None),
+    "2-latency": ("2", lambda app: app.screen.snapshot is not None),
+    "3-tasks": ("3", lambda app: isinstance(app.screen, TasksScreen) and app.screen.loaded),
+    "4-dead": ("4", lambda app: isinstance(app.screen, DeadLettersScreen) and app.screen.loaded),
+    "5-workflows": ("5", lambda app: app.screen.snapshot is not None),
+    "6-schedules": ("6", lambda app: app.screen.snapshot is not None),
+    "7-limits": ("7", lambda app: app.screen.snapshot is not None),
+    "8-workers": ("8", lambda app: app.screen.snapshot is not None),
+}
+
+
+def make_app(**kw: Any) -> DTQApp:
+    """The app over fixed data; one poll is enough (the data never changes)."""
+    return DTQApp(kw.pop("console", None) or FakeConsole(), refresh_s=30.0, **kw)
+
+
+def goto(key: str, ready: Any) -> Any:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await until(pilot, lambda: app.snapshot is not None)
+        await pilot.press(key)
+        await until(pilot, lambda: ready(app))
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
+@pytest.mark.parametrize("screen", SCREENS.keys())
+def test_screen(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
+    key, ready = SCREENS[screen]
+    assert snap_compare(make_app(), terminal_size=size, run_before=goto(key, ready))
+
+
+def test_overview_light_theme(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        pilot.app.theme = "textual-light"
+        await until(pilot, lambda: pilot.app.screen.snapshot is not None)
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_read_only_footer_and_help(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: pilot.app.screen.snapshot is not None)
+        await pilot.press("4")
+        await until(pilot, lambda: isinstance(pilot.app.screen, DeadLettersScreen))
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(pilot.app.screen, HelpDialog))
+
+    app = make_app(read_only=True)
+    assert snap_compare(app, terminal_size=(100, 34), run_before=run_before)
+
+
+def test_connection_lost_banner(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: pilot.app.connection_error is not None)
+
+    app = make_app(console=FakeConsole(fail=True))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def _open_group(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await until(pilot, lambda: app.snapshot is not None)
+    await pilot.press("4")
+    await until(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.groups)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, DeadGroupScreen) and app.screen.records)
+
+
+def test_dead_group_with_tags(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("space", "space")
+
+    assert snap_compare(make_app(), terminal_size=(100, 24), run_before=run_before)
+
+
+def test_replay_group_dry_run(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ReplayPreviewDialog))
+
+    assert snap_compare(make_app(), terminal_size=(100, 24), run_before=run_before)
+
+
+def test_purge_confirmation(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("a", "d")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_edit_args_editor(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(pilot.app.screen, EditArgsDialog))
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_task_detail(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: isinstance(pilot.app.screen, TaskDetailScreen)
+            and pilot.app.screen.record is not None,
+        )
+
+    assert snap_compare(make_app(), terminal_size=(100, 40), run_before=run_before)
+
+
+def test_event_log(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: pilot.app.events_tail)
+        await pilot.press("l")
+
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=run_before)
