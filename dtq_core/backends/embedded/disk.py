@@ -1,0 +1,40 @@
+"""Files under the log: segment listing, fsync hooks, full writes and directory fsyncs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from dtq_core.backends.embedded.framing import SEGMENT_NAME
+
+#: Default size at which the active segment is closed and a new one started.
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+#: Signature of the injectable fsync (``os.fsync`` by default).
+FsyncFn = Callable[[int], None]
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segment files of ``directory`` as ``(first_lsn, path)``, oldest first."""
+    found = []
+    for path in directory.iterdir():
+        match = SEGMENT_NAME.match(path.name)
+        if match and path.is_file():
+            found.append((int(match[1]), path))
+    return sorted(found)
+
+
+def fsync_directory(directory: Path, fsync_fn: FsyncFn = os.fsync) -> None:
+    """Make renames, creations and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fsync_fn(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """``os.write`` until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,233 @@
+"""The write path of the log: segment files, group commit, rotation and fail-stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+from dtq_core.backends.embedded.disk import FsyncFn, fsync_directory, write_all
+from dtq_core.backends.embedded.framing import HEADER_SIZE, encode_header, segment_name
+from dtq_core.backends.embedded.recovery import RecoveryResult, TailCut
+from dtq_core.errors import BackendError, StoreFailed
+
+
+class WritePath:
+    """The I/O machinery behind :class:`~dtq_core.backends.embedded.wal.WriteAheadLog`.
+
+    It opens the active segment after recovery (cutting a torn tail), creates and
+    rotates segments atomically, and runs group commit with its writer and syncer roles
+    and fail-stop. The state is set up by the log's constructor.
+    """
+
+    _dir: Path
+    _segment_bytes: int
+    _fsync_fn: FsyncFn
+    _interval: float
+    _cond: threading.Condition
+    _stats_lock: threading.Lock
+    _fsyncs: int
+    _bytes_written: int
+    _buf: bytearray
+    _writing: bool
+    _syncing: bool
+    _failed: BaseException | None
+    _closing: bool
+    _stop: threading.Event
+    _segments: list[tuple[int, Path]]
+    _fd: int
+    _seg_size: int
+    _epoch: int
+    _next_lsn: int
+    _written: int
+    _durable: int
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _open_active(self, result: RecoveryResult) -> TailCut | None:
+        self._segments = [(info.first_lsn, info.path) for info in result.segments]
+        epochs = [info.epoch for info in result.segments if info.epoch is not None]
+        tail = result.tail
+        if tail is None and result.segments:
+            last = result.segments[-1]
+            assert last.epoch is not None  # only a torn tail has an unreadable header
+            self._epoch = last.epoch
+            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
+            self._seg_size = os.fstat(self._fd).st_size
+            # The previous owner may have died before fsyncing what it wrote.
+            self._fsync(self._fd)
+            return None
+        # A fresh log, or one whose tail was cut: new records go to a segment of a new epoch
+        # so that no byte left from the old one can ever validate in it.
+        self._epoch = max(epochs, default=0) + 1
+        if tail is None:
+            self._install_segment(1)
+            return None
+        broken = self._keep_broken_copy(tail.segment)
+        last = result.segments[-1]
+        if last.records:
+            with last.path.open("r+b") as fh:
+                fh.truncate(tail.offset)
+                fh.flush()
+                self._fsync(fh.fileno())
+            self._install_segment(result.next_lsn)
+        else:
+            self._segments.pop()
+            self._install_segment(last.first_lsn)  # atomically replaces the torn file
+        return dataclasses.replace(tail, broken_copy=broken)
+
+    def _keep_broken_copy(self, segment: Path) -> Path:
+        target = segment.with_name(segment.name + ".broken")
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = segment.with_name(f"{segment.name}.broken.{suffix}")
+        shutil.copyfile(segment, target)
+        with target.open("rb") as fh:
+            self._fsync(fh.fileno())
+        fsync_directory(self._dir, self._fsync)
+        return target
+
+    def _create_segment(self, first_lsn: int) -> tuple[int, Path]:
+        """Create the segment starting at ``first_lsn`` atomically; return its fd and path.
+
+        The header is written and fsynced under a temp name, then renamed into place
+        (replacing a torn segment of the same name, if any) and the directory fsynced.
+        """
+        path = self._dir / segment_name(first_lsn)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            write_all(fd, encode_header(self._epoch, first_lsn))
+            self._fsync(fd)
+            os.replace(tmp, path)
+            fsync_directory(self._dir, self._fsync)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, path
+
+    def _install_segment(self, first_lsn: int) -> None:
+        fd, path = self._create_segment(first_lsn)
+        self._fd, self._seg_size = fd, HEADER_SIZE
+        self._segments.append((first_lsn, path))
+
+    def _fsync(self, fd: int) -> None:
+        self._fsync_fn(fd)
+        with self._stats_lock:
+            self._fsyncs += 1
+
+    def _check_writable(self) -> None:
+        if self._failed is not None:
+            raise StoreFailed(
+                f"the write-ahead log in {self._dir} failed earlier ({self._failed!r}) "
+                "and accepts no more writes; restart to recover"
+            ) from self._failed
+        if self._closing:
+            raise BackendError(f"the write-ahead log in {self._dir} is closed")
+
+    def _await(self, lsn: int, *, durable: bool) -> None:
+        """With the lock held, return once ``lsn`` is written (or durable).
+
+        A waiter takes whichever role is free and needed: the writer writes the whole
+        buffer with one ``write()``, the syncer fsyncs everything written so far. One
+        thread holds each role at a time; the I/O runs without the lock, so followers
+        keep filling the next batch, and a batch can be written while the previous one
+        is being fsynced.
+        """
+        while self._durable < lsn and (durable or self._written < lsn):
+            if self._failed is not None:
+                self._check_writable()
+            if self._written < lsn:
+                if self._writing:
+                    self._cond.wait()
+                else:
+                    self._write_batch()
+            elif self._syncing:
+                self._cond.wait()
+            else:
+                self._sync_written()
+
+    def _write_batch(self) -> None:
+        self._writing = True
+        data, self._buf = self._buf, bytearray()
+        upto = self._next_lsn - 1
+        try:
+            self._cond.release()
+            try:
+                write_all(self._fd, data)
+            finally:
+                self._cond.acquire()
+            self._written = upto
+            self._bytes_written += len(data)
+            self._seg_size += len(data)
+            if self._seg_size >= self._segment_bytes:
+                self._rotate(upto)
+        except BaseException as exc:  # fail-stop, whatever it was: nothing is retried
+            self._fail(exc)
+        finally:
+            self._writing = False
+            self._cond.notify_all()
+
+    def _sync_written(self) -> None:
+        self._syncing = True
+        upto, fd = self._written, self._fd
+        try:
+            self._cond.release()
+            try:
+                self._fsync(fd)
+            finally:
+                self._cond.acquire()
+            self._durable = max(self._durable, upto)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._syncing = False
+            self._cond.notify_all()
+
+    def _rotate(self, upto: int) -> None:
+        """Seal the active segment (fsynced in every mode) and start the next one.
+
+        Called by the writer; it also takes the syncer role so that no fsync is running
+        on the file descriptor it closes.
+        """
+        while self._syncing:
+            self._cond.wait()
+        self._check_writable()
+        self._syncing = True
+        try:
+            old = self._fd
+            self._cond.release()
+            try:
+                self._fsync(old)  # the old segment is whole before the next one exists
+                fd, path = self._create_segment(upto + 1)
+                os.close(old)
+            finally:
+                self._cond.acquire()
+            self._fd, self._seg_size = fd, HEADER_SIZE
+            self._segments.append((upto + 1, path))
+            self._durable = max(self._durable, upto)
+        finally:
+            self._syncing = False
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        if self._failed is None:
+            self._failed = exc
+        raise StoreFailed(
+            f"write-ahead log I/O failed in {self._dir}: {exc!r}; records after lsn "
+            f"{self._durable} are not acknowledged and the log accepts no more writes"
+        ) from exc
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._cond:
+                if self._failed is not None or self._closing:
+                    return
+                if self._durable < self._next_lsn - 1:
+                    try:
+                        self._await(self._next_lsn - 1, durable=True)
+                    except StoreFailed:
+                        return  # recorded in self._failed; the next append reports it
