@@ -35,6 +35,7 @@ class DTQApp(App[None]):
         console: Where the data comes from and actions go.
         read_only: Refuse every action that changes state.
         refresh_s: Seconds between the end of one poll and the next.
+        screen: The screen to open first (a mode name or alias, e.g. ``dlq``).
     """
 
     CSS_PATH = "styles/dtq.tcss"
@@ -50,9 +51,15 @@ class DTQApp(App[None]):
     ]
 
     def __init__(
-        self, console: ConsoleAPI, read_only: bool = False, refresh_s: float = 0.33
+        self,
+        console: ConsoleAPI,
+        read_only: bool = False,
+        refresh_s: float = 0.33,
+        *,
+        screen: str = "overview",
     ) -> None:
         super().__init__()
+        self.first_mode = resolve(screen) or "overview"
         self.api = console
         self.read_only = read_only
         self.feed = Feed(self, console, refresh_s, read_only)
@@ -63,8 +70,8 @@ class DTQApp(App[None]):
         self._history: list[str] = []
 
     def on_mount(self) -> None:
-        """Open the overview and start polling."""
-        self.switch_mode("overview")
+        """Open the first screen and start polling."""
+        self.switch_mode(self.first_mode)
         self.feed.start()
 
     def on_unmount(self) -> None:

@@ -44,12 +44,24 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between refreshes (default 0.33)",
     )
     p.add_argument("--seed", type=int, default=None, metavar="N", help="demo workload seed")
+    p.add_argument(
+        "--screen",
+        default="overview",
+        metavar="NAME",
+        help="screen to open first: overview, latency, tasks, dead, workflows, schedules, "
+        "limits, workers",
+    )
     return p
 
 
 def run(argv: list[str] | None = None) -> int:
     """Parse, connect, run the app; return the exit status."""
     args = parser().parse_args(argv)
+    from dtq_tui.screens import resolve
+
+    if resolve(args.screen) is None:
+        print(f"dtq-tui: no screen {args.screen!r}", file=sys.stderr)
+        return 2
     if args.refresh <= 0:
         print("dtq-tui: --refresh must be above 0 seconds", file=sys.stderr)
         return 2
@@ -87,7 +99,7 @@ def run(argv: list[str] | None = None) -> int:
     from dtq_tui.app import DTQApp
 
     try:
-        DTQApp(console, read_only=args.read_only, refresh_s=args.refresh).run()
+        DTQApp(console, read_only=args.read_only, refresh_s=args.refresh, screen=args.screen).run()
     finally:
         if demo is not None:
             demo.stop()

@@ -108,8 +108,8 @@ class DTQScreen(Screen[None]):
         except NoMatches:  # pushed but not composed yet: the next snapshot will do
             return
         top.health = snap.health.status
-        self.query_one(StatusLine).show(self.context_text(snap), self.status_text())
         self.render_snapshot(snap)
+        self.query_one(StatusLine).show(self.context_text(snap), self.status_text())
 
     def render_snapshot(self, snap: SystemSnapshot) -> None:
         """Subclasses draw their panes from ``snap``."""

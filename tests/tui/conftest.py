@@ -52,7 +52,7 @@ def fake() -> FakeConsole:
 @pytest.fixture
 def fake_app(fake: FakeConsole) -> DTQApp:
     """The app over the fake console, refreshing fast."""
-    return DTQApp(fake, refresh_s=0.05)
+    return DTQApp(fake, refresh_s=1.0)
 
 
 async def until(pilot: Pilot[Any], cond: Callable[[], object], timeout: float = 5.0) -> None:
@@ -61,7 +61,9 @@ async def until(pilot: Pilot[Any], cond: Callable[[], object], timeout: float = 
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {cond}")
-        await pilot.pause(0.02)
+        # A plain sleep: the app's loop keeps running; Pilot's idle detection would wait
+        # for the whole process (engine threads included) to go quiet.
+        await asyncio.sleep(0.01)
 
 
 async def until_engine(cond: Callable[[], object], timeout: float = 10.0) -> None:

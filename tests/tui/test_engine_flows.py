@@ -145,7 +145,9 @@ async def test_a_filter_narrows_the_tasks_table(engine: Engine) -> None:
     app = DTQApp(engine.console, refresh_s=REFRESH)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("3")
-        await until(pilot, lambda: isinstance(app.screen, TasksScreen) and len(app.screen.records) == 4)
+        await until(
+            pilot, lambda: isinstance(app.screen, TasksScreen) and len(app.screen.records) == 4
+        )
         screen = app.screen
         await pilot.press("slash")
         screen.filter_bar.value = "task:echo"
@@ -178,7 +180,7 @@ async def test_pausing_a_queue_stops_its_consumption(engine: Engine) -> None:
         held = [engine.send("echo", i) for i in range(5)]
         await asyncio.sleep(0.5)  # workers are idle: nothing may start in this time
         assert all(engine.record(i).state is TaskState.PENDING for i in held)
-        await until(pilot, lambda: screen.snapshot and screen.snapshot.queues and any(q.name == "echoes" and q.paused for q in screen.snapshot.queues))
+        await until(pilot, lambda: "⏸" in str(screen.queues.table.get_row("echoes")[0]))
         await pilot.press("p")
         for i in held:
             rec = await asyncio.to_thread(engine.broker.wait, i, 10)

@@ -26,14 +26,14 @@ SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 #: Screen key -> a condition that says the screen shows its data.
 SCREENS = {
-    "1-overview": ("1", lambda app: app.screen.snapshot is not None),
-    "2-latency": ("2", lambda app: app.screen.snapshot is not None),
-    "3-tasks": ("3", lambda app: isinstance(app.screen, TasksScreen) and app.screen.loaded),
-    "4-dead": ("4", lambda app: isinstance(app.screen, DeadLettersScreen) and app.screen.loaded),
-    "5-workflows": ("5", lambda app: app.screen.snapshot is not None),
-    "6-schedules": ("6", lambda app: app.screen.snapshot is not None),
-    "7-limits": ("7", lambda app: app.screen.snapshot is not None),
-    "8-workers": ("8", lambda app: app.screen.snapshot is not None),
+    "1-overview": lambda app: app.screen.snapshot is not None,
+    "2-latency": lambda app: app.screen.snapshot is not None,
+    "3-tasks": lambda app: isinstance(app.screen, TasksScreen) and app.screen.loaded,
+    "4-dead": lambda app: isinstance(app.screen, DeadLettersScreen) and app.screen.loaded,
+    "5-workflows": lambda app: app.screen.snapshot is not None,
+    "6-schedules": lambda app: app.screen.snapshot is not None,
+    "7-limits": lambda app: app.screen.snapshot is not None,
+    "8-workers": lambda app: app.screen.snapshot is not None,
 }
 
 
@@ -42,12 +42,9 @@ def make_app(**kw: Any) -> DTQApp:
     return DTQApp(kw.pop("console", None) or FakeConsole(), refresh_s=30.0, **kw)
 
 
-def goto(key: str, ready: Any) -> Any:
+def when(ready: Any) -> Any:
     async def run_before(pilot: Pilot[Any]) -> None:
-        app = pilot.app
-        await until(pilot, lambda: app.snapshot is not None)
-        await pilot.press(key)
-        await until(pilot, lambda: ready(app))
+        await until(pilot, lambda: ready(pilot.app))
 
     return run_before
 
@@ -55,8 +52,8 @@ def goto(key: str, ready: Any) -> Any:
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("screen", SCREENS.keys())
 def test_screen(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
-    key, ready = SCREENS[screen]
-    assert snap_compare(make_app(), terminal_size=size, run_before=goto(key, ready))
+    app = make_app(screen=screen.split("-", 1)[1])
+    assert snap_compare(app, terminal_size=size, run_before=when(SCREENS[screen]))
 
 
 def test_overview_light_theme(snap_compare: Any) -> None:
@@ -69,13 +66,11 @@ def test_overview_light_theme(snap_compare: Any) -> None:
 
 def test_read_only_footer_and_help(snap_compare: Any) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: pilot.app.screen.snapshot is not None)
-        await pilot.press("4")
         await until(pilot, lambda: isinstance(pilot.app.screen, DeadLettersScreen))
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(pilot.app.screen, HelpDialog))
 
-    app = make_app(read_only=True)
+    app = make_app(read_only=True, screen="dead")
     assert snap_compare(app, terminal_size=(100, 34), run_before=run_before)
 
 
@@ -89,8 +84,6 @@ def test_connection_lost_banner(snap_compare: Any) -> None:
 
 async def _open_group(pilot: Pilot[Any]) -> None:
     app = pilot.app
-    await until(pilot, lambda: app.snapshot is not None)
-    await pilot.press("4")
     await until(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.groups)
     await pilot.press("enter")
     await until(pilot, lambda: isinstance(app.screen, DeadGroupScreen) and app.screen.records)
@@ -101,7 +94,7 @@ def test_dead_group_with_tags(snap_compare: Any) -> None:
         await _open_group(pilot)
         await pilot.press("space", "space")
 
-    assert snap_compare(make_app(), terminal_size=(100, 24), run_before=run_before)
+    assert snap_compare(make_app(screen="dead"), terminal_size=(100, 24), run_before=run_before)
 
 
 def test_replay_group_dry_run(snap_compare: Any) -> None:
@@ -110,7 +103,7 @@ def test_replay_group_dry_run(snap_compare: Any) -> None:
         await pilot.press("R")
         await until(pilot, lambda: isinstance(pilot.app.screen, ReplayPreviewDialog))
 
-    assert snap_compare(make_app(), terminal_size=(100, 24), run_before=run_before)
+    assert snap_compare(make_app(screen="dead"), terminal_size=(100, 24), run_before=run_before)
 
 
 def test_purge_confirmation(snap_compare: Any) -> None:
@@ -119,7 +112,7 @@ def test_purge_confirmation(snap_compare: Any) -> None:
         await pilot.press("a", "d")
         await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
 
-    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(make_app(screen="dead"), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_edit_args_editor(snap_compare: Any) -> None:
@@ -128,7 +121,7 @@ def test_edit_args_editor(snap_compare: Any) -> None:
         await pilot.press("e")
         await until(pilot, lambda: isinstance(pilot.app.screen, EditArgsDialog))
 
-    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(make_app(screen="dead"), terminal_size=(100, 30), run_before=run_before)
 
 
 def test_task_detail(snap_compare: Any) -> None:
@@ -137,11 +130,13 @@ def test_task_detail(snap_compare: Any) -> None:
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: isinstance(pilot.app.screen, TaskDetailScreen)
-            and pilot.app.screen.record is not None,
+            lambda: (
+                isinstance(pilot.app.screen, TaskDetailScreen)
+                and pilot.app.screen.record is not None
+            ),
         )
 
-    assert snap_compare(make_app(), terminal_size=(100, 40), run_before=run_before)
+    assert snap_compare(make_app(screen="dead"), terminal_size=(100, 40), run_before=run_before)
 
 
 def test_event_log(snap_compare: Any) -> None:

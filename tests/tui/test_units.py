@@ -101,7 +101,9 @@ def test_histogram_bars_use_eighths() -> None:
     assert bar(5, 10, 3) == "█▌"  # 1.5 cells
 
 
-def node(nid: str, level: int, parents: tuple[str, ...], state: str = "success") -> WorkflowNodeSnapshot:
+def node(
+    nid: str, level: int, parents: tuple[str, ...], state: str = "success"
+) -> WorkflowNodeSnapshot:
     return WorkflowNodeSnapshot(nid, nid, state, level, parents, None, None, None, None)
 
 
