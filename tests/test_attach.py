@@ -1,0 +1,152 @@
+"""Attaching to a live embedded owner over its Unix socket, and falling back to the
+directory once the owner is gone (SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtq_core.control import LocalConsole, connect
+from dtq_core.errors import TaskNotFound
+from dtq_core.rpc import RemoteConsole
+from dtq_core.task import TaskRecord, TaskState
+from tests.backends.embedded.crash_worker import Child
+
+S = TaskState
+
+
+def wait_until(what: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def state_of(console: Any, task_id: str) -> str | None:
+    rec = console.task(task_id)
+    return None if rec is None else rec.state.value
+
+
+@pytest.fixture
+def owner(tmp_path: Path) -> Iterator[tuple[str, Child]]:
+    """A process owning ``embedded://tmp/data`` with a Broker and 2 worker threads."""
+    url = f"embedded://{tmp_path / 'data'}?fsync=always"
+    child = Child("owner", {"url": url})
+    child.wait_for("READY")
+    wait_until(lambda: (tmp_path / "data" / "dtq.sock").exists())
+    yield url, child
+    child.kill()
+
+
+def test_console_api_through_the_owners_socket(owner: tuple[str, Child], tmp_path: Path) -> None:
+    url, child = owner
+    sock = tmp_path / "data" / "dtq.sock"
+    assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600  # owner-only
+    console = connect(url)
+    assert isinstance(console, RemoteConsole)
+    try:
+        # enqueue and run
+        tid = console.enqueue("app.echo", [{"hello": "world"}])
+        wait_until(lambda: state_of(console, tid) == "SUCCESS")
+        rec = console.task(tid)
+        assert isinstance(rec, TaskRecord) and rec.result == {"hello": "world"}
+        assert [r.id for r in console.tasks("task:app.echo state:SUCCESS")] == [tid]
+
+        # a dead letter, grouped by cause, replayed with edited args, then purged
+        dead = console.enqueue("app.fragile", [-3])
+        wait_until(lambda: state_of(console, dead) == "DEAD")
+        (group,) = console.dead_groups()
+        assert group.task == "app.fragile" and group.task_ids == (dead,)
+        assert "negative input" in group.message
+        assert [r.id for r in console.dead_letters()] == [dead]
+        (plan,) = console.replay([dead], args=[4], note="fixed the sign")
+        assert plan.edited and plan.args == [4] and plan.new_id
+        wait_until(lambda: state_of(console, plan.new_id) == "SUCCESS")
+        new = console.task(plan.new_id)
+        assert new.result == 40 and new.replayed_from == dead
+        old = console.task(dead)
+        assert old.replayed_to == (plan.new_id,)
+        assert old.edits[-1]["note"] == "fixed the sign" and old.edits[-1]["args"] == [4]
+        assert console.purge([dead]) == 1
+        assert console.dead_letters() == [] and console.task(dead) is None
+        with pytest.raises(TaskNotFound):
+            console.replay([dead])
+
+        # pause, cancel and resume a queue
+        console.pause_queue("default")
+        snap = console.snapshot()
+        assert {q.name: q.paused for q in snap.queues}["default"] is True
+        held = console.enqueue("app.echo", ["held"])
+        doomed = console.enqueue("app.echo", ["doomed"])
+        time.sleep(0.3)
+        assert state_of(console, held) == "PENDING"
+        assert console.cancel(doomed) is True
+        assert console.cancel(doomed) is False
+        assert state_of(console, doomed) == "CANCELLED"
+        console.resume_queue("default")
+        wait_until(lambda: state_of(console, held) == "SUCCESS")
+        assert state_of(console, doomed) == "CANCELLED"
+
+        # the snapshot describes the owner's store
+        snap = console.snapshot()
+        assert snap.counts["SUCCESS"] == 3 and snap.counts["CANCELLED"] == 1
+        assert snap.dead_letters == 0
+        assert snap.backend_info["fsync"] == "always"
+        assert snap.backend_info["path"] == str(tmp_path / "data")
+        assert snap.backend_info["failed"] is False
+        assert len(snap.workers) == 2
+        assert console.health().status in ("ok", "degraded")
+    finally:
+        console.close()
+    assert child.proc.poll() is None  # the owner is still serving
+
+
+def test_after_the_owner_is_killed_connect_opens_the_directory(
+    owner: tuple[str, Child], tmp_path: Path
+) -> None:
+    url, child = owner
+    remote = connect(url)
+    assert isinstance(remote, RemoteConsole)
+    done = remote.enqueue("app.echo", ["kept"])
+    wait_until(lambda: state_of(remote, done) == "SUCCESS")
+    remote.pause_queue("paused-q")
+    slow = remote.enqueue("app.sleep", [30])
+    wait_until(lambda: state_of(remote, slow) == "RUNNING")
+    remote.close()
+    child.kill()
+    assert (tmp_path / "data" / "dtq.sock").exists()  # stale: nobody answers it
+
+    local = connect(url)
+    assert isinstance(local, LocalConsole)
+    try:
+        rec = local.task(done)
+        assert rec is not None and rec.state is S.SUCCESS and rec.result == "kept"
+        # RUNNING at the kill: back to PENDING, not lost (the delivery count is checked
+        # in test_crash.py's poison-task test).
+        requeued = local.task(slow)
+        assert requeued is not None and requeued.state is S.PENDING
+        assert requeued.result is None
+        snap = local.snapshot()
+        assert {q.name: q.paused for q in snap.queues}["paused-q"] is True
+        assert snap.counts["SUCCESS"] == 1 and snap.counts["PENDING"] == 1
+        # This process is the owner now: its socket is live and owner-only.
+        sock = tmp_path / "data" / "dtq.sock"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        again = connect(url)
+        assert isinstance(again, RemoteConsole)
+        assert again.task(done).result == "kept"  # type: ignore[union-attr]
+        again.close()
+    finally:
+        local.broker.stop()
+    assert not (tmp_path / "data" / "dtq.sock").exists()  # removed by a clean stop
