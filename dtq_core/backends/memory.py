@@ -6,7 +6,6 @@ write-ahead log and applies it here.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 from collections import deque
@@ -18,11 +17,11 @@ from dtq_core.backends.base import (
     Capabilities,
     Delivery,
     NewTask,
-    QueueStats,
     Transition,
 )
+from dtq_core.backends.memory_kv import KeyValueMixin
+from dtq_core.backends.memory_queries import QueryMixin
 from dtq_core.clock import SYSTEM_CLOCK, Clock
-from dtq_core.filters import TaskFilter
 from dtq_core.queue import IndexedHeap
 from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
 
@@ -30,7 +29,7 @@ S = TaskState
 _LIVE_END = frozenset({S.SUCCESS, S.FAILED, S.CANCELLED})
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
     """All state in dicts and heaps under one lock; ``memory://``."""
 
     capabilities = Capabilities(durable=False, cross_process=False, blocking_claim=True)
@@ -364,34 +363,6 @@ class MemoryBackend(Backend):
             self._finish(rec, now)
             return [self._move(rec, S.CANCELLED, "cancelled")]
 
-    def queue_stats(self) -> list[QueueStats]:
-        """Depth figures of every known queue."""
-        with self._lock:
-            delayed: dict[str, int] = {}
-            if len(self._delayed) <= 50_000:  # beyond that, count delayed lazily as 0/queue
-                for task_id in self._delayed:
-                    q = self._records[task_id].queue
-                    delayed[q] = delayed.get(q, 0) + 1
-            names = set(self._ready) | set(self._running) | self._paused | set(delayed)
-            return [
-                QueueStats(
-                    name,
-                    len(self._ready.get(name, ())),
-                    delayed.get(name, 0),
-                    self._running.get(name, 0),
-                    name in self._paused,
-                )
-                for name in sorted(names)
-            ]
-
-    def peek(self, queue: str, limit: int) -> list[TaskRecord]:
-        """The next ``limit`` ready tasks of ``queue``."""
-        with self._lock:
-            heap = self._ready.get(queue)
-            if heap is None:
-                return []
-            return [dataclasses.replace(self._records[i]) for i, _ in heap.smallest(limit)]
-
     def set_paused(self, queue: str, paused: bool) -> None:
         """Pause or resume a queue."""
         with self._lock:
@@ -403,29 +374,6 @@ class MemoryBackend(Backend):
                     self._cond.notify_all()
 
     # -- records -----------------------------------------------------------------------
-
-    def get(self, task_id: str) -> TaskRecord | None:
-        """A copy of the record."""
-        with self._lock:
-            rec = self._records.get(task_id)
-            return None if rec is None else dataclasses.replace(rec)
-
-    def get_state(self, task_id: str) -> TaskState | None:
-        """Only the state (no copy)."""
-        rec = self._records.get(task_id)
-        return None if rec is None else rec.state
-
-    def list_tasks(
-        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
-    ) -> list[TaskRecord]:
-        """Records matching ``flt``, newest first."""
-        with self._lock:
-            recs = list(reversed(self._records.values()))
-        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
-
-    def count_by_state(self) -> dict[TaskState, int]:
-        """Retained records per state."""
-        return dict(self._counts)
 
     def expire(self, now: float) -> int:
         """Drop finished records past the result TTL (or over ``max_results``)."""
@@ -442,22 +390,6 @@ class MemoryBackend(Backend):
         return n
 
     # -- dead letters ------------------------------------------------------------------
-
-    def list_dead(
-        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
-    ) -> list[TaskRecord]:
-        """Dead tasks matching ``flt``, newest first."""
-        with self._lock:
-            recs = [self._records[i] for i in reversed(self._dead)]
-        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
-
-    def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
-        """How many dead tasks match."""
-        if flt is None or flt.is_empty():
-            return len(self._dead)
-        with self._lock:
-            recs = [self._records[i] for i in self._dead]
-        return sum(1 for r in recs if flt.matches(r, now))
 
     def replay(
         self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
@@ -501,98 +433,3 @@ class MemoryBackend(Backend):
                     self._counts[rec.state] -= 1
                     n += 1
         return n
-
-    # -- keys and counters -------------------------------------------------------------
-
-    def _live(self, key: str, now: float) -> str | None:
-        item = self._kv.get(key)
-        if item is None:
-            return None
-        if item[1] is not None and item[1] <= now:
-            del self._kv[key]
-            return None
-        return item[0]
-
-    def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
-        """Set ``key`` unless a live value exists; return the existing value if any."""
-        with self._lock:
-            old = self._live(key, now)
-            if old is None:
-                self._kv[key] = (value, now + ttl_s)
-            return old
-
-    def get_key(self, key: str, now: float) -> str | None:
-        """The live value of ``key``."""
-        with self._lock:
-            return self._live(key, now)
-
-    def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
-        """Set ``key`` unconditionally."""
-        with self._lock:
-            self._kv[key] = (value, None if ttl_s is None else now + ttl_s)
-
-    def delete_key(self, key: str) -> None:
-        """Remove ``key``."""
-        with self._lock:
-            self._kv.pop(key, None)
-
-    def compare_and_set(
-        self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
-    ) -> bool:
-        """Set ``key`` to ``value`` only if its live value is ``expected``."""
-        with self._lock:
-            if self._live(key, now) != expected:
-                return False
-            self._kv[key] = (value, None if ttl_s is None else now + ttl_s)
-            return True
-
-    def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
-        """Live keys starting with ``prefix``."""
-        with self._lock:
-            found = [k for k in self._kv if k.startswith(prefix) and self._live(k, now) is not None]
-        found.sort()
-        return found[:limit]
-
-    def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
-        """GCRA token bucket: reserve one token; return the seconds to wait."""
-        interval = 1.0 / rate
-        with self._lock:
-            raw = self._live(key, now)
-            tat = max(float(raw) if raw is not None else now, now)
-            wait = max(0.0, tat - now - (burst - 1) * interval)
-            new_tat = tat + interval
-            self._kv[key] = (repr(new_tat), new_tat + 1.0)
-            return wait
-
-    # -- workers -----------------------------------------------------------------------
-
-    def heartbeat(self, worker_id: str, info: dict[str, Any], now: float, ttl_s: float) -> None:
-        """Publish a worker's state."""
-        with self._lock:
-            self._workers[worker_id] = (info, now + ttl_s)
-
-    def workers(self, now: float) -> list[dict[str, Any]]:
-        """Live workers' last published states."""
-        with self._lock:
-            for wid in [w for w, (_, exp) in self._workers.items() if exp <= now]:
-                del self._workers[wid]
-            return [dict(info) for info, _ in self._workers.values()]
-
-    def forget_worker(self, worker_id: str) -> None:
-        """Remove a worker that stopped cleanly."""
-        with self._lock:
-            self._workers.pop(worker_id, None)
-
-    def register_names(self, names: Iterable[str]) -> None:
-        """Record task names that a worker can run."""
-        with self._lock:
-            self._names.update(names)
-
-    def known_names(self) -> set[str]:
-        """Task names some worker has registered."""
-        with self._lock:
-            return set(self._names)
-
-
-def _page(it: Iterable[TaskRecord], offset: int, limit: int) -> list[TaskRecord]:
-    return [dataclasses.replace(r) for r in itertools.islice(it, offset, offset + limit)]

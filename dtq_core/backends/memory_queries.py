@@ -1,0 +1,107 @@
+"""Read-only views of the in-memory backend (queues, records, dead letters), as a mixin."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Iterable
+
+from dtq_core.backends.base import QueueStats
+from dtq_core.filters import TaskFilter
+from dtq_core.queue import IndexedHeap
+from dtq_core.task import TaskRecord, TaskState
+
+
+class QueryMixin:
+    """Queue depths, peeks, record lookups and listings, and dead-letter listings.
+
+    Mixed into :class:`~dtq_core.backends.memory.MemoryBackend`, which creates the state
+    in its constructor; every method returns copies, never the live records.
+    """
+
+    _lock: threading.Lock | threading.RLock
+    _records: dict[str, TaskRecord]
+    _ready: dict[str, IndexedHeap]
+    _delayed: IndexedHeap
+    _dead: dict[str, None]
+    _paused: set[str]
+    _counts: dict[TaskState, int]
+    _running: dict[str, int]
+
+    # -- queues ------------------------------------------------------------------------
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Depth figures of every known queue."""
+        with self._lock:
+            delayed: dict[str, int] = {}
+            if len(self._delayed) <= 50_000:  # beyond that, count delayed lazily as 0/queue
+                for task_id in self._delayed:
+                    q = self._records[task_id].queue
+                    delayed[q] = delayed.get(q, 0) + 1
+            names = set(self._ready) | set(self._running) | self._paused | set(delayed)
+            return [
+                QueueStats(
+                    name,
+                    len(self._ready.get(name, ())),
+                    delayed.get(name, 0),
+                    self._running.get(name, 0),
+                    name in self._paused,
+                )
+                for name in sorted(names)
+            ]
+
+    def peek(self, queue: str, limit: int) -> list[TaskRecord]:
+        """The next ``limit`` ready tasks of ``queue``."""
+        with self._lock:
+            heap = self._ready.get(queue)
+            if heap is None:
+                return []
+            return [dataclasses.replace(self._records[i]) for i, _ in heap.smallest(limit)]
+
+    # -- records -----------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """A copy of the record."""
+        with self._lock:
+            rec = self._records.get(task_id)
+            return None if rec is None else dataclasses.replace(rec)
+
+    def get_state(self, task_id: str) -> TaskState | None:
+        """Only the state (no copy)."""
+        rec = self._records.get(task_id)
+        return None if rec is None else rec.state
+
+    def list_tasks(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Records matching ``flt``, newest first."""
+        with self._lock:
+            recs = list(reversed(self._records.values()))
+        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        """Retained records per state."""
+        return dict(self._counts)
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def list_dead(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Dead tasks matching ``flt``, newest first."""
+        with self._lock:
+            recs = [self._records[i] for i in reversed(self._dead)]
+        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
+
+    def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
+        """How many dead tasks match."""
+        if flt is None or flt.is_empty():
+            return len(self._dead)
+        with self._lock:
+            recs = [self._records[i] for i in self._dead]
+        return sum(1 for r in recs if flt.matches(r, now))
+
+
+def _page(it: Iterable[TaskRecord], offset: int, limit: int) -> list[TaskRecord]:
+    return [dataclasses.replace(r) for r in itertools.islice(it, offset, offset + limit)]
