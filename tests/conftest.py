@@ -48,7 +48,9 @@ def make_broker(registry: Registry) -> Iterator[BrokerFactory]:
     yield make
     set_default_broker(None)
     for broker in made:
-        broker.stop(drain_timeout=0.0)
+        # A short drain, not 0: a hard stop right after a task finished can land its
+        # WorkerShutdown outside the task (see test_pools' hard-stop xfail).
+        broker.stop(drain_timeout=2.0)
 
 
 @pytest.fixture

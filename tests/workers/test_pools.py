@@ -239,9 +239,7 @@ def test_a_crashed_child_fails_the_task_with_worker_crashed_and_it_retries(
     assert rec.attempt == 2
     [first] = rec.history
     assert first.error.type.endswith("WorkerCrashed")
-    # The exit code is not asserted: the pool reads it before reaping the child, so it
-    # is sometimes None (reported, racy, so not an xfail).
-    assert first.error.message.startswith("worker process died")
+    assert "worker process died (exit code 3)" in first.error.message
 
 
 def test_a_child_that_always_crashes_goes_dead_per_policy(
@@ -473,3 +471,47 @@ def test_stop_without_drain_requeues_a_long_task(
         assert elapsed < 4
     finally:
         release.set()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: ThreadPool._interrupt_stragglers raises WorkerShutdown into any thread whose "
+    "info.current is still set, also after its task returned, so the async exception lands "
+    "in event subscribers, hooks, GC finalizers or backend writes (seen: WAL fail-stop)",
+)
+def test_a_hard_stop_interrupts_only_the_task_not_what_follows_it(
+    make_broker: BrokerFactory, registry: Registry
+) -> None:
+    @task(name="quick", registry=registry)
+    def quick() -> str:
+        return "done"
+
+    in_subscriber, release = threading.Event(), threading.Event()
+    interrupted: list[str] = []
+    later: list[Any] = []
+
+    def slow_subscriber(ev: Any) -> None:
+        # Runs on the worker thread after the task returned and was acked.
+        if ev.new != SUCCESS:
+            return
+        in_subscriber.set()
+        try:
+            while not release.wait(0.01):
+                pass
+        except BaseException as exc:
+            interrupted.append(type(exc).__name__)
+            raise
+
+    broker = make_broker(num_workers=1, pool="thread")
+    broker.events.subscribe(slow_subscriber)
+    broker.events.subscribe(lambda ev: later.append((ev.old, ev.new)))
+    broker.start()
+    res = quick.apply_async(broker=broker)
+    assert in_subscriber.wait(10)
+    try:
+        broker.stop(drain_timeout=0)
+    finally:
+        release.set()
+    assert res.get(timeout=5) == "done"
+    assert interrupted == []
+    assert (RUNNING, SUCCESS) in later  # the next subscriber saw the event too
