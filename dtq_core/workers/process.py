@@ -10,9 +10,12 @@ A task past its time limit, or a child that dies, costs the child: it is killed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -41,6 +44,13 @@ if TYPE_CHECKING:
 
 def _child_main(conn: Connection, registry: Registry) -> None:
     """The child's loop: receive a call, run it, answer; never imports by name."""
+    if sys.platform == "linux":
+        # Die with the parent: an orphaned child would keep the pool's pipes (and the
+        # owner's files) open after a kill -9 of the owner.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:

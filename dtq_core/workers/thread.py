@@ -61,6 +61,9 @@ class ThreadPool(Pool):
         self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
         self._hard = False
+        # Threads inside a task's call -> whether a stop interrupted it.
+        self._in_call: dict[int, bool] = {}
+        self._calls_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the threads."""
@@ -130,7 +133,10 @@ class ThreadPool(Pool):
         limit = runner.time_limit(ctx)
         task = ctx.task
         started = self.broker.clock.monotonic()
+        ident = threading.get_ident()
         try:
+            with self._calls_lock:
+                self._in_call[ident] = False  # False: not interrupted (yet)
             if task.is_async:
                 result = self._async_loop().run(task.fn(*ctx.args, **ctx.kwargs), limit)
             elif limit is None:
@@ -147,6 +153,12 @@ class ThreadPool(Pool):
         except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
             return None, exc
         finally:
+            with self._calls_lock:
+                interrupted = self._in_call.pop(ident, False)
+            if interrupted:
+                # A stop's WorkerShutdown may still be pending: it must not land in the
+                # settle, a hook or a subscriber that follows the task.
+                raise_in_thread(ident, None)
             ctx.runtime = self.broker.clock.monotonic() - started
 
     def _async_loop(self) -> LoopThread:
@@ -174,9 +186,12 @@ class ThreadPool(Pool):
 
     def _interrupt_stragglers(self) -> None:
         alive = [(t, w) for t, w in zip(self._threads, self.workers, strict=True) if t.is_alive()]
-        for t, w in alive:
-            if w.current is not None and t.ident is not None:
-                raise_in_thread(t.ident, WorkerShutdown)
+        for t, _ in alive:
+            # Only threads inside a task's own call: never one settling or in a hook.
+            with self._calls_lock:
+                if t.ident is not None and t.ident in self._in_call:
+                    self._in_call[t.ident] = True
+                    raise_in_thread(t.ident, WorkerShutdown)
         for t, w in alive:
             t.join(1.0)
             d = w.current

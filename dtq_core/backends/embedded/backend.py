@@ -37,7 +37,13 @@ from dtq_core.backends.embedded.state import b2s, dump_state, load_state, s2b
 from dtq_core.backends.embedded.wal import FsyncFn, FsyncMode, WriteAheadLog
 from dtq_core.backends.memory import MemoryBackend
 from dtq_core.clock import SYSTEM_CLOCK, Clock
-from dtq_core.errors import BackendError, BackendUnavailable, ConfigError
+from dtq_core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    StoreCorrupted,
+    StoreFailed,
+)
 from dtq_core.task import ErrorInfo, TaskState
 
 OP_ENQ, OP_CLAIM, OP_CALL, OP_PROMOTE, OP_RECLAIM, OP_KVSET, OP_KVDEL, OP_NAMES = range(1, 9)
@@ -55,6 +61,10 @@ OP_NAMES_BY_TYPE = {
 }
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+# Data directories open in this process (resolved paths).
+_OPEN_DIRS: set[str] = set()
+_OPEN_LOCK = threading.Lock()
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
@@ -129,10 +139,30 @@ class EmbeddedBackend(MemoryBackend):
         self._ckpt_thread.start()
 
     def _take_ownership(self) -> None:
+        # POSIX record locks are per process: a second open in this process would get
+        # the lock again, so this process keeps its own list of open directories.
+        key = str(self.path.resolve())
+        with _OPEN_LOCK:
+            if key in _OPEN_DIRS:
+                raise BackendUnavailable(
+                    f"data directory {self.path} is owned by process {os.getpid()} (this "
+                    "one): it is already open here; share that broker instead"
+                )
+            _OPEN_DIRS.add(key)
+        try:
+            self._lock_directory()
+        except BaseException:
+            with _OPEN_LOCK:
+                _OPEN_DIRS.discard(key)
+            raise
+
+    def _lock_directory(self) -> None:
         lock_path = self.path / "LOCK"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A POSIX record lock, not flock(): forked children (the process pool) do not
+            # inherit it, so the directory is free as soon as the owner dies.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -145,13 +175,18 @@ class EmbeddedBackend(MemoryBackend):
         self._lock_fd = fd
 
     def _release_ownership(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN_DIRS.discard(str(self.path.resolve()))
         if self._lock_fd >= 0:
             with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
             self._lock_fd = -1
 
     def _recover(self) -> None:
+        if self._records or self._kv or self._names:  # reopened after close(): start clean
+            MemoryBackend.__init__(self, self.url, self.clock)
+            self._ckpt_lsn = 0
         ckpt = load_latest_checkpoint(self.path / "checkpoints")
         if ckpt is not None:
             load_state(self, ckpt.body)
@@ -159,6 +194,18 @@ class EmbeddedBackend(MemoryBackend):
         self._wal = WriteAheadLog(
             self.path / "wal", self.fsync, self.interval_ms, self.segment_bytes, self.fsync_fn
         )
+        first = self._wal.recovery.first_lsn
+        if ckpt is not None and first > self._ckpt_lsn + 1 and self._wal.recovery.segments:
+            # The segments between this checkpoint and the log were deleted after a newer
+            # checkpoint that is now unreadable: replaying would skip them silently.
+            self._wal.close()
+            self._wal = None
+            raise StoreCorrupted(
+                f"{self.path}: the newest valid checkpoint is at lsn {self._ckpt_lsn} but the "
+                f"log starts at lsn {first}; records in between are gone. Run `dtq wal verify "
+                f"{self.path}` and restore the newer checkpoint (skipped: "
+                f"{', '.join(str(p) for p in getattr(ckpt, 'skipped', ())) or 'none'})"
+            )
         replayed = 0
         max_token = 0
         self._replaying = True
@@ -228,14 +275,16 @@ class EmbeddedBackend(MemoryBackend):
         if self._ckpt_thread is not None:
             self._ckpt_thread.join(5)
         wal = self._wal
-        if wal is not None:
+        try:
+            if wal is not None and not wal.failed and wal.next_lsn - 1 > self._ckpt_lsn:
+                self.checkpoint()
+        finally:
             try:
-                if not wal.failed and wal.next_lsn - 1 > self._ckpt_lsn:
-                    self.checkpoint()
+                if wal is not None:
+                    wal.close()
             finally:
-                wal.close()
                 self._wal = None
-        self._release_ownership()
+                self._release_ownership()
 
     def info(self) -> dict[str, Any]:
         """Recovery and log figures for the snapshot."""
@@ -270,6 +319,19 @@ class EmbeddedBackend(MemoryBackend):
             return 0
         return self._require_wal().submit(op, _dumps(body).encode())
 
+    def _alive(self) -> None:
+        """Fail-stop: once the log failed, nothing changes any more.
+
+        A change is refused before it is applied, so readers never see an effect that
+        was never logged; a restart recovers the logged state.
+        """
+        wal = self._wal
+        if wal is not None and wal.failed:
+            raise StoreFailed(
+                f"embedded store {self.path} stopped after a write-ahead log I/O error; "
+                "restart the process to recover its acknowledged state"
+            )
+
     def _wait(self, lsn: int) -> None:
         if lsn:
             self._require_wal().wait(lsn)
@@ -281,6 +343,7 @@ class EmbeddedBackend(MemoryBackend):
         return self._submit(OP_KVSET, [key, item[0], item[1]])
 
     def _call(self, name: str, args: list[Any], wait: bool = True) -> Any:
+        self._alive()
         with self._lock:
             a, kw = _decode_args(name, args)
             out = getattr(MemoryBackend, name)(self, *a, **kw)
@@ -344,6 +407,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def enqueue(self, task: NewTask, now: float) -> list[Transition]:
         """Store a new task; returns once its record is durable (per the fsync mode)."""
+        self._alive()
         with self._lock:
             out = super().enqueue(task, now)
             lsn = self._submit(OP_ENQ, [_task_dict(task), now])
@@ -352,6 +416,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
         """Store several tasks with one wait for durability."""
+        self._alive()
         out: list[Transition] = []
         lsn = 0
         with self._lock:
@@ -402,6 +467,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
         """Requeue expired leases (logged with the decision for each task)."""
+        self._alive()
         out: list[Transition] = []
         with self._lock:
             due = self._leases.pop_until(now, 10_000)
@@ -417,6 +483,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def promote_due(self, now: float, limit: int = 1000) -> list[Transition]:
         """Move due delayed tasks into their queues (logged)."""
+        self._alive()
         with self._lock:
             ids = self._delayed.pop_until(now, limit)
             out = []
@@ -435,6 +502,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def set_paused(self, queue: str, paused: bool) -> None:
         """Pause or resume a queue (persisted)."""
+        self._alive()
         with self._lock:
             super().set_paused(queue, paused)
             lsn = self._submit(OP_CALL, ["set_paused", [queue, paused]])
@@ -452,6 +520,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
         """Set-if-absent, persisted when it sets."""
+        self._alive()
         with self._lock:
             old = super().set_if_absent(key, value, ttl_s, now)
             lsn = self._log_key(key) if old is None else 0
@@ -460,6 +529,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
         """Set ``key`` (persisted)."""
+        self._alive()
         with self._lock:
             super().set_key(key, value, ttl_s, now)
             lsn = self._log_key(key)
@@ -467,6 +537,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def delete_key(self, key: str) -> None:
         """Remove ``key`` (persisted)."""
+        self._alive()
         with self._lock:
             super().delete_key(key)
             lsn = self._submit(OP_KVDEL, [key])
@@ -476,6 +547,7 @@ class EmbeddedBackend(MemoryBackend):
         self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
     ) -> bool:
         """Compare-and-set, persisted when it sets."""
+        self._alive()
         with self._lock:
             ok = super().compare_and_set(key, expected, value, ttl_s, now)
             lsn = self._log_key(key) if ok else 0
@@ -484,6 +556,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """GCRA reserve; the bucket state is logged without waiting."""
+        self._alive()
         with self._lock:
             wait = super().reserve(key, rate, burst, now)
             self._log_key(key)
@@ -491,6 +564,7 @@ class EmbeddedBackend(MemoryBackend):
 
     def register_names(self, names: Iterable[str]) -> None:
         """Record task names (persisted, so producers can check them after a restart)."""
+        self._alive()
         names = sorted(set(names) - self._names)
         if not names:
             return
@@ -498,6 +572,21 @@ class EmbeddedBackend(MemoryBackend):
             super().register_names(names)
             lsn = self._submit(OP_NAMES, names)
         self._wait(lsn)
+
+    # -- fail-stop ---------------------------------------------------------------------
+
+    def claim(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease tasks (refused once the log failed)."""
+        self._alive()
+        return super().claim(queues, worker_id, lease_s, limit, now, wait)
 
 
 def _task_dict(t: NewTask) -> dict[str, Any]:

@@ -777,13 +777,6 @@ def test_fsync_failure_under_concurrent_producers(tmp_path: Path) -> None:
         b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmbeddedBackend applies a change to the MemoryBackend state before "
-    "_submit() finds the log failed (backend.py enqueue/_call/set_key...), so after "
-    "fail-stop a call that raised StoreFailed still shows its never-logged effect to "
-    "readers (get(), Broker.wait), until restart",
-)
 def test_after_fail_stop_rejected_changes_are_not_visible(tmp_path: Path) -> None:
     disk = FlakyDisk()
     clock = FakeClock(cw.T0)
@@ -834,13 +827,6 @@ def test_second_process_gets_backend_unavailable_naming_the_owner(tmp_path: Path
     b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the ownership lock is an flock() (backend.py _take_ownership) on an fd "
-    "that forked process-pool children inherit, and those children never exit after the "
-    "owner is SIGKILLed (each holds the parent's pipe ends, workers/process.py _Child), so "
-    "the directory stays locked, naming a dead pid",
-)
 def test_lock_is_free_after_owner_with_process_pool_is_killed(tmp_path: Path) -> None:
     d = tmp_path / "data"
     owner = Child("hold", {"url": url_of(d), "pool": "process"})
@@ -1001,13 +987,6 @@ def test_results_dead_letters_keys_cron_and_paused_queues_survive_a_crash(
 # -- recovery guards ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _recover() (backend.py) replays the WAL from an older checkpoint's LSN when "
-    "the newest checkpoint is invalid, without checking that the log still starts at or "
-    "before that LSN + 1; the segments between were deleted by the newer checkpoint, so "
-    "acknowledged tasks vanish silently instead of StoreCorrupted",
-)
 def test_fallback_to_an_older_checkpoint_never_skips_log_silently(tmp_path: Path) -> None:
     d = tmp_path / "data"
     clock = FakeClock(cw.T0)

@@ -406,13 +406,6 @@ def test_enqueue_many_waits_once(opened: Any, clock: FakeClock) -> None:
 # -- fsync failure -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmbeddedBackend.close() (backend.py) calls _release_ownership() after the "
-    "try/finally around its final checkpoint, so when that checkpoint raises (fsync "
-    "failure) the directory lock is never released and a reopen in the same process "
-    "gets BackendUnavailable naming itself",
-)
 def test_close_releases_the_directory_even_when_its_checkpoint_fails(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -447,13 +440,6 @@ def test_second_open_in_the_same_process_is_refused(opened: Any, tmp_path: Path)
     assert (tmp_path / "data" / "LOCK").read_text() == str(os.getpid())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmbeddedBackend.open() (backend.py _recover -> state.load_state) recovers "
-    "into the object's existing in-memory state without clearing it, so opening an "
-    "instance again after close() (Broker.stop() then start()) counts every task twice: "
-    "phantom PENDING counts that never drain",
-)
 def test_reopening_the_same_instance_after_close(tmp_path: Path, clock: FakeClock) -> None:
     b = EmbeddedBackend(url_of(tmp_path / "data"), clock)
     b.open()
