@@ -96,9 +96,11 @@ class ThreadPool(Pool):
                 continue
             for i, d in enumerate(batch):
                 if stopping.is_set():
+                    info.waiting = ()
                     for rest in batch[i:]:
                         runner.requeue(rest, info.id, "worker stopping: requeued")
                     break
+                info.waiting = tuple(batch[i + 1 :])
                 info.current = d
                 info.current_started = clock.now()
                 info.state = "busy"
