@@ -66,7 +66,9 @@ class KeyValueMixin:
     def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
         """Live keys starting with ``prefix``."""
         with self._lock:
-            found = [k for k in self._kv if k.startswith(prefix) and self._live(k, now) is not None]
+            # list(): _live() deletes an expired key, which would break a live iteration
+            keys = [k for k in list(self._kv) if k.startswith(prefix)]
+            found = [k for k in keys if self._live(k, now) is not None]
         found.sort()
         return found[:limit]
 

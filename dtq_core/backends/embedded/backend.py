@@ -119,6 +119,7 @@ class EmbeddedBackend(MemoryBackend):
         self._ckpt_lsn = 0
         self._stop = threading.Event()
         self._ckpt_thread: threading.Thread | None = None
+        self._claim_lsn = threading.local()
 
     # -- ownership, recovery, checkpoints ----------------------------------------------
 
@@ -432,7 +433,9 @@ class EmbeddedBackend(MemoryBackend):
         out = super()._claim(queues, worker_id, lease_s, limit, now)
         if out:
             deadline = now + lease_s
-            self._submit(OP_CLAIM, [[[d.task_id, d.token, worker_id, deadline] for d in out], now])
+            self._claim_lsn.value = self._submit(
+                OP_CLAIM, [[[d.task_id, d.token, worker_id, deadline] for d in out], now]
+            )
         return out
 
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
@@ -584,9 +587,19 @@ class EmbeddedBackend(MemoryBackend):
         now: float,
         wait: float = 0.0,
     ) -> list[Delivery]:
-        """Lease tasks (refused once the log failed)."""
+        """Lease tasks (refused once the log failed).
+
+        The claim record reaches the OS before the task runs (no fsync wait): a task
+        that kills its process still has its delivery counted, so it ends dead as
+        ``worker_lost`` instead of looping.
+        """
         self._alive()
-        return super().claim(queues, worker_id, lease_s, limit, now, wait)
+        self._claim_lsn.value = 0
+        out = super().claim(queues, worker_id, lease_s, limit, now, wait)
+        lsn = self._claim_lsn.value
+        if lsn:
+            self._require_wal().wait_written(lsn)
+        return out
 
 
 def _task_dict(t: NewTask) -> dict[str, Any]:

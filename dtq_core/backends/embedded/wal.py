@@ -261,6 +261,17 @@ class WriteAheadLog(WritePath):
         with self._cond:
             self._await(lsn, durable=self._mode == "always")
 
+    def wait_written(self, lsn: int) -> None:
+        """Return once ``lsn`` is written to the OS, whatever the mode.
+
+        A written record survives a crash of this process, not of the machine.
+
+        Raises:
+            StoreFailed: A write failed before ``lsn`` was written.
+        """
+        with self._cond:
+            self._await(lsn, durable=False)
+
     def sync(self) -> int:
         """Write and fsync everything appended so far, whatever the mode.
 

@@ -866,13 +866,6 @@ def crons(b: EmbeddedBackend, now: float) -> list[str]:
     return sorted(r.id for r in b.list_tasks(TaskFilter(), now, 0, 1000) if r.name == "x.minutely")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmbeddedBackend._claim (backend.py) logs the claim without waiting for it, "
-    "and the worker starts the task at once; a task that kills its process (segfault, OOM) "
-    "dies before anything flushes that record, so its delivery is never counted: it is "
-    "redelivered forever and never reaches max_deliveries / worker_lost",
-)
 def test_a_task_that_kills_its_process_ends_dead_as_worker_lost(tmp_path: Path) -> None:
     url = url_of(tmp_path / "data")
     for run in range(MAXD):  # each run claims it once and dies of it
@@ -907,13 +900,6 @@ def test_dedup_key_still_deduplicates_after_a_crash(tmp_path: Path) -> None:
         broker.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG: MemoryBackend.scan_keys (backends/memory.py) deletes expired keys from "
-    "self._kv while iterating over it; DedupHook.attach now scans the dedup keys at "
-    "start, so a restart after any dedup key expired raises RuntimeError from Broker.open()",
-)
 def test_restart_after_dedup_keys_expired(tmp_path: Path) -> None:
     url = url_of(tmp_path / "data")
     _, lines = run_child("extras", {"url": url})
