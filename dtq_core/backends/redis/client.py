@@ -1,0 +1,87 @@
+"""The connection plumbing the parts of the Redis backend share: retries, scans, lookups."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from dtq_core.backends.redis.keys import Keys
+from dtq_core.backends.redis.records import _s
+from dtq_core.clock import Clock
+from dtq_core.errors import BackendError, BackendUnavailable, TaskNotFound
+
+R = TypeVar("R")
+
+
+class RedisClient:
+    """Calls with retry and backoff, key scans, the task index and the queue list.
+
+    The base of the Redis backend's mixins. :class:`~dtq_core.backends.redis.backend.RedisBackend`
+    sets the state up in its constructor (``url``, ``clock`` and ``result_ttl`` come from
+    :class:`~dtq_core.backends.base.Backend`).
+    """
+
+    url: str
+    clock: Clock
+    result_ttl: float
+    r: Any
+    keys: Keys
+    maxlen: int
+    retry_s: float
+    connected: bool
+    _redis_mod: Any
+    _queues_cache: tuple[float, list[str]]
+
+    def _call(self, fn: Callable[[], R], retry: bool = True) -> R:
+        """Run ``fn``, retrying connection errors with backoff for up to ``retry_s``."""
+        errors = self._redis_mod.exceptions
+        deadline = time.monotonic() + (self.retry_s if retry else 0.0)
+        delay = 0.05
+        while True:
+            try:
+                out = fn()
+                self.connected = True
+                return out
+            except (errors.ConnectionError, errors.TimeoutError) as exc:
+                self.connected = False
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(f"redis at {self.url} unreachable: {exc}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except errors.ResponseError as exc:
+                msg = str(exc)
+                if "DUP task id" in msg:
+                    raise BackendError(msg[msg.index("DUP") + 4 :]) from None
+                if "NOTDEAD" in msg:
+                    raise TaskNotFound(msg[msg.index("NOTDEAD") + 8 :]) from None
+                raise BackendError(f"redis error: {msg}") from None
+            except errors.RedisError as exc:
+                raise BackendError(f"redis error: {exc}") from None
+
+    def _scan(self, pattern: str) -> list[Any]:
+        return list(self.r.scan_iter(match=pattern, count=1000))
+
+    def _q(self, task_id: str) -> str | None:
+        q = self._call(lambda: self.r.hget(self.keys.index, task_id))
+        return _s(q) if q is not None else None
+
+    def _known_queues(self, fresh: bool = False) -> list[str]:
+        at, names = self._queues_cache
+        now = time.monotonic()
+        if fresh or now - at > 1.0:
+            raw = self._call(lambda: self.r.smembers(self.keys.queues))
+            names = sorted(_s(q) for q in raw)
+            self._queues_cache = (now, names)
+        return names
+
+    def _per_queue(self, script: Any, args: list[Any]) -> list[tuple[str, Any]]:
+        names = self._known_queues()
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                script(keys=[self.keys.tag(q)], args=args, client=pipe)
+            return pipe.execute()
+
+        return list(zip(names, self._call(run), strict=True)) if names else []

@@ -1,0 +1,142 @@
+"""Keys, counters and workers of the Redis backend, as a mixin of its class."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.records import _opt, _s
+
+
+class KeyValueMixin(RedisClient):
+    """Keys with TTLs, GCRA reservations, worker heartbeats and registered task names.
+
+    All are shared by every process; key TTLs are checked by scripts on the injected
+    clock. Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
+    the scripts in its constructor.
+    """
+
+    _kv_get: Any
+    _kv_setnx: Any
+    _kv_set: Any
+    _cas: Any
+    _reserve: Any
+
+    # -- keys and counters -------------------------------------------------------------
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
+        """Set unless a live value exists; return the existing value if any."""
+        old = self._call(
+            functools.partial(
+                self._kv_setnx, keys=[self.keys.kv(key)], args=[value, repr(now), repr(ttl_s)]
+            )
+        )
+        return _s(old) if old is not None else None
+
+    def get_key(self, key: str, now: float) -> str | None:
+        """The live value of ``key``."""
+        v = self._call(functools.partial(self._kv_get, keys=[self.keys.kv(key)], args=[repr(now)]))
+        return _s(v) if v is not None else None
+
+    def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
+        """Set ``key``."""
+        self._call(
+            functools.partial(
+                self._kv_set, keys=[self.keys.kv(key)], args=[value, repr(now), _opt(ttl_s)]
+            )
+        )
+
+    def delete_key(self, key: str) -> None:
+        """Remove ``key``."""
+        self._call(lambda: self.r.delete(self.keys.kv(key)))
+
+    def compare_and_set(
+        self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
+    ) -> bool:
+        """Atomic compare-and-set (a script)."""
+        has = "0" if expected is None else "1"
+        return bool(
+            self._call(
+                functools.partial(
+                    self._cas,
+                    keys=[self.keys.kv(key)],
+                    args=[has, expected or "", value, repr(now), _opt(ttl_s)],
+                )
+            )
+        )
+
+    def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
+        """Live keys starting with ``prefix``."""
+        base = self.keys.kv("")
+        found = self._call(functools.partial(self._scan, base + prefix + "*"))
+        names = sorted(_s(k)[len(base) :] for k in found)
+        if not names:
+            return []
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for n in names:
+                self._kv_get(keys=[self.keys.kv(n)], args=[repr(now)], client=pipe)
+            return pipe.execute()
+
+        live = [n for n, v in zip(names, self._call(run), strict=True) if v is not None]
+        return live[:limit]
+
+    def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
+        """GCRA reserve, shared by every worker."""
+        return float(
+            self._call(
+                lambda: self._reserve(keys=[self.keys.kv(key)], args=[repr(rate), burst, repr(now)])
+            )
+        )
+
+    # -- workers -------------------------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: dict[str, Any], now: float, ttl_s: float) -> None:
+        """Publish a worker's state."""
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(self.keys.workers, worker_id, json.dumps(info))
+            pipe.zadd(self.keys.workers_seen, {worker_id: now + ttl_s})
+            return pipe.execute()
+
+        self._call(run)
+
+    def workers(self, now: float) -> list[dict[str, Any]]:
+        """Live workers (expired ones are removed)."""
+
+        def run() -> Any:
+            dead = self.r.zrangebyscore(self.keys.workers_seen, "-inf", repr(now))
+            pipe = self.r.pipeline(transaction=False)
+            if dead:
+                pipe.zrem(self.keys.workers_seen, *dead)
+                pipe.hdel(self.keys.workers, *dead)
+            pipe.hgetall(self.keys.workers)
+            return pipe.execute()[-1]
+
+        return [json.loads(v) for v in self._call(run).values()]
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker that stopped cleanly."""
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hdel(self.keys.workers, worker_id)
+            pipe.zrem(self.keys.workers_seen, worker_id)
+            return pipe.execute()
+
+        self._call(run)
+
+    def register_names(self, names: Iterable[str]) -> None:
+        """Record task names workers can run."""
+        names = list(names)
+        if names:
+            self._call(lambda: self.r.sadd(self.keys.names, *names))
+
+    def known_names(self) -> set[str]:
+        """Task names some worker has registered."""
+        return {_s(n) for n in self._call(lambda: self.r.smembers(self.keys.names))}

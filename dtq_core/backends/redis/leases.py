@@ -1,0 +1,276 @@
+"""Claiming and settling tasks in Redis: leases with tokens, acks, failures, renewals."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dtq_core.backends.base import Delivery, Transition
+from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.records import _f, _opt, _s
+from dtq_core.task import ErrorInfo, TaskState
+
+S = TaskState
+
+
+class LeaseMixin(RedisClient):
+    """Claims across queues by priority, and the scripts that settle a leased task.
+
+    Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
+    the scripts in its constructor.
+    """
+
+    _claim: Any
+    _ack: Any
+    _fail: Any
+    _bury: Any
+    _release: Any
+    _extend: Any
+    _claimed: dict[str, tuple[str, str]]
+
+    def _trs(
+        self, task_id: str, name: str, queue: str, path: Sequence[Any], note: str | None = None
+    ) -> list[Transition]:
+        out = []
+        old: TaskState = S.RUNNING
+        for st in path:
+            new = TaskState(_s(st))
+            out.append(Transition(task_id, name, queue, old, new, note if new is S.DEAD else None))
+            old = new
+        return out
+
+    # -- claiming ----------------------------------------------------------------------
+
+    def claim(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` tasks; block up to ``wait`` on the queues' notify lists."""
+        out = self._claim_any(queues, worker_id, lease_s, limit, now)
+        names = list(queues) if queues is not None else self._known_queues()
+        if out or wait <= 0 or not names:
+            return out
+        notify = [self.keys.queue(q)["notify"] for q in names]
+        self._call(lambda: self.r.blpop(notify, timeout=max(0.01, wait)), retry=False)
+        return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
+
+    def _claim_any(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+    ) -> list[Delivery]:
+        if queues is not None:
+            return self._claim_from(list(queues), worker_id, lease_s, limit, now)
+        # Every queue, best priority first: one task at a time from the best head while
+        # several queues have work (one script per task), the rest in one go.
+        out: list[Delivery] = []
+        while len(out) < limit:
+            names = self._by_head_priority()
+            if not names:
+                break
+            take = 1 if len(names) > 1 else limit - len(out)
+            got = self._claim_from(names[:1], worker_id, lease_s, take, now)
+            if not got:
+                break
+            out.extend(got)
+        return out
+
+    def _by_head_priority(self) -> list[str]:
+        """Queues with ready tasks, the one whose next task has the best priority first."""
+        names = self._known_queues()
+        if not names:
+            return names
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                pipe.zrange(self.keys.queue(q)["ready"], 0, 0, withscores=True)
+                pipe.exists(self.keys.queue(q)["paused"])
+            return pipe.execute()
+
+        res = self._call(run)
+        firsts = [
+            (q, res[2 * i][0]) for i, q in enumerate(names) if res[2 * i] and not res[2 * i + 1]
+        ]
+        if len(firsts) < 2:
+            return [q for q, _ in firsts]
+
+        def enqueued() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q, (tid, _) in firsts:
+                pipe.hget(self.keys.record(q, _s(tid)), "enqueued_at")
+            return pipe.execute()
+
+        # score = priority * 2**34 + per-queue sequence: priorities compare across
+        # queues, sequences do not, so equal priorities go by the head's enqueue time.
+        heads = sorted(
+            (score // 17179869184, float(_s(at) or 0), q)
+            for (q, (_, score)), at in zip(firsts, self._call(enqueued), strict=True)
+        )
+        return [q for _, _, q in heads]
+
+    def _claim_from(
+        self, names: list[str], worker_id: str, lease_s: float, limit: int, now: float
+    ) -> list[Delivery]:
+        out: list[Delivery] = []
+        for q in names:
+            if len(out) >= limit:
+                break
+            rows = self._call(
+                functools.partial(
+                    self._claim,
+                    keys=[self.keys.tag(q)],
+                    args=[worker_id, repr(now), repr(now + lease_s), limit - len(out), self.maxlen],
+                )
+            )
+            for tid, token, name, payload, attempt, deliveries, enq, tl, mr in rows:
+                d = Delivery(
+                    _s(tid),
+                    int(token),
+                    _s(name),
+                    q,
+                    bytes(payload),
+                    int(attempt),
+                    int(deliveries),
+                    float(enq),
+                    now,
+                    _f(tl),
+                    int(mr),
+                )
+                self._claimed[d.task_id] = (q, d.name)
+                out.append(d)
+        return out
+
+    # -- settling ----------------------------------------------------------------------
+
+    def _where(self, task_id: str, settle: bool = False) -> tuple[str, str] | None:
+        hit = self._claimed.pop(task_id, None) if settle else self._claimed.get(task_id)
+        if hit is not None:
+            return hit
+        q = self._q(task_id)
+        return None if q is None else (q, "")
+
+    def _settle(self, script: Any, task_id: str, args: list[Any]) -> Any:
+        where = self._where(task_id, settle=True)
+        if where is None:
+            return None
+        q = where[0]
+        return where, self._call(lambda: script(keys=[self.keys.tag(q)], args=args))
+
+    def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
+        """RUNNING -> SUCCESS; empty when the token is stale. One round trip."""
+        res = self._settle(
+            self._ack,
+            task_id,
+            [
+                task_id,
+                token,
+                json.dumps(result),
+                repr(now),
+                repr(now + self.result_ttl),
+                self.maxlen,
+                "",
+            ],
+        )
+        if not res or not res[1]:
+            return []
+        (q, name), _ = res
+        return [Transition(task_id, name, q, S.RUNNING, S.SUCCESS)]
+
+    def fail(
+        self,
+        task_id: str,
+        token: int,
+        error: ErrorInfo,
+        now: float,
+        *,
+        retry_at: float | None = None,
+        dead_reason: str | None = None,
+    ) -> list[Transition]:
+        """RUNNING -> FAILED -> RETRY (-> PENDING when due now) or DEAD."""
+        note = f"{error.type}: {error.message}"[:200]
+        res = self._settle(
+            self._fail,
+            task_id,
+            [
+                task_id,
+                token,
+                json.dumps(error.to_dict()),
+                repr(now),
+                _opt(retry_at),
+                dead_reason or "",
+                repr(now + self.result_ttl),
+                self.maxlen,
+                "",
+                note,
+            ],
+        )
+        if not res:
+            return []
+        (q, name), path = res
+        return self._trs(task_id, name, q, path, dead_reason)
+
+    def bury(
+        self, task_id: str, token: int, error: ErrorInfo, reason: str, now: float
+    ) -> list[Transition]:
+        """RUNNING -> DEAD."""
+        res = self._settle(
+            self._bury,
+            task_id,
+            [
+                task_id,
+                token,
+                json.dumps(error.to_dict()),
+                reason,
+                repr(now),
+                self.maxlen,
+                "",
+            ],
+        )
+        if not res or not res[1]:
+            return []
+        (q, name), _ = res
+        return [Transition(task_id, name, q, S.RUNNING, S.DEAD, reason)]
+
+    def release(
+        self, task_id: str, token: int, now: float, eta: float | None = None, note: str = ""
+    ) -> list[Transition]:
+        """RUNNING -> PENDING without counting an attempt."""
+        res = self._settle(
+            self._release, task_id, [task_id, token, repr(now), _opt(eta), note, self.maxlen]
+        )
+        if not res or not res[1]:
+            return []
+        (q, name), _ = res
+        return [Transition(task_id, name, q, S.RUNNING, S.PENDING, note or None)]
+
+    def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
+        """Renew live leases (one pipeline)."""
+        items = list(leases)
+        if not items:
+            return
+
+        def run() -> Any:
+            qs = self.r.hmget(self.keys.index, [i for i, _ in items])
+            by_q: dict[str, list[Any]] = {}
+            for (tid, token), q in zip(items, qs, strict=True):
+                if q is not None:
+                    by_q.setdefault(_s(q), []).extend([tid, token])
+            pipe = self.r.pipeline(transaction=False)
+            for q, args in by_q.items():
+                self._extend(
+                    keys=[self.keys.tag(q)], args=[repr(now + lease_s), *args], client=pipe
+                )
+            return pipe.execute()
+
+        self._call(run)

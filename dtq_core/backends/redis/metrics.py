@@ -1,0 +1,74 @@
+"""Cross-process metrics of the Redis backend: per-second counters, totals and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.records import _s
+
+
+class MetricsMixin(RedisClient):
+    """Readers of the counters and event streams every process's scripts write.
+
+    Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`; the console reads
+    them so that it sees the work of every worker process.
+    """
+
+    def rate_series(self, now: float, seconds: int = 60) -> dict[str, dict[str, list[int]]]:
+        """Per-queue, per-counter counts for each of the last ``seconds`` whole seconds."""
+        names = self._known_queues()
+        end = int(now)
+        secs = list(range(end - seconds, end))
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                base = self.keys.queue(q)["sec"]
+                for s in secs:
+                    pipe.hgetall(f"{base}{s}")
+            return pipe.execute()
+
+        rows = self._call(run) if names else []
+        out: dict[str, dict[str, list[int]]] = {}
+        for qi, q in enumerate(names):
+            series: dict[str, list[int]] = {}
+            for si in range(len(secs)):
+                for k, v in rows[qi * len(secs) + si].items():
+                    series.setdefault(_s(k), [0] * len(secs))[si] = int(v)
+            out[q] = series
+        return out
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per-queue counter totals."""
+        names = self._known_queues()
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                pipe.hgetall(self.keys.queue(q)["totals"])
+            return pipe.execute()
+
+        rows = self._call(run) if names else []
+        return {q: {_s(k): int(v) for k, v in h.items()} for q, h in zip(names, rows, strict=True)}
+
+    def read_events(self, since: int, limit: int = 1000) -> list[tuple[int, dict[str, str]]]:
+        """Events after ``since`` (stream time in ms * 1000 + sequence), merged over queues."""
+        names = self._known_queues()
+        start = f"{since // 1000}-{since % 1000 + 1}" if since else "-"
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                pipe.xrange(self.keys.queue(q)["events"], min=start, count=limit)
+            return pipe.execute()
+
+        out = []
+        for q, rows in zip(names, self._call(run) if names else [], strict=False):
+            for sid, fields in rows:
+                ms, seq = _s(sid).split("-")
+                ev = {_s(k): _s(v) for k, v in fields.items()}
+                ev["queue"] = q
+                out.append((int(ms) * 1000 + int(seq), ev))
+        out.sort(key=lambda e: e[0])
+        return out[:limit]

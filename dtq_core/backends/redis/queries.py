@@ -1,0 +1,150 @@
+"""Read-only views of the Redis backend: queue depths, task records and dead letters."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from dtq_core.backends.base import QueueStats
+from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.records import _record, _s
+from dtq_core.filters import TaskFilter
+from dtq_core.task import TaskRecord, TaskState
+
+
+class QueryMixin(RedisClient):
+    """Queue depths, peeks, record lookups, listings and counts, and dead-letter listings.
+
+    Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`. Listings scan, so
+    they are for operators, not hot paths.
+    """
+
+    # -- queues ------------------------------------------------------------------------
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Depths of every known queue (one pipeline)."""
+        names = self._known_queues(fresh=True)
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                k = self.keys.queue(q)
+                pipe.zcard(k["ready"])
+                pipe.zcard(k["delayed"])
+                pipe.zcard(k["leases"])
+                pipe.exists(k["paused"])
+            return pipe.execute()
+
+        vals = self._call(run) if names else []
+        return [
+            QueueStats(q, vals[i * 4], vals[i * 4 + 1], vals[i * 4 + 2], bool(vals[i * 4 + 3]))
+            for i, q in enumerate(names)
+        ]
+
+    def peek(self, queue: str, limit: int) -> list[TaskRecord]:
+        """The next ``limit`` ready tasks of ``queue``."""
+        if limit <= 0:
+            return []
+        ids = self._call(lambda: self.r.zrange(self.keys.queue(queue)["ready"], 0, limit - 1))
+        return self._records(queue, [_s(i) for i in ids])
+
+    # -- records -----------------------------------------------------------------------
+
+    def _records(self, queue: str, ids: list[str]) -> list[TaskRecord]:
+        if not ids:
+            return []
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hgetall(self.keys.record(queue, i))
+            return pipe.execute()
+
+        return [_record(h) for h in self._call(run) if h]
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record of a task (two round trips: index, then record)."""
+        q = self._q(task_id)
+        if q is None:
+            return None
+        recs = self._records(q, [task_id])
+        return recs[0] if recs else None
+
+    def get_state(self, task_id: str) -> TaskState | None:
+        """Only the state."""
+        q = self._q(task_id)
+        if q is None:
+            return None
+        st = self._call(lambda: self.r.hget(self.keys.record(q, task_id), "state"))
+        return TaskState(_s(st)) if st is not None else None
+
+    def _scan_records(
+        self, flt: TaskFilter, now: float, offset: int, limit: int, dead_only: bool
+    ) -> list[TaskRecord]:
+        names = [flt.queue] if flt.queue else self._known_queues(fresh=True)
+        found: list[TaskRecord] = []
+        want = offset + limit
+        for q in names:
+            if dead_only:
+                ids = [
+                    _s(i)
+                    for i in self._call(
+                        functools.partial(self.r.zrevrange, self.keys.queue(q)["dead"], 0, -1)
+                    )
+                ]
+            else:
+                pattern = self.keys.record(q, "*")
+                ids = [
+                    _s(k).rsplit(":t:", 1)[1]
+                    for k in self._call(functools.partial(self._scan, pattern))
+                ]
+            for i in range(0, len(ids), 500):
+                for rec in self._records(q, ids[i : i + 500]):
+                    if flt.matches(rec, now):
+                        found.append(rec)
+        found.sort(key=lambda r: r.finished_at or r.enqueued_at, reverse=True)
+        return found[offset:want]
+
+    def list_tasks(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Records matching ``flt``, newest first (scans; for operators, not hot paths)."""
+        return self._scan_records(flt, now, offset, limit, dead_only=False)
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        """Counts per state, summed over queues (one pipeline)."""
+        names = self._known_queues()
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                pipe.hgetall(self.keys.queue(q)["counts"])
+            return pipe.execute()
+
+        out = dict.fromkeys(TaskState, 0)
+        for h in self._call(run) if names else []:
+            for k, v in h.items():
+                out[TaskState(_s(k))] += int(v)
+        return out
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def list_dead(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Dead tasks matching ``flt``, newest first."""
+        return self._scan_records(flt, now, offset, limit, dead_only=True)
+
+    def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
+        """How many dead tasks match."""
+        if flt is None or flt.is_empty():
+            names = self._known_queues()
+
+            def run() -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for q in names:
+                    pipe.zcard(self.keys.queue(q)["dead"])
+                return pipe.execute()
+
+            return sum(self._call(run)) if names else 0
+        return len(self._scan_records(flt, now, 0, 10**9, dead_only=True))
