@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -149,6 +149,18 @@ class Task(Generic[P, R]):
             options=options,
             task=self,
         )
+
+    def apply_many(
+        self,
+        calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        broker: Broker | None = None,
+    ) -> list[AsyncResult]:
+        """Enqueue many calls in one batch: each an args sequence or ``(args, kwargs)``."""
+        b = broker or get_default_broker()
+        return b.send_many(self.name, calls, queue=queue, priority=priority, task=self)
 
 
 @overload

@@ -463,3 +463,32 @@ def test_snapshot_counts_dead_letters(inline: Broker, registry: Registry) -> Non
     inline.work()
     snap = inline.control.snapshot()
     assert snap.dead_letters == 3 and snap.counts["DEAD"] == 3
+
+
+def test_apply_many_enqueues_a_batch_and_each_runs(make_broker: Any, registry: Any) -> None:
+    from dtq_core import task
+
+    @task(name="mul", registry=registry)
+    def mul(a: int, b: int = 1) -> int:
+        return a * b
+
+    broker = make_broker()
+    results = mul.apply_many([(2, 3), ([4], {"b": 5}), [6]], broker=broker)
+    assert len(results) == 3 and len({r.id for r in results}) == 3
+    assert broker.work() == 3
+    assert [r.get(timeout=1) for r in results] == [6, 20, 6]
+
+
+def test_apply_many_rejects_a_bad_argument_before_enqueueing_anything(
+    make_broker: Any, registry: Any
+) -> None:
+    from dtq_core import SerializationError, task
+
+    @task(name="echo", registry=registry)
+    def echo(x: object) -> object:
+        return x
+
+    broker = make_broker()
+    with pytest.raises(SerializationError):
+        echo.apply_many([(1,), (object(),)], broker=broker)
+    assert sum(broker.backend.count_by_state().values()) == 0
