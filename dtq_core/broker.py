@@ -7,25 +7,22 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dtq_core.backends import make_backend
-from dtq_core.backends.base import Delivery, NewTask, Transition
-from dtq_core.client import AsyncResult, Task
-from dtq_core.codec import encode_message
+from dtq_core.broker_events import EventsMixin
+from dtq_core.client import AsyncResult
 from dtq_core.config import BrokerConfig
-from dtq_core.errors import ConfigError, DTQError, TaskNotFound, TaskNotRegistered
+from dtq_core.errors import DTQError
 from dtq_core.events import EventBus
-from dtq_core.hooks import PER_CALL_OPTIONS, Hook
-from dtq_core.ids import new_id
+from dtq_core.hooks import Hook
 from dtq_core.maintenance import Maintenance
 from dtq_core.monitoring.metrics import Metrics
+from dtq_core.producer import ProducerMixin
 from dtq_core.registry import default_registry
-from dtq_core.task import TERMINAL, TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from dtq_core.control import LocalConsole
@@ -35,9 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dtq.broker")
 
 H = TypeVar("H", bound=Hook)
-
-_RUNNING = TaskState.RUNNING
-_PENDING = TaskState.PENDING
 
 
 def default_hooks() -> list[Hook]:
@@ -78,7 +72,7 @@ class StopSummary:
     forced: bool = False
 
 
-class Broker:
+class Broker(ProducerMixin, EventsMixin):
     """Runs and routes tasks.
 
     Args:
@@ -268,232 +262,6 @@ class Broker:
     def running(self) -> bool:
         """Whether workers were started and not stopped."""
         return self._started
-
-    # -- producing ---------------------------------------------------------------------
-
-    def send(
-        self,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        *,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-        task_id: str | None = None,
-        dedup_key: str | None = None,
-        options: dict[str, Any] | None = None,
-        task: Task[Any, Any] | None = None,
-        workflow: str | None = None,
-    ) -> AsyncResult:
-        """Enqueue task ``name`` (see :meth:`Task.apply_async` for the arguments).
-
-        Raises:
-            TaskNotRegistered: ``name`` is registered neither here nor by any worker.
-            SerializationError: An argument is not JSON-serializable.
-            ConfigError: A bad option, countdown or eta.
-        """
-        if not self._opened:
-            self.open()
-        if task is None:
-            task = self.registry.get(name)
-            if task is None and name not in self.backend.known_names():
-                known = sorted(set(self.registry.names()) | self.backend.known_names())
-                raise TaskNotRegistered(
-                    f"unknown task {name!r}: no worker has registered it "
-                    f"(known: {', '.join(known) or 'none'})"
-                )
-        topts = task.options if task is not None else {}
-        opts = options or {}
-        if opts:
-            bad = [k for k in opts if k not in PER_CALL_OPTIONS]
-            if bad:
-                raise ConfigError(
-                    f"task {name!r}: option {bad[0]!r} cannot be set per call "
-                    f"(per-call options: {', '.join(sorted(PER_CALL_OPTIONS))})"
-                )
-        now = self.clock.now()
-        due = self._due(now, countdown, eta)
-        tid = task_id or new_id()
-        payload = encode_message(tid, name, args, kwargs or {}, opts, self.config.codec)
-        nt = NewTask(
-            tid,
-            name,
-            queue or (task.queue if task is not None else "default"),
-            priority if priority is not None else (task.priority if task is not None else 0),
-            payload,
-            due,
-            opts.get("max_retries", topts.get("max_retries", self.config.max_retries)),
-            opts.get("time_limit", topts.get("time_limit")),
-            dedup_key,
-            None,
-            workflow,
-        )
-        for hook in self._before_enqueue:
-            existing = hook.before_enqueue(self, nt, topts)
-            if existing is not None:
-                return AsyncResult(existing, self)
-        self.emit(self.backend.enqueue(nt, now))
-        for hook in self._after_enqueue:
-            hook.after_enqueue(self, nt, topts)
-        if due is not None:
-            self.wake_scheduler(due)
-        return AsyncResult(tid, self)
-
-    def send_many(
-        self,
-        name: str,
-        calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        task: Task[Any, Any] | None = None,
-    ) -> list[AsyncResult]:
-        """Enqueue many calls of task ``name`` in one batch.
-
-        One lock, one fsync wait, one Redis round trip. Each call is an args sequence or
-        an ``(args, kwargs)`` pair.
-
-        Raises:
-            TaskNotRegistered, SerializationError: As :meth:`send`; nothing is enqueued.
-        """
-        if not self._opened:
-            self.open()
-        if task is None:
-            task = self.registry.get(name)
-            if task is None and name not in self.backend.known_names():
-                raise TaskNotRegistered(f"unknown task {name!r}: no worker has registered it")
-        topts = task.options if task is not None else {}
-        q = queue or (task.queue if task is not None else "default")
-        prio = priority if priority is not None else (task.priority if task is not None else 0)
-        max_retries = topts.get("max_retries", self.config.max_retries)
-        time_limit = topts.get("time_limit")
-        codec = self.config.codec
-        batch: list[NewTask] = []
-        results: list[AsyncResult] = []
-        for call in calls:
-            if (
-                isinstance(call, tuple)
-                and len(call) == 2
-                and isinstance(call[1], dict)
-                and isinstance(call[0], list | tuple)
-            ):
-                args, kwargs = call
-            else:
-                args, kwargs = call, {}
-            tid = new_id()
-            payload = encode_message(tid, name, args, kwargs, None, codec)
-            nt = NewTask(tid, name, q, prio, payload, None, max_retries, time_limit)
-            existing = None
-            for hook in self._before_enqueue:
-                existing = hook.before_enqueue(self, nt, topts)
-                if existing is not None:
-                    break
-            if existing is not None:
-                results.append(AsyncResult(existing, self))
-                continue
-            batch.append(nt)
-            results.append(AsyncResult(tid, self))
-        if batch:
-            self.emit(self.backend.enqueue_many(batch, self.clock.now()))
-            for nt in batch:
-                for hook in self._after_enqueue:
-                    hook.after_enqueue(self, nt, topts)
-        return results
-
-    @staticmethod
-    def _due(now: float, countdown: float | None, eta: datetime | float | None) -> float | None:
-        if countdown is not None and eta is not None:
-            raise ConfigError("give countdown or eta, not both")
-        if countdown is not None:
-            if countdown < 0:
-                raise ConfigError(f"countdown must be >= 0, not {countdown}")
-            return now + countdown if countdown > 0 else None
-        if eta is None:
-            return None
-        if isinstance(eta, datetime):
-            if eta.tzinfo is None:
-                raise ConfigError("eta must be a timezone-aware datetime (or epoch seconds)")
-            when = eta.timestamp()
-        else:
-            when = float(eta)
-        return when if when > now else None
-
-    # -- results and events ------------------------------------------------------------
-
-    def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
-        """Block until the task is final; return its record.
-
-        Raises:
-            TimeoutError: Not final in time.
-            TaskNotFound: Unknown id or expired result.
-        """
-        backend = self.backend
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.001 if backend.capabilities.cross_process else 0.25
-        while True:
-            state = backend.get_state(task_id)
-            if state is None:
-                raise TaskNotFound(
-                    f"task {task_id} is unknown or its result expired "
-                    f"(results are kept {self.config.result_ttl:g}s)"
-                )
-            if state in TERMINAL:
-                rec = backend.get(task_id)
-                if rec is not None:
-                    return rec
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                with self._waiters_lock:
-                    self._waiters.pop(task_id, None)
-                raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
-            with self._waiters_lock:
-                ev = self._waiters.setdefault(task_id, threading.Event())
-            if backend.get_state(task_id) in TERMINAL:
-                continue
-            ev.wait(poll if remaining is None else min(poll, remaining))
-            if backend.capabilities.cross_process:
-                poll = min(poll * 2, 0.1)
-
-    def emit(self, transitions: list[Transition], worker: str | None = None) -> None:
-        """Publish one event per transition and wake result waiters."""
-        if not transitions:
-            return
-        now = self.clock.now()
-        publish = self.events.publish
-        waiters = self._waiters
-        for tr in transitions:
-            publish(now, tr.task_id, tr.name, tr.queue, tr.old, tr.new, worker, tr.note)
-            if waiters and tr.new in TERMINAL:
-                ev = waiters.pop(tr.task_id, None)
-                if ev is not None:
-                    ev.set()
-
-    def emit_started(self, d: Delivery, worker: str) -> None:
-        """Publish the PENDING -> RUNNING event of a claimed task."""
-        self.events.publish(d.started_at, d.task_id, d.name, d.queue, _PENDING, _RUNNING, worker)
-
-    def wake_scheduler(self, when: float) -> None:
-        """A delayed task is due at ``when``: make sure the scheduler looks by then."""
-        if self._started:
-            self.maintenance.wake(when)
-
-    def backend_wakeup(self) -> None:
-        """Wake blocked claimers (stopping)."""
-        self.backend.wakeup()
-
-    def heartbeat(self, now: float) -> None:
-        """Renew the leases of running tasks and publish worker states."""
-        pool = self.pool
-        if pool is None:
-            return
-        cfg = self.config
-        self.backend.extend_leases(pool.in_flight(), cfg.lease_s, now)
-        for w in pool.workers:
-            w.last_seen = now
-            self.backend.heartbeat(w.id, w.to_dict(now), now, cfg.lease_s)
 
     # -- operations ----------------------------------------------------------------------
 

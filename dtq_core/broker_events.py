@@ -1,0 +1,114 @@
+"""Results and events of a broker: waiting for outcomes, publishing transitions, heartbeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from dtq_core.backends.base import Backend, Delivery, Transition
+from dtq_core.clock import Clock
+from dtq_core.config import BrokerConfig
+from dtq_core.errors import TaskNotFound
+from dtq_core.events import EventBus
+from dtq_core.maintenance import Maintenance
+from dtq_core.task import TERMINAL, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from dtq_core.workers.base import Pool
+
+_RUNNING = TaskState.RUNNING
+_PENDING = TaskState.PENDING
+
+
+class EventsMixin:
+    """Result waiters woken by the transitions the broker publishes, and worker callbacks.
+
+    Mixed into :class:`~dtq_core.broker.Broker`, which creates the state in its
+    constructor.
+    """
+
+    config: BrokerConfig
+    clock: Clock
+    backend: Backend
+    events: EventBus
+    maintenance: Maintenance
+    pool: Pool | None
+    _waiters: dict[str, threading.Event]
+    _waiters_lock: threading.Lock
+    _started: bool
+
+    # -- results and events ------------------------------------------------------------
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """Block until the task is final; return its record.
+
+        Raises:
+            TimeoutError: Not final in time.
+            TaskNotFound: Unknown id or expired result.
+        """
+        backend = self.backend
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.001 if backend.capabilities.cross_process else 0.25
+        while True:
+            state = backend.get_state(task_id)
+            if state is None:
+                raise TaskNotFound(
+                    f"task {task_id} is unknown or its result expired "
+                    f"(results are kept {self.config.result_ttl:g}s)"
+                )
+            if state in TERMINAL:
+                rec = backend.get(task_id)
+                if rec is not None:
+                    return rec
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                with self._waiters_lock:
+                    self._waiters.pop(task_id, None)
+                raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
+            with self._waiters_lock:
+                ev = self._waiters.setdefault(task_id, threading.Event())
+            if backend.get_state(task_id) in TERMINAL:
+                continue
+            ev.wait(poll if remaining is None else min(poll, remaining))
+            if backend.capabilities.cross_process:
+                poll = min(poll * 2, 0.1)
+
+    def emit(self, transitions: list[Transition], worker: str | None = None) -> None:
+        """Publish one event per transition and wake result waiters."""
+        if not transitions:
+            return
+        now = self.clock.now()
+        publish = self.events.publish
+        waiters = self._waiters
+        for tr in transitions:
+            publish(now, tr.task_id, tr.name, tr.queue, tr.old, tr.new, worker, tr.note)
+            if waiters and tr.new in TERMINAL:
+                ev = waiters.pop(tr.task_id, None)
+                if ev is not None:
+                    ev.set()
+
+    def emit_started(self, d: Delivery, worker: str) -> None:
+        """Publish the PENDING -> RUNNING event of a claimed task."""
+        self.events.publish(d.started_at, d.task_id, d.name, d.queue, _PENDING, _RUNNING, worker)
+
+    def wake_scheduler(self, when: float) -> None:
+        """A delayed task is due at ``when``: make sure the scheduler looks by then."""
+        if self._started:
+            self.maintenance.wake(when)
+
+    def backend_wakeup(self) -> None:
+        """Wake blocked claimers (stopping)."""
+        self.backend.wakeup()
+
+    def heartbeat(self, now: float) -> None:
+        """Renew the leases of running tasks and publish worker states."""
+        pool = self.pool
+        if pool is None:
+            return
+        cfg = self.config
+        self.backend.extend_leases(pool.in_flight(), cfg.lease_s, now)
+        for w in pool.workers:
+            w.last_seen = now
+            self.backend.heartbeat(w.id, w.to_dict(now), now, cfg.lease_s)
