@@ -67,8 +67,16 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
         self._redis_mod = redis
         plain, ours = parse_url(url)
         self.keys = Keys(ours.get("prefix", "dtq"))
-        self.maxlen = int(ours.get("maxlen", "10000"))
-        self.retry_s = float(ours.get("retry_s", "30"))
+        try:
+            self.maxlen = int(ours.get("maxlen", "10000"))
+            self.retry_s = float(ours.get("retry_s", "30"))
+        except ValueError:
+            raise ConfigError(
+                f"bad redis URL {url!r}: maxlen must be a whole number and retry_s a number "
+                "of seconds"
+            ) from None
+        if self.maxlen < 1 or self.retry_s < 0:
+            raise ConfigError(f"bad redis URL {url!r}: maxlen must be >= 1 and retry_s >= 0")
         parts = urlsplit(plain)
         if parts.hostname not in _LOOPBACK and not parts.password:
             log.warning(
@@ -82,7 +90,13 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
             )
         except ValueError as exc:
             raise ConfigError(f"bad redis URL {url!r}: {exc}") from None
-        reg = self.r.register_script
+        self._scripts = []
+
+        def reg(text: str) -> Any:
+            script = self.r.register_script(text)
+            self._scripts.append(script)
+            return script
+
         self._enqueue = reg(scripts.ENQUEUE)
         self._claim = reg(scripts.CLAIM)
         self._ack = reg(scripts.ACK)
@@ -107,6 +121,7 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
         # task id -> (queue, name) of tasks this process claimed: saves the index lookup
         # on ack/fail and names their transitions.
         self._claimed: dict[str, tuple[str, str]] = {}
+        self._claimed_by: dict[str, str] = {}
         self.connected = True
 
     # -- plumbing ----------------------------------------------------------------------
@@ -174,11 +189,12 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
                 argv: list[Any] = [repr(now), self.maxlen]
                 for t in ts:
                     argv.extend(self._args(t))
-                self._enqueue(keys=[self.keys.tag(q)], args=argv, client=pipe)
+                self._in(pipe, self._enqueue, [self.keys.tag(q)], argv)
                 pipe.hset(self.keys.index, mapping={t.id: q for t in ts})
             return pipe.execute()
 
-        self._call(run)
+        # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
+        self._call(run, idempotent_dup=True)
         return [Transition(t.id, t.name, t.queue, None, S.PENDING) for t in tasks]
 
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
@@ -275,16 +291,17 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
 
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
-            self._replay(
-                keys=[self.keys.tag(q)],
-                args=[
+            self._in(
+                pipe,
+                self._replay,
+                [self.keys.tag(q)],
+                [
                     task_id,
                     json.dumps(edit) if edit else "",
                     repr(now),
                     self.maxlen,
                     *self._args(new_task),
                 ],
-                client=pipe,
             )
             pipe.hset(self.keys.index, new_task.id, q)
             return pipe.execute()

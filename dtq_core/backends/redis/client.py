@@ -33,25 +33,40 @@ class RedisClient:
     _redis_mod: Any
     _queues_cache: tuple[float, list[str]]
 
-    def _call(self, fn: Callable[[], R], retry: bool = True) -> R:
-        """Run ``fn``, retrying connection errors with backoff for up to ``retry_s``."""
+    def _call(self, fn: Callable[[], R], retry: bool = True, idempotent_dup: bool = False) -> R:
+        """Run ``fn``, retrying connection errors with backoff for up to ``retry_s``.
+
+        With ``idempotent_dup``, a duplicate-id error on a retry means the first attempt
+        was stored and only its reply was lost: that counts as success (``None``).
+        """
         errors = self._redis_mod.exceptions
         deadline = time.monotonic() + (self.retry_s if retry else 0.0)
         delay = 0.05
+        retried = False
         while True:
             try:
                 out = fn()
                 self.connected = True
                 return out
+            except errors.NoScriptError:
+                # A restarted server forgot the scripts: load them, then try again.
+                self._load_scripts()
+                continue
             except (errors.ConnectionError, errors.TimeoutError) as exc:
                 self.connected = False
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(f"redis at {self.url} unreachable: {exc}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                retried = True
             except errors.ResponseError as exc:
                 msg = str(exc)
+                if "NOSCRIPT" in msg:
+                    self._load_scripts()
+                    continue
                 if "DUP task id" in msg:
+                    if retried and idempotent_dup:
+                        return None  # type: ignore[return-value]
                     raise BackendError(msg[msg.index("DUP") + 4 :]) from None
                 if "NOTDEAD" in msg:
                     raise TaskNotFound(msg[msg.index("NOTDEAD") + 8 :]) from None
@@ -75,13 +90,29 @@ class RedisClient:
             self._queues_cache = (now, names)
         return names
 
+    _scripts: list[Any]
+
+    def _load_scripts(self) -> None:
+        """(Re)load every script into the server (after a restart flushed them)."""
+        for script in self._scripts:
+            self.r.script_load(script.script)
+
+    @staticmethod
+    def _in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue a script on a pipeline by its SHA alone.
+
+        redis-py's ``script(client=pipe)`` sends ``SCRIPT EXISTS`` first, one more round
+        trip per pipeline; a NOSCRIPT reply is handled by :meth:`_call` instead.
+        """
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
     def _per_queue(self, script: Any, args: list[Any]) -> list[tuple[str, Any]]:
         names = self._known_queues()
 
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
             for q in names:
-                script(keys=[self.keys.tag(q)], args=args, client=pipe)
+                self._in(pipe, script, [self.keys.tag(q)], args)
             return pipe.execute()
 
         return list(zip(names, self._call(run), strict=True)) if names else []

@@ -79,7 +79,7 @@ class KeyValueMixin(RedisClient):
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
             for n in names:
-                self._kv_get(keys=[self.keys.kv(n)], args=[repr(now)], client=pipe)
+                self._in(pipe, self._kv_get, [self.keys.kv(n)], [repr(now)])
             return pipe.execute()
 
         live = [n for n, v in zip(names, self._call(run), strict=True) if v is not None]

@@ -15,6 +15,10 @@ from dtq_core.task import ErrorInfo, TaskState
 S = TaskState
 
 
+#: Stands for the claiming worker's id in a settle script's arguments.
+_WORKER = object()
+
+
 class LeaseMixin(RedisClient):
     """Claims across queues by priority, and the scripts that settle a leased task.
 
@@ -29,6 +33,7 @@ class LeaseMixin(RedisClient):
     _release: Any
     _extend: Any
     _claimed: dict[str, tuple[str, str]]
+    _claimed_by: dict[str, str]
 
     def _trs(
         self, task_id: str, name: str, queue: str, path: Sequence[Any], note: str | None = None
@@ -148,6 +153,7 @@ class LeaseMixin(RedisClient):
                     int(mr),
                 )
                 self._claimed[d.task_id] = (q, d.name)
+                self._claimed_by[d.task_id] = worker_id
                 out.append(d)
         return out
 
@@ -161,6 +167,8 @@ class LeaseMixin(RedisClient):
         return None if q is None else (q, "")
 
     def _settle(self, script: Any, task_id: str, args: list[Any]) -> Any:
+        worker = self._claimed_by.pop(task_id, "")
+        args = [worker if a is _WORKER else a for a in args]  # events name the worker
         where = self._where(task_id, settle=True)
         if where is None:
             return None
@@ -179,7 +187,7 @@ class LeaseMixin(RedisClient):
                 repr(now),
                 repr(now + self.result_ttl),
                 self.maxlen,
-                "",
+                _WORKER,
             ],
         )
         if not res or not res[1]:
@@ -211,7 +219,7 @@ class LeaseMixin(RedisClient):
                 dead_reason or "",
                 repr(now + self.result_ttl),
                 self.maxlen,
-                "",
+                _WORKER,
                 note,
             ],
         )
@@ -234,7 +242,7 @@ class LeaseMixin(RedisClient):
                 reason,
                 repr(now),
                 self.maxlen,
-                "",
+                _WORKER,
             ],
         )
         if not res or not res[1]:
@@ -268,9 +276,7 @@ class LeaseMixin(RedisClient):
                     by_q.setdefault(_s(q), []).extend([tid, token])
             pipe = self.r.pipeline(transaction=False)
             for q, args in by_q.items():
-                self._extend(
-                    keys=[self.keys.tag(q)], args=[repr(now + lease_s), *args], client=pipe
-                )
+                self._in(pipe, self._extend, [self.keys.tag(q)], [repr(now + lease_s), *args])
             return pipe.execute()
 
         self._call(run)

@@ -129,12 +129,6 @@ def test_malformed_urls_are_config_errors(bad: str) -> None:
         make_backend(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redis/backend.py:70-71 RedisBackend.__init__ parses ?maxlen= and ?retry_s= "
-    "with bare int()/float(): a bad value raises ValueError (a traceback in the CLI), not "
-    "ConfigError",
-)
 @pytest.mark.parametrize("option", ["retry_s=soon", "maxlen=lots"])
 def test_bad_url_options_are_config_errors(option: str) -> None:
     with pytest.raises(ConfigError, match=option.split("=", maxsplit=1)[0]):

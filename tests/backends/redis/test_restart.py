@@ -76,14 +76,6 @@ def test_redis_restart_mid_run_loses_no_acknowledged_enqueue(
     assert down_at < up_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redis/client.py:36-51 _call retries a lost reply by re-running the ENQUEUE "
-    "script; "
-    "when the first run was applied the retry hits its own record and raises "
-    "BackendError('task id ... exists'), so send() reports a failure for a task that is "
-    "stored and will run (seen mid-restart in the test above)",
-)
 def test_enqueue_whose_reply_was_lost_is_not_reported_as_failed(
     redis_server: RedisServer, prefix: str
 ) -> None:

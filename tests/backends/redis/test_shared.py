@@ -160,14 +160,6 @@ def test_producer_sees_names_registered_by_worker_processes(make_cluster: Cluste
         fresh.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redis/leases.py:182/214/237 ack()/fail()/bury() pass '' as the worker "
-    "argument of the ACK/FAIL/BURY scripts (scripts.py ev(..., ARGV[7]/ARGV[9])), so events "
-    "read back from "
-    "the Redis stream (the console, other processes) name no worker for RUNNING->SUCCESS, "
-    "FAILED or DEAD; the record's worker field is right there in the script",
-)
 def test_events_read_back_from_redis_name_the_worker_that_settled(url: str) -> None:
     backend = make_backend(url)
     now = time.time()
