@@ -1,0 +1,121 @@
+"""The Console API protocol: the queries and commands operators' tools may use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dtq_core.events import Event
+from dtq_core.filters import TaskFilter
+from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
+from dtq_core.snapshot import (
+    Health,
+    SystemSnapshot,
+    WorkflowSnapshot,
+)
+from dtq_core.task import TaskRecord
+
+
+class ConsoleAPI(Protocol):
+    """Queries and commands for operators' tools."""
+
+    def snapshot(self) -> SystemSnapshot:
+        """The dashboard's state; cheap (never O(all tasks))."""
+        ...
+
+    def events(self, since: int, limit: int = 1000) -> list[Event]:
+        """Events after sequence number ``since``."""
+        ...
+
+    def tasks(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Task records matching a filter, newest first."""
+        ...
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """One task's record with its attempt history."""
+        ...
+
+    def dead_letters(
+        self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Dead tasks matching a filter, newest first."""
+        ...
+
+    def dead_groups(self, flt: str | TaskFilter | None = None) -> list[FailureGroup]:
+        """Dead tasks grouped by cause."""
+        ...
+
+    def replay(
+        self,
+        task_ids: Sequence[str],
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        note: str = "",
+        dry_run: bool = False,
+    ) -> list[ReplayPlan]:
+        """Replay dead tasks (optionally with edited args)."""
+        ...
+
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead tasks."""
+        ...
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not started."""
+        ...
+
+    def enqueue(
+        self,
+        name: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
+        """Enqueue a registered task by name; return its id."""
+        ...
+
+    def pause_queue(self, queue: str) -> None:
+        """Stop consumption from a queue."""
+        ...
+
+    def resume_queue(self, queue: str) -> None:
+        """Resume consumption from a queue."""
+        ...
+
+    def health(self) -> Health:
+        """Health: ok, degraded or down, with reasons."""
+        ...
+
+    def metrics_text(self) -> str:
+        """All metrics in the Prometheus text exposition format."""
+        ...
+
+    def pause_schedule(self, name: str, paused: bool = True) -> None:
+        """Pause (or resume, with ``paused=False``) a cron schedule."""
+        ...
+
+    def trigger_schedule(self, name: str) -> str:
+        """Enqueue a schedule's task now; return the task id."""
+        ...
+
+    def set_rate_limit(self, scope: str, key: str, rate: float, burst: int | None = None) -> None:
+        """Change a rate limit (``scope`` is ``queue`` or ``task``) at run time."""
+        ...
+
+    def set_breaker(self, key: str, state: str) -> None:
+        """Force a breaker ``open`` or ``closed`` by hand."""
+        ...
+
+    def run_workflow(self, spec: dict[str, Any]) -> str:
+        """Validate and start a DAG run from its dict form; return the run id."""
+        ...
+
+    def retry_workflow(self, run_id: str) -> list[str]:
+        """Rerun a failed DAG run from its failed nodes; return the nodes restarted."""
+        ...
+
+    def workflow(self, run_id: str) -> WorkflowSnapshot | None:
+        """One DAG run."""
+        ...
