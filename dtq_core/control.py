@@ -1,7 +1,8 @@
 """The Console API: what the console and the CLI use, and nothing else.
 
 :class:`LocalConsole` serves it from a broker in this process. The embedded store's
-socket and the Redis backend serve the same methods to other processes.
+socket and the Redis backend serve the same methods to other processes. The protocol
+itself, :class:`ConsoleAPI`, lives in :mod:`dtq_core.console_api` and is re-exported here.
 """
 
 from __future__ import annotations
