@@ -88,7 +88,7 @@ def test_unreachable_backend_exits_3(run_dtq, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     fd = os.open(data / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         proc = run_dtq("health")
     finally:

@@ -41,7 +41,7 @@ def _unowned(path: Path) -> Iterator[None]:
     fd = os.open(lock, os.O_RDWR)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             raise BackendUnavailable(
@@ -50,7 +50,7 @@ def _unowned(path: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
