@@ -101,7 +101,7 @@ def publish_cost(extra_subscribers: int, n: int = 200_000) -> float:
     for _ in range(extra_subscribers):
         bus.subscribe(lambda ev: None)
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         bus.publish(0.0, "id", "noop", "default", "PENDING", "RUNNING", None, None)
     return (time.perf_counter() - t0) / n * 1e9
 
@@ -125,12 +125,16 @@ def main() -> None:
     inline, inline_runs = median_of(args.runs, lambda: run_inline(args.n))
     print()
     print(f"no-op tasks, memory://, N={args.n}, median of {args.runs} runs")
-    print(table(
-        ["threads", "enqueue/s", "e2e tasks/s", f"start p50 ms @{args.rate:g}/s", "p99 ms"],
-        rows,
-    ))
-    print(f"inline (caller runs them, broker.work): {inline:,.0f} tasks/s "
-          f"(runs {[round(v) for v in inline_runs]})")
+    print(
+        table(
+            ["threads", "enqueue/s", "e2e tasks/s", f"start p50 ms @{args.rate:g}/s", "p99 ms"],
+            rows,
+        )
+    )
+    print(
+        f"inline (caller runs them, broker.work): {inline:,.0f} tasks/s "
+        f"(runs {[round(v) for v in inline_runs]})"
+    )
     c0, c3 = publish_cost(0), publish_cost(3)
     print(f"event publish: {c0:,.0f} ns with no subscriber, {c3:,.0f} ns with 3 no-op subscribers")
 

@@ -26,7 +26,13 @@ def _memory(clock: FakeClock, tmp: Path) -> Backend:
 BACKEND_FACTORIES = [
     pytest.param(_memory, id="memory"),
     pytest.param(lambda c, p: make_backend(f"embedded://{p}", c), id="embedded"),
-    pytest.param(lambda c, p: __import__("tests.backends.redis.server", fromlist=["_"]).contract_backend(c, p), id="redis", marks=pytest.mark.redis),  # noqa: E501
+    pytest.param(
+        lambda c, p: __import__("tests.backends.redis.server", fromlist=["_"]).contract_backend(
+            c, p
+        ),
+        id="redis",
+        marks=pytest.mark.redis,
+    ),
 ]
 
 
