@@ -25,7 +25,7 @@ local function put(key, value, now, ttl)
     redis.call('SET', key, '|'..value)
   else
     local exp = tonumber(now) + tonumber(ttl)
-    redis.call('SET', key, string.format('%.6f', exp)..'|'..value, 'PX',
+    redis.call('SET', key, string.format('%.17g', exp)..'|'..value, 'PX',
                math.ceil(tonumber(ttl) * 1000) + 60000)
   end
 end
@@ -42,8 +42,8 @@ if tat < now then tat = now end
 local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
 if wait < 0 then wait = 0 end
 local new = tat + interval
-put(KEYS[1], string.format('%.6f', new), ARGV[3], tostring(new - now + 1))
-return string.format('%.6f', wait)
+put(KEYS[1], string.format('%.17g', new), ARGV[3], tostring(new - now + 1))
+return string.format('%.17g', wait)
 """
 )
 
