@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.css.query import NoMatches
+from textual.dom import DOMNode
+from textual.screen import ModalScreen, Screen
 
 from dtq_core.events import Event
 from dtq_core.snapshot import SystemSnapshot
@@ -22,6 +24,9 @@ from dtq_tui.widgets.chrome import ConnectionBanner
 
 if TYPE_CHECKING:
     from dtq_core.control import ConsoleAPI
+
+#: App actions that must wait until an open dialog is answered.
+_BLOCKED_BY_DIALOGS = frozenset({"goto", "jump", "toggle_log", "help", "go_back"})
 
 _GOTO = [
     Binding(k, f"goto('{mode}')", label, show=False, id=f"goto.{mode}") for k, label, mode in TABS
@@ -69,6 +74,12 @@ class DTQApp(App[None]):
         self.connection_error: tuple[str, float] | None = None
         self._history: list[str] = []
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While a dialog is open, the keys that leave or cover it do nothing."""
+        if action in _BLOCKED_BY_DIALOGS and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
     def on_mount(self) -> None:
         """Open the first screen and start polling."""
         self.switch_mode(self.first_mode)
@@ -80,13 +91,14 @@ class DTQApp(App[None]):
 
     @property
     def dtq_screen(self) -> DTQScreen | None:
-        """The topmost console screen (under any modal)."""
-        return next((s for s in reversed(self.screen_stack) if isinstance(s, DTQScreen)), None)
+        """The topmost console screen (under any modal), once it is composed."""
+        screen = next((s for s in reversed(self.screen_stack) if isinstance(s, DTQScreen)), None)
+        return screen if screen is not None and screen.ready else None
 
     def on_snapshot_updated(self, message: m.SnapshotUpdated) -> None:
         """Keep the latest snapshot; the visible screen renders it."""
         self.snapshot = message.snapshot
-        if (screen := self.dtq_screen) is not None and screen.is_mounted:
+        if (screen := self.dtq_screen) is not None:
             screen.show_snapshot(message.snapshot)
 
     def on_events_arrived(self, message: m.EventsArrived) -> None:
@@ -115,13 +127,25 @@ class DTQApp(App[None]):
         self.feed.poll_finished(message.delay)
 
     def on_reply(self, message: m.Reply) -> None:
-        """Deliver a query's or an action's outcome on the UI thread."""
-        if message.error is not None:
-            self.notify(f"{message.label} failed: {message.error}", title="Error", severity="error")
-            if message.failed is not None:
-                message.failed(message.error)
-        elif message.then is not None:
-            message.then(message.result)
+        """Deliver a query's or an action's outcome on the UI thread.
+
+        The screen that asked may have closed, or not be composed yet: its answer is
+        then dropped (the next refresh asks again), never raised.
+        """
+        owner = getattr(message.then or message.failed, "__self__", None)
+        if isinstance(owner, DOMNode) and not owner.is_attached:
+            return
+        try:
+            if message.error is not None:
+                self.notify(
+                    f"{message.label} failed: {message.error}", title="Error", severity="error"
+                )
+                if message.failed is not None:
+                    message.failed(message.error)
+            elif message.then is not None:
+                message.then(message.result)
+        except NoMatches:
+            pass
         if message.mutated:
             self.feed.refresh_now()
 

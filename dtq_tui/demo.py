@@ -149,7 +149,7 @@ class Demo:
         email_opts: dict[str, Any] = {"queue": "email", "max_retries": 3, "priority": 1}
         try:
             task(name="_probe_rate", registry=Registry(), rate_limit="5/s")(lambda: None)
-            email_opts["rate_limit"] = "8/s"
+            email_opts["rate_limit"] = "4/s"
             self.features.rate_limit = True
         except ConfigError as exc:
             self.features.notes.append(f"rate limits: {exc}")

@@ -19,7 +19,7 @@ def documented_keys(cls: type) -> list[tuple[str, str]]:
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 2 and cells[0].startswith("`"):
-            rows.append((cells[0].replace("`", ""), cells[1]))
+            rows.append((cells[0].replace("`", ""), cells[1].replace("``", "")))
     return rows
 
 
@@ -35,9 +35,14 @@ def screen_keys(app: App[Any], screen: Screen[Any]) -> tuple[list[HelpRow], list
     common: list[HelpRow] = []
     for active in screen.active_bindings.values():
         b = active.binding
+        if "." in b.action:  # Textual's own (focus, copy): not the console's keys
+            continue
         if active.node is app:
             if b.action.startswith("goto"):
                 common.append((app.get_key_display(b), f"go to {b.description}", False))
+            elif b.action == "command_palette":
+                desc = "command palette: every screen and action"
+                common.append((app.get_key_display(b), desc, False))
             elif b.description:
                 common.append((app.get_key_display(b), b.description, False))
         elif active.node is screen:
@@ -45,12 +50,11 @@ def screen_keys(app: App[Any], screen: Screen[Any]) -> tuple[list[HelpRow], list
     own: list[HelpRow] = []
     covered: set[str] = set()
     for keys, desc in documented_keys(type(screen)):
-        tokens = {t.strip() for t in re.split(r"\s*(?:/|,)\s*", keys)}
+        tokens = {t.strip() for t in re.split(r"\s+/\s+|,\s*", keys)}
         hit = [own_bindings[t] for t in tokens if t in own_bindings]
         covered |= tokens
         own.append((keys, desc, any(b.action.split("(")[0] in mutating for b in hit)))
     for display, b in own_bindings.items():
         if display not in covered and b.description:
             own.append((display, b.description, b.action.split("(")[0] in mutating))
-    common.append(("ctrl+p", "command palette: every screen and action", False))
     return own, common

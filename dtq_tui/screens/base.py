@@ -9,7 +9,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from dtq_core.snapshot import SystemSnapshot
@@ -79,6 +78,11 @@ class DTQScreen(Screen[None]):
         yield from ()
 
     @property
+    def ready(self) -> bool:
+        """Composed and attached: its widgets can be queried."""
+        return self.is_attached and bool(self.query_children(TopBar))
+
+    @property
     def dtq(self) -> DTQApp:
         """The app, typed."""
         return cast("DTQApp", self.app)
@@ -103,11 +107,9 @@ class DTQScreen(Screen[None]):
     def show_snapshot(self, snap: SystemSnapshot) -> None:
         """Render a snapshot: the frame, then the body."""
         self.snapshot = snap
-        try:
-            top = self.query_one(TopBar)
-        except NoMatches:  # pushed but not composed yet: the next snapshot will do
+        if not self.ready:  # pushed but not composed yet: the next snapshot will do
             return
-        top.health = snap.health.status
+        self.query_one(TopBar).health = snap.health.status
         self.render_snapshot(snap)
         self.query_one(StatusLine).show(self.context_text(snap), self.status_text())
 
@@ -138,6 +140,8 @@ class DTQScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         """Catch up with what happened while another screen was shown."""
+        if not self.ready:  # still composing: on_mount catches up
+            return
         app = self.dtq
         self.event_log.set_class(app.show_log, "-open")
         if app.show_log:
@@ -150,8 +154,15 @@ class DTQScreen(Screen[None]):
         if app.snapshot is not None:
             self.show_snapshot(app.snapshot)
 
+    def on_mount(self) -> None:
+        """Composed: catch up if this screen is already the one shown."""
+        if self.dtq.dtq_screen is self:
+            self.on_screen_resume()
+
     def set_log_visible(self, visible: bool) -> None:
         """Show or hide the event log."""
+        if not self.ready:  # on_screen_resume applies it
+            return
         log = self.event_log
         log.set_class(visible, "-open")
         if visible:
@@ -215,17 +226,26 @@ def matches(text: str, *fields: object) -> bool:
 
 
 class Throttle:
-    """Lets a screen's extra query run at most once per ``every`` seconds, one at a time.
+    """Paces a screen's own query (a task page, the dead-letter groups): one at a time.
 
-    A forced query asked for while one is in flight is not dropped: it runs at the next
-    snapshot after the current one answers.
+    It runs at most once per ``every`` seconds, and never more often than ``backoff``
+    times its own last duration: a query that makes the backend scan a million records
+    is asked for rarely, so the console's load on the engine stays bounded. A forced
+    query asked for while one is in flight runs as soon as that one answers.
     """
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, backoff: float = 20.0) -> None:
         self.every = every
+        self.backoff = backoff
         self.last = 0.0
+        self.took = 0.0
         self.busy = False
         self.pending = False
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two unforced queries now."""
+        return max(self.every, self.backoff * self.took)
 
     def ready(self, force: bool = False) -> bool:
         """Whether to query now (and mark the query started if so)."""
@@ -233,7 +253,7 @@ class Throttle:
         if self.busy:
             self.pending = self.pending or force
             return False
-        if not force and not self.pending and now - self.last < self.every:
+        if not force and not self.pending and now - self.last < self.interval:
             return False
         self.busy = True
         self.pending = False
@@ -243,3 +263,4 @@ class Throttle:
     def done(self) -> None:
         """The query answered (or failed)."""
         self.busy = False
+        self.took = time.monotonic() - self.last

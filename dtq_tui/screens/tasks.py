@@ -105,8 +105,10 @@ class TasksScreen(DTQScreen):
         )
 
     def on_mount(self) -> None:
-        """Show the filter in the bar."""
+        """Show the filter in the bar (and a page that arrived before the table)."""
         self.filter_bar.applied = self.filter_text
+        if self.loaded:
+            self._show()
 
     @property
     def table(self) -> TablePane:
@@ -148,6 +150,8 @@ class TasksScreen(DTQScreen):
         self._show()
 
     def _show(self) -> None:
+        if not self.query("#tasks"):  # not composed yet: on_mount shows it
+            return
         pal = palette_for(self.app.theme_variables)
         now = self.snapshot.taken_at if self.snapshot else 0.0
         recs = list(self.records)

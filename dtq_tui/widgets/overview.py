@@ -28,7 +28,7 @@ class ThroughputPanel(Vertical):
     ThroughputPanel {
         height: auto;
         & > #throughput-figures {
-            height: auto;
+            height: 7;
         }
         & > Sparkline {
             height: 1fr;

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
 
+from textual import events
 from textual.widgets import Input, TextArea
 
 from dtq_core.task import TaskState
@@ -185,3 +188,35 @@ async def test_pausing_a_queue_stops_its_consumption(engine: Engine) -> None:
         for i in held:
             rec = await asyncio.to_thread(engine.broker.wait, i, 10)
             assert rec.state is TaskState.SUCCESS
+
+
+async def test_random_keys_against_a_busy_engine_never_crash(engine: Engine) -> None:
+    """Keys as fast as a person mashing them, while tasks flow: nothing may raise."""
+    engine.dead(1, 2, 3)
+    engine.broken = False
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.wait(0.002):
+            engine.send("echo", i)
+            i += 1
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    rng = random.Random(5)
+    keys = [*"12345678", "enter", "escape", "down", "up", "space", "l", "question_mark"]
+    keys += ["s", "right_square_bracket", "left_square_bracket", "n", "w", "k", "tab"]
+    app = DTQApp(engine.console, refresh_s=0.05)
+    try:
+        # run_test re-raises whatever the app raised, when the block ends.
+        async with app.run_test(size=(100, 30)):
+            for _ in range(100):
+                key = rng.choice(keys)
+                char = key if len(key) == 1 else {"space": " ", "question_mark": "?"}.get(key)
+                app.post_message(events.Key(key, char))
+                await asyncio.sleep(rng.choice([0.0, 0.01, 0.03, 0.1]))
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(timeout=2)
