@@ -76,9 +76,9 @@ class DTQApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """While a dialog is open, the keys that leave or cover it do nothing."""
-        if action in _BLOCKED_BY_DIALOGS and isinstance(self.screen, ModalScreen):
-            return False
-        return True
+        stack = self.screen_stack
+        blocked = bool(stack) and isinstance(stack[-1], ModalScreen)
+        return not (blocked and action in _BLOCKED_BY_DIALOGS)
 
     def on_mount(self) -> None:
         """Open the first screen and start polling."""
