@@ -50,30 +50,35 @@ class EventsMixin:
         backend = self.backend
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.001 if backend.capabilities.cross_process else 0.25
-        while True:
-            state = backend.get_state(task_id)
-            if state is None:
-                raise TaskNotFound(
-                    f"task {task_id} is unknown or its result expired "
-                    f"(results are kept {self.config.result_ttl:g}s)"
-                )
-            if state in TERMINAL:
-                rec = backend.get(task_id)
-                if rec is not None:
-                    return rec
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+        registered = False
+        try:
+            while True:
+                state = backend.get_state(task_id)
+                if state is None:
+                    raise TaskNotFound(
+                        f"task {task_id} is unknown or its result expired "
+                        f"(results are kept {self.config.result_ttl:g}s)"
+                    )
+                if state in TERMINAL:
+                    rec = backend.get(task_id)
+                    if rec is not None:
+                        return rec
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
+                with self._waiters_lock:
+                    ev = self._waiters.setdefault(task_id, threading.Event())
+                registered = True
+                if backend.get_state(task_id) in TERMINAL:
+                    continue
+                ev.wait(poll if remaining is None else min(poll, remaining))
+                if backend.capabilities.cross_process:
+                    poll = min(poll * 2, 0.1)
+        finally:
+            if registered:  # whoever finished the task (maybe another process) did not
                 with self._waiters_lock:
                     self._waiters.pop(task_id, None)
-                raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
-            with self._waiters_lock:
-                ev = self._waiters.setdefault(task_id, threading.Event())
-            if backend.get_state(task_id) in TERMINAL:
-                continue
-            ev.wait(poll if remaining is None else min(poll, remaining))
-            if backend.capabilities.cross_process:
-                poll = min(poll * 2, 0.1)
 
     def emit(self, transitions: list[Transition], worker: str | None = None) -> None:
         """Publish one event per transition and wake result waiters."""

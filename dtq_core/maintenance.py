@@ -52,13 +52,17 @@ class Maintenance:
     def _run(self) -> None:
         clock = self.broker.clock
         while not self._stop.is_set():
+            # Cleared before the round: a wake() arriving during it is not lost.
+            self._wake.clear()
+            self._next_wake = float("inf")
             try:
                 nxt = self.tick(clock.now())
             except Exception:
                 log.exception("maintenance round failed; retrying in 1s")
                 nxt = clock.now() + 1.0
-            self._next_wake = nxt
-            self._wake.clear()
+            self._next_wake = min(self._next_wake, nxt)
+            if self._wake.is_set():
+                continue
             delay = min(MAX_SLEEP, max(0.0, nxt - clock.now()))
             if delay > 0:
                 self._wake.wait(delay)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dtq_core.backends.base import NewTask
 from dtq_core.broker_events import EventsMixin
-from dtq_core.client import AsyncResult, Task
+from dtq_core.client import AsyncResult, Task, validate_options
 from dtq_core.codec import encode_message
 from dtq_core.errors import ConfigError, TaskNotRegistered
 from dtq_core.hooks import PER_CALL_OPTIONS, Hook
@@ -75,6 +75,7 @@ class ProducerMixin(EventsMixin):
                     f"task {name!r}: option {bad[0]!r} cannot be set per call "
                     f"(per-call options: {', '.join(sorted(PER_CALL_OPTIONS))})"
                 )
+            validate_options(name, opts)  # values too: a bad one must not reach a worker
         now = self.clock.now()
         due = self._due(now, countdown, eta)
         tid = task_id or new_id()

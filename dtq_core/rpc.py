@@ -197,25 +197,39 @@ class RemoteConsole:
 
     def call(self, method: str, **params: Any) -> Any:
         """Call one Console API method on the owner."""
+        request = json.dumps({"method": method, "params": params}).encode() + b"\n"
         with self._lock:
             for attempt in (0, 1):
                 if self._fh is None:
                     self._connect()
                 try:
-                    self._fh.write(
-                        json.dumps({"method": method, "params": params}).encode() + b"\n"
-                    )
+                    self._fh.write(request)
                     self._fh.flush()
-                    line = self._fh.readline()
-                    if not line:
-                        raise ConnectionError("owner closed the connection")
-                    break
-                except (OSError, ConnectionError) as exc:
+                except OSError as exc:
+                    # Not sent (a connection the owner closed): safe to send once more.
                     self.close()
                     if attempt:
                         raise errors.BackendUnavailable(
                             f"embedded owner at {self.path} stopped answering: {exc}"
                         ) from None
+                    continue
+                try:
+                    line = self._fh.readline()
+                except OSError as exc:
+                    # Sent but unanswered: never resent, the owner may have run it.
+                    self.close()
+                    raise errors.BackendUnavailable(
+                        f"embedded owner at {self.path} did not answer {method} in time "
+                        f"({exc}); it may or may not have run"
+                    ) from None
+                if not line:
+                    self.close()
+                    if attempt:
+                        raise errors.BackendUnavailable(
+                            f"embedded owner at {self.path} closed the connection"
+                        )
+                    continue  # an idle connection the owner had dropped: resend once
+                break
         reply = json.loads(line)
         if not reply["ok"]:
             exc_type = getattr(errors, reply["error"], errors.DTQError)

@@ -492,3 +492,46 @@ def test_apply_many_rejects_a_bad_argument_before_enqueueing_anything(
     with pytest.raises(SerializationError):
         echo.apply_many([(1,), (object(),)], broker=broker)
     assert sum(broker.backend.count_by_state().values()) == 0
+
+
+def test_a_bad_per_call_option_value_is_refused_at_send(make_broker: Any, registry: Any) -> None:
+    from dtq_core import ConfigError, task
+
+    @task(name="t", registry=registry)
+    def t() -> int:
+        return 1
+
+    broker = make_broker()
+    with pytest.raises(ConfigError, match="time_limit"):
+        t.apply_async((), broker=broker, time_limit="abc")
+    assert sum(broker.backend.count_by_state().values()) == 0
+
+
+def test_waiting_leaves_no_waiter_behind(make_broker: Any, registry: Any) -> None:
+    from dtq_core import task
+
+    @task(name="t", registry=registry)
+    def t(x: int) -> int:
+        return x
+
+    broker = make_broker(num_workers=2)
+    broker.start()
+    results = [t.apply_async((i,), broker=broker) for i in range(50)]
+    assert [r.get(timeout=10) for r in results] == list(range(50))
+    with pytest.raises(TimeoutError):
+        t.apply_async((0,), broker=broker, countdown=60).get(timeout=0.05)
+    assert broker._waiters == {}
+
+
+def test_results_are_kept_in_their_json_form(make_broker: Any, registry: Any) -> None:
+    from dtq_core import task
+
+    @task(name="t", registry=registry)
+    def t() -> object:
+        return {1: "a", "t": (1, 2)}
+
+    broker = make_broker()
+    res = t.apply_async((), broker=broker)
+    broker.work()
+    # What a log, a checkpoint or another process would give back, not the live object.
+    assert res.get(timeout=1) == {"1": "a", "t": [1, 2]}

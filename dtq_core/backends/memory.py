@@ -22,11 +22,13 @@ from dtq_core.backends.base import (
 from dtq_core.backends.memory_kv import KeyValueMixin
 from dtq_core.backends.memory_queries import QueryMixin
 from dtq_core.clock import SYSTEM_CLOCK, Clock
+from dtq_core.codec import dumps, loads
 from dtq_core.queue import IndexedHeap
 from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
 
 S = TaskState
 _LIVE_END = frozenset({S.SUCCESS, S.FAILED, S.CANCELLED})
+_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
@@ -56,6 +58,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
         self._names: set[str] = set()
         self._tokens = itertools.count(1)
+        self._kv_swept = 0.0
 
     # -- helpers (lock held) -------------------------------------------------------------
 
@@ -230,7 +233,8 @@ class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
             rec = self._leased(task_id, token)
             if rec is None:
                 return []
-            rec.result = result
+            # Keep the JSON form: what a log, a checkpoint or another process would see.
+            rec.result = result if type(result) in _SCALARS else loads(dumps(result))
             rec.error = None
             self._finish(rec, now)
             return [self._move(rec, S.SUCCESS)]
@@ -377,17 +381,33 @@ class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
 
     def expire(self, now: float) -> int:
         """Drop finished records past the result TTL (or over ``max_results``)."""
-        n = 0
         with self._lock:
-            exp, records = self._expiry, self._records
-            while exp and (exp[0][0] <= now or len(exp) > self.max_results):
-                _, task_id = exp.popleft()
-                rec = records.get(task_id)
-                if rec is not None and rec.state in _LIVE_END:
-                    del records[task_id]
-                    self._counts[rec.state] -= 1
-                    n += 1
-        return n
+            return len(self._expire_ids(now))
+
+    def _expire_ids(self, now: float) -> list[str]:
+        """Drop due finished records and expired keys (lock held); return the task ids."""
+        dropped: list[str] = []
+        exp = self._expiry
+        while exp and (exp[0][0] <= now or len(exp) > self.max_results):
+            _, task_id = exp.popleft()
+            dropped.extend(self.drop_finished([task_id]))
+        if now - self._kv_swept >= 60.0:  # expired keys are otherwise only dropped on read
+            self._kv_swept = now
+            for key in list(self._kv):
+                self._live(key, now)
+        return dropped
+
+    def drop_finished(self, task_ids: Sequence[str]) -> list[str]:
+        """Delete these records if they are finished (SUCCESS, FAILED, CANCELLED)."""
+        out = []
+        records = self._records
+        for task_id in task_ids:
+            rec = records.get(task_id)
+            if rec is not None and rec.state in _LIVE_END:
+                del records[task_id]
+                self._counts[rec.state] -= 1
+                out.append(task_id)
+        return out
 
     # -- dead letters ------------------------------------------------------------------
 

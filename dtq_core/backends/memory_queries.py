@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
-from collections.abc import Iterable
 
 from dtq_core.backends.base import QueueStats
 from dtq_core.filters import TaskFilter
@@ -78,7 +76,7 @@ class QueryMixin:
         """Records matching ``flt``, newest first."""
         with self._lock:
             recs = list(reversed(self._records.values()))
-        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
+        return self._page(recs, flt, now, offset, limit)
 
     def count_by_state(self) -> dict[TaskState, int]:
         """Retained records per state."""
@@ -92,7 +90,27 @@ class QueryMixin:
         """Dead tasks matching ``flt``, newest first."""
         with self._lock:
             recs = [self._records[i] for i in reversed(self._dead)]
-        return _page((r for r in recs if flt.matches(r, now)), offset, limit)
+        return self._page(recs, flt, now, offset, limit)
+
+    def _page(
+        self, recs: list[TaskRecord], flt: TaskFilter, now: float, offset: int, limit: int
+    ) -> list[TaskRecord]:
+        # Match and copy under the lock, a chunk at a time: a record is never seen half
+        # updated, and the engine is never held for a whole scan.
+        out: list[TaskRecord] = []
+        skip = offset
+        for start in range(0, len(recs), 512):
+            with self._lock:
+                for r in recs[start : start + 512]:
+                    if not flt.matches(r, now):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    out.append(dataclasses.replace(r))
+                    if len(out) >= limit:
+                        return out
+        return out
 
     def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
         """How many dead tasks match."""
@@ -101,7 +119,3 @@ class QueryMixin:
         with self._lock:
             recs = [self._records[i] for i in self._dead]
         return sum(1 for r in recs if flt.matches(r, now))
-
-
-def _page(it: Iterable[TaskRecord], offset: int, limit: int) -> list[TaskRecord]:
-    return [dataclasses.replace(r) for r in itertools.islice(it, offset, offset + limit)]

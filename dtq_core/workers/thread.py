@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError, TimeLimitExceeded
-from dtq_core.workers.base import Backoff, Pool, WorkerInfo, WorkerShutdown, worker_prefix
+from dtq_core.workers.base import (
+    Backoff,
+    Pool,
+    WorkerInfo,
+    WorkerShutdown,
+    log,
+    worker_prefix,
+)
 from dtq_core.workers.runner import Runner
 from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 
@@ -112,10 +120,17 @@ class ThreadPool(Pool):
                     # The outcome could not be stored: the lease runs out and the task is
                     # delivered again (at least once).
                     backoff.failed(exc)
+                except Exception:
+                    # A bug outside the task (a hook, a subscriber, a bad option): the
+                    # worker lives on; the task is given back rather than left RUNNING.
+                    log.exception("worker %s: unexpected error around task %s", info.id, d.task_id)
+                    with contextlib.suppress(Exception):
+                        runner.requeue(d, info.id, "worker error: requeued")
                 finally:
                     info.current = None
                     info.current_started = None
                     info.state = "idle"
+            info.waiting = ()
         info.state = "stopped"
 
     def _run_one(self, runner: Runner, d: Any, info: WorkerInfo) -> None:

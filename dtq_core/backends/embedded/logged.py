@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dtq_core.backends.base import Delivery, NewTask, Transition
+from dtq_core.backends.embedded.framing import MAX_BODY
 from dtq_core.backends.embedded.oplog import (
     OP_CALL,
     OP_CLAIM,
@@ -24,7 +25,7 @@ from dtq_core.backends.embedded.oplog import (
 )
 from dtq_core.backends.embedded.wal import WriteAheadLog
 from dtq_core.backends.memory import MemoryBackend
-from dtq_core.errors import BackendError, StoreFailed
+from dtq_core.errors import BackendError, SerializationError, StoreFailed
 from dtq_core.task import ErrorInfo, TaskState
 
 
@@ -52,7 +53,29 @@ class LoggedMemoryBackend(MemoryBackend):
     def _submit(self, op: int, body: Any) -> int:
         if self._replaying:
             return 0
-        return self._require_wal().submit(op, _dumps(body).encode())
+        return self._submit_bytes(op, _dumps(body).encode())
+
+    def _submit_bytes(self, op: int, raw: bytes) -> int:
+        try:
+            return self._require_wal().submit(op, raw)
+        except ValueError as exc:  # oversized: checked before applying where it can be
+            raise BackendError(f"log record refused: {exc}") from None
+
+    @staticmethod
+    def _encode(body: Any) -> bytes:
+        """Encode a record body before the change is applied.
+
+        A body the log would refuse (over ``MAX_BODY``) refuses the change instead of
+        leaving it applied but unlogged.
+        """
+        raw = _dumps(body).encode()
+        if len(raw) > MAX_BODY:
+            raise SerializationError(
+                f"this change would write a {len(raw):,}-byte log record (the limit is "
+                f"{MAX_BODY:,}): keep task arguments and results small, store big data "
+                "elsewhere and pass a reference"
+            )
+        return raw
 
     def _alive(self) -> None:
         """Fail-stop: once the log failed, nothing changes any more.
@@ -78,11 +101,13 @@ class LoggedMemoryBackend(MemoryBackend):
         return self._submit(OP_KVSET, [key, item[0], item[1]])
 
     def _call(self, name: str, args: list[Any], wait: bool = True) -> Any:
+        raw = self._encode([name, args])
         self._alive()
         with self._lock:
+            self._alive()  # again under the lock: no change after a failure
             a, kw = _decode_args(name, args)
             out = getattr(MemoryBackend, name)(self, *a, **kw)
-            lsn = self._submit(OP_CALL, [name, args]) if out else 0
+            lsn = self._submit_bytes(OP_CALL, raw) if out else 0
         if wait:
             self._wait(lsn)
         return out
@@ -142,10 +167,12 @@ class LoggedMemoryBackend(MemoryBackend):
 
     def enqueue(self, task: NewTask, now: float) -> list[Transition]:
         """Store a new task; returns once its record is durable (per the fsync mode)."""
+        raw = self._encode([_task_dict(task), now])
         self._alive()
         with self._lock:
+            self._alive()
             out = super().enqueue(task, now)
-            lsn = self._submit(OP_ENQ, [_task_dict(task), now])
+            lsn = self._submit_bytes(OP_ENQ, raw)
         self._wait(lsn)
         return out
 
@@ -217,6 +244,18 @@ class LoggedMemoryBackend(MemoryBackend):
             if decisions:
                 self._submit(OP_RECLAIM, [decisions, now])
         return out
+
+    def expire(self, now: float) -> int:
+        """Drop finished records past their TTL, logged.
+
+        Replay drops them too: a reused task id would otherwise collide with its expired
+        predecessor on recovery.
+        """
+        with self._lock:
+            ids = self._expire_ids(now)
+            if ids and not self._replaying and self._wal is not None and not self._wal.failed:
+                self._submit(OP_CALL, ["drop_finished", [ids]])
+        return len(ids)
 
     def promote_due(self, now: float, limit: int = 1000) -> list[Transition]:
         """Move due delayed tasks into their queues (logged)."""

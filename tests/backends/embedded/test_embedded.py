@@ -453,3 +453,50 @@ def test_reopening_the_same_instance_after_close(tmp_path: Path, clock: FakeCloc
 def test_socket_path_is_inside_the_directory(tmp_path: Path) -> None:
     b = EmbeddedBackend(url_of(tmp_path / "d"))
     assert b.socket_path() == tmp_path / "d" / "dtq.sock"
+
+
+def test_a_task_id_reused_after_its_result_expired_survives_a_crash(tmp_path: Path) -> None:
+    from dtq_core.backends.base import NewTask
+    from dtq_core.backends.embedded.backend import EmbeddedBackend
+    from dtq_core.clock import FakeClock
+    from dtq_core.codec import encode_message
+
+    url = f"embedded://{tmp_path / 'data'}?checkpoint_s=100000"
+    clock = FakeClock()
+
+    def new(i: int) -> NewTask:
+        return NewTask("x", "n", "q", 0, encode_message("x", "n", [i], {}))
+
+    b = EmbeddedBackend(url, clock)
+    b.result_ttl = 1.0
+    b.open()
+    b.enqueue(new(1), clock.now())
+    (d,) = b.claim(None, "w", 30, 1, clock.now())
+    b.ack("x", d.token, 1, clock.now())
+    clock.advance(5)
+    assert b.expire(clock.now()) == 1
+    b.enqueue(new(2), clock.now())
+    b._wal.sync()
+    # A crash: no close, no checkpoint. Recovery must not trip over the reused id.
+    b._wal.close()
+    b._release_ownership()
+    again = EmbeddedBackend(url, clock)
+    again.open()
+    try:
+        rec = again.get("x")
+        assert rec is not None and rec.args == [2]
+    finally:
+        again.close()
+
+
+def test_expired_keys_are_swept_without_being_read(tmp_path: Path) -> None:
+    from dtq_core.backends.memory import MemoryBackend
+    from dtq_core.clock import FakeClock
+
+    clock = FakeClock()
+    b = MemoryBackend("memory://", clock)
+    for i in range(100):
+        b.set_key(f"k{i}", "v", 60, clock.now())
+    clock.advance(3600)
+    b.expire(clock.now())
+    assert len(b._kv) == 0
