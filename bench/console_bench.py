@@ -146,11 +146,12 @@ def measure_engine(broker: Broker, seconds: float) -> float:
 
 
 async def with_console(
-    broker: Broker, seconds: float, refresh: float, size: tuple[int, int]
+    broker: Broker, seconds: float, refresh: float, size: tuple[int, int], prewarm: bool
 ) -> dict[str, Any]:
     """Attach the console; measure throughput, CPU and key response."""
     console = MeteredConsole(broker.control)
-    app = DTQApp(console, refresh_s=refresh)
+    # As in a terminal: the other screens are built in the background after start.
+    app = DTQApp(console, refresh_s=refresh, prewarm=prewarm)
     frames: list[tuple[float, Any, int | None]] = []
     out: dict[str, Any] = {}
     async with app.run_test(size=size):
@@ -166,7 +167,7 @@ async def with_console(
         app._display = display  # type: ignore[method-assign]
         while app.snapshot is None:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(6.0 if prewarm else 1.0)  # let the background build finish
 
         # 1. Throughput and CPU with the console on the overview, nobody typing.
         ui0, api0 = time.thread_time(), console.cpu
@@ -272,6 +273,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--refresh", type=float, default=0.33)
     p.add_argument("--size", default="120x40")
+    p.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="build each screen on its first visit (as in tests) instead of in the background",
+    )
     args = p.parse_args()
     cols, rows = (int(x) for x in args.size.split("x"))
 
@@ -295,7 +301,9 @@ def main() -> None:
     try:
         base = measure_engine(broker, args.seconds)
         print(f"engine alone: {base:,.0f} tasks/s (target flow {args.rate:,.0f}/s)")
-        res = asyncio.run(with_console(broker, args.seconds, args.refresh, (cols, rows)))
+        res = asyncio.run(
+            with_console(broker, args.seconds, args.refresh, (cols, rows), not args.no_prewarm)
+        )
         after = measure_engine(broker, args.seconds)
         print(f"engine alone again: {after:,.0f} tasks/s")
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from dtq_tui.dialogs.help import HelpRow
@@ -58,3 +60,23 @@ def screen_keys(app: App[Any], screen: Screen[Any]) -> tuple[list[HelpRow], list
         if display not in covered and b.description:
             own.append((display, b.description, b.action.split("(")[0] in mutating))
     return own, common
+
+
+def palette_commands(
+    app: App[Any], screen: Screen[Any], goto: Callable[[str], None]
+) -> Iterator[SystemCommand]:
+    """Command palette entries: every screen, then every action of ``screen``."""
+    from dtq_tui.screens import TABS, DTQScreen, modes
+
+    titles = {mode: cls.TITLE for mode, cls in modes().items()}
+    for key, _label, mode in TABS:
+        yield SystemCommand(f"Go to {titles[mode]}", f"key {key}", partial(goto, mode))
+    if isinstance(screen, DTQScreen):
+        for active in screen.active_bindings.values():
+            b = active.binding
+            if active.node is screen and b.description:
+                yield SystemCommand(
+                    f"{screen.TITLE}: {b.description}",
+                    f"key {app.get_key_display(b)}",
+                    partial(screen.run_action, b.action),
+                )

@@ -85,7 +85,8 @@ class TasksScreen(DTQScreen):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self.loaded = False
-        self._throttle = Throttle(2.0)
+        # A page read scans the backend's records: every 5 s at most, slower if slow.
+        self._throttle = Throttle(5.0, backoff=50.0)
 
     def compose_body(self) -> ComposeResult:
         """The table."""
