@@ -19,6 +19,7 @@ from dtq_core.backends.base import (
     NewTask,
     Transition,
 )
+from dtq_core.backends.memory_expiry import ExpiryMixin
 from dtq_core.backends.memory_kv import KeyValueMixin
 from dtq_core.backends.memory_queries import QueryMixin
 from dtq_core.clock import SYSTEM_CLOCK, Clock
@@ -27,11 +28,10 @@ from dtq_core.queue import IndexedHeap
 from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
 
 S = TaskState
-_LIVE_END = frozenset({S.SUCCESS, S.FAILED, S.CANCELLED})
 _SCALARS = frozenset({type(None), bool, int, float, str})
 
 
-class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
+class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
     """All state in dicts and heaps under one lock; ``memory://``."""
 
     capabilities = Capabilities(durable=False, cross_process=False, blocking_claim=True)
@@ -378,36 +378,6 @@ class MemoryBackend(KeyValueMixin, QueryMixin, Backend):
                     self._cond.notify_all()
 
     # -- records -----------------------------------------------------------------------
-
-    def expire(self, now: float) -> int:
-        """Drop finished records past the result TTL (or over ``max_results``)."""
-        with self._lock:
-            return len(self._expire_ids(now))
-
-    def _expire_ids(self, now: float) -> list[str]:
-        """Drop due finished records and expired keys (lock held); return the task ids."""
-        dropped: list[str] = []
-        exp = self._expiry
-        while exp and (exp[0][0] <= now or len(exp) > self.max_results):
-            _, task_id = exp.popleft()
-            dropped.extend(self.drop_finished([task_id]))
-        if now - self._kv_swept >= 60.0:  # expired keys are otherwise only dropped on read
-            self._kv_swept = now
-            for key in list(self._kv):
-                self._live(key, now)
-        return dropped
-
-    def drop_finished(self, task_ids: Sequence[str]) -> list[str]:
-        """Delete these records if they are finished (SUCCESS, FAILED, CANCELLED)."""
-        out = []
-        records = self._records
-        for task_id in task_ids:
-            rec = records.get(task_id)
-            if rec is not None and rec.state in _LIVE_END:
-                del records[task_id]
-                self._counts[rec.state] -= 1
-                out.append(task_id)
-        return out
 
     # -- dead letters ------------------------------------------------------------------
 
