@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 WINDOWS = (60, 600)
 #: Slots in the ring: the time resolution of the windows is ``WINDOWS[-1] / SLOTS``.
 SLOTS = 60
+#: Seconds a computed latency snapshot is reused.
+CACHE_S = 1.0
 
 
 class _Ring:
@@ -48,6 +50,7 @@ class LatencyHook(Hook):
         self._lock = threading.Lock()
         self._rings: dict[tuple[str, str], _Ring] = {}
         self._width = WINDOWS[-1] / SLOTS
+        self._cached: tuple[float, dict[str, Any]] | None = None
 
     def after_run(
         self, ctx: RunContext, exc: BaseException | None, transitions: list[Transition]
@@ -88,8 +91,15 @@ class LatencyHook(Hook):
         return out
 
     def snapshot(self, broker: Broker) -> dict[str, Any]:
-        """``latency``: one entry per scope, key, kind and window."""
+        """``latency``: one entry per scope, key, kind and window.
+
+        Recomputed at most once a second: merging the slots and binning them is most of
+        a snapshot's cost, and a console asks several times a second.
+        """
         now = broker.clock.now()
+        cached = self._cached
+        if cached is not None and 0.0 <= now - cached[0] < CACHE_S:
+            return cached[1]
         out = []
         for window in WINDOWS:
             for (scope, key, kind), h in sorted(self.histograms(now, window).items()):
@@ -112,4 +122,6 @@ class LatencyHook(Hook):
                         tuple(h.coarse(12)),
                     )
                 )
-        return {"latency": tuple(out)}
+        result = {"latency": tuple(out)}
+        self._cached = (now, result)
+        return result
