@@ -135,6 +135,23 @@ def check_json(value: Any, what: str) -> None:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
 
 
+def json_form(value: Any, what: str) -> Any:
+    """``value`` as it comes back from JSON (tuples become lists, keys strings).
+
+    A task's result is stored in this form, so a live record, the log, a checkpoint
+    and another process all see the same value; one encode and decode, none for scalars.
+
+    Raises:
+        SerializationError: When ``value`` cannot travel as JSON, naming ``what``.
+    """
+    if type(value) in _SCALARS:
+        return value
+    try:
+        return _loads(_dumps(value))
+    except _ENCODE_ERRORS as exc:
+        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+
+
 def _explain(name: str, args: Any, kwargs: Any, exc: Exception) -> str:
     for i, arg in enumerate(args if isinstance(args, list | tuple) else ()):
         try:

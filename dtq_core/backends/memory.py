@@ -23,12 +23,10 @@ from dtq_core.backends.memory_expiry import ExpiryMixin
 from dtq_core.backends.memory_kv import KeyValueMixin
 from dtq_core.backends.memory_queries import QueryMixin
 from dtq_core.clock import SYSTEM_CLOCK, Clock
-from dtq_core.codec import dumps, loads
 from dtq_core.queue import IndexedHeap
 from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
 
 S = TaskState
-_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
@@ -233,8 +231,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
             rec = self._leased(task_id, token)
             if rec is None:
                 return []
-            # Keep the JSON form: what a log, a checkpoint or another process would see.
-            rec.result = result if type(result) in _SCALARS else loads(dumps(result))
+            rec.result = result  # the runner hands over its JSON form (codec.json_form)
             rec.error = None
             self._finish(rec, now)
             return [self._move(rec, S.SUCCESS)]

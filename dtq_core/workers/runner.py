@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.codec import check_json, decode_message
+from dtq_core.codec import decode_message, json_form
 from dtq_core.errors import RemoteTaskError, SerializationError, TimeLimitExceeded
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
@@ -113,7 +113,7 @@ class Runner:
         backend = self.backend
         if exc is None:
             try:
-                check_json(result, f"result of task {d.name!r}")
+                result = json_form(result, f"result of task {d.name!r}")
             except SerializationError as bad:
                 exc = bad
         if exc is None:
