@@ -164,11 +164,16 @@ def one_run(sys_: System, args: argparse.Namespace, server: Server, tmp: Path) -
     n = min(args.n, sys_.n_max)
     enq, close = sys_.producer()
     try:
+        flush = getattr(enq, "flush", None)
         enq(-1)  # warm the connection up (and let the worker's first task go first)
+        if flush is not None:
+            flush()
         c0 = _probe.count()
         t0 = time.perf_counter()
         for i in range(n):
             enq(i)
+        if flush is not None:
+            flush()
         t1 = time.perf_counter()
         rtt_enq = (_probe.count() - c0) / n
         proc = start_worker(sys_, args, out, log)
@@ -194,6 +199,8 @@ def one_run(sys_: System, args: argparse.Namespace, server: Server, tmp: Path) -
                 i = n + j
                 sent[i] = time.time()
                 enq(i)
+                if flush is not None:
+                    flush()
             recs = wait_records(out, n + 1 + k, proc, log, args.timeout)
             lat = sorted((t - sent[i]) * 1000 for i, t, _ in recs if i in sent)
             if not lat:

@@ -45,6 +45,30 @@ def dtq_producer() -> tuple[Enqueue, Callable[[], None]]:
     return enq, b.stop
 
 
+def dtq_batch_producer() -> tuple[Enqueue, Callable[[], None]]:
+    """``apply_many`` in batches of 100 (one round trip each); ``enq.flush`` sends the
+    rest (the latency phase flushes after every task, so nothing waits in a batch)."""
+    from bench.peers.dtq_app import config, noop
+    from dtq_core import Broker
+
+    b = Broker(config(0))
+    b.open()
+    pending: list[tuple[tuple[int], dict[str, object]]] = []
+
+    def flush() -> None:
+        if pending:
+            noop.apply_many(pending, broker=b)
+            pending.clear()
+
+    def enq(i: int) -> None:
+        pending.append(((i,), {}))
+        if len(pending) >= 100:
+            flush()
+
+    enq.flush = flush  # type: ignore[attr-defined]
+    return enq, b.stop
+
+
 def celery_producer() -> tuple[Enqueue, Callable[[], None]]:
     from bench.peers.celery_app import app, noop
 
@@ -111,15 +135,22 @@ SYSTEMS = [
         "dtq_core",
         lambda c: [sys.executable, "-m", "bench.peers.dtq_app"],
         dtq_producer,
-        note="thread pool, prefetch 1, results kept",
+        note="defaults: thread pool, adaptive prefetch, acks batched (2 ms), results kept",
     ),
     System(
-        "dtq-prefetch16",
+        "dtq-batch",
+        "dtq_core",
+        lambda c: [sys.executable, "-m", "bench.peers.dtq_app"],
+        dtq_batch_producer,
+        note="the same worker; enqueued with apply_many, 100 per call",
+    ),
+    System(
+        "dtq-prefetch1",
         "dtq_core",
         lambda c: [sys.executable, "-m", "bench.peers.dtq_app"],
         dtq_producer,
-        env={"BENCH_PREFETCH": "16"},
-        note="prefetch 16",
+        env={"BENCH_PREFETCH": "1", "BENCH_ACK_DELAY": "0"},
+        note="one task per claim, each ack on its own (the behaviour before batching)",
     ),
     System(
         "celery",

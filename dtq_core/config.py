@@ -35,7 +35,14 @@ class BrokerConfig:
             ``async`` (one event loop running ``async def`` tasks concurrently).
         queues: Queues this broker's workers serve, in strict priority order, or
             ``None`` for every queue (best task priority first).
-        prefetch: Tasks a worker claims per round trip.
+        prefetch: Tasks a worker thread claims per round trip. ``None`` (the default)
+            adapts on backends with network round trips (Redis): one at a time until
+            the task's run time is known, then as many as make about 20 ms of work
+            (at most 64), so short tasks share round trips and long ones are never
+            held back behind each other; on local backends ``None`` means 1.
+        ack_delay_s: On backends that batch acknowledgements (Redis), successful
+            outcomes wait at most this long to be stored together in one round trip;
+            0 stores each at once.
         lease_s: Lease on a claimed task; renewed by heartbeat while the worker lives.
         heartbeat_s: How often live workers renew leases and publish their state.
         max_deliveries: Deliveries after which a task whose workers keep dying is
@@ -60,7 +67,8 @@ class BrokerConfig:
     num_workers: int = 4
     pool: Pool = "thread"
     queues: tuple[str, ...] | None = None
-    prefetch: int = 1
+    prefetch: int | None = None
+    ack_delay_s: float = 0.002
     lease_s: float = 30.0
     heartbeat_s: float = 2.0
     max_deliveries: int = 5
@@ -94,8 +102,10 @@ class BrokerConfig:
             raise ConfigError("num_workers must be >= 0 (0 = producer only)")
         if self.pool not in ("thread", "process", "async"):
             raise ConfigError(f"pool must be thread, process or async, not {self.pool!r}")
-        if self.prefetch < 1:
-            raise ConfigError("prefetch must be >= 1")
+        if self.prefetch is not None and self.prefetch < 1:
+            raise ConfigError("prefetch must be >= 1 (or None: adaptive)")
+        if not 0 <= self.ack_delay_s <= 1:
+            raise ConfigError("ack_delay_s must be between 0 and 1 second")
         if self.lease_s <= 0 or self.heartbeat_s <= 0 or self.heartbeat_s >= self.lease_s:
             raise ConfigError("need 0 < heartbeat_s < lease_s")
         if self.max_deliveries < 1:

@@ -1,7 +1,8 @@
 """DTQ: the no-op task, and a worker process (``python -m bench.peers.dtq_app``).
 
 The worker is what ``dtq worker`` builds (a Broker with a thread pool and signal
-handlers), plus the ``BENCH_PREFETCH`` setting the command has no option for.
+handlers), plus the ``BENCH_PREFETCH`` and ``BENCH_ACK_DELAY`` settings the command has
+no option for.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def config(workers: int) -> BrokerConfig:
     return BrokerConfig(
         backend=_probe.url() + "?prefix=bench",
         num_workers=workers,
-        prefetch=int(os.environ.get("BENCH_PREFETCH", "1")),
+        prefetch=int(os.environ["BENCH_PREFETCH"]) if os.environ.get("BENCH_PREFETCH") else None,
+        ack_delay_s=float(os.environ.get("BENCH_ACK_DELAY", "0.002")),
         install_signal_handlers=workers > 0,
     )
 

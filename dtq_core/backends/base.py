@@ -30,6 +30,9 @@ class Capabilities(NamedTuple):
     cross_process: bool
     #: ``claim(wait=...)`` blocks until work arrives instead of returning at once.
     blocking_claim: bool
+    #: Every call is a network round trip: workers claim in batches and store
+    #: successful outcomes together (:meth:`Backend.ack_many`).
+    batch_acks: bool = False
 
 
 @dataclass(slots=True)
@@ -158,6 +161,13 @@ class Backend(ABC):
     @abstractmethod
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
         """RUNNING -> SUCCESS with ``result``; empty when the token is stale."""
+
+    def ack_many(self, acks: Sequence[tuple[str, int, Any]], now: float) -> list[list[Transition]]:
+        """:meth:`ack` for each ``(task_id, token, result)``: one list per ack, in order.
+
+        Backends with network round trips store the whole batch in one.
+        """
+        return [self.ack(tid, token, result, now) for tid, token, result in acks]
 
     @abstractmethod
     def fail(

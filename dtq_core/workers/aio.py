@@ -79,7 +79,7 @@ class AsyncPool(Pool):
                 cfg.queues,
                 f"{worker_prefix()}:async",
                 cfg.lease_s,
-                min(free, cfg.prefetch * self.size),
+                min(free, (cfg.prefetch or 1) * self.size),
                 b.clock.now(),
                 0.2,
             )

@@ -15,6 +15,7 @@ log = logging.getLogger("dtq.worker")
 if TYPE_CHECKING:
     from dtq_core.backends.base import Delivery
     from dtq_core.broker import Broker
+    from dtq_core.workers.acks import AckBuffer
 
 
 class WorkerShutdown(BaseException):
@@ -69,6 +70,8 @@ class Pool(ABC):
         self.size = size
         self.workers: list[WorkerInfo] = []
         self.stopping = threading.Event()
+        #: Successes waiting to be stored together (pools on batching backends).
+        self.acks: AckBuffer | None = None
 
     @abstractmethod
     def start(self) -> None:
@@ -86,7 +89,22 @@ class Pool(ABC):
             if cur is not None:
                 out.append((cur.task_id, cur.token))
             out.extend((d.task_id, d.token) for d in w.waiting)
+        if self.acks is not None:
+            out.extend(self.acks.leases())
         return out
+
+
+#: Adaptive prefetch: claim about this many seconds of work per round trip...
+PREFETCH_BUDGET_S = 0.02
+#: ...but never more than this many tasks per worker thread.
+PREFETCH_MAX = 64
+
+
+def adaptive_prefetch(avg_runtime: float | None) -> int:
+    """How many tasks to claim next, given the moving average of their run time."""
+    if avg_runtime is None:
+        return 1  # unknown yet: a long task must not hold others back
+    return max(1, min(PREFETCH_MAX, int(PREFETCH_BUDGET_S / max(avg_runtime, 1e-6))))
 
 
 class Backoff:

@@ -14,9 +14,10 @@ from dtq_core.codec import decode_message, json_form
 from dtq_core.errors import RemoteTaskError, SerializationError, TimeLimitExceeded
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
+from dtq_core.workers.acks import AckBuffer
 
 if TYPE_CHECKING:
-    from dtq_core.backends.base import Delivery
+    from dtq_core.backends.base import Delivery, Transition
     from dtq_core.broker import Broker
     from dtq_core.workers.base import WorkerInfo
 
@@ -58,6 +59,19 @@ class Runner:
         self.before_run = overrides("before_run")
         self.on_failure = overrides("on_failure")
         self.after_run = list(reversed(overrides("after_run")))
+        #: Successes waiting to be stored together; ``None``: each is stored at once.
+        self.acks: AckBuffer | None = None
+
+    def batch_acks(self) -> None:
+        """Store successes in batches when the backend benefits (a round trip per call)."""
+        delay = self.broker.config.ack_delay_s
+        if self.backend.capabilities.batch_acks and delay > 0 and self.acks is None:
+            self.acks = AckBuffer(self.backend, self.now, self._finish, delay)
+
+    def close(self) -> None:
+        """Store the successes still waiting (a stopping pool)."""
+        if self.acks is not None:
+            self.acks.close()
 
     def prepare(self, d: Delivery, worker: WorkerInfo) -> RunContext | None:
         """Decode and check a delivery; ``None`` when it was settled without running."""
@@ -117,6 +131,9 @@ class Runner:
             except SerializationError as bad:
                 exc = bad
         if exc is None:
+            if self.acks is not None:
+                self.acks.add(ctx, result)
+                return
             trs = backend.ack(d.task_id, d.token, result, now)
         else:
             decision = FailureDecision()
@@ -133,6 +150,11 @@ class Runner:
             )
             if decision.retry_at is not None and trs:
                 self.broker.wake_scheduler(decision.retry_at)
+        self._finish(ctx, trs, exc)
+
+    def _finish(
+        self, ctx: RunContext, trs: list[Transition], exc: BaseException | None = None
+    ) -> None:
         self.broker.emit(trs, ctx.worker_id)
         for hook in self.after_run:
             hook.after_run(ctx, exc, trs)

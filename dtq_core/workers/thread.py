@@ -14,6 +14,7 @@ from dtq_core.workers.base import (
     Pool,
     WorkerInfo,
     WorkerShutdown,
+    adaptive_prefetch,
     log,
     worker_prefix,
 )
@@ -64,6 +65,8 @@ class ThreadPool(Pool):
     def __init__(self, broker: Broker, size: int) -> None:
         super().__init__(broker, size)
         self.runner = Runner(broker)
+        self.runner.batch_acks()
+        self.acks = self.runner.acks
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
         self._loop: LoopThread | None = None
@@ -95,9 +98,14 @@ class ThreadPool(Pool):
         queues = cfg.queues
         stopping = self.stopping
         backoff = Backoff(stopping)
+        # prefetch=None adapts on backends where a claim is a round trip: batches of
+        # about PREFETCH_BUDGET_S of work, by the moving average of run times.
+        adaptive = cfg.prefetch is None and backend.capabilities.batch_acks
+        limit = cfg.prefetch or 1
+        avg: float | None = None
         while not stopping.is_set():
             try:
-                batch = backend.claim(queues, info.id, cfg.lease_s, cfg.prefetch, clock.now(), 0.5)
+                batch = backend.claim(queues, info.id, cfg.lease_s, limit, clock.now(), 0.5)
                 backoff.ok()
             except BackendError as exc:
                 backoff.failed(exc)
@@ -113,7 +121,9 @@ class ThreadPool(Pool):
                 info.current_started = clock.now()
                 info.state = "busy"
                 try:
-                    self._run_one(runner, d, info)
+                    took = self._run_one(runner, d, info)
+                    if adaptive and took is not None:
+                        avg = took if avg is None else 0.8 * avg + 0.2 * took
                 except WorkerShutdown:
                     runner.requeue(d, info.id, "hard stop: requeued")
                 except BackendError as exc:
@@ -131,12 +141,15 @@ class ThreadPool(Pool):
                     info.current_started = None
                     info.state = "idle"
             info.waiting = ()
+            if adaptive:
+                limit = adaptive_prefetch(avg)
         info.state = "stopped"
 
-    def _run_one(self, runner: Runner, d: Any, info: WorkerInfo) -> None:
+    def _run_one(self, runner: Runner, d: Any, info: WorkerInfo) -> float | None:
+        """Run one delivery; its run time (``None`` when it did not run)."""
         ctx = runner.prepare(d, info)
         if ctx is None:
-            return
+            return None
         result, exc = self._invoke(runner, ctx)
         if isinstance(exc, WorkerShutdown):
             raise exc
@@ -145,6 +158,7 @@ class ThreadPool(Pool):
         else:
             info.failed += 1
         runner.settle(ctx, result, exc)
+        return ctx.runtime
 
     def _invoke(self, runner: Runner, ctx: RunContext) -> tuple[Any, BaseException | None]:
         limit = runner.time_limit(ctx)
@@ -192,6 +206,7 @@ class ThreadPool(Pool):
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._interrupt_stragglers()
+        self.runner.close()
         self.watchdog.stop()
         if self._loop is not None:
             self._loop.stop()
@@ -200,6 +215,7 @@ class ThreadPool(Pool):
         """Interrupt every running task now (it is requeued)."""
         self.stopping.set()
         self._interrupt_stragglers()
+        self.runner.close()
 
     def _interrupt_stragglers(self) -> None:
         alive = [(t, w) for t, w in zip(self._threads, self.workers, strict=True) if t.is_alive()]

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from dtq_core.backends.base import Backend, Capabilities, NewTask, Transition
-from dtq_core.backends.redis import scripts
+from dtq_core.backends.redis import fetch_scripts, scripts
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
 from dtq_core.backends.redis.leases import LeaseMixin
@@ -54,7 +54,9 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend):
     """Queues, leases, dead letters and keys in Redis, shared by every process."""
 
-    capabilities = Capabilities(durable=True, cross_process=True, blocking_claim=True)
+    capabilities = Capabilities(
+        durable=True, cross_process=True, blocking_claim=True, batch_acks=True
+    )
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(url, clock)
@@ -98,8 +100,8 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
             return script
 
         self._enqueue = reg(scripts.ENQUEUE)
-        self._claim = reg(scripts.CLAIM)
-        self._ack = reg(scripts.ACK)
+        self._claim = reg(fetch_scripts.CLAIM)
+        self._ack_many = reg(fetch_scripts.ACK_MANY)
         self._fail = reg(scripts.FAIL)
         self._bury = reg(scripts.BURY)
         self._release = reg(scripts.RELEASE)

@@ -27,7 +27,7 @@ class LeaseMixin(RedisClient):
     """
 
     _claim: Any
-    _ack: Any
+    _ack_many: Any
     _fail: Any
     _bury: Any
     _release: Any
@@ -76,6 +76,11 @@ class LeaseMixin(RedisClient):
     ) -> list[Delivery]:
         if queues is not None:
             return self._claim_from(list(queues), worker_id, lease_s, limit, now)
+        known = self._known_queues()
+        if len(known) == 1:
+            # One queue: nothing to rank, so no extra round trip (the script itself
+            # skips a paused or empty queue).
+            return self._claim_from(known, worker_id, lease_s, limit, now)
         # Every queue, best priority first: one task at a time from the best head while
         # several queues have work (one script per task), the rest in one go.
         out: list[Delivery] = []
@@ -177,23 +182,50 @@ class LeaseMixin(RedisClient):
 
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
         """RUNNING -> SUCCESS; empty when the token is stale. One round trip."""
-        res = self._settle(
-            self._ack,
-            task_id,
-            [
-                task_id,
-                token,
-                json.dumps(result),
-                repr(now),
-                repr(now + self.result_ttl),
-                self.maxlen,
-                _WORKER,
-            ],
-        )
-        if not res or not res[1]:
-            return []
-        (q, name), _ = res
-        return [Transition(task_id, name, q, S.RUNNING, S.SUCCESS)]
+        return self.ack_many([(task_id, token, result)], now)[0]
+
+    def ack_many(self, acks: Sequence[tuple[str, int, Any]], now: float) -> list[list[Transition]]:
+        """Acknowledge a batch: one script per queue, all in one pipeline (one round trip).
+
+        Safe to retry after a lost reply: a task already SUCCESS under the same token
+        counts as acknowledged.
+        """
+        by_q: dict[str, list[int]] = {}
+        wheres: list[tuple[str, str] | None] = []
+        for i, (tid, _, _) in enumerate(acks):
+            where = self._where(tid)
+            wheres.append(where)
+            if where is not None:
+                by_q.setdefault(where[0], []).append(i)
+        out: list[list[Transition]] = [[] for _ in acks]
+        if not by_q:
+            return out
+        head = [repr(now), repr(now + self.result_ttl), self.maxlen]
+        claimed_by = self._claimed_by
+        calls = 0
+
+        def run() -> Any:
+            nonlocal calls
+            calls += 1
+            pipe = self.r.pipeline(transaction=False)
+            for q, idx in by_q.items():
+                argv = [*head, int(calls > 1)]
+                for i in idx:
+                    tid, token, result = acks[i]
+                    argv += (tid, token, json.dumps(result), claimed_by.get(tid, ""))
+                self._in(pipe, self._ack_many, [self.keys.tag(q)], argv)
+            return pipe.execute()
+
+        replies = self._call(run)
+        for (q, idx), rep in zip(by_q.items(), replies, strict=True):
+            for i, ok in zip(idx, rep, strict=True):
+                tid = acks[i][0]
+                self._claimed.pop(tid, None)
+                claimed_by.pop(tid, None)
+                if int(ok):
+                    name = wheres[i][1]  # type: ignore[index]
+                    out[i] = [Transition(tid, name, q, S.RUNNING, S.SUCCESS)]
+        return out
 
     def fail(
         self,

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dtq_core.backends.redis.kv_scripts import CAS, KV, KV_GET, KV_SET, KV_SETNX, RESERVE
 
 __all__ = [
-    "ACK",
     "BURY",
     "CANCEL",
     "CAS",
-    "CLAIM",
     "COMMON",
     "ENQUEUE",
     "EXPIRE",
@@ -45,11 +43,12 @@ local function ev(maxlen, now, id, name, old, new, worker, note)
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
              'name', name, 'old', old, 'new', new, 'worker', worker or '', 'note', note or '')
 end
-local function tick(now, counter)
+local function tick(now, counter, n)
+  n = n or 1
   local k = T..':sec:'..math.floor(tonumber(now))
-  redis.call('HINCRBY', k, counter, 1)
+  redis.call('HINCRBY', k, counter, n)
   redis.call('EXPIRE', k, 120)
-  redis.call('HINCRBY', T..':totals', counter, 1)
+  redis.call('HINCRBY', T..':totals', counter, n)
 end
 local function ready(id, priority)
   local seq = redis.call('INCR', T..':seq')
@@ -107,55 +106,6 @@ for i = 3, #ARGV, 11 do
   n = n + 1
 end
 return n
-"""
-)
-
-#: ARGV: worker, now, deadline, limit, maxlen. Returns deliveries.
-CLAIM = (
-    COMMON
-    + r"""
-if redis.call('EXISTS', T..':paused') == 1 then return {} end
-local worker, now, deadline, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local popped = redis.call('ZPOPMIN', T..':ready', tonumber(ARGV[4]))
-local out = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local rec = T..':t:'..id
-  if redis.call('HGET', rec, 'state') == 'PENDING' then
-    local token = redis.call('INCR', T..':tokens')
-    move(rec, 'PENDING', 'RUNNING')
-    redis.call('HSET', rec, 'worker', worker, 'started_at', now, 'finished_at', '',
-               'lease_token', token, 'lease_deadline', deadline)
-    local attempt = redis.call('HINCRBY', rec, 'attempt', 1)
-    local deliveries = redis.call('HINCRBY', rec, 'deliveries', 1)
-    redis.call('ZADD', T..':leases', deadline, id)
-    local f = redis.call('HMGET', rec, 'name', 'payload', 'enqueued_at', 'time_limit',
-                         'max_retries')
-    out[#out + 1] = {id, token, f[1], f[2], attempt, deliveries, f[3], f[4], f[5]}
-    tick(now, 'started')
-    ev(maxlen, now, id, f[1], 'PENDING', 'RUNNING', worker, '')
-  end
-end
-if redis.call('ZCARD', T..':ready') == 0 then redis.call('DEL', T..':notify') end
-return out
-"""
-)
-
-#: ARGV: id, token, result JSON, now, expires_at, maxlen, worker. Returns 1 or 0 (stale).
-ACK = (
-    COMMON
-    + r"""
-local id, now = ARGV[1], ARGV[4]
-local rec = T..':t:'..id
-local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name')
-if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
-move(rec, 'RUNNING', 'SUCCESS')
-redis.call('HSET', rec, 'result', ARGV[3], 'error', '', 'finished_at', now, 'lease_deadline', '')
-redis.call('ZREM', T..':leases', id)
-redis.call('ZADD', T..':done', ARGV[5], id)
-tick(now, 'succeeded')
-ev(ARGV[6], now, id, f[3], 'RUNNING', 'SUCCESS', ARGV[7], '')
-return 1
 """
 )
 

@@ -1,0 +1,147 @@
+"""Acknowledgements stored in batches: one round trip for many successful tasks.
+
+On a backend where every call crosses the network (Redis), a worker that acknowledges
+each task on its own spends most of its time waiting for replies. Successful outcomes
+are gathered here instead and stored together by :meth:`Backend.ack_many` when the
+oldest has waited ``delay`` seconds (or the batch is full); their events and
+``after_run`` hooks follow the store, as they would after a single ack.
+
+Nothing is lost by waiting: the tasks stay RUNNING under their leases, which heartbeats
+renew (:meth:`leases`), until the batch is stored. A process that dies first has its
+tasks delivered again, as with a crash in the middle of a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.errors import BackendError
+
+if TYPE_CHECKING:
+    from dtq_core.backends.base import Backend, Transition
+    from dtq_core.hooks import RunContext
+
+log = logging.getLogger("dtq.worker")
+
+#: Called for each stored ack: ``(context, transitions)``.
+Finish = Callable[["RunContext", "list[Transition]"], None]
+
+
+class AckBuffer:
+    """Successful outcomes waiting to be stored together, and the thread that stores them."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        now: Callable[[], float],
+        finish: Finish,
+        delay: float,
+        max_batch: int = 256,
+    ) -> None:
+        self.backend = backend
+        self.now = now
+        self.finish = finish
+        self.delay = delay
+        self.max_batch = max_batch
+        self._items: list[tuple[RunContext, Any]] = []
+        self._oldest = 0.0
+        self._cond = threading.Condition()
+        self._flushing = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, ctx: RunContext, result: Any) -> None:
+        """Queue the success of ``ctx`` (its result already in JSON form)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dtq-acks", daemon=True)
+                self._thread.start()
+            if not self._items:
+                self._oldest = time.monotonic()
+                self._cond.notify()
+            self._items.append((ctx, result))
+            full = len(self._items) >= self.max_batch
+        if full:
+            self.flush()
+
+    def leases(self) -> list[tuple[str, int]]:
+        """``(task_id, token)`` of every waiting ack: their leases must be renewed."""
+        with self._cond:
+            return [(c.delivery.task_id, c.delivery.token) for c, _ in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def flush(self) -> None:
+        """Store every waiting ack now, in one round trip.
+
+        Raises :class:`BackendError` when the backend cannot be reached, leaving them
+        queued for the next attempt.
+        """
+        with self._flushing:  # one batch at a time: acks stay in order
+            with self._cond:
+                items, self._items = self._items, []
+            if not items:
+                return
+            d = [(c.delivery.task_id, c.delivery.token, r) for c, r in items]
+            try:
+                results = self.backend.ack_many(d, self.now())
+            except BackendError:
+                with self._cond:
+                    self._items[:0] = items
+                    self._oldest = time.monotonic()
+                raise
+        for (ctx, _), trs in zip(items, results, strict=True):
+            try:
+                self.finish(ctx, trs)
+            except Exception:
+                log.exception("after the ack of task %s", ctx.delivery.task_id)
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                wait = self._oldest + max(self.delay, backoff) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                self.flush()
+                backoff = 0.0
+            except BackendError as exc:
+                if not backoff:
+                    log.warning("storing acknowledgements failed, retrying: %s", exc)
+                backoff = min(5.0, max(0.1, backoff * 2))
+            except Exception:
+                log.exception("storing acknowledgements")
+                backoff = min(5.0, max(0.1, backoff * 2))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is waiting (retrying up to ``timeout``), then stop the thread."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.flush()
+                break
+            except BackendError as exc:
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "%d acknowledgements not stored (%s): their tasks run again "
+                        "when their leases expire",
+                        len(self._items),
+                        exc,
+                    )
+                    break
+                time.sleep(0.1)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(1.0)
