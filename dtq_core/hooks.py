@@ -99,6 +99,14 @@ class Hook:
     ) -> None:
         """An attempt was settled (``exc`` is ``None`` on success); reverse order."""
 
+    def ack_later(self, ctx: RunContext) -> bool:
+        """May this success be stored in a batch, up to ``ack_delay_s`` later?
+
+        A hook with per-task work of its own after a success (a workflow moving on, a
+        breaker counting) says no: that work would hold up the whole batch.
+        """
+        return True
+
     def tick(self, broker: Broker, now: float) -> float | None:
         """Periodic work on the broker's maintenance thread; return when to run next."""
         return None

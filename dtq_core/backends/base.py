@@ -162,10 +162,15 @@ class Backend(ABC):
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
         """RUNNING -> SUCCESS with ``result``; empty when the token is stale."""
 
-    def ack_many(self, acks: Sequence[tuple[str, int, Any]], now: float) -> list[list[Transition]]:
+    def ack_many(
+        self, acks: Sequence[tuple[str, int, Any]], now: float, *, retry: bool = False
+    ) -> list[list[Transition]]:
         """:meth:`ack` for each ``(task_id, token, result)``: one list per ack, in order.
 
-        Backends with network round trips store the whole batch in one.
+        Backends with network round trips store the whole batch in one. ``retry``: an
+        earlier call with these acks failed and may have stored some of them before its
+        reply was lost; a task already SUCCESS under the same token then counts as
+        acknowledged instead of stale.
         """
         return [self.ack(tid, token, result, now) for tid, token, result in acks]
 

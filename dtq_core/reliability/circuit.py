@@ -133,6 +133,10 @@ class BreakerHook(Hook):
         self._update(ctx.broker, key, decide)
         return verdict[0]
 
+    def ack_later(self, ctx: RunContext) -> bool:
+        """Tasks behind a breaker are acknowledged at once (their success is counted)."""
+        return self._key(ctx.task.name, ctx.task.options) is None
+
     def after_run(
         self, ctx: RunContext, exc: BaseException | None, transitions: list[Transition]
     ) -> None:

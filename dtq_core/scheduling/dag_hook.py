@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError, ConfigError, DAGError, DTQError
-from dtq_core.hooks import Hook
+from dtq_core.hooks import Hook, RunContext
 from dtq_core.scheduling.dag import UPSTREAM_KWARG, Workflow
 from dtq_core.scheduling.dag_run import (
     _ACTIVE,
@@ -206,6 +206,10 @@ class DagHook(Hook):
                     self._done.wait(left)
 
     # -- reacting to tasks ---------------------------------------------------------------
+
+    def ack_later(self, ctx: RunContext) -> bool:
+        """Node tasks are acknowledged at once: their run moves on right after."""
+        return not ctx.delivery.task_id.startswith(RUN_PREFIX)
 
     def on_event(self, broker: Broker, ev: Event) -> None:
         """Move the node of a node task's event (other tasks are ignored at once)."""

@@ -48,6 +48,8 @@ class AckBuffer:
         self.delay = delay
         self.max_batch = max_batch
         self._items: list[tuple[RunContext, Any]] = []
+        # Some waiting acks were in a call that failed: it may have stored them.
+        self._retry = False
         self._oldest = 0.0
         self._cond = threading.Condition()
         self._flushing = threading.Lock()
@@ -57,15 +59,15 @@ class AckBuffer:
     def add(self, ctx: RunContext, result: Any) -> None:
         """Queue the success of ``ctx`` (its result already in JSON form)."""
         with self._cond:
-            if self._thread is None:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="dtq-acks", daemon=True)
                 self._thread.start()
             if not self._items:
                 self._oldest = time.monotonic()
                 self._cond.notify()
             self._items.append((ctx, result))
-            full = len(self._items) >= self.max_batch
-        if full:
+            now_please = self._closed or len(self._items) >= self.max_batch
+        if now_please:
             self.flush()
 
     def leases(self) -> list[tuple[str, int]]:
@@ -85,15 +87,22 @@ class AckBuffer:
         with self._flushing:  # one batch at a time: acks stay in order
             with self._cond:
                 items, self._items = self._items, []
+                retry, self._retry = self._retry, False
             if not items:
                 return
             d = [(c.delivery.task_id, c.delivery.token, r) for c, r in items]
             try:
-                results = self.backend.ack_many(d, self.now())
-            except BackendError:
+                now = self.now()
+                if retry:
+                    results = self.backend.ack_many(d, now, retry=True)
+                else:
+                    results = self.backend.ack_many(d, now)
+            except Exception:
+                # Kept, in order, for the next attempt (which may find some stored).
                 with self._cond:
                     self._items[:0] = items
                     self._oldest = time.monotonic()
+                    self._retry = True
                 raise
         for (ctx, _), trs in zip(items, results, strict=True):
             try:
@@ -124,13 +133,20 @@ class AckBuffer:
                 backoff = min(5.0, max(0.1, backoff * 2))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Store what is waiting (retrying up to ``timeout``), then stop the thread."""
+        """Store what is waiting (retrying up to ``timeout``), then stop the thread.
+
+        Successes added from now on are stored at once.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         deadline = time.monotonic() + timeout
-        while True:
+        while self._items:
             try:
                 self.flush()
-                break
-            except BackendError as exc:
+            except Exception as exc:
                 if time.monotonic() >= deadline:
                     log.error(
                         "%d acknowledgements not stored (%s): their tasks run again "
@@ -138,10 +154,5 @@ class AckBuffer:
                         len(self._items),
                         exc,
                     )
-                    break
+                    return
                 time.sleep(0.1)
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(1.0)

@@ -40,8 +40,6 @@ class WorkerInfo:
     failed: int = 0
     started_at: float = 0.0
     last_seen: float = 0.0
-    #: Claimed tasks waiting their turn in this worker (prefetch): leases renewed too.
-    waiting: tuple[Delivery, ...] = ()
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """What a heartbeat publishes."""
@@ -88,7 +86,6 @@ class Pool(ABC):
             cur = w.current
             if cur is not None:
                 out.append((cur.task_id, cur.token))
-            out.extend((d.task_id, d.token) for d in w.waiting)
         if self.acks is not None:
             out.extend(self.acks.leases())
         return out

@@ -59,6 +59,7 @@ class Runner:
         self.before_run = overrides("before_run")
         self.on_failure = overrides("on_failure")
         self.after_run = list(reversed(overrides("after_run")))
+        self.ack_now_if = overrides("ack_later")
         #: Successes waiting to be stored together; ``None``: each is stored at once.
         self.acks: AckBuffer | None = None
 
@@ -131,7 +132,7 @@ class Runner:
             except SerializationError as bad:
                 exc = bad
         if exc is None:
-            if self.acks is not None:
+            if self.acks is not None and all(h.ack_later(ctx) for h in self.ack_now_if):
                 self.acks.add(ctx, result)
                 return
             trs = backend.ack(d.task_id, d.token, result, now)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError, TimeLimitExceeded
@@ -22,6 +23,7 @@ from dtq_core.workers.runner import Runner
 from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 
 if TYPE_CHECKING:
+    from dtq_core.backends.base import Delivery
     from dtq_core.broker import Broker
     from dtq_core.hooks import RunContext
 
@@ -69,6 +71,9 @@ class ThreadPool(Pool):
         self.acks = self.runner.acks
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
+        # Tasks claimed ahead (prefetch), taken by whichever thread is free first.
+        self._ahead: deque[Delivery] = deque()
+        self._avg_runtime: float | None = None
         self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
         self._hard = False
@@ -89,61 +94,91 @@ class ThreadPool(Pool):
             self._threads.append(t)
             t.start()
 
+    def _take(self, info: WorkerInfo, limit: int) -> Delivery | None:
+        """The next task: from the tasks this process claimed ahead, else a new claim.
+
+        Tasks claimed ahead wait in one queue shared by the pool's threads, so a long
+        task holds up only its own thread: the others take the rest.
+        """
+        try:
+            d = self._ahead.popleft()
+        except IndexError:
+            pass
+        else:
+            # Its wait is measured to when it starts, not to when it was claimed.
+            return d._replace(started_at=self.broker.clock.now())
+        cfg = self.broker.config
+        batch = self.broker.backend.claim(
+            cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
+        )
+        if not batch:
+            return None
+        self._ahead.extend(batch[1:])
+        return batch[0]
+
     def _work(self, info: WorkerInfo) -> None:
         broker = self.broker
         cfg = broker.config
-        backend = broker.backend
         clock = broker.clock
         runner = self.runner
-        queues = cfg.queues
         stopping = self.stopping
         backoff = Backoff(stopping)
         # prefetch=None adapts on backends where a claim is a round trip: batches of
         # about PREFETCH_BUDGET_S of work, by the moving average of run times.
-        adaptive = cfg.prefetch is None and backend.capabilities.batch_acks
+        adaptive = cfg.prefetch is None and broker.backend.capabilities.batch_acks
         limit = cfg.prefetch or 1
-        avg: float | None = None
         while not stopping.is_set():
             try:
-                batch = backend.claim(queues, info.id, cfg.lease_s, limit, clock.now(), 0.5)
+                d = self._take(info, limit)
                 backoff.ok()
             except BackendError as exc:
                 backoff.failed(exc)
                 continue
-            for i, d in enumerate(batch):
-                if stopping.is_set():
-                    info.waiting = ()
-                    for rest in batch[i:]:
-                        runner.requeue(rest, info.id, "worker stopping: requeued")
-                    break
-                info.waiting = tuple(batch[i + 1 :])
-                info.current = d
-                info.current_started = clock.now()
-                info.state = "busy"
-                try:
-                    took = self._run_one(runner, d, info)
-                    if adaptive and took is not None:
-                        avg = took if avg is None else 0.8 * avg + 0.2 * took
-                except WorkerShutdown:
-                    runner.requeue(d, info.id, "hard stop: requeued")
-                except BackendError as exc:
-                    # The outcome could not be stored: the lease runs out and the task is
-                    # delivered again (at least once).
-                    backoff.failed(exc)
-                except Exception:
-                    # A bug outside the task (a hook, a subscriber, a bad option): the
-                    # worker lives on; the task is given back rather than left RUNNING.
-                    log.exception("worker %s: unexpected error around task %s", info.id, d.task_id)
-                    with contextlib.suppress(Exception):
-                        runner.requeue(d, info.id, "worker error: requeued")
-                finally:
-                    info.current = None
-                    info.current_started = None
-                    info.state = "idle"
-            info.waiting = ()
-            if adaptive:
-                limit = adaptive_prefetch(avg)
+            if d is None:
+                continue
+            if stopping.is_set():
+                runner.requeue(d, info.id, "worker stopping: requeued")
+                break
+            info.current = d
+            info.current_started = clock.now()
+            info.state = "busy"
+            try:
+                took = self._run_one(runner, d, info)
+                if adaptive and took is not None:
+                    avg = self._avg_runtime
+                    avg = took if avg is None else 0.8 * avg + 0.2 * took
+                    self._avg_runtime = avg
+                    limit = adaptive_prefetch(avg)
+            except WorkerShutdown:
+                runner.requeue(d, info.id, "hard stop: requeued")
+            except BackendError as exc:
+                # The outcome could not be stored: the lease runs out and the task is
+                # delivered again (at least once).
+                backoff.failed(exc)
+            except Exception:
+                # A bug outside the task (a hook, a subscriber, a bad option): the
+                # worker lives on; the task is given back rather than left RUNNING.
+                log.exception("worker %s: unexpected error around task %s", info.id, d.task_id)
+                with contextlib.suppress(Exception):
+                    runner.requeue(d, info.id, "worker error: requeued")
+            finally:
+                info.current = None
+                info.current_started = None
+                info.state = "idle"
         info.state = "stopped"
+
+    def in_flight(self) -> list[tuple[str, int]]:
+        """Running tasks, successes waiting to be stored and tasks claimed ahead."""
+        return [*super().in_flight(), *((d.task_id, d.token) for d in list(self._ahead))]
+
+    def _requeue_ahead(self, note: str) -> None:
+        while True:
+            try:
+                d = self._ahead.popleft()
+            except IndexError:
+                return
+            with contextlib.suppress(Exception):
+                self.runner.requeue(d, "", note)
 
     def _run_one(self, runner: Runner, d: Any, info: WorkerInfo) -> float | None:
         """Run one delivery; its run time (``None`` when it did not run)."""
@@ -206,6 +241,7 @@ class ThreadPool(Pool):
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._interrupt_stragglers()
+        self._requeue_ahead("worker stopping: requeued")
         self.runner.close()
         self.watchdog.stop()
         if self._loop is not None:
@@ -215,6 +251,7 @@ class ThreadPool(Pool):
         """Interrupt every running task now (it is requeued)."""
         self.stopping.set()
         self._interrupt_stragglers()
+        self._requeue_ahead("hard stop: requeued")
         self.runner.close()
 
     def _interrupt_stragglers(self) -> None:

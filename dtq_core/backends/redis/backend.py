@@ -123,7 +123,7 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
         # task id -> (queue, name) of tasks this process claimed: saves the index lookup
         # on ack/fail and names their transitions.
         self._claimed: dict[str, tuple[str, str]] = {}
-        self._claimed_by: dict[str, str] = {}
+        self._claimed_by: dict[str, tuple[str, int]] = {}
         self.connected = True
 
     # -- plumbing ----------------------------------------------------------------------
@@ -155,6 +155,8 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
     def _ensure_queue(self, queue: str, pipe: Any) -> None:
         if queue not in self._known:
             pipe.sadd(self.keys.queues, queue)
+            pipe.rpush(self.keys.new_queues, queue)
+            pipe.ltrim(self.keys.new_queues, -64, -1)
             self._known.add(queue)
 
     def _args(self, t: NewTask) -> list[Any]:

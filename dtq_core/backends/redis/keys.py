@@ -49,6 +49,15 @@ class Keys:
         return f"{self.prefix}:queues"
 
     @property
+    def new_queues(self) -> str:
+        """List pushed when a producer first uses a queue.
+
+        It wakes workers that serve every queue: they cannot wait on a queue they do
+        not know yet.
+        """
+        return f"{self.prefix}:queues:new"
+
+    @property
     def index(self) -> str:
         """Hash task id -> queue."""
         return f"{self.prefix}:idx"

@@ -15,6 +15,10 @@ from dtq_core.task import ErrorInfo, TaskState
 S = TaskState
 
 
+#: Tasks claimed or acknowledged by one script at most (Lua's unpack() takes ~8,000
+#: values; a larger batch is split into several scripts in the same round trip).
+MAX_BATCH = 1000
+
 #: Stands for the claiming worker's id in a settle script's arguments.
 _WORKER = object()
 
@@ -33,7 +37,7 @@ class LeaseMixin(RedisClient):
     _release: Any
     _extend: Any
     _claimed: dict[str, tuple[str, str]]
-    _claimed_by: dict[str, str]
+    _claimed_by: dict[str, tuple[str, int]]
 
     def _trs(
         self, task_id: str, name: str, queue: str, path: Sequence[Any], note: str | None = None
@@ -59,11 +63,16 @@ class LeaseMixin(RedisClient):
     ) -> list[Delivery]:
         """Lease up to ``limit`` tasks; block up to ``wait`` on the queues' notify lists."""
         out = self._claim_any(queues, worker_id, lease_s, limit, now)
-        names = list(queues) if queues is not None else self._known_queues()
-        if out or wait <= 0 or not names:
+        if out or wait <= 0:
             return out
-        notify = [self.keys.queue(q)["notify"] for q in names]
-        self._call(lambda: self.r.blpop(notify, timeout=max(0.01, wait)), retry=False)
+        names = list(queues) if queues is not None else self._known_queues()
+        watch = [self.keys.queue(q)["notify"] for q in names]
+        if queues is None:
+            # Serving every queue: a queue created from now on wakes us too.
+            watch.append(self.keys.new_queues)
+        popped = self._call(lambda: self.r.blpop(watch, timeout=max(0.01, wait)), retry=False)
+        if popped and _s(popped[0]) == self.keys.new_queues:
+            self._known_queues(fresh=True)
         return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
 
     def _claim_any(
@@ -136,11 +145,18 @@ class LeaseMixin(RedisClient):
         for q in names:
             if len(out) >= limit:
                 break
+            # At most MAX_BATCH per script: Lua's unpack() of the lease list has a limit.
             rows = self._call(
                 functools.partial(
                     self._claim,
                     keys=[self.keys.tag(q)],
-                    args=[worker_id, repr(now), repr(now + lease_s), limit - len(out), self.maxlen],
+                    args=[
+                        worker_id,
+                        repr(now),
+                        repr(now + lease_s),
+                        min(MAX_BATCH, limit - len(out)),
+                        self.maxlen,
+                    ],
                 )
             )
             for tid, token, name, payload, attempt, deliveries, enq, tl, mr in rows:
@@ -158,37 +174,55 @@ class LeaseMixin(RedisClient):
                     int(mr),
                 )
                 self._claimed[d.task_id] = (q, d.name)
-                self._claimed_by[d.task_id] = worker_id
+                self._claimed_by[d.task_id] = (worker_id, d.token)
                 out.append(d)
         return out
 
     # -- settling ----------------------------------------------------------------------
 
-    def _where(self, task_id: str, settle: bool = False) -> tuple[str, str] | None:
-        hit = self._claimed.pop(task_id, None) if settle else self._claimed.get(task_id)
+    def _where(self, task_id: str) -> tuple[str, str] | None:
+        hit = self._claimed.get(task_id)
         if hit is not None:
             return hit
         q = self._q(task_id)
         return None if q is None else (q, "")
 
+    def _forget(self, task_id: str, token: int) -> None:
+        """Drop what this process remembers of its claim of ``task_id`` under ``token``.
+
+        A claim of the same task under a newer token (delivered again, to another
+        thread of this process) is kept.
+        """
+        mine = self._claimed_by.get(task_id)
+        if mine is None or mine[1] == token:
+            self._claimed_by.pop(task_id, None)
+            self._claimed.pop(task_id, None)
+
     def _settle(self, script: Any, task_id: str, args: list[Any]) -> Any:
-        worker = self._claimed_by.pop(task_id, "")
+        token = int(args[1])
+        mine = self._claimed_by.get(task_id)
+        worker = mine[0] if mine is not None and mine[1] == token else ""
         args = [worker if a is _WORKER else a for a in args]  # events name the worker
-        where = self._where(task_id, settle=True)
+        where = self._where(task_id)
         if where is None:
             return None
         q = where[0]
-        return where, self._call(lambda: script(keys=[self.keys.tag(q)], args=args))
+        try:
+            return where, self._call(lambda: script(keys=[self.keys.tag(q)], args=args))
+        finally:
+            self._forget(task_id, token)
 
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
         """RUNNING -> SUCCESS; empty when the token is stale. One round trip."""
         return self.ack_many([(task_id, token, result)], now)[0]
 
-    def ack_many(self, acks: Sequence[tuple[str, int, Any]], now: float) -> list[list[Transition]]:
+    def ack_many(
+        self, acks: Sequence[tuple[str, int, Any]], now: float, *, retry: bool = False
+    ) -> list[list[Transition]]:
         """Acknowledge a batch: one script per queue, all in one pipeline (one round trip).
 
-        Safe to retry after a lost reply: a task already SUCCESS under the same token
-        counts as acknowledged.
+        Safe to retry after a lost reply (here, or by the caller with ``retry``): a task
+        already SUCCESS under the same token counts as acknowledged.
         """
         by_q: dict[str, list[int]] = {}
         wheres: list[tuple[str, str] | None] = []
@@ -197,8 +231,14 @@ class LeaseMixin(RedisClient):
             wheres.append(where)
             if where is not None:
                 by_q.setdefault(where[0], []).append(i)
+        # One script per MAX_BATCH acks of a queue (Lua's unpack() has a limit).
+        chunks = [
+            (q, idx[k : k + MAX_BATCH])
+            for q, idx in by_q.items()
+            for k in range(0, len(idx), MAX_BATCH)
+        ]
         out: list[list[Transition]] = [[] for _ in acks]
-        if not by_q:
+        if not chunks:
             return out
         head = [repr(now), repr(now + self.result_ttl), self.maxlen]
         claimed_by = self._claimed_by
@@ -208,20 +248,21 @@ class LeaseMixin(RedisClient):
             nonlocal calls
             calls += 1
             pipe = self.r.pipeline(transaction=False)
-            for q, idx in by_q.items():
-                argv = [*head, int(calls > 1)]
+            for q, idx in chunks:
+                argv = [*head, int(retry or calls > 1)]
                 for i in idx:
                     tid, token, result = acks[i]
-                    argv += (tid, token, json.dumps(result), claimed_by.get(tid, ""))
+                    mine = claimed_by.get(tid)
+                    worker = mine[0] if mine is not None and mine[1] == token else ""
+                    argv += (tid, token, json.dumps(result), worker)
                 self._in(pipe, self._ack_many, [self.keys.tag(q)], argv)
             return pipe.execute()
 
         replies = self._call(run)
-        for (q, idx), rep in zip(by_q.items(), replies, strict=True):
+        for (q, idx), rep in zip(chunks, replies, strict=True):
             for i, ok in zip(idx, rep, strict=True):
                 tid = acks[i][0]
-                self._claimed.pop(tid, None)
-                claimed_by.pop(tid, None)
+                self._forget(tid, acks[i][1])
                 if int(ok):
                     name = wheres[i][1]  # type: ignore[index]
                     out[i] = [Transition(tid, name, q, S.RUNNING, S.SUCCESS)]

@@ -53,7 +53,9 @@ def test_sigkill_mid_run_every_task_completes_duplicates_bounded(
     t_kill = victim.kill()
     running = c.backend.list_tasks(parse_filter("state:running"), time.time(), limit=1000)
     held = {r.id for r in running if victim.owns(r.worker)}
-    assert len(held) <= conc  # prefetch 1: at most one task per thread
+    # At most one running task per thread (30 ms tasks: adaptive prefetch stays at 1),
+    # plus, per thread, one finished task whose ack was still waiting (ack_delay_s).
+    assert len(held) <= 2 * conc
 
     # Every task ends SUCCESS with its result.
     p = c.producers[0]
