@@ -77,6 +77,10 @@ class Keys:
         """Sorted set worker id -> heartbeat expiry."""
         return f"{self.prefix}:workers:seen"
 
+    def kv_index(self, namespace: str) -> str:
+        """Sorted set of the generic keys of one namespace (``dtq:rl:``), by expiry."""
+        return f"{self.prefix}:kvidx:{namespace}"
+
     def kv(self, key: str) -> str:
         """A generic key (dedup, limiter, breaker, cron, DAG state)."""
         return f"{self.prefix}:kv:{key}"

@@ -11,11 +11,20 @@ from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.records import _opt, _s
 
 
+def namespace(key: str) -> str:
+    """The indexed namespace of a generic key: its first two segments (``dtq:rl:``)."""
+    parts = key.split(":", 2)
+    return f"{parts[0]}:{parts[1]}:" if len(parts) == 3 else ""
+
+
 class KeyValueMixin(RedisClient):
     """Keys with TTLs, GCRA reservations, worker heartbeats and registered task names.
 
     All are shared by every process; key TTLs are checked by scripts on the injected
-    clock. Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
+    clock. Generic keys are listed in a sorted set per namespace (by expiry), written in
+    the same round trip as the key: :meth:`scan_keys` reads that set instead of
+    scanning the whole keyspace, which on a shared Redis may hold millions of keys.
+    Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
     the scripts in its constructor.
     """
 
@@ -27,13 +36,24 @@ class KeyValueMixin(RedisClient):
 
     # -- keys and counters -------------------------------------------------------------
 
+    def _indexed(
+        self, key: str, script: Any, args: list[Any], ttl_s: float | None, now: float, gt: bool
+    ) -> Any:
+        """Run a key's script and index the key in one round trip."""
+        idx = self.keys.kv_index(namespace(key))
+        score = "+inf" if ttl_s is None else repr(now + ttl_s)
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            self._in(pipe, script, [self.keys.kv(key)], args)
+            pipe.zadd(idx, {key: score}, gt=gt)
+            return pipe.execute()[0]
+
+        return self._call(run)
+
     def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
         """Set unless a live value exists; return the existing value if any."""
-        old = self._call(
-            functools.partial(
-                self._kv_setnx, keys=[self.keys.kv(key)], args=[value, repr(now), repr(ttl_s)]
-            )
-        )
+        old = self._indexed(key, self._kv_setnx, [value, repr(now), repr(ttl_s)], ttl_s, now, True)
         return _s(old) if old is not None else None
 
     def get_key(self, key: str, now: float) -> str | None:
@@ -43,36 +63,69 @@ class KeyValueMixin(RedisClient):
 
     def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
         """Set ``key``."""
-        self._call(
-            functools.partial(
-                self._kv_set, keys=[self.keys.kv(key)], args=[value, repr(now), _opt(ttl_s)]
-            )
-        )
+        self._indexed(key, self._kv_set, [value, repr(now), _opt(ttl_s)], ttl_s, now, False)
 
     def delete_key(self, key: str) -> None:
         """Remove ``key``."""
-        self._call(lambda: self.r.delete(self.keys.kv(key)))
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.delete(self.keys.kv(key))
+            pipe.zrem(self.keys.kv_index(namespace(key)), key)
+            return pipe.execute()
+
+        self._call(run)
 
     def compare_and_set(
         self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
     ) -> bool:
         """Atomic compare-and-set (a script)."""
         has = "0" if expected is None else "1"
-        return bool(
-            self._call(
-                functools.partial(
-                    self._cas,
-                    keys=[self.keys.kv(key)],
-                    args=[has, expected or "", value, repr(now), _opt(ttl_s)],
-                )
-            )
-        )
+        args = [has, expected or "", value, repr(now), _opt(ttl_s)]
+        return bool(self._indexed(key, self._cas, args, ttl_s, now, False))
 
     def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
-        """Live keys starting with ``prefix``."""
+        """Live keys starting with ``prefix`` (from the namespace's index)."""
+        ns = namespace(prefix)
+        if not ns:
+            return self._verify(self._scan_names(prefix), now)[:limit]
+        idx = self.keys.kv_index(ns)
+
+        def read() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zremrangebyscore(idx, "-inf", f"({now!r}")
+            pipe.zrangebyscore(idx, repr(now), "+inf")
+            pipe.exists(idx + ":built")
+            return pipe.execute()
+
+        _, members, built = self._call(read)
+        names = [n for n in (_s(m) for m in members) if n.startswith(prefix)]
+        if not built:
+            # Keys written before the index existed: found once by a scan, then indexed.
+            old = self._scan_names(ns)
+
+            def build() -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                if old:
+                    pipe.zadd(idx, dict.fromkeys(old, "+inf"), nx=True)
+                pipe.set(idx + ":built", 1)
+                return pipe.execute()
+
+            self._call(build)
+            names = sorted({*names, *(n for n in old if n.startswith(prefix))})
+        live = self._verify(sorted(names), now)
+        dead = set(names) - set(live)
+        if dead:
+            self._call(lambda: self.r.zrem(idx, *dead))
+        return live[:limit]
+
+    def _scan_names(self, prefix: str) -> list[str]:
         base = self.keys.kv("")
         found = self._call(functools.partial(self._scan, base + prefix + "*"))
-        names = sorted(_s(k)[len(base) :] for k in found)
+        return sorted(_s(k)[len(base) :] for k in found)
+
+    def _verify(self, names: list[str], now: float) -> list[str]:
+        """The names whose keys hold a live value."""
         if not names:
             return []
 
@@ -82,8 +135,7 @@ class KeyValueMixin(RedisClient):
                 self._in(pipe, self._kv_get, [self.keys.kv(n)], [repr(now)])
             return pipe.execute()
 
-        live = [n for n, v in zip(names, self._call(run), strict=True) if v is not None]
-        return live[:limit]
+        return [n for n, v in zip(names, self._call(run), strict=True) if v is not None]
 
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """GCRA reserve, shared by every worker."""
