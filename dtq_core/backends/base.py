@@ -158,6 +158,16 @@ class Backend(ABC):
         queues are skipped. With ``wait`` > 0 a blocking backend waits that long for work.
         """
 
+    def leave(
+        self, queues: Sequence[str] | None, worker_id: str, lease_s: float, now: float
+    ) -> list[Delivery]:
+        """A worker stops waiting for work: what was leased to it meanwhile.
+
+        The caller gives those back. Only backends that hand tasks to waiting workers
+        have any.
+        """
+        return []
+
     @abstractmethod
     def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
         """RUNNING -> SUCCESS with ``result``; empty when the token is stale."""

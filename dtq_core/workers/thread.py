@@ -165,6 +165,10 @@ class ThreadPool(Pool):
                 info.current = None
                 info.current_started = None
                 info.state = "idle"
+        # Tasks handed to this worker while it waited (Redis) are given back.
+        with contextlib.suppress(BackendError):
+            for d in broker.backend.leave(cfg.queues, info.id, cfg.lease_s, clock.now()):
+                runner.requeue(d, info.id, "worker stopping: requeued")
         info.state = "stopped"
 
     def in_flight(self) -> list[tuple[str, int]]:

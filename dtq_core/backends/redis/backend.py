@@ -101,6 +101,7 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
 
         self._enqueue = reg(scripts.ENQUEUE)
         self._claim = reg(fetch_scripts.CLAIM)
+        self._idle = reg(fetch_scripts.IDLE)
         self._ack_many = reg(fetch_scripts.ACK_MANY)
         self._fail = reg(scripts.FAIL)
         self._bury = reg(scripts.BURY)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from dtq_core.backends.redis.scripts import COMMON
 
-__all__ = ["ACK_MANY", "CLAIM"]
+__all__ = ["ACK_MANY", "CLAIM", "IDLE"]
 
-#: ARGV: worker, now, deadline, limit, maxlen. Returns deliveries:
-#: {id, token, name, payload, attempt, deliveries, enqueued_at, time_limit, max_retries}.
+#: ARGV: worker, now, deadline, limit, maxlen, idle member. Returns {deliveries, inbox}:
+#: deliveries are {id, token, name, payload, attempt, deliveries, enqueued_at,
+#: time_limit, max_retries}; inbox holds what was handed to this worker while it waited
+#: (see ``handoff`` in COMMON) and had not been taken yet. Claiming ends the wait.
 CLAIM = (
     COMMON
     + r"""
-if redis.call('EXISTS', T..':paused') == 1 then return {} end
 local worker, now, deadline, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+redis.call('ZREM', T..':idle', ARGV[6])
+local box = T..':inbox:'..worker
+local boxed = redis.call('LRANGE', box, 0, -1)
+if #boxed > 0 then redis.call('DEL', box) end
+if redis.call('EXISTS', T..':paused') == 1 or tonumber(ARGV[4]) < 1 then return {{}, boxed} end
 local popped = redis.call('ZPOPMIN', T..':ready', tonumber(ARGV[4]))
 local out, leases, n = {}, {}, 0
 if #popped > 0 then
@@ -25,21 +31,13 @@ if #popped > 0 then
   local token = redis.call('INCRBY', T..':tokens', #popped / 2) - #popped / 2
   for i = 1, #popped, 2 do
     local id = popped[i]
-    local rec = T..':t:'..id
     token = token + 1
-    local f = redis.call('HMGET', rec, 'state', 'name', 'payload', 'enqueued_at',
-                         'time_limit', 'max_retries', 'attempt', 'deliveries')
-    if f[1] == 'PENDING' then
-      local attempt = tonumber(f[7]) + 1
-      local deliveries = tonumber(f[8]) + 1
-      redis.call('HSET', rec, 'state', 'RUNNING', 'worker', worker, 'started_at', now,
-                 'finished_at', '', 'lease_token', token, 'lease_deadline', deadline,
-                 'attempt', attempt, 'deliveries', deliveries)
+    local row = take(id, token, worker, now, deadline, maxlen)
+    if row then
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       n = n + 1
-      out[n] = {id, token, f[2], f[3], attempt, deliveries, f[4], f[5], f[6]}
-      ev(maxlen, now, id, f[2], 'PENDING', 'RUNNING', worker, '')
+      out[n] = row
     end
   end
 end
@@ -50,7 +48,26 @@ if n > 0 then
   tick(now, 'started', n)
 end
 if redis.call('ZCARD', T..':ready') == 0 then redis.call('DEL', T..':notify') end
-return out
+return {out, boxed}
+"""
+)
+
+#: ARGV: idle member ("<lease_s>|<worker>"), now, until, worker. A worker about to block
+#: on its inbox: registered as idle (new tasks are handed to it) unless the queue has
+#: ready tasks already, then a wake-up mark in its inbox makes it claim at once. Returns
+#: 1 (work is there) or 0 (registered).
+IDLE = (
+    COMMON
+    + r"""
+local box = T..':inbox:'..ARGV[4]
+if redis.call('EXISTS', T..':paused') == 0 and redis.call('ZCARD', T..':ready') > 0 then
+  redis.call('RPUSH', box, '!')
+  redis.call('PEXPIRE', box, 60000)
+  return 1
+end
+redis.call('ZREMRANGEBYSCORE', T..':idle', '-inf', '('..ARGV[2])
+redis.call('ZADD', T..':idle', ARGV[3], ARGV[1])
+return 0
 """
 )
 

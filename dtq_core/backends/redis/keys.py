@@ -34,10 +34,15 @@ class Keys:
             "tokens": f"{t}:tokens",
             "paused": f"{t}:paused",
             "notify": f"{t}:notify",
+            "idle": f"{t}:idle",
             "events": f"{t}:events",
             "sec": f"{t}:sec:",
             "rec": f"{t}:t:",
         }
+
+    def inbox(self, queue: str, worker_id: str) -> str:
+        """List of the deliveries handed to ``worker_id`` while it waited on ``queue``."""
+        return f"{self.tag(queue)}:inbox:{worker_id}"
 
     def record(self, queue: str, task_id: str) -> str:
         """The hash holding one task's record."""

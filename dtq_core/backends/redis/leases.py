@@ -31,6 +31,7 @@ class LeaseMixin(RedisClient):
     """
 
     _claim: Any
+    _idle: Any
     _ack_many: Any
     _fail: Any
     _bury: Any
@@ -61,19 +62,85 @@ class LeaseMixin(RedisClient):
         now: float,
         wait: float = 0.0,
     ) -> list[Delivery]:
-        """Lease up to ``limit`` tasks; block up to ``wait`` on the queues' notify lists."""
+        """Lease up to ``limit`` tasks; wait up to ``wait`` seconds for one.
+
+        While it waits, the worker is registered as idle on each queue: a task enqueued
+        meanwhile is leased to it by the enqueue itself and pushed to its inbox, which
+        it blocks on (the wake-up brings the task; no claim round trip follows).
+        """
         out = self._claim_any(queues, worker_id, lease_s, limit, now)
         if out or wait <= 0:
             return out
         names = list(queues) if queues is not None else self._known_queues()
-        watch = [self.keys.queue(q)["notify"] for q in names]
+        member = f"{lease_s!r}|{worker_id}"
+        until = repr(now + wait)
+        watch = [self.keys.inbox(q, worker_id) for q in names]
+        watch += [self.keys.queue(q)["notify"] for q in names]
         if queues is None:
             # Serving every queue: a queue created from now on wakes us too.
             watch.append(self.keys.new_queues)
-        popped = self._call(lambda: self.r.blpop(watch, timeout=max(0.01, wait)), retry=False)
-        if popped and _s(popped[0]) == self.keys.new_queues:
-            self._known_queues(fresh=True)
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                self._in(
+                    pipe, self._idle, [self.keys.tag(q)], [member, repr(now), until, worker_id]
+                )
+            pipe.blpop(watch, timeout=max(0.01, wait))
+            return pipe.execute()[-1]
+
+        popped = self._call(run, retry=False)
+        if popped:
+            key, value = _s(popped[0]), bytes(popped[1])
+            if key == self.keys.new_queues:
+                self._known_queues(fresh=True)
+            elif value != b"!" and key.endswith(f":inbox:{worker_id}"):
+                q = names[watch.index(key)]
+                d = self._unbox(q, value, worker_id, self.clock.now())
+                # Other queues may have handed us one too: collected by the next claim.
+                return [d]
         return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
+
+    def leave(
+        self, queues: Sequence[str] | None, worker_id: str, lease_s: float, now: float
+    ) -> list[Delivery]:
+        """End the worker's idle registration; what was handed to it meanwhile."""
+        names = list(queues) if queues is not None else self._known_queues()
+        if not names:
+            return []
+        args = [worker_id, repr(now), repr(now + lease_s), 0, self.maxlen]
+        args.append(f"{lease_s!r}|{worker_id}")
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q in names:
+                self._in(pipe, self._claim, [self.keys.tag(q)], args)
+            return pipe.execute()
+
+        out: list[Delivery] = []
+        for q, (_, boxed) in zip(names, self._call(run), strict=True):
+            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed if b != b"!")
+        return out
+
+    def _unbox(self, q: str, raw: bytes, worker_id: str, now: float) -> Delivery:
+        """A delivery pushed to an inbox: 8 header lines, then the payload."""
+        tid, token, name, attempt, deliveries, enq, tl, mr, payload = raw.split(b"\n", 8)
+        d = Delivery(
+            tid.decode(),
+            int(token),
+            name.decode(),
+            q,
+            payload,
+            int(attempt),
+            int(deliveries),
+            float(enq),
+            now,
+            _f(tl),
+            int(mr),
+        )
+        self._claimed[d.task_id] = (q, d.name)
+        self._claimed_by[d.task_id] = (worker_id, d.token)
+        return d
 
     def _claim_any(
         self,
@@ -146,7 +213,7 @@ class LeaseMixin(RedisClient):
             if len(out) >= limit:
                 break
             # At most MAX_BATCH per script: Lua's unpack() of the lease list has a limit.
-            rows = self._call(
+            rows, boxed = self._call(
                 functools.partial(
                     self._claim,
                     keys=[self.keys.tag(q)],
@@ -156,9 +223,11 @@ class LeaseMixin(RedisClient):
                         repr(now + lease_s),
                         min(MAX_BATCH, limit - len(out)),
                         self.maxlen,
+                        f"{lease_s!r}|{worker_id}",
                     ],
                 )
             )
+            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed if b != b"!")
             for tid, token, name, payload, attempt, deliveries, enq, tl, mr in rows:
                 d = Delivery(
                     _s(tid),
