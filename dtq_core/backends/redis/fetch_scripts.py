@@ -1,8 +1,8 @@
 """The worker's hot path in Lua: claiming a batch and acknowledging a batch.
 
-Both run once per batch, not once per task: per task they make one ``HMGET``, one
-``HSET`` and one ``XADD`` (the event); the lease set, the state counts and the rate
-counters are written once for the whole batch.
+Both run once per batch, not once per task: per task they make one ``HMGET`` and one
+``HSET``; the lease set, the state counts, the rate counters and the events (one stream
+entry for the batch, see ``evs``) are written once for the whole batch.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ if #boxed > 0 then redis.call('DEL', box) end
 if redis.call('EXISTS', T..':paused') == 1 or tonumber(ARGV[4]) < 1 then return {{}, boxed} end
 local popped = redis.call('ZPOPMIN', T..':ready', tonumber(ARGV[4]))
 local out, leases, n = {}, {}, 0
+local batch = {ids = {}, names = {}}
 if #popped > 0 then
   -- Tokens for the whole batch at once; a skipped id leaves a gap, which is harmless.
   local token = redis.call('INCRBY', T..':tokens', #popped / 2) - #popped / 2
   for i = 1, #popped, 2 do
     local id = popped[i]
     token = token + 1
-    local row = take(id, token, worker, now, deadline, maxlen)
+    local row = take(id, token, worker, now, deadline, maxlen, batch)
     if row then
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
@@ -46,6 +47,7 @@ if n > 0 then
   redis.call('HINCRBY', T..':counts', 'PENDING', -n)
   redis.call('HINCRBY', T..':counts', 'RUNNING', n)
   tick(now, 'started', n)
+  evs(maxlen, now, batch, 'PENDING', 'RUNNING', worker)
 end
 if redis.call('ZCARD', T..':ready') == 0 then redis.call('DEL', T..':notify') end
 return {out, boxed}
@@ -80,6 +82,7 @@ ACK_MANY = (
     + r"""
 local now, expires, maxlen, retried = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local out, ids, done, n = {}, {}, {}, 0
+local by_worker, workers = {}, {}
 for i = 5, #ARGV, 4 do
   local id, token = ARGV[i], ARGV[i + 1]
   local rec = T..':t:'..id
@@ -91,7 +94,12 @@ for i = 5, #ARGV, 4 do
     ids[n] = id
     done[2 * n - 1] = expires
     done[2 * n] = id
-    ev(maxlen, now, id, f[3], 'RUNNING', 'SUCCESS', ARGV[i + 3], '')
+    local w = ARGV[i + 3]
+    if not by_worker[w] then
+      by_worker[w] = {ids = {}, names = {}}
+      workers[#workers + 1] = w
+    end
+    evb(by_worker[w], maxlen, now, id, f[3], 'RUNNING', 'SUCCESS', w)
     out[#out + 1] = 1
   elseif retried and f[1] == 'SUCCESS' and f[2] == token then
     out[#out + 1] = 1
@@ -105,6 +113,7 @@ if n > 0 then
   redis.call('HINCRBY', T..':counts', 'RUNNING', -n)
   redis.call('HINCRBY', T..':counts', 'SUCCESS', n)
   tick(now, 'succeeded', n)
+  for _, w in ipairs(workers) do evs(maxlen, now, by_worker[w], 'RUNNING', 'SUCCESS', w) end
 end
 return out
 """

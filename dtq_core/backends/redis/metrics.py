@@ -63,12 +63,25 @@ class MetricsMixin(RedisClient):
                 pipe.xrange(self.keys.queue(q)["events"], min=start, count=limit)
             return pipe.execute()
 
-        out = []
+        out: list[tuple[int, dict[str, str]]] = []
         for q, rows in zip(names, self._call(run) if names else [], strict=False):
             for sid, fields in rows:
                 ms, seq = _s(sid).split("-")
+                pos = int(ms) * 1000 + int(seq)
                 ev = {_s(k): _s(v) for k, v in fields.items()}
                 ev["queue"] = q
-                out.append((int(ms) * 1000 + int(seq), ev))
-        out.sort(key=lambda e: e[0])
-        return out[:limit]
+                n = ev.pop("n", "")
+                if n and int(n) > 1:
+                    # A batch's entry: one event per task, all at the entry's position.
+                    ids, tnames = ev["id"].split("\n"), ev["name"].split("\n")
+                    out.extend(
+                        (pos, {**ev, "id": i, "name": t}) for i, t in zip(ids, tnames, strict=False)
+                    )
+                else:
+                    out.append((pos, ev))
+        out.sort(key=lambda e: e[0])  # stable: a batch's events keep their order
+        if len(out) > limit:
+            # Never cut inside an entry: its position is the caller's next cursor.
+            last = out[limit - 1][0]
+            out = [e for e in out if e[0] <= last]
+        return out

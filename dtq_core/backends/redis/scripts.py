@@ -43,6 +43,23 @@ local function ev(maxlen, now, id, name, old, new, worker, note)
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
              'name', name, 'old', old, 'new', new, 'worker', worker or '', 'note', note or '')
 end
+-- One stream entry for the tasks of a batch that made the same transition: ids and
+-- names joined by newlines, their count in `n` (readers split them again).
+local function evs(maxlen, now, batch, old, new, worker)
+  if #batch.ids == 0 then return end
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now,
+             'id', table.concat(batch.ids, '\n'), 'name', table.concat(batch.names, '\n'),
+             'old', old, 'new', new, 'worker', worker or '', 'note', '', 'n', #batch.ids)
+end
+-- Add a task's event to `batch` (or write it alone when its id or name holds a newline).
+local function evb(batch, maxlen, now, id, name, old, new, worker)
+  if string.find(id, '\n', 1, true) or string.find(name, '\n', 1, true) then
+    ev(maxlen, now, id, name, old, new, worker, '')
+  else
+    batch.ids[#batch.ids + 1] = id
+    batch.names[#batch.names + 1] = name
+  end
+end
 local function tick(now, counter, n)
   n = n or 1
   local k = T..':sec:'..math.floor(tonumber(now))
@@ -69,8 +86,9 @@ local function close_attempt(rec, outcome, now)
 end
 -- Lease PENDING task `id` to `worker` (the record's side of a claim): its delivery row
 -- {id, token, name, payload, attempt, deliveries, enqueued_at, time_limit, max_retries},
--- or nil when the task is not PENDING. The caller writes the lease set and the counts.
-local function take(id, token, worker, now, deadline, maxlen)
+-- or nil when the task is not PENDING. The caller writes the lease set and the counts
+-- (and the event, when it passes a `batch` to gather events in: see `evs`).
+local function take(id, token, worker, now, deadline, maxlen, batch)
   local rec = T..':t:'..id
   local f = redis.call('HMGET', rec, 'state', 'name', 'payload', 'enqueued_at',
                        'time_limit', 'max_retries', 'attempt', 'deliveries')
@@ -80,7 +98,11 @@ local function take(id, token, worker, now, deadline, maxlen)
   redis.call('HSET', rec, 'state', 'RUNNING', 'worker', worker, 'started_at', now,
              'finished_at', '', 'lease_token', token, 'lease_deadline', deadline,
              'attempt', attempt, 'deliveries', deliveries)
-  ev(maxlen, now, id, f[2], 'PENDING', 'RUNNING', worker, '')
+  if batch then
+    evb(batch, maxlen, now, id, f[2], 'PENDING', 'RUNNING', worker)
+  else
+    ev(maxlen, now, id, f[2], 'PENDING', 'RUNNING', worker, '')
+  end
   return {id, token, f[2], f[3], attempt, deliveries, f[4], f[5], f[6]}
 end
 -- A worker blocked idle on this queue (registered by the IDLE script as
