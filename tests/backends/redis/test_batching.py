@@ -592,8 +592,11 @@ def test_sigkill_while_acks_wait_redelivers_and_loses_nothing(
 def test_sigterm_stores_the_waiting_acks(make_cluster: ClusterFactory) -> None:
     n = 8
     c = make_cluster(config=HOLD)
-    ids = send(c, n, "tq")
     w = c.spawn(2, queues="tq")
+    # Its signal handlers are installed once it says so (after its pool started).
+    wait_for(lambda: "SIGTERM/Ctrl-C drains" in w.stderr() or not w.alive(), 20, "start")
+    assert w.alive(), w.stderr()
+    ids = send(c, n, "tq")
     wait_for(lambda: len(c.executions()) == n, 20, "the worker to run every task")
     assert ran_but_waiting(c, ids), "no ack was waiting at the signal"
     assert w.term() == 0, w.stderr()
