@@ -149,13 +149,15 @@ class Broker(ProducerMixin, EventsMixin):
             self._stopped.clear()
             self.started_at = self.clock.now()
             cfg = self.config
+            if cfg.install_signal_handlers:
+                # Before the workers: a signal in between must drain them, not kill the
+                # process (the handler's stop waits for this start to finish).
+                self.install_signal_handlers()
             if cfg.num_workers > 0:
                 self.backend.register_names(self.registry.names())
                 self.pool = self._make_pool()
                 self.pool.start()
                 self.maintenance.start()
-            if cfg.install_signal_handlers:
-                self.install_signal_handlers()
         return self
 
     def _make_pool(self) -> Pool:
