@@ -14,17 +14,28 @@ __all__ = ["ACK_MANY", "CLAIM", "IDLE"]
 #: ARGV: worker, now, deadline, limit, maxlen, idle member. Returns {deliveries, inbox}:
 #: deliveries are {id, token, name, payload, attempt, deliveries, enqueued_at,
 #: time_limit, max_retries}; inbox holds what was handed to this worker while it waited
-#: (see ``handoff`` in COMMON) and had not been taken yet. Claiming ends the wait.
+#: (see ``handoff`` in COMMON), still leased to it, and counts towards ``limit``.
+#: Claiming ends the wait; a limit of 0 only ends it (and collects the inbox).
 CLAIM = (
     COMMON
     + r"""
 local worker, now, deadline, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 redis.call('ZREM', T..':idle', ARGV[6])
 local box = T..':inbox:'..worker
-local boxed = redis.call('LRANGE', box, 0, -1)
-if #boxed > 0 then redis.call('DEL', box) end
-if redis.call('EXISTS', T..':paused') == 1 or tonumber(ARGV[4]) < 1 then return {{}, boxed} end
-local popped = redis.call('ZPOPMIN', T..':ready', tonumber(ARGV[4]))
+local boxed = {}
+for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
+  -- Only deliveries still leased to this worker under their token: one whose lease ran
+  -- out meanwhile may have gone to another worker.
+  local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
+  if id then
+    local f = redis.call('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
+    if f[1] == 'RUNNING' and f[2] == token and f[3] == worker then boxed[#boxed + 1] = e end
+  end
+end
+redis.call('DEL', box)
+local limit = tonumber(ARGV[4]) - #boxed
+if redis.call('EXISTS', T..':paused') == 1 or limit < 1 then return {{}, boxed} end
+local popped = redis.call('ZPOPMIN', T..':ready', limit)
 local out, leases, n = {}, {}, 0
 local batch = {ids = {}, names = {}}
 if #popped > 0 then

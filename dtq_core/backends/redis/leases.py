@@ -73,32 +73,44 @@ class LeaseMixin(RedisClient):
             return out
         names = list(queues) if queues is not None else self._known_queues()
         member = f"{lease_s!r}|{worker_id}"
-        until = repr(now + wait)
         watch = [self.keys.inbox(q, worker_id) for q in names]
         watch += [self.keys.queue(q)["notify"] for q in names]
         if queues is None:
             # Serving every queue: a queue created from now on wakes us too.
             watch.append(self.keys.new_queues)
+        idle = [member, repr(now), repr(now + wait), worker_id]
+        end = [worker_id, repr(now), repr(now + lease_s), 0, self.maxlen, member]
 
         def run() -> Any:
+            # Register, block, then end the registration everywhere and collect what was
+            # handed over meanwhile: the commands after the BLPOP run when it returns,
+            # so all of it is one round trip and no registration outlives the wait.
             pipe = self.r.pipeline(transaction=False)
             for q in names:
-                self._in(
-                    pipe, self._idle, [self.keys.tag(q)], [member, repr(now), until, worker_id]
-                )
+                self._in(pipe, self._idle, [self.keys.tag(q)], idle)
             pipe.blpop(watch, timeout=max(0.01, wait))
-            return pipe.execute()[-1]
+            for q in names:
+                self._in(pipe, self._claim, [self.keys.tag(q)], end)
+            return pipe.execute()
 
-        popped = self._call(run, retry=False)
+        res = self._call(run, retry=False)
+        popped = res[len(names)]
+        got = self.clock.now()
+        if popped and _s(popped[0]) == self.keys.new_queues:
+            self._known_queues(fresh=True)
+        for q, (_, boxed) in zip(names, res[len(names) + 1 :], strict=True):
+            out.extend(self._unbox(q, bytes(b), worker_id, got) for b in boxed)
         if popped:
             key, value = _s(popped[0]), bytes(popped[1])
-            if key == self.keys.new_queues:
-                self._known_queues(fresh=True)
-            elif value != b"!" and key.endswith(f":inbox:{worker_id}"):
-                q = names[watch.index(key)]
-                d = self._unbox(q, value, worker_id, self.clock.now())
-                # Other queues may have handed us one too: collected by the next claim.
-                return [d]
+            if value != b"!" and key in watch[: len(names)]:
+                out.insert(0, self._unbox(names[watch.index(key)], value, worker_id, got))
+        if len(out) > limit:
+            # One handed over by each of several queues: the rest go back (rare).
+            for d in out[limit:]:
+                self.release(d.task_id, d.token, got, note="over the claim's limit: requeued")
+            del out[limit:]
+        if out:
+            return out
         return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
 
     def leave(
@@ -119,7 +131,7 @@ class LeaseMixin(RedisClient):
 
         out: list[Delivery] = []
         for q, (_, boxed) in zip(names, self._call(run), strict=True):
-            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed if b != b"!")
+            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)
         return out
 
     def _unbox(self, q: str, raw: bytes, worker_id: str, now: float) -> Delivery:
@@ -227,7 +239,7 @@ class LeaseMixin(RedisClient):
                     ],
                 )
             )
-            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed if b != b"!")
+            out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)
             for tid, token, name, payload, attempt, deliveries, enq, tl, mr in rows:
                 d = Delivery(
                     _s(tid),

@@ -374,16 +374,6 @@ def test_one_worker_waiting_on_two_queues_gets_both_tasks_once(
     check_both_once(be, plain, first + second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: dtq_core/backends/redis/leases.py:100 says the next claim collects what "
-        "other queues handed over, but serving every queue (queues=None, several known) "
-        "_claim_any (leases.py:160-171) runs the CLAIM script only on queues with ready "
-        "tasks: the next claim returns [] while a task sits leased in the worker's inbox "
-        "(found only by a later wait)"
-    ),
-)
 def test_one_worker_waiting_on_every_queue_gets_the_second_task_by_the_next_claim(
     be: RedisBackend, prod: RedisBackend, plain: Any
 ) -> None:
@@ -396,16 +386,6 @@ def test_one_worker_waiting_on_every_queue_gets_the_second_task_by_the_next_clai
     check_both_once(be, plain, first + second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: dtq_core/backends/redis/leases.py:97-101 a wait woken by one queue's inbox "
-        "returns at once and ends only that queue's registration (handoff ZREMs it); the "
-        "worker stays idle on the other queues until the end of its wait, so a task "
-        "enqueued there while it runs its task is leased to it (not renewed by its "
-        "heartbeat, not claimable by idle workers, run twice if its lease runs out)"
-    ),
-)
 def test_a_worker_whose_wait_returned_is_not_handed_tasks_of_its_other_queues(
     be: RedisBackend, prod: RedisBackend, make_be: Any, plain: Any
 ) -> None:
@@ -420,15 +400,6 @@ def test_a_worker_whose_wait_returned_is_not_handed_tasks_of_its_other_queues(
     assert [x.task_id for x in got] == ["tb"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: dtq_core/backends/redis/fetch_scripts.py:24-27 CLAIM returns the inbox and "
-        "then pops ARGV[4] (limit) more ready tasks (leases.py:224,230): claim(limit=1) "
-        "leases and returns 2 tasks; the async pool (dtq_core/workers/aio.py:93) pops one "
-        "free slot per delivery and can raise IndexError"
-    ),
-)
 def test_a_claim_never_returns_more_than_its_limit(
     be: RedisBackend, prod: RedisBackend, plain: Any
 ) -> None:
@@ -586,16 +557,6 @@ def test_a_task_handed_to_a_dead_worker_is_reclaimed_after_its_lease(
     assert rec is not None and rec.state is S.SUCCESS and rec.result == "w2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: dtq_core/backends/redis/fetch_scripts.py:23-25 CLAIM returns every delivery "
-        "left in the inbox without checking that the task is still leased to this worker "
-        "under that token: after its lease was reclaimed and the task delivered to "
-        "another worker, the first worker's next claim hands it the stale delivery and "
-        "it runs the task a second time"
-    ),
-)
 def test_a_stale_delivery_left_in_an_inbox_is_not_claimed(
     be: RedisBackend, prod: RedisBackend, make_be: Any, plain: Any
 ) -> None:
