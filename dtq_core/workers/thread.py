@@ -9,6 +9,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from dtq_core.backends.base import Delivery
 from dtq_core.errors import BackendError, TimeLimitExceeded
 from dtq_core.workers.base import (
     Backoff,
@@ -23,9 +24,11 @@ from dtq_core.workers.runner import Runner
 from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 
 if TYPE_CHECKING:
-    from dtq_core.backends.base import Delivery
     from dtq_core.broker import Broker
     from dtq_core.hooks import RunContext
+
+
+_STARTED_AT = Delivery._fields.index("started_at")
 
 
 class LoopThread:
@@ -106,7 +109,9 @@ class ThreadPool(Pool):
             pass
         else:
             # Its wait is measured to when it starts, not to when it was claimed.
-            return d._replace(started_at=self.broker.clock.now())
+            t = list(d)
+            t[_STARTED_AT] = self.broker.clock.now()
+            return Delivery._make(t)
         cfg = self.broker.config
         batch = self.broker.backend.claim(
             cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
