@@ -171,7 +171,8 @@ SYSTEMS = [
             "WARNING",
         ],
         celery_producer,
-        note="threads pool, ignore_result",
+        n_max=5000,
+        note="threads pool, ignore_result; N capped at 5000",
     ),
     System(
         "dramatiq",
@@ -217,6 +218,7 @@ SYSTEMS = [
         "arq",
         lambda c: [_bin("arq"), "bench.peers.arq_app.WorkerSettings"],
         arq_producer,
-        note="max_jobs = concurrency, keep_result 0",
+        n_max=2000,
+        note="max_jobs = concurrency, keep_result 0; N capped at 2000",
     ),
 ]

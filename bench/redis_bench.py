@@ -1,6 +1,6 @@
 """DTQ on Redis against Celery, Dramatiq, RQ, Huey and arq on the same Redis.
 
-    python bench/redis_bench.py [--n 2000] [--runs 3] [--rate 200] [--seconds 3]
+    python bench/redis_bench.py [--n 10000] [--runs 3] [--rate 200] [--seconds 3]
                                 [--concurrency 8] [--only dtq,huey,...]
 
 Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``), then for
@@ -59,7 +59,7 @@ def _median(vals: list[float]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=2000, help="tasks per enqueue/drain run")
+    ap.add_argument("--n", type=int, default=10000, help="tasks per enqueue/drain run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=float, default=200.0, help="tasks/s of the latency phase")
     ap.add_argument("--seconds", type=float, default=3.0, help="length of the latency phase")
