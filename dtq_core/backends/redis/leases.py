@@ -137,12 +137,18 @@ class LeaseMixin(RedisClient):
     def _unbox(self, q: str, raw: bytes, worker_id: str, now: float) -> Delivery:
         """A delivery pushed to an inbox: 8 header lines, then the payload."""
         tid, token, name, attempt, deliveries, enq, tl, mr, payload = raw.split(b"\n", 8)
+        row = (tid, token, name, payload, attempt, deliveries, enq, tl, mr)
+        return self._delivery(q, row, worker_id, now)
+
+    def _delivery(self, q: str, row: Sequence[Any], worker_id: str, now: float) -> Delivery:
+        """A claim script's row as a :class:`Delivery`, remembered as claimed here."""
+        tid, token, name, payload, attempt, deliveries, enq, tl, mr = row
         d = Delivery(
-            tid.decode(),
+            _s(tid),
             int(token),
-            name.decode(),
+            _s(name),
             q,
-            payload,
+            bytes(payload),
             int(attempt),
             int(deliveries),
             float(enq),
@@ -240,23 +246,7 @@ class LeaseMixin(RedisClient):
                 )
             )
             out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)
-            for tid, token, name, payload, attempt, deliveries, enq, tl, mr in rows:
-                d = Delivery(
-                    _s(tid),
-                    int(token),
-                    _s(name),
-                    q,
-                    bytes(payload),
-                    int(attempt),
-                    int(deliveries),
-                    float(enq),
-                    now,
-                    _f(tl),
-                    int(mr),
-                )
-                self._claimed[d.task_id] = (q, d.name)
-                self._claimed_by[d.task_id] = (worker_id, d.token)
-                out.append(d)
+            out.extend(self._delivery(q, row, worker_id, now) for row in rows)
         return out
 
     # -- settling ----------------------------------------------------------------------

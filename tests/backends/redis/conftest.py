@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from dtq_core.backends import make_backend
+from dtq_core.backends.redis.backend import RedisBackend
 from tests.backends.redis.cluster import Cluster
 from tests.backends.redis.server import RedisServer, shared_server, stop_shared, unique_prefix
 
@@ -45,6 +47,42 @@ def prefix(request: pytest.FixtureRequest) -> str:
 def url(redis_server: RedisServer, prefix: str) -> str:
     """A backend URL on the session's server under this test's prefix."""
     return redis_server.url(prefix)
+
+
+@pytest.fixture
+def make_be(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., RedisBackend]]:
+    """Redis backends under this test's prefix (``retry_s`` may be set), closed at teardown.
+
+    Each is a separate connection pool, as another process would have; its scripts are
+    loaded up front, so no NOSCRIPT round trip muddles a count of round trips.
+    """
+    made: list[RedisBackend] = []
+
+    def make(retry_s: float = 30.0) -> RedisBackend:
+        be = make_backend(redis_server.url(prefix, retry_s=retry_s))
+        assert isinstance(be, RedisBackend)
+        be.open()
+        be._load_scripts()
+        made.append(be)
+        return be
+
+    yield make
+    for be in made:
+        be.close()
+
+
+@pytest.fixture
+def be(make_be: Callable[..., RedisBackend]) -> RedisBackend:
+    """A Redis backend under this test's prefix."""
+    return make_be()
+
+
+@pytest.fixture
+def plain(redis_server: RedisServer) -> Iterator[Any]:
+    """A plain client on the same server, to read keys behind the backend's back."""
+    c: Any = redis_server.client()
+    yield c
+    c.close()
 
 
 ClusterFactory = Callable[..., Cluster]

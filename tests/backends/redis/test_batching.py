@@ -31,7 +31,6 @@ from dtq_core.task import TaskState
 from dtq_core.workers.acks import AckBuffer
 from tests.backends.redis.cluster import Cluster, wait_for
 from tests.backends.redis.conftest import ClusterFactory
-from tests.backends.redis.server import RedisServer
 from tests.conftest import EventLog
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
@@ -41,34 +40,6 @@ NAME = "b.job"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_be(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
-    """Redis backends under this test's prefix (``retry_s`` may be set), closed at teardown."""
-    made: list[RedisBackend] = []
-
-    def make(retry_s: float = 30.0) -> RedisBackend:
-        be = make_backend(redis_server.url(prefix, retry_s=retry_s))
-        assert isinstance(be, RedisBackend)
-        be.open()
-        made.append(be)
-        return be
-
-    yield make
-    for be in made:
-        be.close()
-
-
-@pytest.fixture
-def be(make_be: Any) -> RedisBackend:
-    return make_be()  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def plain(redis_server: RedisServer) -> Any:
-    """A plain client on the same server, to read keys behind the backend's back."""
-    return redis_server.client()
 
 
 def put(be: RedisBackend, queue: str, n: int, tag: str = "") -> list[Delivery]:

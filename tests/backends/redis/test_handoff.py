@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis.connection import AbstractConnection
 
 from dtq_core import Broker, BrokerConfig, task
-from dtq_core.backends import make_backend
 from dtq_core.backends.base import Delivery, NewTask, Transition
 from dtq_core.backends.redis.backend import RedisBackend
 from dtq_core.registry import Registry
@@ -30,7 +28,6 @@ from dtq_core.task import TaskState
 from dtq_core.workers.thread import ThreadPool
 from tests.backends.redis.cluster import wait_for
 from tests.backends.redis.conftest import ClusterFactory
-from tests.backends.redis.server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -43,41 +40,9 @@ LEASE = 30.0
 
 
 @pytest.fixture
-def make_be(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
-    """Redis backends under this test's prefix, closed at teardown."""
-    made: list[RedisBackend] = []
-
-    def make() -> RedisBackend:
-        be = make_backend(redis_server.url(prefix))
-        assert isinstance(be, RedisBackend)
-        be.open()
-        be._load_scripts()  # no NOSCRIPT round trips later
-        made.append(be)
-        return be
-
-    yield make
-    for be in made:
-        be.close()
-
-
-@pytest.fixture
-def be(make_be: Any) -> RedisBackend:
-    """The worker's backend."""
-    return make_be()  # type: ignore[no-any-return]
-
-
-@pytest.fixture
 def prod(make_be: Any) -> RedisBackend:
     """The producer's backend (another connection pool, as another process)."""
     return make_be()  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def plain(redis_server: RedisServer) -> Iterator[Any]:
-    """A plain client (decoded responses) on the same server."""
-    c: Any = redis_server.client()
-    yield c
-    c.close()
 
 
 def new(tid: str, queue: str = "q", payload: bytes = b"{}", **kw: Any) -> NewTask:

@@ -6,7 +6,6 @@ looks up rate-limit overrides, breakers and workflow runs each second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,13 +16,6 @@ from dtq_core.backends.redis.kv import namespace
 from tests.backends.redis.server import RedisServer
 
 NOW = 1_000_000.0
-
-
-@pytest.fixture
-def backend(url: str) -> Iterator[RedisBackend]:
-    b = RedisBackend(url)
-    yield b
-    b.close()
 
 
 def count_commands(b: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -46,58 +38,58 @@ def test_namespace_is_the_first_two_segments() -> None:
     assert namespace("plain") == ""
 
 
-def test_scan_keys_finds_written_keys_and_not_others(backend: RedisBackend) -> None:
-    backend.set_key("dtq:rl:cfg:queue:a", "1", None, NOW)
-    backend.set_if_absent("dtq:rl:cfg:task:b", "2", 60, NOW)
-    assert backend.compare_and_set("dtq:rl:cfg:queue:c", None, "3", None, NOW)
-    backend.set_key("dtq:rl:other", "x", None, NOW)
-    backend.set_key("dtq:cb:x", "x", None, NOW)
-    assert backend.scan_keys("dtq:rl:cfg:", NOW) == [
+def test_scan_keys_finds_written_keys_and_not_others(be: RedisBackend) -> None:
+    be.set_key("dtq:rl:cfg:queue:a", "1", None, NOW)
+    be.set_if_absent("dtq:rl:cfg:task:b", "2", 60, NOW)
+    assert be.compare_and_set("dtq:rl:cfg:queue:c", None, "3", None, NOW)
+    be.set_key("dtq:rl:other", "x", None, NOW)
+    be.set_key("dtq:cb:x", "x", None, NOW)
+    assert be.scan_keys("dtq:rl:cfg:", NOW) == [
         "dtq:rl:cfg:queue:a",
         "dtq:rl:cfg:queue:c",
         "dtq:rl:cfg:task:b",
     ]
-    backend.delete_key("dtq:rl:cfg:queue:a")
-    assert backend.scan_keys("dtq:rl:cfg:", NOW) == ["dtq:rl:cfg:queue:c", "dtq:rl:cfg:task:b"]
+    be.delete_key("dtq:rl:cfg:queue:a")
+    assert be.scan_keys("dtq:rl:cfg:", NOW) == ["dtq:rl:cfg:queue:c", "dtq:rl:cfg:task:b"]
 
 
-def test_expired_keys_leave_the_index(backend: RedisBackend, prefix: str) -> None:
-    backend.set_key("dtq:dd:k1", "1", 10, NOW)
-    backend.set_key("dtq:dd:k2", "2", 100, NOW)
-    assert backend.scan_keys("dtq:dd:", NOW + 50) == ["dtq:dd:k2"]
-    idx = backend.keys.kv_index("dtq:dd:")
-    assert backend.r.zrange(idx, 0, -1) == [b"dtq:dd:k2"]
+def test_expired_keys_leave_the_index(be: RedisBackend, prefix: str) -> None:
+    be.set_key("dtq:dd:k1", "1", 10, NOW)
+    be.set_key("dtq:dd:k2", "2", 100, NOW)
+    assert be.scan_keys("dtq:dd:", NOW + 50) == ["dtq:dd:k2"]
+    idx = be.keys.kv_index("dtq:dd:")
+    assert be.r.zrange(idx, 0, -1) == [b"dtq:dd:k2"]
 
 
 def test_no_keyspace_scan_once_built(
-    backend: RedisBackend, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    be: RedisBackend, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Many keys of another application in the same database.
     other = redis.Redis(port=redis_server.port)
     pipe = other.pipeline(transaction=False)
     for i in range(5000):
-        pipe.set(f"someone-else:{backend.keys.prefix}:{i}", "v")
+        pipe.set(f"someone-else:{be.keys.prefix}:{i}", "v")
     pipe.execute()
     try:
-        sent = count_commands(backend, monkeypatch)
-        backend.set_key("dtq:rl:cfg:queue:a", "1", None, NOW)
-        backend.scan_keys("dtq:rl:cfg:", NOW)  # the first look builds the index
+        sent = count_commands(be, monkeypatch)
+        be.set_key("dtq:rl:cfg:queue:a", "1", None, NOW)
+        be.scan_keys("dtq:rl:cfg:", NOW)  # the first look builds the index
         assert "SCAN" in sent  # (what a scan looks like to the counter)
         sent.clear()
         for _ in range(3):
-            assert backend.scan_keys("dtq:rl:cfg:", NOW) == ["dtq:rl:cfg:queue:a"]
+            assert be.scan_keys("dtq:rl:cfg:", NOW) == ["dtq:rl:cfg:queue:a"]
         assert "SCAN" not in sent, sent
     finally:
-        for k in other.scan_iter(f"someone-else:{backend.keys.prefix}:*", count=1000):
+        for k in other.scan_iter(f"someone-else:{be.keys.prefix}:*", count=1000):
             other.delete(k)
         other.close()
 
 
-def test_keys_written_before_the_index_are_found(backend: RedisBackend) -> None:
+def test_keys_written_before_the_index_are_found(be: RedisBackend) -> None:
     # As an older version wrote them: the value only, no index entry.
-    backend.r.set(backend.keys.kv("dtq:cb:old-breaker"), "|{}")
-    backend.set_key("dtq:cb:new-breaker", "{}", None, NOW)
-    assert backend.scan_keys("dtq:cb:", NOW) == ["dtq:cb:new-breaker", "dtq:cb:old-breaker"]
+    be.r.set(be.keys.kv("dtq:cb:old-breaker"), "|{}")
+    be.set_key("dtq:cb:new-breaker", "{}", None, NOW)
+    assert be.scan_keys("dtq:cb:", NOW) == ["dtq:cb:new-breaker", "dtq:cb:old-breaker"]
     # ...and indexed from then on.
-    idx = backend.keys.kv_index("dtq:cb:")
-    assert set(backend.r.zrange(idx, 0, -1)) == {b"dtq:cb:new-breaker", b"dtq:cb:old-breaker"}
+    idx = be.keys.kv_index("dtq:cb:")
+    assert set(be.r.zrange(idx, 0, -1)) == {b"dtq:cb:new-breaker", b"dtq:cb:old-breaker"}
