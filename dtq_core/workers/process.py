@@ -161,6 +161,10 @@ class ProcessPool(Pool):
                     backoff.failed(exc)
                 finally:
                     info.current, info.current_started, info.state = None, None, "idle"
+        # Tasks handed to this worker while it waited (Redis) are given back.
+        with contextlib.suppress(BackendError):
+            for d in b.backend.leave(cfg.queues, info.id, cfg.lease_s, b.clock.now()):
+                runner.requeue(d, info.id, "worker stopping: requeued")
         info.state = "stopped"
 
     def _run(self, i: int, d: Delivery, info: WorkerInfo) -> None:

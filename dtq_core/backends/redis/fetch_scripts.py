@@ -21,18 +21,7 @@ CLAIM = (
     + r"""
 local worker, now, deadline, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 redis.call('ZREM', T..':idle', ARGV[6])
-local box = T..':inbox:'..worker
-local boxed = {}
-for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
-  -- Only deliveries still leased to this worker under their token: one whose lease ran
-  -- out meanwhile may have gone to another worker.
-  local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
-  if id then
-    local f = redis.call('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
-    if f[1] == 'RUNNING' and f[2] == token and f[3] == worker then boxed[#boxed + 1] = e end
-  end
-end
-redis.call('DEL', box)
+local boxed = unbox(worker)
 local limit = tonumber(ARGV[4]) - #boxed
 if redis.call('EXISTS', T..':paused') == 1 or limit < 1 then return {{}, boxed} end
 local popped = redis.call('ZPOPMIN', T..':ready', limit)
@@ -67,20 +56,24 @@ return {out, boxed}
 
 #: ARGV: idle member ("<lease_s>|<worker>"), now, until, worker. A worker about to block
 #: on its inbox: registered as idle (new tasks are handed to it) unless the queue has
-#: ready tasks already, then a wake-up mark in its inbox makes it claim at once. Returns
-#: 1 (work is there) or 0 (registered).
+#: ready tasks already, then a wake-up mark in its inbox makes it claim at once. The
+#: inbox is emptied first, so the wait pops only what is handed over during it. Returns
+#: {1 (work is there) or 0 (registered), deliveries left in the inbox still leased to it}.
 IDLE = (
     COMMON
     + r"""
-local box = T..':inbox:'..ARGV[4]
-if redis.call('EXISTS', T..':paused') == 0 and redis.call('ZCARD', T..':ready') > 0 then
+local boxed = unbox(ARGV[4])
+if #boxed > 0 or (redis.call('EXISTS', T..':paused') == 0
+                  and redis.call('ZCARD', T..':ready') > 0) then
+  -- Work is here already: no registration, and a mark that ends the wait at once.
+  local box = T..':inbox:'..ARGV[4]
   redis.call('RPUSH', box, '!')
   redis.call('PEXPIRE', box, 60000)
-  return 1
+  return {1, boxed}
 end
 redis.call('ZREMRANGEBYSCORE', T..':idle', '-inf', '('..ARGV[2])
 redis.call('ZADD', T..':idle', ARGV[3], ARGV[1])
-return 0
+return {0, boxed}
 """
 )
 

@@ -47,6 +47,9 @@ class KeyValueMixin(RedisClient):
             pipe = self.r.pipeline(transaction=False)
             self._in(pipe, script, [self.keys.kv(key)], args)
             pipe.zadd(idx, {key: score}, gt=gt)
+            # Expired entries go with every write: the index stays the size of the
+            # namespace's live keys (dedup keys come and go all the time).
+            pipe.zremrangebyscore(idx, "-inf", f"({now!r}")
             return pipe.execute()[0]
 
         return self._call(run)
@@ -82,7 +85,8 @@ class KeyValueMixin(RedisClient):
         """Atomic compare-and-set (a script)."""
         has = "0" if expected is None else "1"
         args = [has, expected or "", value, repr(now), _opt(ttl_s)]
-        return bool(self._indexed(key, self._cas, args, ttl_s, now, False))
+        # gt: a refused CAS must not lower the entry of the live key below its expiry.
+        return bool(self._indexed(key, self._cas, args, ttl_s, now, True))
 
     def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
         """Live keys starting with ``prefix`` (from the namespace's index)."""
@@ -101,14 +105,17 @@ class KeyValueMixin(RedisClient):
         _, members, built = self._call(read)
         names = [n for n in (_s(m) for m in members) if n.startswith(prefix)]
         if not built:
-            # Keys written before the index existed: found once by a scan, then indexed.
+            # Keys written without an index entry (older versions): found by a scan, then
+            # indexed.
             old = self._scan_names(ns)
 
             def build() -> Any:
                 pipe = self.r.pipeline(transaction=False)
                 if old:
                     pipe.zadd(idx, dict.fromkeys(old, "+inf"), nx=True)
-                pipe.set(idx + ":built", 1)
+                # Looked for again every hour: a process of an older version may still
+                # write keys without indexing them during a rolling upgrade.
+                pipe.set(idx + ":built", 1, ex=3600)
                 return pipe.execute()
 
             self._call(build)

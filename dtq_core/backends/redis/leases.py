@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Iterable, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 from dtq_core.backends.base import Delivery, Transition
 from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.records import _f, _opt, _s
+from dtq_core.errors import BackendError
 from dtq_core.task import ErrorInfo, TaskState
 
 S = TaskState
@@ -75,8 +77,11 @@ class LeaseMixin(RedisClient):
         member = f"{lease_s!r}|{worker_id}"
         watch = [self.keys.inbox(q, worker_id) for q in names]
         watch += [self.keys.queue(q)["notify"] for q in names]
-        if queues is None:
-            # Serving every queue: a queue created from now on wakes us too.
+        if not names:
+            # Serving every queue and none exists yet: the first one created wakes us.
+            # (Later ones are found by the queue list's refresh, within a second: the
+            # key has no hash tag, and waiting on it beside a queue's keys would make
+            # the wait cross slots on Redis Cluster.)
             watch.append(self.keys.new_queues)
         idle = [member, repr(now), repr(now + wait), worker_id]
         end = [worker_id, repr(now), repr(now + lease_s), 0, self.maxlen, member]
@@ -94,20 +99,25 @@ class LeaseMixin(RedisClient):
             return pipe.execute()
 
         res = self._call(run, retry=False)
-        popped = res[len(names)]
+        n = len(names)
+        popped = res[n]
         got = self.clock.now()
-        if popped and _s(popped[0]) == self.keys.new_queues:
-            self._known_queues(fresh=True)
-        for q, (_, boxed) in zip(names, res[len(names) + 1 :], strict=True):
-            out.extend(self._unbox(q, bytes(b), worker_id, got) for b in boxed)
+        # Left over from before the wait (IDLE's reply), handed over during it (the
+        # BLPOP and the claims after it): every one still leased to this worker.
+        for q, (_, left), (_, boxed) in zip(names, res[:n], res[n + 1 :], strict=True):
+            out.extend(self._unbox(q, bytes(b), worker_id, got) for b in (*left, *boxed))
         if popped:
             key, value = _s(popped[0]), bytes(popped[1])
-            if value != b"!" and key in watch[: len(names)]:
+            if key == self.keys.new_queues:
+                self._known_queues(fresh=True)
+            elif value != b"!" and key in watch[:n]:
                 out.insert(0, self._unbox(names[watch.index(key)], value, worker_id, got))
         if len(out) > limit:
-            # One handed over by each of several queues: the rest go back (rare).
+            # One handed over by each of several queues: the rest go back (rare; if
+            # that fails, their leases run out and they are delivered again).
             for d in out[limit:]:
-                self.release(d.task_id, d.token, got, note="over the claim's limit: requeued")
+                with contextlib.suppress(BackendError):
+                    self.release(d.task_id, d.token, got, note="over the claim's limit: requeued")
             del out[limit:]
         if out:
             return out

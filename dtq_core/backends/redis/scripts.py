@@ -112,6 +112,8 @@ end
 local function handoff(id, name, now, maxlen)
   if string.find(id, '\n', 1, true) or string.find(name, '\n', 1, true) then return false end
   if redis.call('EXISTS', T..':paused') == 1 then return false end
+  -- Tasks already ready (a retry or promotion just landed) go first, in priority order.
+  if redis.call('ZCARD', T..':ready') > 0 then return false end
   local w = redis.call('ZRANGEBYSCORE', T..':idle', now, '+inf', 'LIMIT', 0, 1)
   if #w == 0 then return false end
   local member = w[1]
@@ -132,6 +134,21 @@ local function handoff(id, name, now, maxlen)
                                          row[8], row[9]}, '\n')..'\n'..row[4])
   redis.call('PEXPIRE', box, math.ceil(lease_s * 1000) + 60000)
   return true
+end
+-- Empty `worker`'s inbox: the deliveries in it still leased to it under their token (one
+-- whose lease ran out meanwhile may have gone to another worker, so it is dropped).
+local function unbox(worker)
+  local box = T..':inbox:'..worker
+  local boxed = {}
+  for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
+    local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
+    if id then
+      local f = redis.call('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
+      if f[1] == 'RUNNING' and f[2] == token and f[3] == worker then boxed[#boxed + 1] = e end
+    end
+  end
+  redis.call('DEL', box)
+  return boxed
 end
 local function create(a, now, maxlen)
   -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,

@@ -76,13 +76,15 @@ def inbox(plain: Any, be: RedisBackend, queue: str, worker: str) -> list[str]:
 def register_idle(
     be: RedisBackend, queue: str, worker: str, now: float, until: float, lease_s: float = LEASE
 ) -> int:
-    """The IDLE script on its own: ``worker`` registered as idle until ``until``."""
-    return int(
-        be._idle(
-            keys=[be.keys.tag(queue)],
-            args=[member(worker, lease_s), repr(now), repr(until), worker],
-        )
+    """The IDLE script on its own: ``worker`` registered as idle until ``until``.
+
+    1 when work is there already (not registered), else 0.
+    """
+    flag, _left = be._idle(
+        keys=[be.keys.tag(queue)],
+        args=[member(worker, lease_s), repr(now), repr(until), worker],
     )
+    return int(flag)
 
 
 class Waiter:
@@ -637,3 +639,55 @@ def test_a_sigtermed_worker_process_leaves_nothing_running_or_in_an_inbox(
         assert rec.state is S.SUCCESS, rec
     assert c.executions() == dict.fromkeys(range(n), 1)  # given back unrun, run once
     assert rescuer.alive()
+
+
+# -- found in review ----------------------------------------------------------------------
+
+
+def test_a_stale_delivery_left_in_an_inbox_is_not_returned_by_a_wait(
+    be: RedisBackend, prod: RedisBackend, make_be: Any, plain: Any
+) -> None:
+    """A registration left behind (a wait's pipeline cut after IDLE), the task handed
+    over, its lease run out and the task given to another worker: a later wait of the
+    first worker must not run it too."""
+    t0 = time.time()
+    prod.enqueue_many([new("seed-a", "qa"), new("seed-b", "qb")], t0)
+    other = make_be()
+    other.claim(["qa", "qb"], "w2", LEASE, 5, t0)
+    register_idle(be, "qb", "w1", t0, t0 + 60, lease_s=0.2)
+    prod.enqueue(new("X", "qb"), t0)
+    assert inbox(plain, be, "qb", "w1") != []
+    prod.reclaim_expired(t0 + 0.3, max_deliveries=5)
+    (d2,) = other.claim(["qb"], "w2", LEASE, 1, t0 + 0.4)
+    assert d2.task_id == "X"
+    got = be.claim(None, "w1", LEASE, 1, time.time(), 0.2)
+    assert [d.task_id for d in got] == []
+    rec = be.get("X")
+    assert rec is not None and rec.worker == "w2" and rec.lease_token == d2.token
+
+
+def test_a_task_left_in_an_inbox_and_still_leased_is_returned_by_the_next_wait(
+    be: RedisBackend, prod: RedisBackend, plain: Any
+) -> None:
+    t0 = time.time()
+    prod.enqueue(new("seed", "q"), t0)
+    be.claim(["q"], "w0", LEASE, 1, t0)
+    register_idle(be, "q", "w1", t0, t0 + 60)
+    prod.enqueue(new("Y", "q"), t0)
+    got = be.claim(["q"], "w1", LEASE, 1, time.time(), 0.2)
+    assert [d.task_id for d in got] == ["Y"]
+    assert inbox(plain, be, "q", "w1") == []
+
+
+def test_ready_tasks_go_before_a_handoff(be: RedisBackend, prod: RedisBackend, plain: Any) -> None:
+    """A task already ready (a retry, a promotion) is not overtaken by a new one handed
+    straight to an idle worker."""
+    t0 = time.time()
+    prod.enqueue(new("seed", "q"), t0)
+    be.claim(["q"], "w0", LEASE, 1, t0)
+    register_idle(be, "q", "w1", t0, t0 + 60)
+    # A task made ready behind the idle registration's back (as a promotion would).
+    plain.zadd(be.keys.queue("q")["ready"], {"early": 0})
+    prod.enqueue(new("late", "q"), t0)
+    assert inbox(plain, be, "q", "w1") == []
+    assert be.get("late") is not None and be.get("late").state is S.PENDING  # type: ignore[union-attr]

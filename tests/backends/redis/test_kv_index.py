@@ -93,3 +93,18 @@ def test_keys_written_before_the_index_are_found(be: RedisBackend) -> None:
     # ...and indexed from then on.
     idx = be.keys.kv_index("dtq:cb:")
     assert set(be.r.zrange(idx, 0, -1)) == {b"dtq:cb:new-breaker", b"dtq:cb:old-breaker"}
+
+
+def test_the_index_drops_expired_entries_as_keys_are_written(be: RedisBackend) -> None:
+    """Dedup keys come and go: the index must not keep every key ever written."""
+    for i in range(50):
+        be.set_if_absent(f"dtq:dd:k{i}", "1", 1.0, NOW + i)
+    idx = be.keys.kv_index("dtq:dd:")
+    assert be.r.zcard(idx) <= 2
+
+
+def test_a_refused_compare_and_set_keeps_the_live_key_indexed(be: RedisBackend) -> None:
+    be.set_key("dtq:cb:x", "v", 100.0, NOW)
+    assert be.scan_keys("dtq:cb:", NOW) == ["dtq:cb:x"]  # (the index is built)
+    assert not be.compare_and_set("dtq:cb:x", "other", "w", 1.0, NOW)
+    assert be.scan_keys("dtq:cb:", NOW + 50) == ["dtq:cb:x"]
