@@ -40,8 +40,9 @@ from dtq_core.scheduling.dag_run import (
     _succeed,
     new_run_id,
     parse_task_id,
+    run_snapshot,
 )
-from dtq_core.snapshot import WorkflowNodeSnapshot, WorkflowSnapshot
+from dtq_core.snapshot import WorkflowSnapshot
 from dtq_core.task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -411,29 +412,7 @@ class DagHook(Hook):
         return {"workflows": tuple(runs)}
 
     def _snapshot_of(self, doc: dict[str, Any]) -> WorkflowSnapshot:
-        g = self._graph(doc)
-        nodes = tuple(
-            WorkflowNodeSnapshot(
-                id=spec.id,
-                task=spec.task,
-                state=n["state"],
-                level=g.levels[i],
-                parents=tuple(g.nodes[p].id for p in g.parents[i]),
-                task_id=n["task_id"],
-                started_at=n["started_at"],
-                finished_at=n["finished_at"],
-                error=n["error"],
-            )
-            for i, (spec, n) in enumerate(zip(g.nodes, doc["nodes"], strict=True))
-        )
-        return WorkflowSnapshot(
-            id=doc["id"],
-            name=doc["name"],
-            state=doc["state"],
-            created_at=doc["created_at"],
-            finished_at=doc["finished_at"],
-            nodes=nodes,
-        )
+        return run_snapshot(doc, self._graph(doc))
 
 
 def dag_hook(broker: Broker) -> DagHook:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from dtq_core.ids import new_id
 from dtq_core.scheduling.dag import Node, Workflow
+from dtq_core.snapshot import WorkflowNodeSnapshot, WorkflowSnapshot
 from dtq_core.task import TaskRecord
 
 #: Backend key prefix of run documents.
@@ -203,3 +204,29 @@ def _settle_run(doc: dict[str, Any], now: float) -> None:
     new = RunState.SUCCESS if all(s == NodeState.SUCCESS for s in states) else RunState.FAILED
     if doc["state"] != new:
         doc["state"], doc["finished_at"] = new.value, now
+
+
+def run_snapshot(doc: dict[str, Any], g: _Graph) -> WorkflowSnapshot:
+    """The console's view of a run document (``g``: its workflow's graph)."""
+    nodes = tuple(
+        WorkflowNodeSnapshot(
+            id=spec.id,
+            task=spec.task,
+            state=n["state"],
+            level=g.levels[i],
+            parents=tuple(g.nodes[p].id for p in g.parents[i]),
+            task_id=n["task_id"],
+            started_at=n["started_at"],
+            finished_at=n["finished_at"],
+            error=n["error"],
+        )
+        for i, (spec, n) in enumerate(zip(g.nodes, doc["nodes"], strict=True))
+    )
+    return WorkflowSnapshot(
+        id=doc["id"],
+        name=doc["name"],
+        state=doc["state"],
+        created_at=doc["created_at"],
+        finished_at=doc["finished_at"],
+        nodes=nodes,
+    )

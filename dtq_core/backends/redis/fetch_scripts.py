@@ -7,7 +7,7 @@ entry for the batch, see ``evs``) are written once for the whole batch.
 
 from __future__ import annotations
 
-from dtq_core.backends.redis.scripts import COMMON
+from dtq_core.backends.redis.lua_common import COMMON
 
 __all__ = ["ACK_MANY", "CLAIM", "IDLE"]
 

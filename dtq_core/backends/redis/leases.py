@@ -74,7 +74,7 @@ class LeaseMixin(RedisClient):
         if out or wait <= 0:
             return out
         names = list(queues) if queues is not None else self._known_queues()
-        member = f"{lease_s!r}|{worker_id}"
+        end = self._claim_args(worker_id, lease_s, 0, now)  # ends the wait, collects
         watch = [self.keys.inbox(q, worker_id) for q in names]
         watch += [self.keys.queue(q)["notify"] for q in names]
         if not names:
@@ -83,8 +83,7 @@ class LeaseMixin(RedisClient):
             # key has no hash tag, and waiting on it beside a queue's keys would make
             # the wait cross slots on Redis Cluster.)
             watch.append(self.keys.new_queues)
-        idle = [member, repr(now), repr(now + wait), worker_id]
-        end = [worker_id, repr(now), repr(now + lease_s), 0, self.maxlen, member]
+        idle = [end[-1], repr(now), repr(now + wait), worker_id]
 
         def run() -> Any:
             # Register, block, then end the registration everywhere and collect what was
@@ -130,8 +129,7 @@ class LeaseMixin(RedisClient):
         names = list(queues) if queues is not None else self._known_queues()
         if not names:
             return []
-        args = [worker_id, repr(now), repr(now + lease_s), 0, self.maxlen]
-        args.append(f"{lease_s!r}|{worker_id}")
+        args = self._claim_args(worker_id, lease_s, 0, now)
 
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
@@ -143,6 +141,14 @@ class LeaseMixin(RedisClient):
         for q, (_, boxed) in zip(names, self._call(run), strict=True):
             out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)
         return out
+
+    def _claim_args(self, worker_id: str, lease_s: float, limit: int, now: float) -> list[Any]:
+        """The CLAIM script's ARGV; the last is the worker's idle member (IDLE's too).
+
+        A limit of 0 only ends the worker's wait and collects its inbox.
+        """
+        member = f"{lease_s!r}|{worker_id}"
+        return [worker_id, repr(now), repr(now + lease_s), limit, self.maxlen, member]
 
     def _unbox(self, q: str, raw: bytes, worker_id: str, now: float) -> Delivery:
         """A delivery pushed to an inbox: 8 header lines, then the payload."""
@@ -245,14 +251,9 @@ class LeaseMixin(RedisClient):
                 functools.partial(
                     self._claim,
                     keys=[self.keys.tag(q)],
-                    args=[
-                        worker_id,
-                        repr(now),
-                        repr(now + lease_s),
-                        min(MAX_BATCH, limit - len(out)),
-                        self.maxlen,
-                        f"{lease_s!r}|{worker_id}",
-                    ],
+                    args=self._claim_args(
+                        worker_id, lease_s, min(MAX_BATCH, limit - len(out)), now
+                    ),
                 )
             )
             out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)

@@ -151,7 +151,7 @@ def test_passwordless_remote_url_warns_and_loopback_does_not(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: redis/scripts.py:50 create() checks EXISTS only on the record key of the "
+    reason="BUG: redis/lua_common.py create() checks EXISTS only on the record key of the "
     "new task's own queue ({prefix:queue}:t:id), so the same id in another queue is "
     "accepted; redis/backend.py:178 enqueue_many then overwrites the id->queue index and "
     "the first task is shadowed (get/cancel/ack lookups reach the second)",
