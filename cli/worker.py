@@ -85,6 +85,9 @@ def worker(
         "pool": pool.value,
         "queues": names,
         "install_signal_handlers": True,
+        # A worker may own an embedded store (and takes it over when its owner dies);
+        # with another worker owning it, this one attaches to its socket.
+        "own": True,
     }
     url = backend or state.backend
     if url:
@@ -98,9 +101,12 @@ def worker(
         broker.events.subscribe(_log_event)
     broker.start()
     tasks = ", ".join(broker.registry.names()) or "none"
+    role = broker.backend.info().get("role")
     info(
         f"dtq worker: {concurrency} {pool.value} worker(s) on "
-        f"{', '.join(names) if names else 'every queue'} at {broker.backend.url}; "
+        f"{', '.join(names) if names else 'every queue'} at {broker.backend.url}"
+        + (f" ({role})" if role else "")
+        + "; "
         f"tasks: {tasks}. SIGTERM/Ctrl-C drains, a second stops at once."
     )
     while not broker.wait_until_stopped(0.25):

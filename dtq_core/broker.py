@@ -114,7 +114,6 @@ class Broker(ProducerMixin, EventsMixin):
         self._stopped = threading.Event()
         self._lifecycle = threading.Lock()
         self._signals = 0
-        self._server: Any = None
         self._forced = False
         #: The summary of the last stop (also after a stop made by a signal handler).
         self.last_stop: StopSummary | None = None
@@ -123,21 +122,25 @@ class Broker(ProducerMixin, EventsMixin):
     # -- lifecycle ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the backend and attach hooks (done by :meth:`start` and the first send)."""
+        """Open the backend and attach hooks (done by :meth:`start` and the first send).
+
+        On ``embedded://``, a broker that may own the store (see ``BrokerConfig.own``)
+        takes it when nobody owns it and serves it on its socket; any other attaches.
+        """
         with self._lifecycle:
             if self._opened:
                 return
-            self.backend.open()
+            cfg = self.config
+            backend = self.backend
+            backend.may_own = cfg.own if cfg.own is not None else cfg.num_workers > 0
+            backend.attach_timeout = cfg.attach_timeout
+            from dtq_core.control import LocalConsole
+
+            backend.serve_console(LocalConsole(self))
+            backend.open()
             for hook in self.hooks:
                 hook.attach(self)
             self._opened = True
-            sock = getattr(self.backend, "socket_path", None)
-            if sock is not None:
-                from dtq_core.control import LocalConsole
-                from dtq_core.rpc import ConsoleServer
-
-                self._server = ConsoleServer(LocalConsole(self), sock())
-                self._server.start()
 
     def start(self) -> Broker:
         """Open the backend and start the workers (none when ``num_workers`` is 0)."""
@@ -197,9 +200,6 @@ class Broker(ProducerMixin, EventsMixin):
             hook.detach(self)
         left = sum(q.ready + q.delayed for q in self.backend.queue_stats())
         with self._lifecycle:
-            if self._server is not None:
-                self._server.stop()
-                self._server = None
             if self._opened:
                 self.backend.close()
                 self._opened = False

@@ -67,6 +67,8 @@ class EventsMixin:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
+                if backend.wait_final(task_id, 1e9 if remaining is None else remaining):
+                    continue  # woken by the process that owns the store
                 with self._waiters_lock:
                     ev = self._waiters.setdefault(task_id, threading.Event())
                 registered = True

@@ -51,6 +51,14 @@ class BrokerConfig:
         max_results: Finished records kept at most (the oldest expire early).
         drain_timeout: Seconds a graceful stop waits for in-flight tasks.
         install_signal_handlers: Make SIGTERM/SIGINT drain and stop (off when embedded).
+        own: May this process own an ``embedded://`` store (hold its lock, write its
+            log, serve its socket)? ``None`` (the default): only when it runs workers
+            (``num_workers`` > 0). A process that does not own a store attaches to its
+            owner's socket; an attached process that may own takes the store over when
+            its owner dies. ``dtq worker`` and the demo set ``True``.
+        attach_timeout: Seconds to wait for an embedded store's owner to answer, when
+            attaching and after the owner died (producers and workers retry with
+            backoff meanwhile; ``dtq`` and the console use a short one).
         max_retries, retry_backoff, retry_max_delay, retry_jitter: Retry defaults.
         codec: ``json`` or ``msgpack``.
         seed: Seeds the jitter random generator (tests, demos).
@@ -76,6 +84,8 @@ class BrokerConfig:
     max_results: int = 100_000
     drain_timeout: float = 30.0
     install_signal_handlers: bool = False
+    own: bool | None = None
+    attach_timeout: float = 30.0
     max_retries: int = 3
     retry_backoff: float = 1.0
     retry_max_delay: float = 300.0
@@ -108,6 +118,8 @@ class BrokerConfig:
             raise ConfigError("ack_delay_s must be between 0 and 1 second")
         if self.lease_s <= 0 or self.heartbeat_s <= 0 or self.heartbeat_s >= self.lease_s:
             raise ConfigError("need 0 < heartbeat_s < lease_s")
+        if self.attach_timeout <= 0:
+            raise ConfigError("attach_timeout must be > 0 seconds")
         if self.max_deliveries < 1:
             raise ConfigError("max_deliveries must be >= 1")
         if self.codec not in ("json", "msgpack"):

@@ -15,6 +15,25 @@ from dtq_core.snapshot import (
 )
 from dtq_core.task import TaskRecord
 
+#: Console API methods that change state: refused to a read-only session by whoever
+#: serves it (the embedded owner's socket, a read-only console on Redis).
+CONSOLE_WRITES = frozenset(
+    {
+        "replay",
+        "purge",
+        "cancel",
+        "enqueue",
+        "pause_queue",
+        "resume_queue",
+        "pause_schedule",
+        "trigger_schedule",
+        "set_rate_limit",
+        "set_breaker",
+        "run_workflow",
+        "retry_workflow",
+    }
+)
+
 
 class ConsoleAPI(Protocol):
     """Queries and commands for operators' tools."""

@@ -302,14 +302,28 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
     )
 
 
-def connect(url: str | None = None, *, registry: Any = None, create: bool = False) -> ConsoleAPI:
+def connect(
+    url: str | None = None,
+    *,
+    registry: Any = None,
+    create: bool = False,
+    read_only: bool = False,
+    connect_timeout: float = 3.0,
+) -> ConsoleAPI:
     """A Console API for the system at ``url`` (default: ``DTQ_BACKEND``).
 
-    ``embedded://PATH`` attaches to the owner's socket when a process owns the directory,
-    and otherwise opens the directory here (this process becomes its owner until it
-    exits); a directory that does not exist is an error unless ``create`` (a mistyped
-    path must not silently make a new store). ``redis://`` opens a producer-only broker
-    on the server; it sees every worker. ``memory://`` is this process only.
+    ``embedded://PATH`` attaches to the socket of the worker that owns the directory; a
+    console never opens the store itself (only workers own it), so with no owner this
+    fails within ``connect_timeout`` seconds. ``redis://`` opens a producer-only broker
+    on the server; it sees every worker. ``memory://`` is this process only (``create``
+    is accepted for compatibility and changes nothing).
+
+    Args:
+        url: The backend URL.
+        registry: The task registry of the producer-only broker (Redis, memory).
+        create: Unused (kept for callers of earlier versions).
+        read_only: The session may change nothing; the owner refuses writes itself.
+        connect_timeout: Seconds to wait for the store or its owner to answer.
 
     Raises:
         ConfigError: A malformed URL.
@@ -325,19 +339,15 @@ def connect(url: str | None = None, *, registry: Any = None, create: bool = Fals
         from dtq_core.rpc import RemoteConsole
 
         data_dir = parse_url(url)[0]
-        if create is False and not data_dir.exists():
+        if not data_dir.is_dir():
             raise BackendUnavailable(
-                f"no embedded store at {data_dir}: check the path, or start a worker there"
+                f"no embedded store at {data_dir}: check the path, or start a worker there "
+                f"(dtq worker APP --backend embedded://{data_dir})"
             )
-        sock = data_dir / "dtq.sock"
-        if sock.exists():
-            remote = RemoteConsole(sock)
-            try:
-                remote.call("health")
-                return remote
-            except BackendUnavailable:
-                remote.close()  # a stale socket: the owner died; open the directory
-    cfg = BrokerConfig(backend=url, num_workers=0)
+        return RemoteConsole(
+            data_dir / "dtq.sock", read_only=read_only, connect_timeout=connect_timeout
+        )
+    cfg = BrokerConfig(backend=url, num_workers=0, attach_timeout=connect_timeout)
     if registry is not None:
         cfg.registry = registry
     broker = Broker(cfg)

@@ -43,6 +43,14 @@ class BackendUnavailable(BackendError, ConnectionError):
     """The backend cannot be reached (server down, directory locked, socket gone)."""
 
 
+class StoreLocked(BackendUnavailable):
+    """Another process owns the data directory (holds its lock)."""
+
+
+class ReadOnlyError(DTQError, PermissionError):
+    """A read-only session asked for a change; refused where the data is."""
+
+
 class StoreCorrupted(BackendError):
     """Persistent state is damaged before its tail; recovery refuses to guess."""
 

@@ -112,6 +112,7 @@ class Demo:
                         lease_s=10.0,
                         result_ttl=300.0,
                         max_results=50_000,
+                        own=True,
                     )
                 )
                 broker.open()

@@ -1,8 +1,9 @@
-"""Attaching to a live embedded owner over its Unix socket, and falling back to the
-directory once the owner is gone (SIGKILL)."""
+"""Attaching a console to a live embedded owner over its Unix socket; after the owner's
+SIGKILL a console fails fast and never takes the store itself."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import time
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from dtq_core.control import LocalConsole, connect
-from dtq_core.errors import TaskNotFound
+from dtq_core.control import connect
+from dtq_core.errors import BackendUnavailable, TaskNotFound
 from dtq_core.rpc import RemoteConsole
 from dtq_core.task import TaskRecord, TaskState
 from tests.backends.embedded.crash_worker import Child
@@ -112,7 +113,7 @@ def test_console_api_through_the_owners_socket(owner: tuple[str, Child], tmp_pat
     assert child.proc.poll() is None  # the owner is still serving
 
 
-def test_after_the_owner_is_killed_connect_opens_the_directory(
+def test_a_console_never_takes_the_store_of_a_killed_owner(
     owner: tuple[str, Child], tmp_path: Path
 ) -> None:
     url, child = owner
@@ -123,30 +124,43 @@ def test_after_the_owner_is_killed_connect_opens_the_directory(
     remote.pause_queue("paused-q")
     slow = remote.enqueue("app.sleep", [30])
     wait_until(lambda: state_of(remote, slow) == "RUNNING")
-    remote.close()
     child.kill()
     assert (tmp_path / "data" / "dtq.sock").exists()  # stale: nobody answers it
 
-    local = connect(url)
-    assert isinstance(local, LocalConsole)
+    # The console says so at once and never opens the directory itself.
+    with pytest.raises(BackendUnavailable, match=r"did not answer|closed|no owner|stopped"):
+        remote.task(done)
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="no worker owns the embedded store"):
+        connect(url, connect_timeout=1.0)
+    assert time.monotonic() - t0 < 5
+    lock = tmp_path / "data" / "LOCK"
+    with open(lock, "rb+") as fh:  # nobody holds the lock: the console did not take it
+        fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fh.fileno(), fcntl.LOCK_UN)
+
+    # A restarted owner recovers everything; the same console object reattaches.
+    again = Child("owner", {"url": url})
     try:
-        rec = local.task(done)
-        assert rec is not None and rec.state is S.SUCCESS and rec.result == "kept"
-        # RUNNING at the kill: back to PENDING, not lost (the delivery count is checked
-        # in test_crash.py's poison-task test).
-        requeued = local.task(slow)
-        assert requeued is not None and requeued.state is S.PENDING
-        assert requeued.result is None
-        snap = local.snapshot()
+        again.wait_for("READY")
+        rec = wait_until(lambda: _task_or_none(remote, done))
+        assert rec.state is S.SUCCESS and rec.result == "kept"
+        # RUNNING at the kill: back to PENDING (or running again), not lost.
+        requeued = remote.task(slow)
+        assert requeued is not None and requeued.state in (S.PENDING, S.RUNNING)
+        assert requeued.deliveries >= 1
+        snap = remote.snapshot()
         assert {q.name: q.paused for q in snap.queues}["paused-q"] is True
-        assert snap.counts["SUCCESS"] == 1 and snap.counts["PENDING"] == 1
-        # This process is the owner now: its socket is live and owner-only.
+        assert snap.counts["SUCCESS"] == 1
         sock = tmp_path / "data" / "dtq.sock"
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
-        again = connect(url)
-        assert isinstance(again, RemoteConsole)
-        assert again.task(done).result == "kept"  # type: ignore[union-attr]
-        again.close()
     finally:
-        local.broker.stop()
-    assert not (tmp_path / "data" / "dtq.sock").exists()  # removed by a clean stop
+        remote.close()
+        again.kill()
+
+
+def _task_or_none(console: Any, task_id: str) -> Any:
+    try:
+        return console.task(task_id)
+    except BackendUnavailable:
+        return None

@@ -9,7 +9,8 @@ from dtq_core.errors import ConfigError
 #: URL schemes and what they mean.
 SCHEMES = {
     "memory": "in-process, nothing durable",
-    "embedded": "a local data directory with a write-ahead log (embedded://PATH)",
+    "embedded": "a local data directory with a write-ahead log (embedded://PATH): one "
+    "worker process owns it, every other process attaches to it",
     "redis": "a Redis server shared by many machines (redis://host:port/db)",
     "rediss": "Redis over TLS",
 }
@@ -32,9 +33,9 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
 
         return MemoryBackend(url, clock)
     if scheme == "embedded":
-        from dtq_core.backends.embedded.backend import EmbeddedBackend
+        from dtq_core.backends.embedded.store import EmbeddedStore
 
-        return EmbeddedBackend(url, clock)
+        return EmbeddedStore(url, clock)
     if scheme in ("redis", "rediss"):
         from dtq_core.backends.redis.backend import RedisBackend
 

@@ -105,6 +105,12 @@ class Backend(ABC):
     max_results: int = 100_000
     #: Deliveries after which a task whose workers keep dying is dead-lettered.
     max_deliveries: int = 5
+    #: This process may own a store that has a single owner process (embedded): set by
+    #: the broker before :meth:`open`. Processes that run workers may; producers, the
+    #: console and ``dtq`` commands never do.
+    may_own: bool = False
+    #: Seconds to wait for a store's owner to answer, at open and after it died.
+    attach_timeout: float = 30.0
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
@@ -120,6 +126,17 @@ class Backend(ABC):
 
     def wakeup(self) -> None:  # noqa: B027 - optional hook
         """Wake every claimer blocked in :meth:`claim` (used when stopping)."""
+
+    def serve_console(self, console: Any) -> None:  # noqa: B027 - optional hook
+        """The Console API this process serves to others while it owns the store."""
+
+    def wait_final(self, task_id: str, timeout: float) -> bool:
+        """Block up to ``timeout`` s until ``task_id`` may be final, woken by its finisher.
+
+        Returns ``False`` at once when this backend cannot wait that way (the broker then
+        waits on its own events); ``True`` after a wait, final or not: the caller looks.
+        """
+        return False
 
     def ping(self) -> float:
         """Round-trip time in seconds; raises :class:`BackendUnavailable` when down."""

@@ -53,9 +53,9 @@ from dtq_core.backends.memory import MemoryBackend
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.errors import (
     BackendError,
-    BackendUnavailable,
     ConfigError,
     StoreCorrupted,
+    StoreLocked,
 )
 from dtq_core.task import TaskState
 
@@ -142,7 +142,7 @@ class EmbeddedBackend(LoggedMemoryBackend):
         key = str(self.path.resolve())
         with _OPEN_LOCK:
             if key in _OPEN_DIRS:
-                raise BackendUnavailable(
+                raise StoreLocked(
                     f"data directory {self.path} is owned by process {os.getpid()} (this "
                     "one): it is already open here; share that broker instead"
                 )
@@ -164,9 +164,9 @@ class EmbeddedBackend(LoggedMemoryBackend):
         except OSError:
             owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise BackendUnavailable(
-                f"data directory {self.path} is owned by process {owner}; attach through it "
-                "(dtq and dtq-tui use its socket) or stop it first"
+            raise StoreLocked(
+                f"data directory {self.path} is owned by process {owner}; brokers in other "
+                "processes attach to it through its socket"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -203,6 +203,40 @@ class LoggedMemoryBackend(MemoryBackend):
         """RUNNING -> SUCCESS, durable before it returns."""
         return list(self._call("ack", [task_id, token, result, now]))
 
+    def ack_many(
+        self, acks: Sequence[tuple[str, int, Any]], now: float, *, retry: bool = False
+    ) -> list[list[Transition]]:
+        """Acknowledge a batch with one wait for durability (one fsync when alone).
+
+        With ``retry``, a task already SUCCESS under the same token counts as
+        acknowledged: the first call stored it and its reply was lost.
+        """
+        raws = [self._encode(["ack", [tid, token, result, now]]) for tid, token, result in acks]
+        self._alive()
+        out: list[list[Transition]] = []
+        lsn = 0
+        with self._lock:
+            self._alive()
+            for (tid, token, result), raw in zip(acks, raws, strict=True):
+                trs = MemoryBackend.ack(self, tid, token, result, now)
+                if trs:
+                    lsn = self._submit_bytes(OP_CALL, raw)
+                elif retry:
+                    rec = self._records.get(tid)
+                    if (
+                        rec is not None
+                        and rec.state is TaskState.SUCCESS
+                        and (rec.lease_token == token)
+                    ):
+                        trs = [
+                            Transition(
+                                tid, rec.name, rec.queue, TaskState.RUNNING, TaskState.SUCCESS
+                            )
+                        ]
+                out.append(trs)
+        self._wait(lsn)
+        return out
+
     def fail(
         self,
         task_id: str,

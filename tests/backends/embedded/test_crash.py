@@ -284,7 +284,7 @@ def broker_records(url: str) -> tuple[dict[str, Any], dict[str, int], dict[str, 
     from dtq_core.registry import Registry
 
     broker = Broker(
-        BrokerConfig(backend=url, num_workers=0, registry=Registry(), max_deliveries=MAXD)
+        BrokerConfig(backend=url, num_workers=0, registry=Registry(), max_deliveries=MAXD, own=True)
     )
     broker.open()
     try:
@@ -816,8 +816,12 @@ def test_second_process_gets_backend_unavailable_naming_the_owner(tmp_path: Path
         from dtq_core import Broker, BrokerConfig
         from dtq_core.registry import Registry
 
-        broker = Broker(BrokerConfig(backend=url_of(d), num_workers=0, registry=Registry()))
-        with pytest.raises(BackendUnavailable, match=f"process {pid}"):
+        broker = Broker(
+            BrokerConfig(
+                backend=url_of(d), num_workers=0, registry=Registry(), own=True, attach_timeout=0.5
+            )
+        )
+        with pytest.raises(BackendUnavailable, match=f"locked by process {pid}"):
             broker.open()
         assert (d / "wal").exists()
     finally:

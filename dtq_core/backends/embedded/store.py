@@ -1,0 +1,500 @@
+"""``embedded://DIR`` in any process: the owner's store here, or its socket elsewhere.
+
+One process owns a data directory: it holds the lock, recovers the log, is its only
+writer and serves the store on ``DIR/dtq.sock`` (:mod:`.server`). Every other broker
+on the same ``embedded://DIR`` attaches to that socket with no change to its code:
+producers enqueue and wait for results, workers claim and acknowledge in batches under
+leases, as on Redis.
+
+Who owns: a process that may (:attr:`Backend.may_own`: brokers that run workers; never
+producers, consoles or ``dtq`` commands) takes the lock if it is free, and otherwise
+attaches. When the owner dies, the first attached process that may own takes the lock
+over (recovery included) and serves the socket; the others, and producers, reattach to
+it, retrying with backoff for :attr:`Backend.attach_timeout` seconds. The lock is the
+only arbiter: a slow owner keeps its lock and is never replaced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dtq_core.backends.base import (
+    Backend,
+    Capabilities,
+    Delivery,
+    NewTask,
+    QueueStats,
+    Transition,
+)
+from dtq_core.backends.embedded.backend import EmbeddedBackend, parse_url
+from dtq_core.backends.embedded.client import Client, OwnerGone
+from dtq_core.backends.embedded.server import StoreServer
+from dtq_core.clock import SYSTEM_CLOCK, Clock
+from dtq_core.errors import BackendError, BackendUnavailable, StoreLocked
+from dtq_core.filters import TaskFilter
+from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from dtq_core.control import LocalConsole
+
+log = logging.getLogger("dtq.embedded")
+
+#: What an attached process can promise: the owner's durability, round trips per call.
+ATTACHED = Capabilities(durable=True, cross_process=True, blocking_claim=True, batch_acks=True)
+#: Longest a claim waits in one call, so an attached worker notices a dead owner soon.
+MAX_CLAIM_WAIT = 2.0
+#: Longest a result wait blocks in one call.
+MAX_RESULT_WAIT = 10.0
+
+
+class EmbeddedStore(Backend):
+    """The backend ``embedded://DIR`` names, owned here or attached to its owner."""
+
+    capabilities = EmbeddedBackend.capabilities
+
+    def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(url, clock)
+        self.path, _ = parse_url(url)  # a malformed URL is refused now, not at open
+        self._local: EmbeddedBackend | None = None
+        self._client: Client | None = None
+        self._server: StoreServer | None = None
+        self._console: LocalConsole | None = None
+        self._switch = threading.Lock()
+        self._closed = False
+        #: How often this process took the store over from a dead owner.
+        self.takeovers = 0
+
+    # -- roles -------------------------------------------------------------------------
+
+    @property
+    def owner(self) -> bool:
+        """Whether this process owns the store now."""
+        return self._local is not None
+
+    @property
+    def local(self) -> EmbeddedBackend | None:
+        """The owned store (``None`` while attached)."""
+        return self._local
+
+    def serve_console(self, console: Any) -> None:
+        """The Console API served on the socket while this process owns the store."""
+        self._console = console
+        if self._server is not None:
+            self._server.console = console
+
+    def open(self) -> None:
+        """Own the store if this process may and nobody does; otherwise attach.
+
+        Raises:
+            BackendUnavailable: Nobody owns the store and this process may not, or the
+                owner did not answer within :attr:`attach_timeout`.
+        """
+        self._closed = False
+        if self.may_own:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if self._try_own():
+                return
+        elif not self.path.is_dir():
+            raise BackendUnavailable(
+                f"no embedded store at {self.path}: start a worker there first "
+                f"(dtq worker APP --backend embedded://{self.path})"
+            )
+        self._attach(time.monotonic() + self.attach_timeout)
+
+    def _try_own(self) -> bool:
+        local = EmbeddedBackend(self.url, self.clock)
+        local.result_ttl = self.result_ttl
+        local.max_results = self.max_results
+        local.max_deliveries = self.max_deliveries
+        try:
+            local.open()
+        except StoreLocked:
+            return False
+        server = StoreServer(local, self._console, local.socket_path())
+        try:
+            server.start()
+        except BaseException:
+            local.close()
+            raise
+        self._server = server
+        self._local = local
+        self.capabilities = local.capabilities
+        return True
+
+    def _attach(self, deadline: float) -> None:
+        delay = 0.02
+        while True:
+            client = Client(self.path / "dtq.sock", "backend")
+            try:
+                client.check()
+            except OwnerGone as exc:
+                client.close()
+                if self.may_own and self._try_own():
+                    return
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailable(self._nobody_answers(exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            self._client = client
+            self.capabilities = ATTACHED
+            return
+
+    def _nobody_answers(self, exc: Exception) -> str:
+        holder = _lock_holder(self.path)
+        if holder is not None:
+            return (
+                f"the embedded store {self.path} is locked by process {holder}, which does "
+                f"not answer on its socket (waited {self.attach_timeout:g}s: {exc}); it is "
+                "starting, stuck, or opened the store without serving it"
+            )
+        return (
+            f"no process owns the embedded store {self.path} (waited "
+            f"{self.attach_timeout:g}s: {exc}); start a worker there "
+            f"(dtq worker APP --backend embedded://{self.path})"
+        )
+
+    def _failover(self, failed: Client, exc: OwnerGone) -> None:
+        """The owner stopped answering: take the store over, or reattach to the new one."""
+        with self._switch:
+            if self._local is not None or self._client is not failed:
+                return  # another thread has already switched
+            failed.close()
+            deadline = time.monotonic() + self.attach_timeout
+            delay = 0.05
+            attempt = 0
+            while not self._closed:
+                attempt += 1
+                if self.may_own and self._try_own():
+                    self.takeovers += 1
+                    self._client = None
+                    log.warning(
+                        "the owner of %s stopped answering (%s): this process took it over",
+                        self.path,
+                        exc,
+                    )
+                    return
+                client = Client(self.path / "dtq.sock", "backend")
+                try:
+                    client.check()
+                except OwnerGone as again:
+                    client.close()
+                    if time.monotonic() >= deadline:
+                        raise BackendUnavailable(
+                            f"the owner of the embedded store {self.path} stopped answering: "
+                            + self._nobody_answers(again)
+                        ) from None
+                    log.warning(
+                        "embedded store %s: no owner answers (attempt %d, %s); retrying in %.2fs",
+                        self.path,
+                        attempt,
+                        again,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                self._client = client
+                log.warning("embedded store %s: reattached to its new owner", self.path)
+                return
+            raise BackendUnavailable(f"embedded store {self.path} is closed")
+
+    def close(self) -> None:
+        """Stop serving and close the owned store, or close the connections."""
+        self._closed = True
+        with self._switch:
+            server, self._server = self._server, None
+            local, self._local = self._local, None
+            client, self._client = self._client, None
+        if server is not None:
+            server.stop()
+        if local is not None:
+            local.close()
+        if client is not None:
+            client.close()
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _do(self, name: str, *args: Any, block_s: float = 0.0, **kwargs: Any) -> Any:
+        local = self._local
+        if local is not None:
+            return getattr(local, name)(*args, **kwargs)
+        return self._remote(name, args, kwargs, block_s)
+
+    def _remote(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], block_s: float
+    ) -> Any:
+        sent = False
+        while True:
+            local, client = self._local, self._client
+            try:
+                if local is not None:
+                    return getattr(local, name)(*args, **kwargs)
+                if client is None:
+                    raise BackendError(f"embedded store {self.path} is not open")
+                return client.call(name, args, kwargs, block_s)
+            except OwnerGone as exc:
+                if client is None:
+                    raise
+                sent = sent or exc.sent
+                self._failover(client, exc)
+                if sent and name == "ack_many":
+                    kwargs = {**kwargs, "retry": True}
+            except BackendError as exc:
+                if sent and name in ("enqueue", "enqueue_many") and "already exists" in str(exc):
+                    return self._enqueue_after_loss(args[0], args[1])
+                raise
+
+    def _enqueue_after_loss(self, tasks: Any, now: float) -> list[Transition]:
+        """An enqueue resent after its owner died: ids already stored count as stored."""
+        out: list[Transition] = []
+        for t in [tasks] if isinstance(tasks, NewTask) else list(tasks):
+            try:
+                out.extend(self._do("enqueue", t, now))
+            except BackendError as exc:
+                rec = self._do("get", t.id)
+                if rec is None or rec.payload != t.payload or rec.queue != t.queue:
+                    raise exc from None
+                out.append(Transition(t.id, t.name, t.queue, None, TaskState.PENDING))
+        return out
+
+    # -- the protocol, forwarded ---------------------------------------------------------
+
+    def wakeup(self) -> None:
+        """Wake blocked claimers (the owner's, which include this process's)."""
+        self._do("wakeup")
+
+    def ping(self) -> float:
+        """Round trip to the owner (0 when owned here)."""
+        t0 = time.perf_counter()
+        self._do("ping")
+        return time.perf_counter() - t0
+
+    def info(self) -> dict[str, Any]:
+        """The owner's recovery and log figures, and this process's role."""
+        out = dict(self._do("info"))
+        out["role"] = "owner" if self._local is not None else "attached"
+        if self.takeovers:
+            out["takeovers"] = self.takeovers
+        return out
+
+    def wait_final(self, task_id: str, timeout: float) -> bool:
+        """Attached: block on the owner until the task is final (its events wake it)."""
+        if self._local is not None:
+            return False
+        t = min(timeout, MAX_RESULT_WAIT)
+        return bool(self._do("wait_final", task_id, t, block_s=t))
+
+    def enqueue(self, task: NewTask, now: float) -> list[Transition]:
+        """Store a new task."""
+        return self._do("enqueue", task, now)  # type: ignore[no-any-return]
+
+    def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
+        """Store several tasks in one call."""
+        return self._do("enqueue_many", list(tasks), now)  # type: ignore[no-any-return]
+
+    def claim(
+        self,
+        queues: Sequence[str] | None,
+        worker_id: str,
+        lease_s: float,
+        limit: int,
+        now: float,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease ready tasks; an attached claim waits at most :data:`MAX_CLAIM_WAIT`."""
+        if self._local is None:
+            wait = min(wait, MAX_CLAIM_WAIT)
+        return self._do(  # type: ignore[no-any-return]
+            "claim", queues, worker_id, lease_s, limit, now, wait, block_s=wait
+        )
+
+    def ack(self, task_id: str, token: int, result: Any, now: float) -> list[Transition]:
+        """RUNNING -> SUCCESS."""
+        return self._do("ack", task_id, token, result, now)  # type: ignore[no-any-return]
+
+    def ack_many(
+        self, acks: Sequence[tuple[str, int, Any]], now: float, *, retry: bool = False
+    ) -> list[list[Transition]]:
+        """A batch of acks in one call and one fsync."""
+        return self._do("ack_many", list(acks), now, retry=retry)  # type: ignore[no-any-return]
+
+    def fail(
+        self,
+        task_id: str,
+        token: int,
+        error: ErrorInfo,
+        now: float,
+        *,
+        retry_at: float | None = None,
+        dead_reason: str | None = None,
+    ) -> list[Transition]:
+        """RUNNING -> FAILED -> RETRY or DEAD."""
+        return self._do(  # type: ignore[no-any-return]
+            "fail", task_id, token, error, now, retry_at=retry_at, dead_reason=dead_reason
+        )
+
+    def bury(
+        self, task_id: str, token: int, error: ErrorInfo, reason: str, now: float
+    ) -> list[Transition]:
+        """RUNNING -> DEAD."""
+        return self._do("bury", task_id, token, error, reason, now)  # type: ignore[no-any-return]
+
+    def release(
+        self, task_id: str, token: int, now: float, eta: float | None = None, note: str = ""
+    ) -> list[Transition]:
+        """RUNNING -> PENDING."""
+        return self._do("release", task_id, token, now, eta, note)  # type: ignore[no-any-return]
+
+    def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
+        """Renew leases."""
+        self._do("extend_leases", list(leases), lease_s, now)
+
+    def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
+        """Requeue expired leases (done by the owner for everyone)."""
+        return self._do("reclaim_expired", now, max_deliveries)  # type: ignore[no-any-return]
+
+    def promote_due(self, now: float, limit: int = 1000) -> list[Transition]:
+        """Move due delayed tasks to their queues."""
+        return self._do("promote_due", now, limit)  # type: ignore[no-any-return]
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed task is due."""
+        return self._do("next_due")  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str, now: float) -> list[Transition]:
+        """Cancel a task that has not started."""
+        return self._do("cancel", task_id, now)  # type: ignore[no-any-return]
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Depth figures of every queue."""
+        return self._do("queue_stats")  # type: ignore[no-any-return]
+
+    def peek(self, queue: str, limit: int) -> list[TaskRecord]:
+        """The next ready tasks of a queue."""
+        return self._do("peek", queue, limit)  # type: ignore[no-any-return]
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue."""
+        self._do("set_paused", queue, paused)
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """One record."""
+        return self._do("get", task_id)  # type: ignore[no-any-return]
+
+    def get_state(self, task_id: str) -> TaskState | None:
+        """One task's state."""
+        return self._do("get_state", task_id)  # type: ignore[no-any-return]
+
+    def list_tasks(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Records matching a filter."""
+        return self._do("list_tasks", flt, now, offset, limit)  # type: ignore[no-any-return]
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        """Records per state."""
+        return self._do("count_by_state")  # type: ignore[no-any-return]
+
+    def expire(self, now: float) -> int:
+        """Drop finished records past their TTL."""
+        return self._do("expire", now)  # type: ignore[no-any-return]
+
+    def list_dead(
+        self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Dead tasks matching a filter."""
+        return self._do("list_dead", flt, now, offset, limit)  # type: ignore[no-any-return]
+
+    def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
+        """How many dead tasks match."""
+        return self._do("count_dead", flt, now)  # type: ignore[no-any-return]
+
+    def replay(
+        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+    ) -> list[Transition]:
+        """Enqueue the replay of a dead task."""
+        return self._do("replay", task_id, new_task, edit, now)  # type: ignore[no-any-return]
+
+    def purge(self, task_ids: Sequence[str]) -> int:
+        """Delete dead records."""
+        return self._do("purge", list(task_ids))  # type: ignore[no-any-return]
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
+        """Set a key unless live."""
+        return self._do("set_if_absent", key, value, ttl_s, now)  # type: ignore[no-any-return]
+
+    def get_key(self, key: str, now: float) -> str | None:
+        """A key's live value."""
+        return self._do("get_key", key, now)  # type: ignore[no-any-return]
+
+    def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
+        """Set a key."""
+        self._do("set_key", key, value, ttl_s, now)
+
+    def delete_key(self, key: str) -> None:
+        """Remove a key."""
+        self._do("delete_key", key)
+
+    def compare_and_set(
+        self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
+    ) -> bool:
+        """Set a key only if its live value is ``expected``."""
+        return self._do(  # type: ignore[no-any-return]
+            "compare_and_set", key, expected, value, ttl_s, now
+        )
+
+    def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
+        """Live keys with a prefix."""
+        return self._do("scan_keys", prefix, now, limit)  # type: ignore[no-any-return]
+
+    def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
+        """Reserve a token-bucket token."""
+        return self._do("reserve", key, rate, burst, now)  # type: ignore[no-any-return]
+
+    def heartbeat(self, worker_id: str, info: dict[str, Any], now: float, ttl_s: float) -> None:
+        """Publish a worker's state."""
+        self._do("heartbeat", worker_id, info, now, ttl_s)
+
+    def workers(self, now: float) -> list[dict[str, Any]]:
+        """Live workers of every process."""
+        return self._do("workers", now)  # type: ignore[no-any-return]
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a stopped worker."""
+        self._do("forget_worker", worker_id)
+
+    def register_names(self, names: Iterable[str]) -> None:
+        """Record task names a worker can run."""
+        self._do("register_names", sorted(set(names)))
+
+    def known_names(self) -> set[str]:
+        """Task names some worker registered."""
+        return set(self._do("known_names"))
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding the directory's lock, or ``None`` when it is free."""
+    try:
+        fd = os.open(path / "LOCK", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # F_GETLK-style test without taking the lock: lockf(F_TEST) needs write access,
+        # so ask the kernel through fcntl's struct flock instead.
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+        kind, _, _, _, pid = struct.unpack("hhqqi", got)
+        return None if kind == fcntl.F_UNLCK else pid
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

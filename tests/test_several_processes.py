@@ -1,0 +1,225 @@
+"""Several processes on one ``embedded://DIR``, as a team runs it.
+
+Two ``dtq worker`` processes (the first owns the store, the second attaches to its
+socket), a producer process that only calls ``.delay()``, and the console API and
+``dtq stats`` from this process. The owner is SIGKILLed mid-drain: the attached worker
+takes the store over, the producer carries on, and no acknowledged enqueue is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtq_core.control import connect
+from dtq_core.errors import BackendUnavailable
+
+REPO = Path(__file__).resolve().parents[1]
+
+APP = """
+import os, time
+from dtq_core import task
+
+LOG = os.environ["E2E_LOG"]
+
+@task(name="e2e.record")
+def record(i):
+    time.sleep(0.004)
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{i} {os.getpid()}\\n".encode())
+    finally:
+        os.close(fd)
+    return i
+
+@task(name="e2e.burn")
+def burn(n):
+    x = 0
+    for k in range(n):
+        x += k * k
+    return x
+"""
+
+PRODUCER = """
+import sys, time
+from dtq_core import Broker, BrokerConfig, set_default_broker
+import e2eapp
+
+url, n = sys.argv[1], int(sys.argv[2])
+broker = Broker(BrokerConfig(backend=url, num_workers=0, attach_timeout=60))
+set_default_broker(broker)
+broker.open()
+print("ROLE", broker.backend.info()["role"], flush=True)
+for i in range(n):
+    try:
+        e2eapp.record.apply_async((i,), task_id=f"t{i}")
+    except Exception as exc:
+        print("ERR", i, type(exc).__name__, exc, flush=True)
+        continue
+    print("ACK", i, flush=True)
+    time.sleep(0.002)
+r = e2eapp.record.apply_async((-1,), task_id="last")
+print("LAST", r.get(timeout=60), flush=True)
+broker.stop()
+"""
+
+
+def wait_until(what: Callable[[], Any], timeout: float = 30.0, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    (tmp_path / "e2eapp.py").write_text(APP)
+    (tmp_path / "producer.py").write_text(PRODUCER)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    env["E2E_LOG"] = str(tmp_path / "ran.log")
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+        return p
+
+    yield {"dir": tmp_path, "url": f"embedded://{tmp_path / 'data'}", "spawn": spawn, "env": env}
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def worker(site: dict[str, Any], concurrency: int = 4) -> subprocess.Popen[str]:
+    return site["spawn"](  # type: ignore[no-any-return]
+        "-m", "cli.main", "worker", "e2eapp", "--backend", site["url"],
+        "--concurrency", str(concurrency),
+    )  # fmt: skip
+
+
+def console_for(url: str) -> Any:
+    def attempt() -> Any:
+        try:
+            return connect(url, connect_timeout=0.5)
+        except BackendUnavailable:
+            return None
+
+    return wait_until(attempt, 30)
+
+
+def workers_by_pid(console: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for w in console.snapshot().workers:
+        pid = w.id.split(":")[1] if ":" in w.id else w.id
+        out[pid] = out.get(pid, 0) + 1
+    return out
+
+
+def test_owner_killed_mid_drain_loses_no_acknowledged_task(site: dict[str, Any]) -> None:
+    url = site["url"]
+    owner = worker(site)
+    console = console_for(url)
+    assert console.snapshot().backend_info["role"] == "owner"
+    attached = worker(site)
+    # Both processes' workers show in the owner's snapshot (heartbeats over the socket).
+    wait_until(lambda: len(console.snapshot().workers) >= 8, 30)
+
+    n = 600
+    producer = site["spawn"]("producer.py", url, str(n))
+    log = site["dir"] / "ran.log"
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) > 100, 60)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait(10)
+
+    out, err = producer.communicate(timeout=120)
+    assert producer.returncode == 0, err[-3000:]
+    acked = {int(line.split()[1]) for line in out.splitlines() if line.startswith("ACK")}
+    assert "LAST -1" in out
+    # The producer carried on: nearly everything was acknowledged, across the kill.
+    assert len(acked) >= n - 5, out[-2000:]
+
+    ran: dict[int, set[str]] = {}
+    for line in log.read_text().splitlines():
+        i, pid = line.split()
+        ran.setdefault(int(i), set()).add(pid)
+    lost = acked - ran.keys()
+    assert not lost, f"acknowledged but never ran: {sorted(lost)[:20]}"
+    unexpected = ran.keys() - acked - {-1}
+    # Only tasks whose enqueue reply was lost in the kill may run unacknowledged.
+    assert len(unexpected) <= 5
+    # The attached worker took over and ran the rest.
+    assert any(str(attached.pid) in pids for pids in ran.values())
+
+    console.close()
+    console = console_for(url)
+    info = console.snapshot().backend_info
+    assert info["role"] == "owner" and info.get("takeovers") == 1
+    assert attached.poll() is None
+
+    stats = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--backend", url, "stats", "--json"],
+        cwd=site["dir"],
+        env=site["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    assert data["counts"]["SUCCESS"] >= len(acked)
+    console.close()
+
+    attached.send_signal(signal.SIGTERM)
+    _, werr = attached.communicate(timeout=60)
+    assert attached.returncode == 0, werr[-2000:]
+    assert "Traceback" not in werr
+
+
+def test_second_worker_attaches_and_a_console_never_owns(site: dict[str, Any]) -> None:
+    url = site["url"]
+    (site["dir"] / "data").mkdir()
+    # A read-only console with no worker running: fails fast, takes no lock.
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="no worker owns"):
+        connect(url, read_only=True, connect_timeout=1.0)
+    assert time.monotonic() - t0 < 4
+    assert not (site["dir"] / "data" / "LOCK").exists()
+
+    first = worker(site, 2)
+    console = console_for(url)
+    second = worker(site, 2)
+    wait_until(lambda: len(workers_by_pid(console)) == 2, 30)
+    ids = [console.enqueue("e2e.record", [i]) for i in range(40)]
+    wait_until(lambda: all(console.task(t).state.value == "SUCCESS" for t in ids), 30)
+    pids = {line.split()[1] for line in (site["dir"] / "ran.log").read_text().splitlines()}
+    assert pids <= {str(first.pid), str(second.pid)}
+    console.close()
+    banners = {}
+    for name, p in (("second", second), ("first", first)):
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err[-2000:]
+        banners[name] = err
+    assert "(owner)" in banners["first"] and "(attached)" in banners["second"]
