@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dtq_core import errors
+from dtq_core.backends.embedded.backend import lock_holder
 from dtq_core.backends.embedded.client import Client, OwnerGone
 
 
@@ -43,6 +44,14 @@ class RemoteConsole:
             except OwnerGone as exc:
                 if time.monotonic() + delay >= deadline:
                     self._client.close()
+                    holder = lock_holder(path.parent)
+                    if holder is not None:
+                        raise errors.BackendUnavailable(
+                            f"the embedded store {path.parent} is locked by process {holder}, "
+                            f"which does not answer on its socket (waited {connect_timeout:g}s:"
+                            f" {exc}); it is starting, stuck, or opened the store without "
+                            "serving it"
+                        ) from None
                     raise errors.BackendUnavailable(
                         f"no worker owns the embedded store {path.parent} (nothing answered "
                         f"on its socket within {connect_timeout:g}s: {exc}); start one with "

@@ -92,7 +92,7 @@ def run(argv: list[str] | None = None) -> int:
             )
             return 2
         try:
-            console = _connect(url)
+            console = _connect(url, args.read_only)
         except ConfigError as exc:
             print(f"dtq-tui: {exc}", file=sys.stderr)
             return 2
@@ -122,7 +122,7 @@ def _default_url() -> str | None:
     return None
 
 
-def _connect(url: str) -> Any:
+def _connect(url: str, read_only: bool = False) -> Any:
     """A console for ``url``; an unreachable backend gives a reconnecting console.
 
     Raises:
@@ -131,8 +131,8 @@ def _connect(url: str) -> Any:
     from dtq_core.control import connect
 
     try:
-        return connect(url)
+        return connect(url, read_only=read_only)
     except ConfigError:
         raise
     except Exception as exc:  # unreachable now: the app shows a banner and retries
-        return ReconnectingConsole(url, exc)
+        return ReconnectingConsole(url, exc, lambda u: connect(u, read_only=read_only))

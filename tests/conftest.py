@@ -33,7 +33,7 @@ def make_broker(registry: Registry) -> Iterator[BrokerFactory]:
     """Build brokers on ``registry`` (memory backend); every one is stopped at teardown.
 
     Keyword arguments are :class:`BrokerConfig` fields; ``num_workers`` defaults to 0
-    (run tasks inline with ``broker.work()``).
+    (run tasks inline with ``broker.work()``) and ``own`` to True.
     """
     made: list[Broker] = []
 
@@ -41,6 +41,8 @@ def make_broker(registry: Registry) -> Iterator[BrokerFactory]:
         overrides.setdefault("num_workers", 0)
         overrides.setdefault("backend", "memory://")
         overrides.setdefault("registry", registry)
+        # Inline brokers run tasks themselves (work()): they own an embedded store.
+        overrides.setdefault("own", True)
         broker = Broker(BrokerConfig(**overrides))
         made.append(broker)
         return broker

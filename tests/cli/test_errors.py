@@ -94,7 +94,8 @@ def test_unreachable_backend_exits_3(run_dtq, tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert proc.returncode == 3, proc.stderr
-    assert proc.stderr.startswith("dtq: error: data directory")
+    assert proc.stderr.startswith("dtq: error: the embedded store")
+    assert f"locked by process {os.getpid()}" in proc.stderr
     assert proc.stderr.count("\n") == 1
 
 

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import struct
 import threading
 import time
 from pathlib import Path
@@ -306,6 +307,25 @@ class EmbeddedBackend(LoggedMemoryBackend):
         return self.path / "dtq.sock"
 
 
+def lock_holder(path: Path) -> int | None:
+    """The pid holding the directory's lock, or ``None`` when it is free."""
+    try:
+        fd = os.open(path / "LOCK", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # F_GETLK-style test without taking the lock: lockf(F_TEST) needs write access,
+        # so ask the kernel through fcntl's struct flock instead.
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+        kind, _, _, _, pid = struct.unpack("hhqqi", got)
+        return None if kind == fcntl.F_UNLCK else pid
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 __all__ = [
     "OP_CALL",
     "OP_CLAIM",
@@ -317,5 +337,6 @@ __all__ = [
     "OP_PROMOTE",
     "OP_RECLAIM",
     "EmbeddedBackend",
+    "lock_holder",
     "parse_url",
 ]

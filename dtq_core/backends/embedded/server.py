@@ -170,48 +170,47 @@ class StoreServer:
     def _serve(self, conn: socket.socket) -> None:
         try:
             with conn, conn.makefile("rb") as reader:
-                conn.settimeout(10.0)  # the hello comes at once
-                first = wire.recv(reader, 4096)
-                if first is None:
-                    return
                 try:
-                    hello = wire.decode_hello(first)
-                except msgspec.DecodeError:
-                    wire.send(conn, wire.error("ConfigError", "not a DTQ client (bad hello)"))
-                    return
-                if hello.v != wire.VERSION or hello.role not in ("backend", "console"):
-                    wire.send(
-                        conn,
-                        wire.error(
-                            "ConfigError",
-                            f"protocol {hello.v}/{hello.role} not served here (this owner "
-                            f"speaks {wire.VERSION}/backend|console): upgrade dtq on both sides",
-                        ),
-                    )
-                    return
-                if hello.role == "console" and self.console is None:
-                    wire.send(conn, wire.error("BackendUnavailable", "no console served here"))
-                    return
-                wire.send(conn, wire.ok({"v": wire.VERSION, "pid": os.getpid()}))
-                conn.settimeout(None)
-                methods = (
-                    wire.backend_methods() if hello.role == "backend" else (wire.console_methods())
-                )
-                reads_only = hello.read_only
-                while not self._stop.is_set():
-                    frame = wire.recv(reader)
-                    if frame is None:
-                        return
-                    reply = self._handle(frame, methods, hello.role, reads_only)
-                    wire.send(conn, reply)
+                    self._session(conn, reader)
+                except ValueError as exc:  # an oversized frame: answered, then closed
+                    wire.send(conn, wire.error("ConfigError", str(exc)))
         except (OSError, EOFError):
             return  # the peer vanished (or we are stopping): nothing to answer
-        except ValueError as exc:  # an oversized frame: answered, then closed
-            with contextlib.suppress(OSError):
-                wire.send(conn, wire.error("ConfigError", str(exc)))
         finally:
             with self._lock:
                 self._conns.discard(conn)
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.settimeout(10.0)  # the hello comes at once
+        first = wire.recv(reader, 4096)
+        if first is None:
+            return
+        try:
+            hello = wire.decode_hello(first)
+        except msgspec.DecodeError:
+            wire.send(conn, wire.error("ConfigError", "not a DTQ client (bad hello)"))
+            return
+        if hello.v != wire.VERSION or hello.role not in ("backend", "console"):
+            wire.send(
+                conn,
+                wire.error(
+                    "ConfigError",
+                    f"protocol {hello.v}/{hello.role} not served here (this owner speaks "
+                    f"{wire.VERSION}/backend|console): upgrade dtq on both sides",
+                ),
+            )
+            return
+        if hello.role == "console" and self.console is None:
+            wire.send(conn, wire.error("BackendUnavailable", "no console served here"))
+            return
+        wire.send(conn, wire.ok({"v": wire.VERSION, "pid": os.getpid()}))
+        conn.settimeout(None)
+        methods = wire.backend_methods() if hello.role == "backend" else wire.console_methods()
+        while not self._stop.is_set():
+            frame = wire.recv(reader)
+            if frame is None:
+                return
+            wire.send(conn, self._handle(frame, methods, hello.role, hello.read_only))
 
     def _handle(
         self, frame: bytes, methods: dict[str, wire.Method], role: str, read_only: bool

@@ -16,14 +16,10 @@ only arbiter: a slow owner keeps its lock and is never replaced.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.backends.base import (
@@ -34,7 +30,7 @@ from dtq_core.backends.base import (
     QueueStats,
     Transition,
 )
-from dtq_core.backends.embedded.backend import EmbeddedBackend, parse_url
+from dtq_core.backends.embedded.backend import EmbeddedBackend, lock_holder, parse_url
 from dtq_core.backends.embedded.client import Client, OwnerGone
 from dtq_core.backends.embedded.server import StoreServer
 from dtq_core.clock import SYSTEM_CLOCK, Clock
@@ -61,6 +57,11 @@ class EmbeddedStore(Backend):
     capabilities = EmbeddedBackend.capabilities
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._settings: dict[str, Any] = {
+            "result_ttl": Backend.result_ttl,
+            "max_results": Backend.max_results,
+            "max_deliveries": EmbeddedBackend.max_deliveries,
+        }
         super().__init__(url, clock)
         self.path, _ = parse_url(url)  # a malformed URL is refused now, not at open
         self._local: EmbeddedBackend | None = None
@@ -71,6 +72,41 @@ class EmbeddedStore(Backend):
         self._closed = False
         #: How often this process took the store over from a dead owner.
         self.takeovers = 0
+
+    # -- settings the owned store follows ----------------------------------------------
+
+    @property
+    def result_ttl(self) -> float:
+        """Seconds finished records are kept (the owner's setting rules the store)."""
+        return float(self._settings["result_ttl"])
+
+    @result_ttl.setter
+    def result_ttl(self, value: float) -> None:
+        self._set("result_ttl", value)
+
+    @property
+    def max_results(self) -> int:
+        """Finished records kept at most."""
+        return int(self._settings["max_results"])
+
+    @max_results.setter
+    def max_results(self, value: int) -> None:
+        self._set("max_results", value)
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries after which a task found running at recovery is dead-lettered."""
+        return int(self._settings["max_deliveries"])
+
+    @max_deliveries.setter
+    def max_deliveries(self, value: int) -> None:
+        self._set("max_deliveries", value)
+
+    def _set(self, name: str, value: Any) -> None:
+        self._settings[name] = value
+        local = self.__dict__.get("_local")
+        if local is not None:
+            setattr(local, name, value)
 
     # -- roles -------------------------------------------------------------------------
 
@@ -111,9 +147,8 @@ class EmbeddedStore(Backend):
 
     def _try_own(self) -> bool:
         local = EmbeddedBackend(self.url, self.clock)
-        local.result_ttl = self.result_ttl
-        local.max_results = self.max_results
-        local.max_deliveries = self.max_deliveries
+        for name, value in self._settings.items():
+            setattr(local, name, value)
         try:
             local.open()
         except StoreLocked:
@@ -139,7 +174,9 @@ class EmbeddedStore(Backend):
                 client.close()
                 if self.may_own and self._try_own():
                     return
-                if time.monotonic() >= deadline:
+                # Nobody holds the lock: no owner is starting either, so a process that
+                # may not own says so now instead of waiting for one.
+                if time.monotonic() >= deadline or lock_holder(self.path) is None:
                     raise BackendUnavailable(self._nobody_answers(exc)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -149,7 +186,7 @@ class EmbeddedStore(Backend):
             return
 
     def _nobody_answers(self, exc: Exception) -> str:
-        holder = _lock_holder(self.path)
+        holder = lock_holder(self.path)
         if holder is not None:
             return (
                 f"the embedded store {self.path} is locked by process {holder}, which does "
@@ -479,22 +516,3 @@ class EmbeddedStore(Backend):
     def known_names(self) -> set[str]:
         """Task names some worker registered."""
         return set(self._do("known_names"))
-
-
-def _lock_holder(path: Path) -> int | None:
-    """The pid holding the directory's lock, or ``None`` when it is free."""
-    try:
-        fd = os.open(path / "LOCK", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        # F_GETLK-style test without taking the lock: lockf(F_TEST) needs write access,
-        # so ask the kernel through fcntl's struct flock instead.
-        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
-        got = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
-        kind, _, _, _, pid = struct.unpack("hhqqi", got)
-        return None if kind == fcntl.F_UNLCK else pid
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

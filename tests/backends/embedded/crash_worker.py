@@ -502,6 +502,7 @@ def extras_broker(url: str, clock: FakeClock) -> Any:
             clock=clock,
             hooks=hooks,
             max_deliveries=MAX_DELIVERIES,
+            own=True,
         )
     )
 

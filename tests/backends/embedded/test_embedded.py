@@ -13,6 +13,7 @@ import pytest
 
 from dtq_core.backends import make_backend
 from dtq_core.backends.embedded.backend import EmbeddedBackend, parse_url
+from dtq_core.backends.embedded.store import EmbeddedStore
 from dtq_core.backends.embedded.wal import list_segments
 from dtq_core.clock import FakeClock
 from dtq_core.errors import BackendError, BackendUnavailable, ConfigError, StoreFailed
@@ -73,8 +74,8 @@ def test_url_options_are_parsed() -> None:
         "segment_mb": 4.0,
     }
     b = make_backend("embedded://./rel/dir?fsync=off", FakeClock())
-    assert isinstance(b, EmbeddedBackend)
-    assert b.path == Path("rel/dir") and b.fsync == "off"
+    assert isinstance(b, EmbeddedStore)  # owned here or attached, decided at open
+    assert b.path == Path("rel/dir") and not b.may_own
     assert b.capabilities.durable and not b.capabilities.cross_process
     default = EmbeddedBackend("embedded://x")
     assert (default.fsync, default.interval_ms) == ("always", 50)
