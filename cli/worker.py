@@ -46,7 +46,14 @@ def worker(
         ),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once.")
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=0,
+            help="Tasks run at once; 0 on embedded:// only owns and serves the store "
+            "(worker processes attach to it).",
+        ),
     ] = 4,
     pool: Annotated[
         PoolKind, typer.Option("--pool", "-P", help="thread, process (CPU-bound) or async.")

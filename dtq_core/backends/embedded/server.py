@@ -113,6 +113,10 @@ class StoreServer:
     def stop(self) -> None:
         """Stop serving: close every connection and remove the socket file."""
         self._stop.set()
+        if self._sock is not None:  # a connection of our own wakes the blocked accept()
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as poke:
+                poke.settimeout(0.2)
+                poke.connect(str(self.path))
         if self._thread is not None:
             self._thread.join(2)
         if self._sock is not None:
@@ -138,6 +142,9 @@ class StoreServer:
             except TimeoutError:
                 continue
             except OSError:
+                return
+            if self._stop.is_set():
+                conn.close()
                 return
             reason = self._refusal(conn)
             if reason is not None:

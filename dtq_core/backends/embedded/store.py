@@ -16,6 +16,7 @@ only arbiter: a slow owner keeps its lock and is never replaced.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -70,6 +71,8 @@ class EmbeddedStore(Backend):
         self._console: LocalConsole | None = None
         self._switch = threading.Lock()
         self._closed = False
+        # Set by wakeup() (the broker is stopping): a failover stops waiting for an owner.
+        self._stopping = threading.Event()
         #: How often this process took the store over from a dead owner.
         self.takeovers = 0
 
@@ -134,6 +137,7 @@ class EmbeddedStore(Backend):
                 owner did not answer within :attr:`attach_timeout`.
         """
         self._closed = False
+        self._stopping.clear()
         if self.may_own:
             self.path.mkdir(parents=True, exist_ok=True)
             if self._try_own():
@@ -208,7 +212,7 @@ class EmbeddedStore(Backend):
             deadline = time.monotonic() + self.attach_timeout
             delay = 0.05
             attempt = 0
-            while not self._closed:
+            while not self._closed and not self._stopping.is_set():
                 attempt += 1
                 if self.may_own and self._try_own():
                     self.takeovers += 1
@@ -236,13 +240,15 @@ class EmbeddedStore(Backend):
                         again,
                         delay,
                     )
-                    time.sleep(delay)
+                    self._stopping.wait(delay)
                     delay = min(delay * 2, 1.0)
                     continue
                 self._client = client
                 log.warning("embedded store %s: reattached to its new owner", self.path)
                 return
-            raise BackendUnavailable(f"embedded store {self.path} is closed")
+            raise BackendUnavailable(
+                f"embedded store {self.path}: its owner is gone and this broker is stopping"
+            )
 
     def close(self) -> None:
         """Stop serving and close the owned store, or close the connections."""
@@ -306,8 +312,14 @@ class EmbeddedStore(Backend):
     # -- the protocol, forwarded ---------------------------------------------------------
 
     def wakeup(self) -> None:
-        """Wake blocked claimers (the owner's, which include this process's)."""
-        self._do("wakeup")
+        """Wake blocked claimers (the owner's, which include this process's).
+
+        The broker calls this when it stops: a failover in progress gives up waiting
+        for a new owner, so a stop never waits :attr:`attach_timeout`.
+        """
+        self._stopping.set()
+        with contextlib.suppress(BackendError):
+            self._do("wakeup")
 
     def ping(self) -> float:
         """Round trip to the owner (0 when owned here)."""
