@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import table  # noqa: E402
 
-APP = '''
+APP = """
 from dtq_core import task
 
 @task(name="b.noop", max_retries=0)
@@ -52,7 +52,7 @@ def burn(ms):
     while time.thread_time() < end:
         x += 1
     return x
-'''
+"""
 
 #: A process holding the store: ``own URL WORKERS`` (0 workers: it only serves).
 ROLE = """
@@ -262,11 +262,12 @@ def main() -> None:
                         url = site.url()
                         site.role(url, 0, own=True)
                         paused_fill(url, n, "b.burn", burn)
+                        attached = count
                         if not dedicated:
                             site.stop_all()
                             site.role(url, 1, own=True)
-                            count -= 1
-                        for _ in range(count):
+                            attached -= 1
+                        for _ in range(attached):
                             site.role(url, 1, own=False)
                         out.append(n / timed_drain(url, n))
                         site.stop_all()

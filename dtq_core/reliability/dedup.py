@@ -70,7 +70,10 @@ class DedupHook(Hook):
             self.fresh += 1  # the filter's "never seen here"; the exact map still decides
         existing = broker.backend.set_if_absent(PREFIX + key, task.id, ttl, now)
         bloom.add(key, now)
-        if existing is None:
+        # Our own id: an earlier try of this write was stored and its reply lost (a
+        # resent call after a Redis reconnect or an embedded owner's failover). The task
+        # is not a duplicate of itself.
+        if existing is None or existing == task.id:
             self.keys += 1
             return None
         self.dropped += 1

@@ -252,3 +252,24 @@ def test_a_bloom_false_positive_with_derived_keys(
     assert len(ids) == 10
     inline.work()
     assert len(ran) == 10
+
+
+def test_a_resent_dedup_write_is_not_a_duplicate_of_itself(
+    inline: Broker, plain: Any, ran: list[Any]
+) -> None:
+    """The first set_if_absent was stored but its reply lost; the resend finds our id."""
+    backend = inline.backend
+    real = backend.set_if_absent
+
+    def stored_then_lost(key: str, value: str, ttl_s: float, now: float) -> str | None:
+        real(key, value, ttl_s, now)  # stored...
+        return real(key, value, ttl_s, now)  # ...and the resend sees its own value
+
+    backend.set_if_absent = stored_then_lost  # type: ignore[method-assign]
+    r = plain.apply_async((5,), dedup_key="order-5", broker=inline)
+    backend.set_if_absent = real  # type: ignore[method-assign]
+    assert stored(inline) == 1 and r.record() is not None
+    inline.work()
+    assert r.get(timeout=1) == 5 and ran == [5]
+    again = plain.apply_async((6,), dedup_key="order-5", broker=inline)
+    assert again.id == r.id  # a real duplicate is still dropped
