@@ -85,6 +85,7 @@ def worker(
         ) from exc
 
     from dtq_core import Broker, BrokerConfig, set_default_broker
+    from dtq_core.config import default_backend_url
 
     names = tuple(q.strip() for q in (queues or "").split(",") if q.strip()) or None
     opts: dict[str, Any] = {
@@ -99,6 +100,13 @@ def worker(
     url = backend or state.backend
     if url:
         opts["backend"] = url
+    if concurrency == 0 and not str(opts.get("backend") or default_backend_url()).startswith(
+        "embedded://"
+    ):
+        raise CliError(
+            "--concurrency 0 only owns and serves an embedded:// store; on this backend a "
+            "worker needs --concurrency 1 or more"
+        )
     if drain_timeout is not None:
         opts["drain_timeout"] = drain_timeout
     broker = Broker(BrokerConfig(**opts))

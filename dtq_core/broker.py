@@ -21,6 +21,7 @@ from dtq_core.events import EventBus
 from dtq_core.hooks import Hook
 from dtq_core.maintenance import Maintenance
 from dtq_core.monitoring.metrics import Metrics
+from dtq_core.monitoring.processes import ProcessMeter
 from dtq_core.producer import ProducerMixin
 from dtq_core.registry import default_registry
 
@@ -98,6 +99,8 @@ class Broker(ProducerMixin, EventsMixin):
         self.hooks: list[Hook] = list(cfg.hooks) if cfg.hooks is not None else default_hooks()
         self.events = EventBus(cfg.event_history)
         self.metrics = Metrics()
+        #: CPU % and tasks/s of this process between two published process records.
+        self.process_meter = ProcessMeter()
         self.events.subscribe(self.metrics.on_event)
         self.pool: Pool | None = None
         self.maintenance = Maintenance(self)

@@ -12,6 +12,7 @@ from dtq_core.config import BrokerConfig
 from dtq_core.errors import TaskNotFound
 from dtq_core.events import EventBus
 from dtq_core.maintenance import Maintenance
+from dtq_core.monitoring.processes import ProcessMeter
 from dtq_core.task import TERMINAL, TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class EventsMixin:
     _waiters: dict[str, threading.Event]
     _waiters_lock: threading.Lock
     _started: bool
+    process_meter: ProcessMeter
 
     # -- results and events ------------------------------------------------------------
 
@@ -119,3 +121,6 @@ class EventsMixin:
         for w in pool.workers:
             w.last_seen = now
             self.backend.heartbeat(w.id, w.to_dict(now), now, cfg.lease_s)
+        from dtq_core.monitoring import processes
+
+        processes.publish(self, self.process_meter, now)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.hooks import Hook
 from dtq_core.monitoring.health import alerts, assess
 from dtq_core.monitoring.metrics import SharedMetrics
+from dtq_core.monitoring.processes import read as read_processes
 from dtq_core.monitoring.rates import RATE_WINDOWS
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
@@ -130,6 +131,7 @@ class LocalConsole:
             workflows=extra.pop("workflows", ()),
             dedup=extra.pop("dedup", None),
             extra=extra,
+            processes=read_processes(self.backend, now),
         )
         return dataclasses.replace(snap, health=assess(snap), alerts=alerts(snap))
 
@@ -252,8 +254,10 @@ class LocalConsole:
     def metrics_text(self) -> str:
         """All metrics in the Prometheus text format."""
         from dtq_core.monitoring.prometheus import render
+        from dtq_core.monitoring.published import read_total
 
-        return render(self.snapshot())
+        snap = self.snapshot()
+        return render(snap, read_total(self.backend, snap.taken_at))
 
     def _hook(self, kind: type[HookT], what: str) -> HookT:
         hook = self.broker.hook(kind)

@@ -55,6 +55,32 @@ class WorkerSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSnapshot:
+    """One worker process as its last record described it (published every heartbeat)."""
+
+    #: ``host:pid``, the prefix of its workers' ids.
+    id: str
+    host: str
+    pid: int
+    version: str
+    pool: str
+    concurrency: int
+    #: Queues served (empty: every queue).
+    queues: tuple[str, ...]
+    busy: int
+    #: Tasks finished per second over the last heartbeat interval.
+    tasks_per_s: float
+    rss_bytes: int
+    cpu_percent: float
+    started_at: float
+    heartbeat_age: float
+    #: ``owner`` or ``attached`` on an embedded store; empty elsewhere.
+    role: str = ""
+    #: Worker threads that died and were replaced.
+    restarts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Throughput:
     """System-wide rates, per second."""
 
@@ -216,6 +242,8 @@ class SystemSnapshot:
     #: Operator-facing alerts (DLQ growing, breaker open, queue paused, WAL recovery...).
     alerts: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Worker processes of the whole system (their published records).
+    processes: tuple[ProcessSnapshot, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the shape of ``dtq stats --json``)."""

@@ -337,6 +337,25 @@ class Backend(ABC):
         """Live keys starting with ``prefix`` (sorted; at most ``limit``)."""
 
     @abstractmethod
+    def add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        """Add ``incr`` to the fields of the count map ``key``; raise fields to ``maxima``.
+
+        The map lives ``ttl_s`` seconds from this write (``None``: for ever). Metrics are
+        published this way: every process adds its share, nobody reads-modifies-writes.
+        """
+
+    @abstractmethod
+    def read_counts(self, keys: Sequence[str], now: float) -> list[dict[str, float]]:
+        """The live count maps ``keys`` (an empty map for a missing one), in order."""
+
+    @abstractmethod
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """Token bucket (GCRA): reserve one token; return the seconds to wait (0 = go)."""
 

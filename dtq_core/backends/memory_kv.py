@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -71,6 +72,44 @@ class KeyValueMixin:
             found = [k for k in keys if self._live(k, now) is not None]
         found.sort()
         return found[:limit]
+
+    def add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        """Add to a count map (kept as JSON in the key space, so it is checkpointed)."""
+        with self._lock:
+            self._add_counts(key, incr, maxima, ttl_s, now)
+
+    def _add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        old = self._live(key, now)
+        counts: dict[str, float] = json.loads(old) if old else {}
+        for f, v in incr.items():
+            counts[f] = counts.get(f, 0) + v
+        for f, v in maxima.items():
+            if v > counts.get(f, float("-inf")):
+                counts[f] = v
+        self._kv[key] = (
+            json.dumps(counts, separators=(",", ":")),
+            None if ttl_s is None else now + ttl_s,
+        )
+
+    def read_counts(self, keys: Sequence[str], now: float) -> list[dict[str, float]]:
+        """The live count maps ``keys``."""
+        with self._lock:
+            raw = [self._live(k, now) for k in keys]
+        return [json.loads(r) if r else {} for r in raw]
 
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """GCRA token bucket: reserve one token; return the seconds to wait."""

@@ -258,6 +258,37 @@ class Histogram:
         self._min = math.inf
         self._max = -math.inf
 
+    def to_counts(self) -> dict[str, float]:
+        """This histogram as a count map, for :meth:`Backend.add_counts`.
+
+        ``str(bucket)`` (``z`` for the zero bucket) maps to its count, with ``n`` (count),
+        ``s`` (sum), ``lo`` and ``hi`` (min negated, and max): every entry merges by
+        addition except ``lo``/``hi``, which merge by max.
+        """
+        out: dict[str, float] = {("z" if k is None else str(k)): c for k, c in self._counts.items()}
+        if self._count:
+            out.update(n=self._count, s=self._sum, lo=-self._min, hi=self._max)
+        return out
+
+    @classmethod
+    def from_counts(cls, data: dict[str, float], precision: int = DEFAULT_PRECISION) -> Histogram:
+        """Rebuild a histogram from a (merged) :meth:`to_counts` map; bad entries are skipped."""
+        h = cls(precision)
+        for k, c in data.items():
+            if k in ("n", "s", "lo", "hi") or c < 1:
+                continue
+            try:
+                idx: int | None = None if k == "z" else int(k)
+            except ValueError:
+                continue
+            h._counts[idx] = h._counts.get(idx, 0) + int(c)
+        h._count = sum(h._counts.values())
+        if h._count:
+            h._sum = float(data.get("s", 0.0))
+            h._min = -float(data.get("lo", -math.inf)) if "lo" in data else 0.0
+            h._max = float(data.get("hi", 0.0))
+        return h
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, for shipping a worker's histogram to be merged elsewhere."""
         return {

@@ -1,18 +1,23 @@
-"""Latency histograms: queue wait and run time per queue and per task name.
+"""Latency histograms: queue wait and run time per queue and per task name, system-wide.
 
-Every attempt is recorded once per (queue, task name) pair, into the current time slot
-of a ring of histograms: two ``Histogram.record`` calls and one slot lookup per task.
-Per-queue and per-task views are merged from the pairs when a snapshot is taken (the
-histograms are mergeable), so the hot path pays for neither.
+Every attempt is recorded once per (queue, task name) pair into this process's pending
+histograms: two ``Histogram.record`` calls and one dict lookup per task. Every
+:data:`PUBLISH_S` (and before a snapshot, and at stop) the pending histograms are added
+to the store (:mod:`.published`), so a snapshot taken in any process, by the console
+or ``dtq stats``, merges what every worker process measured. Per-queue and per-task
+views are merged from the pairs when a snapshot is taken (the histograms are
+mergeable), so the hot path pays for neither.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from dtq_core.errors import BackendError
 from dtq_core.hooks import Hook, RunContext
+from dtq_core.monitoring import published
 from dtq_core.monitoring.histogram import Histogram
 from dtq_core.snapshot import LatencySnapshot
 
@@ -20,108 +25,129 @@ if TYPE_CHECKING:
     from dtq_core.backends.base import Transition
     from dtq_core.broker import Broker
 
+log = logging.getLogger("dtq.latency")
+
 #: Windows (seconds) the snapshot offers; the console switches between them.
-WINDOWS = (60, 600)
-#: Slots in the ring: the time resolution of the windows is ``WINDOWS[-1] / SLOTS``.
-SLOTS = 60
-#: Seconds a computed latency snapshot is reused.
-CACHE_S = 1.0
-
-
-class _Ring:
-    """Wait and run histograms per time slot, for one (queue, task) pair."""
-
-    __slots__ = ("epochs", "run", "wait")
-
-    def __init__(self) -> None:
-        self.epochs: list[int] = [-1] * (SLOTS + 1)
-        self.wait = [Histogram() for _ in range(SLOTS + 1)]
-        self.run = [Histogram() for _ in range(SLOTS + 1)]
-
-    def merged(self, kind: str, current: int, span: int) -> list[Histogram]:
-        hists = self.wait if kind == "wait" else self.run
-        return [h for h, e in zip(hists, self.epochs, strict=True) if current - span <= e]
+WINDOWS = tuple(published.WINDOWS)
+#: Seconds of one pending slot (the finest tier's slot width).
+SLOT_S = 10
+#: Seconds between two publishes of a worker process's histograms.
+PUBLISH_S = 1.0
+#: Seconds a computed window is reused: short windows, then the hour and the day.
+CACHE_S = {60: 1.0, 600: 1.0, 3600: 10.0, 86_400: 30.0}
 
 
 class LatencyHook(Hook):
-    """Records every attempt's queue wait and run time (O(1) each)."""
+    """Records every attempt's queue wait and run time (O(1) each) and publishes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rings: dict[tuple[str, str], _Ring] = {}
-        self._width = WINDOWS[-1] / SLOTS
-        self._cached: tuple[float, dict[str, Any]] | None = None
+        # (queue, task, 10 s slot of the attempt) -> (wait, run): published into the
+        # slots of the time the attempts ran, however late the publish.
+        self._pending: dict[tuple[str, str, int], tuple[Histogram, Histogram]] = {}
+        self._next_publish = 0.0
+        self._cache: dict[int, tuple[float, tuple[LatencySnapshot, ...]]] = {}
+        #: Publishes that failed (the histograms are kept and sent with the next one).
+        self.publish_errors = 0
 
     def after_run(
         self, ctx: RunContext, exc: BaseException | None, transitions: list[Transition]
     ) -> None:
         """Record the attempt."""
         d = ctx.delivery
-        now = d.started_at
-        n = math.floor(now / self._width)
-        i = n % (SLOTS + 1)
+        key = (d.queue, d.name, int(d.started_at // SLOT_S))
         with self._lock:
-            ring = self._rings.get((d.queue, d.name))
-            if ring is None:
-                ring = self._rings[(d.queue, d.name)] = _Ring()
-            if ring.epochs[i] != n:
-                if ring.epochs[i] > n:
-                    return  # older than the ring: dropped
-                ring.epochs[i] = n
-                ring.wait[i].reset()
-                ring.run[i].reset()
-            ring.wait[i].record(now - d.enqueued_at)
-            ring.run[i].record(ctx.runtime)
+            pair = self._pending.get(key)
+            if pair is None:
+                pair = self._pending[key] = (Histogram(), Histogram())
+            pair[0].record(d.started_at - d.enqueued_at)
+            pair[1].record(ctx.runtime)
 
-    def histograms(self, now: float, window_s: int) -> dict[tuple[str, str, str], Histogram]:
-        """Merged histograms of the window, by ``(scope, key, kind)``."""
-        current = math.floor(now / self._width)
-        span = math.ceil(window_s / self._width)
-        out: dict[tuple[str, str, str], Histogram] = {}
+    def flush(self, broker: Broker, now: float) -> bool:
+        """Publish what was recorded since the last publish; whether anything was."""
         with self._lock:
-            for (queue, name), ring in self._rings.items():
-                for kind in ("wait", "run"):
-                    parts = ring.merged(kind, current, span)
-                    for ident in (("queue", queue, kind), ("task", name, kind)):
-                        h = out.get(ident)
-                        if h is None:
-                            h = out[ident] = Histogram()
-                        for p in parts:
-                            h.merge(p)
-        return out
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return False
+        slots: dict[int, dict[tuple[str, str], tuple[Histogram, Histogram]]] = {}
+        for (queue, task, slot), pair in pending.items():
+            slots.setdefault(slot, {})[(queue, task)] = pair
+        try:
+            for slot, part in sorted(slots.items()):
+                published.publish(broker.backend, part, slot * SLOT_S)
+                for key in [k for k in pending if k[2] == slot]:
+                    del pending[key]
+        except BackendError as exc:
+            # Kept for the next try: a store outage delays the figures, never loses them.
+            self._restore(pending, exc)
+        self._cache.clear()
+        return True
+
+    def _restore(
+        self, pending: dict[tuple[str, str, int], tuple[Histogram, Histogram]], exc: Exception
+    ) -> None:
+        """Put unpublished histograms back in front of what was recorded meanwhile."""
+        self.publish_errors += 1
+        log.warning("latency histograms not published (kept for the next try): %s", exc)
+        with self._lock:
+            for pair, (wait, run) in pending.items():
+                have = self._pending.get(pair)
+                if have is None:
+                    self._pending[pair] = (wait, run)
+                else:
+                    have[0].merge(wait)
+                    have[1].merge(run)
+
+    def tick(self, broker: Broker, now: float) -> float | None:
+        """Publish at most every :data:`PUBLISH_S`."""
+        if now >= self._next_publish:
+            self.flush(broker, now)
+            self._next_publish = now + PUBLISH_S
+        return self._next_publish
+
+    def detach(self, broker: Broker) -> None:
+        """Publish the last figures before the broker closes its store."""
+        self.flush(broker, broker.clock.now())
 
     def snapshot(self, broker: Broker) -> dict[str, Any]:
-        """``latency``: one entry per scope, key, kind and window.
+        """``latency``: one entry per scope, key, kind and window, from every process.
 
-        Recomputed at most once a second: merging the slots and binning them is most of
-        a snapshot's cost, and a console asks several times a second.
+        A window is recomputed at most every :data:`CACHE_S` of its own: merging the
+        slots is most of a snapshot's cost, and a console asks several times a second.
         """
         now = broker.clock.now()
-        cached = self._cached
-        if cached is not None and 0.0 <= now - cached[0] < CACHE_S:
-            return cached[1]
-        out = []
+        self.flush(broker, now)
+        out: list[LatencySnapshot] = []
         for window in WINDOWS:
-            for (scope, key, kind), h in sorted(self.histograms(now, window).items()):
-                if h.count == 0:
-                    continue
-                p50, p95, p99, p999 = h.percentiles((50, 95, 99, 99.9))
-                out.append(
-                    LatencySnapshot(
-                        scope,
-                        key,
-                        kind,
-                        window,
-                        h.count,
-                        p50,
-                        p95,
-                        p99,
-                        p999,
-                        h.max,
-                        h.mean,
-                        tuple(h.coarse(12)),
-                    )
-                )
-        result = {"latency": tuple(out)}
-        self._cached = (now, result)
-        return result
+            cached = self._cache.get(window)
+            if cached is not None and 0.0 <= now - cached[0] < CACHE_S[window]:
+                out.extend(cached[1])
+                continue
+            part = _window(broker, now, window)
+            self._cache[window] = (now, part)
+            out.extend(part)
+        return {"latency": tuple(out)}
+
+
+def _window(broker: Broker, now: float, window: int) -> tuple[LatencySnapshot, ...]:
+    merged = published.read_window(broker.backend, now, window)
+    out = []
+    for (scope, key, kind), h in sorted(published.by_scope(merged).items()):
+        p50, p95, p99, p999 = h.percentiles((50, 95, 99, 99.9))
+        out.append(
+            LatencySnapshot(
+                scope,
+                key,
+                kind,
+                window,
+                h.count,
+                p50,
+                p95,
+                p99,
+                p999,
+                h.max,
+                h.mean,
+                tuple(h.coarse(12)),
+            )
+        )
+    return tuple(out)

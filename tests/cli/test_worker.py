@@ -206,8 +206,8 @@ def test_bad_app_module(run_dtq: RunDtq, tmp_path: Path, module, source, needle)
 def test_bad_worker_options(run_dtq: RunDtq, app_module: str) -> None:
     out = run_dtq("worker", app_module, "--pool", "fibers")
     assert out.returncode == 2 and "fibers" in out.stderr
-    out = run_dtq("worker", app_module, "--concurrency", "0")
-    assert out.returncode == 2
+    out = run_dtq("worker", app_module, "--concurrency", "0", "--backend", "memory://")
+    assert out.returncode == 2 and "only owns and serves an embedded" in out.stderr
 
 
 def test_help_of_the_real_script() -> None:

@@ -100,6 +100,10 @@ def test_old_samples_leave_the_short_window_first(
     assert ("emails", "wait", 60) not in keys
     assert ("emails", "wait", 600) in keys
     clock.advance(700.0)
+    keys = {(x.key, x.kind, x.window_s) for x in inline.control.snapshot().latency}
+    assert ("emails", "wait", 600) not in keys and ("emails", "wait", 60) not in keys
+    assert ("emails", "wait", 3600) in keys and ("emails", "wait", 86_400) in keys
+    clock.advance(90_000.0)
     assert inline.control.snapshot().latency == ()
 
 
@@ -246,7 +250,8 @@ def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
         m = _SAMPLE.match(line)
         assert m, f"bad sample line: {line!r}"
         name, raw_labels, value = m.groups()
-        family = re.sub(r"_(sum|count)$", "", name) if name not in types else name
+        family = re.sub(r"_(sum|count|bucket|total|created)$", "", name)
+        family = name if name in types else family
         assert family in types, f"sample before its TYPE: {line}"
         assert _VALUE.match(value), f"bad value in {line!r}"
         labels: list[tuple[str, str]] = []
@@ -288,10 +293,14 @@ def test_the_exposition_parses_and_counts_per_queue(
     assert sample(samples, "dtq_queue_ready", queue="emails") == 1
     assert sample(samples, "dtq_dead_letters") == 1
     assert sample(samples, "dtq_tasks", state="SUCCESS") == 4
-    assert sample(samples, "dtq_task_wait_seconds", queue="emails", quantile="0.5") == (
-        pytest.approx(1.0, rel=REL)
-    )
-    assert sample(samples, "dtq_task_wait_seconds_count", task="mail") == 3
+    # Real histograms: cumulative buckets, sum and count per queue and task.
+    mail = {"queue": "emails", "task": "mail"}
+    assert sample(samples, "dtq_task_wait_seconds_count", **mail) == 3
+    assert sample(samples, "dtq_task_wait_seconds_sum", **mail) == pytest.approx(3.0, rel=REL)
+    assert sample(samples, "dtq_task_wait_seconds_bucket", le="0.5", **mail) == 0
+    assert sample(samples, "dtq_task_wait_seconds_bucket", le="1.0", **mail) == 3
+    assert sample(samples, "dtq_task_wait_seconds_bucket", le="0.25", **mail) == 0
+    assert sample(samples, "dtq_task_wait_seconds_bucket", le="+Inf", **mail) == 3
 
 
 def test_the_exposition_carries_limits_breakers_and_hook_counters(

@@ -345,6 +345,24 @@ class LoggedMemoryBackend(MemoryBackend):
             lsn = self._log_key(key)
         self._wait(lsn)
 
+    def add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        """Add to a count map; logged as the map's new value, without a durability wait.
+
+        Metrics: losing the last second of them in a machine crash is fine, and a
+        publisher must not wait for an fsync.
+        """
+        self._alive()
+        with self._lock:
+            self._add_counts(key, incr, maxima, ttl_s, now)
+            self._log_key(key)
+
     def delete_key(self, key: str) -> None:
         """Remove ``key`` (persisted)."""
         self._alive()

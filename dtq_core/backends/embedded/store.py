@@ -505,6 +505,21 @@ class EmbeddedStore(Backend):
         """Live keys with a prefix."""
         return self._do("scan_keys", prefix, now, limit)  # type: ignore[no-any-return]
 
+    def add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        """Add to a count map."""
+        self._do("add_counts", key, incr, maxima, ttl_s, now)
+
+    def read_counts(self, keys: Sequence[str], now: float) -> list[dict[str, float]]:
+        """Count maps."""
+        return self._do("read_counts", list(keys), now)  # type: ignore[no-any-return]
+
     def reserve(self, key: str, rate: float, burst: int, now: float) -> float:
         """Reserve a token-bucket token."""
         return self._do("reserve", key, rate, burst, now)  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dtq_core.backends.redis.client import RedisClient
@@ -33,6 +33,7 @@ class KeyValueMixin(RedisClient):
     _kv_set: Any
     _cas: Any
     _reserve: Any
+    _add_counts_script: Any
 
     # -- keys and counters -------------------------------------------------------------
 
@@ -67,6 +68,35 @@ class KeyValueMixin(RedisClient):
     def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
         """Set ``key``."""
         self._indexed(key, self._kv_set, [value, repr(now), _opt(ttl_s)], ttl_s, now, False)
+
+    def add_counts(
+        self,
+        key: str,
+        incr: dict[str, float],
+        maxima: dict[str, float],
+        ttl_s: float | None,
+        now: float,
+    ) -> None:
+        """Add to a count map: one script on one key (a Redis hash)."""
+        args: list[Any] = [_opt(ttl_s), len(incr)]
+        for f, v in incr.items():
+            args += [f, repr(float(v))]
+        for f, v in maxima.items():
+            args += [f, repr(float(v))]
+        self._call(functools.partial(self._add_counts_script, keys=[self.keys.kv(key)], args=args))
+
+    def read_counts(self, keys: Sequence[str], now: float) -> list[dict[str, float]]:
+        """Count maps, read in one pipeline."""
+        if not keys:
+            return []
+
+        def read() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for k in keys:
+                pipe.hgetall(self.keys.kv(k))
+            return pipe.execute()
+
+        return [{_s(f): float(v) for f, v in h.items()} for h in self._call(read)]
 
     def delete_key(self, key: str) -> None:
         """Remove ``key``."""

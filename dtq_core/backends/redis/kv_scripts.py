@@ -89,3 +89,26 @@ put(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 )
+
+#: KEYS[1]: a hash of counts. ARGV: ttl_s ('' = none), n, then n (field, increment)
+#: pairs, then (field, value) pairs each raised to at least that value. One key: any
+#: number of processes add their share at once, on one Redis or a Cluster.
+ADD_COUNTS = r"""
+local n = tonumber(ARGV[2])
+local i = 3
+for _ = 1, n do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if (not cur) or tonumber(ARGV[i + 1]) > cur then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+if ARGV[1] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000))
+end
+return 1
+"""

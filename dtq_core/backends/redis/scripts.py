@@ -8,10 +8,19 @@ stream (trimmed to ``maxlen``).
 
 from __future__ import annotations
 
-from dtq_core.backends.redis.kv_scripts import CAS, KV, KV_GET, KV_SET, KV_SETNX, RESERVE
+from dtq_core.backends.redis.kv_scripts import (
+    ADD_COUNTS,
+    CAS,
+    KV,
+    KV_GET,
+    KV_SET,
+    KV_SETNX,
+    RESERVE,
+)
 from dtq_core.backends.redis.lua_common import COMMON
 
 __all__ = [
+    "ADD_COUNTS",
     "BURY",
     "CANCEL",
     "CAS",
