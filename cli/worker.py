@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli._common import BackendOpt, JsonOpt, command_app, import_app, state, want_json
+from cli._common import JsonOpt, command_app, import_app, state, want_json
 from cli._errors import CliError
 from cli._output import info, print_json, write_line
 
@@ -64,7 +64,6 @@ def worker(
             "--drain-timeout", min=0, help="Seconds a graceful stop waits for running tasks."
         ),
     ] = None,
-    backend: BackendOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run workers for an app module until SIGTERM or SIGINT.
@@ -96,9 +95,8 @@ def worker(
         # with another worker owning it, this one attaches to its socket.
         "own": True,
     }
-    url = backend or state.backend
-    if url:
-        opts["backend"] = url
+    if state.backend:
+        opts["backend"] = state.backend
     if drain_timeout is not None:
         opts["drain_timeout"] = drain_timeout
     broker = Broker(BrokerConfig(**opts))

@@ -323,7 +323,8 @@ def connect(
         registry: The task registry of the producer-only broker (Redis, memory).
         create: Unused (kept for callers of earlier versions).
         read_only: The session may change nothing; the owner refuses writes itself.
-        connect_timeout: Seconds to wait for the store or its owner to answer.
+        connect_timeout: Seconds to wait for the store or its owner to answer; on Redis
+            it also bounds the connect, socket and retry waits (faces fail fast).
 
     Raises:
         ConfigError: A malformed URL.
@@ -351,6 +352,7 @@ def connect(
     if registry is not None:
         cfg.registry = registry
     broker = Broker(cfg)
+    broker.backend.limit_waits(connect_timeout)
     broker.open()
     return LocalConsole(broker)
 

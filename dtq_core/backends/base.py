@@ -142,6 +142,12 @@ class Backend(ABC):
         """Round-trip time in seconds; raises :class:`BackendUnavailable` when down."""
         return 0.0
 
+    def limit_waits(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Give up reaching a server after about ``seconds`` (a console, not a worker).
+
+        Called before :meth:`open`. Local backends never wait, so the default does nothing.
+        """
+
     def info(self) -> dict[str, Any]:
         """Backend-specific facts for the snapshot (recovery figures, server version...)."""
         return {}
