@@ -25,6 +25,7 @@ from typer.exceptions import TyperException
 
 from cli._common import GLOBAL_OPTIONS, set_global
 from cli._errors import report
+from cli._help import tidy
 
 #: ``name -> ("module:attribute", short help)``; the attribute is a ``typer.Typer``.
 CommandTable = Mapping[str, tuple[str, str]]
@@ -43,6 +44,7 @@ def load_command(name: str, target: str, global_options: Sequence[Any] = ()) -> 
     module = importlib.import_module(module_name)
     command = typer.main.get_command(getattr(module, attr or "app"))
     command.name = name
+    tidy(command)
     if global_options:
         add_global_options(command, global_options)
     return command

@@ -185,11 +185,10 @@ def replay(
     yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    r"""Enqueue dead tasks again as new tasks, optionally with new args/kwargs.
+    """Enqueue dead tasks again as new tasks, optionally with new args/kwargs.
 
     Examples:
-    \b
-      dtq dlq replay 01J9ZK...                       one task
+      dtq dlq replay ID                             one task (a unique id prefix will do)
       dtq dlq replay task:send_email exc:Timeout --dry-run
       dtq dlq replay ID --args '[1, 2]' --note 'fixed input'
     """

@@ -70,7 +70,10 @@ def enqueue(
 ) -> None:
     """Enqueue a task by name; print its id or its result.
 
-    Example: dtq enqueue add --args '[2, 3]' --wait 10
+    Examples:
+      dtq enqueue add --args '[2, 3]'               print the new task's id
+      dtq enqueue add --args '[2, 3]' --wait 10     wait, print the result; exit 1 on failure
+      dtq enqueue send_email --kwargs '{"to": "ops@example.com"}' --countdown 60
     """
     call_args = parse_json(args, "--args", list, "[1, 2]")
     call_kwargs = parse_json(kwargs, "--kwargs", dict, '{"x": 1}')
