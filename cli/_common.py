@@ -97,6 +97,16 @@ def make_group(name: str, help: str) -> typer.Typer:
     )
 
 
+def run_alone(group: typer.Typer, command: Any) -> None:
+    """Make ``dtq GROUP`` alone run ``command`` with its defaults (``dtq tasks`` lists)."""
+
+    def default(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            command()
+
+    group.callback(invoke_without_command=True, no_args_is_help=False)(default)
+
+
 def command_app(fn: Any, **context: Any) -> typer.Typer:
     """A Typer app serving the one command ``fn`` (extra context settings allowed)."""
     app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -280,6 +290,31 @@ def connect(url: str | None) -> ConsoleAPI:
     from dtq_core.control import connect as open_console
 
     return open_console(url, connect_timeout=state.connect_timeout)
+
+
+#: Candidates an ambiguous id prefix lists at most.
+CANDIDATES = 10
+
+
+def resolve_id(console: ConsoleAPI, text: str, listing: str = "dtq tasks list") -> str:
+    """The one task id that ``text`` is, or is a unique prefix of (as git and k9s take).
+
+    Raises:
+        CliError: No task id starts with ``text``, or several do (listing them); exit 2.
+    """
+    text = text.strip()
+    if not text:
+        raise CliError(f"give a task id or a unique prefix of one (list them with `{listing}`)")
+    ids = console.resolve_id(text, CANDIDATES)
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise CliError(f"no task id starts with {text!r} (list them with `{listing}`)")
+    more = "or more " if len(ids) >= CANDIDATES else ""
+    raise CliError(
+        f"{text!r} is ambiguous: {len(ids)} {more}task ids start with it "
+        f"({', '.join(ids)}); type more of the id"
+    )
 
 
 def import_app(spec: str) -> Any:

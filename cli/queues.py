@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli._common import JsonOpt, make_group, open_console, want_json
+from cli._common import JsonOpt, make_group, open_console, run_alone, want_json
 from cli._errors import CliError
 from cli._output import Column, fmt_rate, print_json, print_table, write_line
 
 if TYPE_CHECKING:
     from dtq_core.control import ConsoleAPI
 
-app = make_group("queues", "List queues; pause and resume consumption.")
+app = make_group("queues", "List queues (the default); pause and resume consumption.")
 
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="A queue name.", show_default=False)]
 CreateOpt = Annotated[
@@ -66,6 +66,9 @@ def list_queues(json_out: JsonOpt = False) -> None:
         ],
         empty="no queues yet",
     )  # fmt: skip
+
+
+run_alone(app, list_queues)
 
 
 @app.command("pause")

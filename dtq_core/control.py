@@ -174,6 +174,14 @@ class LocalConsole:
         """One task's record."""
         return self.backend.get(task_id)
 
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        """Task ids starting with ``prefix`` (an exact id alone), at most ``limit``."""
+        return self.backend.find_ids(prefix, limit)
+
+    def task_names(self) -> list[str]:
+        """Task names registered in this process or by any worker."""
+        return sorted(set(self.broker.registry.names()) | self.backend.known_names())
+
     def dead_letters(
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:

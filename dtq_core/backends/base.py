@@ -276,6 +276,13 @@ class Backend(ABC):
         return None if rec is None else rec.state
 
     @abstractmethod
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of retained records starting with ``prefix``, sorted, at most ``limit``.
+
+        An exact id returns ``[prefix]`` alone. Several ids mean the prefix is ambiguous.
+        """
+
+    @abstractmethod
     def list_tasks(
         self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
