@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import (
     AllOpt,
     ArgsOpt,
@@ -63,6 +64,7 @@ TargetArgs = Annotated[
         "exc:TYPE since:1h id:PREFIX reason:TEXT text:WORDS); a word with a ':' makes them "
         "all filter terms.",
         show_default=False,
+        autocompletion=_complete.dead_targets,
     ),
 ]
 OptLimit = Annotated[
@@ -120,7 +122,12 @@ run_alone(app, list_dead)
 @app.command("show")
 def show(
     task_id: Annotated[
-        str, typer.Argument(metavar="ID", help="A dead task's id, or a unique prefix of one.")
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="A dead task's id, or a unique prefix of one.",
+            autocompletion=_complete.dead_targets,
+        ),
     ],
     json_out: JsonOpt = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli import _complete
 from cli._common import JsonOpt, make_group, open_console, run_alone, want_json
 from cli._errors import CliError
 from cli._output import Column, fmt_rate, print_json, print_table, write_line
@@ -17,7 +18,15 @@ if TYPE_CHECKING:
 
 app = make_group("queues", "List queues (the default); pause and resume consumption.")
 
-NameArg = Annotated[str, typer.Argument(metavar="NAME", help="A queue name.", show_default=False)]
+NameArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="NAME",
+        help="A queue name.",
+        show_default=False,
+        autocompletion=_complete.queue_names,
+    ),
+]
 CreateOpt = Annotated[
     bool,
     typer.Option("--create", help="Act on NAME even though no task or worker has used it yet."),

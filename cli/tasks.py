@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli import _complete
 from cli._common import (
     FilterArgs,
     JsonOpt,
@@ -39,7 +40,12 @@ app = make_group("tasks", "List (the default), show and cancel tasks.")
 
 IdArg = Annotated[
     str,
-    typer.Argument(metavar="ID", help="A task id, or a unique prefix of one.", show_default=False),
+    typer.Argument(
+        metavar="ID",
+        help="A task id, or a unique prefix of one.",
+        show_default=False,
+        autocompletion=_complete.task_ids,
+    ),
 ]
 
 
@@ -81,8 +87,16 @@ def list_tasks(
         str | None,
         typer.Option("--state", "-s", metavar="STATE[,STATE]", help="e.g. pending,running."),
     ] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-Q", help="Only this queue.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Only this task name.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue", "-Q", help="Only this queue.", autocompletion=_complete.queue_names
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Only this task name.", autocompletion=_complete.task_names),
+    ] = None,
     limit: LimitOpt = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     json_out: JsonOpt = False,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import JsonOpt, command_app, import_app, state, want_json
 from cli._errors import CliError
 from cli._output import info, print_json, write_line
@@ -43,6 +44,7 @@ def worker(
             "-Q",
             metavar="Q1,Q2",
             help="Queues to serve, in strict priority order [default: every queue].",
+            autocompletion=_complete.queue_lists,
         ),
     ] = None,
     concurrency: Annotated[
