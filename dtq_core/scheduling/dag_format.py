@@ -87,7 +87,6 @@ def json_schema() -> dict[str, Any]:
         }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://dtq.invalid/schemas/workflow.json",
         "title": "DTQ workflow",
         "description": "A DAG of task calls, run by `dtq dag run FILE` (JSON or TOML).",
         "type": "object",
