@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dtq_core import Broker
-from dtq_core.control import LocalConsole
-from dtq_core.rpc import ConsoleServer, RemoteConsole
+from dtq_core import Broker, BrokerConfig
+from dtq_core.control import connect
+from dtq_core.rpc import RemoteConsole
 
 
 @pytest.fixture
@@ -94,14 +94,20 @@ def test_many_candidates_are_capped(dtq, broker: Broker) -> None:
     assert "10 or more task ids start with it" in result.stderr
 
 
-def test_resolve_id_over_the_owner_socket(broker: Broker, named, tmp_path: Path) -> None:
-    server = ConsoleServer(LocalConsole(broker), tmp_path / "s.sock")
-    server.start()
-    remote = RemoteConsole(tmp_path / "s.sock")
+def test_resolve_id_over_the_owner_socket(cli_registry, tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path / 'data'}"
+    owner = Broker(BrokerConfig(backend=url, num_workers=1, registry=cli_registry))
+    owner.start()
     try:
-        assert remote.resolve_id("d00d", 10) == [named["one"], named["two"]]
-        assert remote.resolve_id("beef") == [named["other"]]
-        assert "boom" in remote.task_names()
+        for tid in ("d00d-aa11", "d00d-aa22", "beef-0001"):
+            owner.send("add", [1, 1], task_id=tid).get(timeout=20)
+        remote = connect(url, connect_timeout=5)
+        assert isinstance(remote, RemoteConsole)
+        try:
+            assert remote.resolve_id("d00d", 10) == ["d00d-aa11", "d00d-aa22"]
+            assert remote.resolve_id("beef") == ["beef-0001"]
+            assert {"add", "boom", "echo"} <= set(remote.task_names())
+        finally:
+            remote.close()
     finally:
-        remote.close()
-        server.stop()
+        owner.stop(drain_timeout=1)

@@ -40,8 +40,8 @@ def test_wal_tools_refuse_for_every_face(tmp_path: Path) -> None:
 def test_wal_still_verifies_a_real_store(dtq, tmp_path: Path) -> None:
     data = tmp_path / "data"
     b = Broker(_config(f"embedded://{data}"))
-    b.open()
-    b.stop()
+    b.start()  # a process that runs workers owns (and creates) the store
+    b.stop(drain_timeout=0)
     result = dtq("wal", "verify", str(data))
     assert result.exit_code == 0, result.output
     assert "no problems" in result.stdout
@@ -50,7 +50,7 @@ def test_wal_still_verifies_a_real_store(dtq, tmp_path: Path) -> None:
 def _config(url: str):
     from dtq_core import BrokerConfig
 
-    return BrokerConfig(backend=url, num_workers=0)
+    return BrokerConfig(backend=url, num_workers=1)
 
 
 # -- pausing a queue nobody named --------------------------------------------------------
