@@ -34,14 +34,15 @@ CreateOpt = Annotated[
 
 
 def check_known(console: ConsoleAPI, name: str, verb: str) -> None:
-    """Refuse a queue that no queue listing, task record or worker has named.
+    """Refuse a queue that no queue listing, task record or worker (by its queues) names.
 
     A typo must not silently create (and pause) a new queue.
 
     Raises:
         CliError: Naming the known queues, the closest one, and ``--create``.
     """
-    known = sorted(q.name for q in console.snapshot().queues)
+    snap = console.snapshot()
+    known = sorted({q.name for q in snap.queues} | {q for w in snap.workers for q in w.queues})
     if name in known:
         return
     from dtq_core.filters import TaskFilter

@@ -89,14 +89,18 @@ class LocalConsole:
                     int(w.get("processed", 0)),
                     int(w.get("failed", 0)),
                     max(0.0, now - float(w.get("heartbeat", now))),
+                    tuple(w.get("queues") or ()),
                 )
             )
         # Local workers are fresher than their last heartbeat.
         if b.pool is not None:
             local = {w.id: w for w in b.pool.workers}
-            workers = [_fresh(ws, local[ws.id], now) if ws.id in local else ws for ws in workers]
+            served = tuple(b.config.queues or ())
+            workers = [
+                _fresh(ws, local[ws.id], now, served) if ws.id in local else ws for ws in workers
+            ]
             seen = {ws.id for ws in workers}
-            workers += [_fresh(None, w, now) for w in b.pool.workers if w.id not in seen]
+            workers += [_fresh(None, w, now, served) for w in b.pool.workers if w.id not in seen]
         workers.sort(key=lambda w: w.id)
         extra: dict[str, Any] = {}
         for hook in b.hooks:
@@ -295,7 +299,9 @@ class LocalConsole:
         self._hook(BreakerHook, "circuit breaking").force(self.broker, key, state)
 
 
-def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
+def _fresh(
+    old: WorkerSnapshot | None, w: Any, now: float, queues: tuple[str, ...]
+) -> WorkerSnapshot:
     cur = w.current
     return WorkerSnapshot(
         w.id,
@@ -307,6 +313,7 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
         w.processed,
         w.failed,
         0.0 if old is None else old.heartbeat_age,
+        queues,
     )
 
 

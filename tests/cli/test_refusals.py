@@ -158,3 +158,23 @@ def test_connect_failure_reaches_the_user_with_its_advice(
     assert result.exit_code == 3
     assert "is the Redis server up" in result.stderr
     assert "broker or server is running" not in result.stderr
+
+
+def test_a_queue_a_worker_serves_is_accepted(
+    dtq, cli_registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dtq_core import BrokerConfig
+
+    from .conftest import KeptConsole
+
+    b = Broker(BrokerConfig(backend="memory://", num_workers=1, queues=("emails",),
+                            registry=cli_registry))  # fmt: skip
+    b.start()
+    monkeypatch.setattr(_common, "connect", lambda url: KeptConsole(b))
+    try:
+        assert {q for w in b.control.snapshot().workers for q in w.queues} == {"emails"}
+        result = dtq("queues", "pause", "emails")
+        assert result.exit_code == 0, result.output
+        assert dtq("queues", "pause", "emial").exit_code == 2
+    finally:
+        b.stop(drain_timeout=0)
