@@ -84,6 +84,11 @@ def task_ids(ctx: Any, incomplete: str) -> list[str]:
     return _ask(ctx, lambda c: c.resolve_id(incomplete, MAX_ITEMS))
 
 
+def run_ids(ctx: Any, incomplete: str) -> list[str]:
+    """Ids of the recent workflow runs (those the snapshot lists) starting with ``incomplete``."""
+    return _starting(_ask(ctx, lambda c: [w.id for w in c.snapshot().workflows]), incomplete)
+
+
 def dead_targets(ctx: Any, incomplete: str) -> list[str]:
     """Dead task ids, or the value of a ``task:`` / ``queue:`` filter term."""
     key, colon, value = incomplete.partition(":")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import JsonOpt, import_app, make_group, open_console, state, want_json
 from cli._errors import EXIT_FAILED, CliError
 from cli._output import fmt_duration, is_tty, print_json, rich_console, state_style, write_line
@@ -185,15 +186,42 @@ def _wait_run(console: Any, run_id: str, timeout: float | None) -> WorkflowSnaps
 
 @app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A workflow run id.")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID",
+            help="A workflow run id (a unique prefix of a recent run's id will do).",
+            autocompletion=_complete.run_ids,
+        ),
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Draw a run's graph, level by level, with each node's state."""
     with open_console() as console:
         snap = _get_run(console, run_id)
-    if snap is None:
-        raise CliError(f"no workflow run {run_id!r}")
+        if snap is None:
+            snap = _recent_run(console, run_id)
     _show(snap, want_json(json_out))
+
+
+def _recent_run(console: Any, prefix: str) -> WorkflowSnapshot:
+    """The one recent run (those the snapshot lists) whose id starts with ``prefix``.
+
+    Raises:
+        CliError: None or several match (listing them).
+    """
+    runs = [w for w in console.snapshot().workflows if w.id.startswith(prefix)] if prefix else []
+    if len(runs) == 1:
+        return runs[0]  # type: ignore[no-any-return]
+    if not runs:
+        raise CliError(
+            f"no workflow run {prefix!r} (nor a recent run whose id starts with it; "
+            "see `dtq stats --json` under workflows)"
+        )
+    raise CliError(
+        f"{prefix!r} is ambiguous: {len(runs)} recent runs start with it "
+        f"({', '.join(w.id for w in runs)}); type more of the id"
+    )
 
 
 def _show(snap: WorkflowSnapshot, as_json: bool) -> None:

@@ -111,3 +111,20 @@ def test_resolve_id_over_the_owner_socket(cli_registry, tmp_path: Path) -> None:
             remote.close()
     finally:
         owner.stop(drain_timeout=1)
+
+
+def test_dag_show_takes_a_prefix_of_a_recent_run(dtq, live_broker: Broker, tmp_path: Path) -> None:
+    spec = tmp_path / "w.json"
+    spec.write_text(json.dumps({"nodes": [{"id": "a", "task": "add", "args": [1, 1]}]}))
+    first = dtq("dag", "run", str(spec), "--wait", "--timeout", "20", "--json")
+    run_id = json.loads(first.stdout)["id"]
+    shown = dtq("dag", "show", run_id[:-3], "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["id"] == run_id
+    dtq("dag", "run", str(spec), "--wait", "--timeout", "20")
+    ambiguous = dtq("dag", "show", "wf")
+    assert ambiguous.exit_code == 2
+    assert "'wf' is ambiguous: 2 recent runs start with it" in ambiguous.stderr
+    missing = dtq("dag", "show", "nope")
+    assert missing.exit_code == 2
+    assert "no workflow run 'nope'" in missing.stderr
