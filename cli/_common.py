@@ -37,6 +37,7 @@ class State:
     quiet: bool = False
     json: bool = False
     app: str | None = None
+    connect_timeout: float = 3.0
 
 
 #: The global options of the command being run (reset on every invocation).
@@ -63,6 +64,7 @@ BackendOpt = Annotated[
         "--backend",
         "-b",
         envvar="DTQ_BACKEND",
+        metavar="URL",
         help="Backend URL: memory://, embedded://PATH or redis://HOST:PORT/DB "
         "[env: DTQ_BACKEND; default: the engine's default].",
         show_envvar=False,
@@ -95,6 +97,16 @@ def make_group(name: str, help: str) -> typer.Typer:
     )
 
 
+def run_alone(group: typer.Typer, command: Any) -> None:
+    """Make ``dtq GROUP`` alone run ``command`` with its defaults (``dtq tasks`` lists)."""
+
+    def default(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            command()
+
+    group.callback(invoke_without_command=True, no_args_is_help=False)(default)
+
+
 def command_app(fn: Any, **context: Any) -> typer.Typer:
     """A Typer app serving the one command ``fn`` (extra context settings allowed)."""
     app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -117,33 +129,57 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+VerboseOpt = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        help="More output: -v tracebacks and events, -vv debug.",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress.")
+]
+GlobalJsonOpt = Annotated[bool, typer.Option("--json", help="JSON output for every command.")]
+AppOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="DTQ_APP",
+        metavar="MODULE[:ATTR]",
+        show_envvar=False,
+        help="Import this module first (it registers tasks); if it has a Broker named "
+        "`broker` (or ATTR), talk to that broker in this process [env: DTQ_APP].",
+    ),
+]
+ConnectTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        envvar="DTQ_CONNECT_TIMEOUT",
+        min=0.1,
+        metavar="SECONDS",
+        show_envvar=False,
+        help="Give up reaching the backend after this long (exit 3) "
+        "[env: DTQ_CONNECT_TIMEOUT; default: 3].",
+        show_default=False,
+    ),
+]
+
+#: Parameter names of the global options: the root takes them, and :mod:`cli._group`
+#: gives every command and group a copy, so they work before or after the command.
+GLOBAL_OPTIONS = ("backend", "app", "json_", "verbose", "quiet", "connect_timeout")
+
+
 def root(
     backend: BackendOpt = None,
-    verbose: Annotated[
-        int,
-        typer.Option(
-            "--verbose",
-            "-v",
-            count=True,
-            show_default=False,
-            help="More output: -v tracebacks and events, -vv debug.",
-        ),
-    ] = 0,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress.")
-    ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="JSON output for every command.")] = False,
-    app: Annotated[
-        str | None,
-        typer.Option(
-            "--app",
-            envvar="DTQ_APP",
-            metavar="MODULE[:ATTR]",
-            show_envvar=False,
-            help="Import this module first (it registers tasks); if it has a Broker named "
-            "`broker` (or ATTR), talk to that broker in this process [env: DTQ_APP].",
-        ),
-    ] = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    json_: GlobalJsonOpt = False,
+    app: AppOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 3.0,
     version: Annotated[
         bool,
         typer.Option(
@@ -153,18 +189,43 @@ def root(
 ) -> None:
     """DTQ: run workers, enqueue tasks, inspect and repair queues from scripts.
 
+    Global options work before or after the command: dtq stats --backend URL.
+
     Exit codes: 0 success, 1 the operation failed, 2 usage or input error,
     3 backend unreachable.
     """
     state.backend = backend
-    state.verbose = 0 if quiet else verbose
-    state.quiet = quiet
+    state.verbose = 0
+    state.quiet = False
     state.json = json_
     state.app = app
-    if verbose >= 2 and not quiet:
-        import logging
+    state.connect_timeout = connect_timeout
+    set_global("verbose", verbose)
+    set_global("quiet", quiet)
 
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+
+def set_global(name: str, value: Any) -> None:
+    """Apply one global option given on the command line (before or after the command).
+
+    ``-v`` counts add up wherever they are written; ``-q`` wins over any ``-v``.
+    """
+    if name == "verbose":
+        if not state.quiet:
+            state.verbose += int(value)
+            if state.verbose >= 2:
+                import logging
+
+                logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    elif name == "quiet":
+        if value:
+            state.quiet = True
+            state.verbose = 0
+    elif name == "json_":
+        state.json = state.json or bool(value)
+    elif name in ("backend", "app", "connect_timeout"):
+        setattr(state, name, value)
+    else:  # pragma: no cover - GLOBAL_OPTIONS and this function change together
+        raise KeyError(name)
 
 
 def want_json(flag: bool) -> bool:
@@ -225,10 +286,35 @@ def filter_text(terms: list[str]) -> str | None:
 
 
 def connect(url: str | None) -> ConsoleAPI:
-    """Open the Console API at ``url`` (tests replace this function)."""
+    """Open the Console API at ``url`` within ``--connect-timeout`` (tests replace this)."""
     from dtq_core.control import connect as open_console
 
-    return open_console(url)
+    return open_console(url, connect_timeout=state.connect_timeout)
+
+
+#: Candidates an ambiguous id prefix lists at most.
+CANDIDATES = 10
+
+
+def resolve_id(console: ConsoleAPI, text: str, listing: str = "dtq tasks list") -> str:
+    """The one task id that ``text`` is, or is a unique prefix of (as git and k9s take).
+
+    Raises:
+        CliError: No task id starts with ``text``, or several do (listing them); exit 2.
+    """
+    text = text.strip()
+    if not text:
+        raise CliError(f"give a task id or a unique prefix of one (list them with `{listing}`)")
+    ids = console.resolve_id(text, CANDIDATES)
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise CliError(f"no task id starts with {text!r} (list them with `{listing}`)")
+    more = "or more " if len(ids) >= CANDIDATES else ""
+    raise CliError(
+        f"{text!r} is ambiguous: {len(ids)} {more}task ids start with it "
+        f"({', '.join(ids)}); type more of the id"
+    )
 
 
 def import_app(spec: str) -> Any:

@@ -31,11 +31,7 @@ EXIT_UNAVAILABLE = 3
 
 #: Engine error class name -> (exit code, advice appended to the message).
 _ENGINE_ERRORS: tuple[tuple[str, int, str], ...] = (
-    (
-        "BackendUnavailable",
-        EXIT_UNAVAILABLE,
-        "check --backend / DTQ_BACKEND and that the broker or server is running",
-    ),
+    ("BackendUnavailable", EXIT_UNAVAILABLE, ""),
     ("StoreCorrupted", EXIT_FAILED, "run `dtq wal verify PATH`, then `dtq wal repair PATH`"),
     ("StoreFailed", EXIT_FAILED, "the store stopped after an I/O error; restart its owner"),
     ("TaskNotRegistered", EXIT_USAGE, "check the name, or start a worker that registers it"),
@@ -47,6 +43,27 @@ _ENGINE_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("TaskFailed", EXIT_FAILED, ""),
     ("DTQError", EXIT_FAILED, ""),
 )
+
+#: Why a backend is unreachable (a phrase of the engine's message) -> how to fix that.
+#: First match wins; a message that already says what to do gets no advice.
+_UNAVAILABLE_ADVICE: tuple[tuple[str, str], ...] = (
+    ("owned by process", ""),
+    ("in use by process", ""),
+    ("no embedded store at", ""),
+    ("redis at", "is the Redis server up, and does --backend / DTQ_BACKEND name it?"),
+    (
+        "embedded owner",
+        "start `dtq worker APP_MODULE --backend embedded://DIR` for that directory first",
+    ),
+    ("", "check --backend / DTQ_BACKEND and that the broker or server is running"),
+)
+
+
+def _advice(name: str, default: str, text: str) -> str:
+    """The "how to fix" that fits this error's own cause."""
+    if name != "BackendUnavailable":
+        return default
+    return next(advice for phrase, advice in _UNAVAILABLE_ADVICE if phrase in text)
 
 
 class CliError(Exception):
@@ -82,7 +99,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
             cls = getattr(engine, name, None)
             if cls is not None and isinstance(exc, cls):
                 text = _first_line(exc)
-                return (f"{text} ({advice})" if advice else text), code
+                fix = _advice(name, advice, text)
+                return (f"{text} ({fix})" if fix else text), code
     if isinstance(exc, TimeoutError):
         return _first_line(exc), EXIT_FAILED
     return (

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli._common import JsonOpt, make_group, open_console, want_json
+from cli._common import JsonOpt, make_group, open_console, run_alone, want_json
 from cli._errors import CliError
 from cli._output import (
     Column,
@@ -26,7 +26,7 @@ from cli._output import (
 if TYPE_CHECKING:
     from dtq_core.scheduling.cron import CronExpression
 
-app = make_group("cron", "Cron schedules: list them, check and explain expressions.")
+app = make_group("cron", "Cron schedules: list (the default), check and explain.")
 
 ExprArg = Annotated[
     list[str],
@@ -81,6 +81,9 @@ def list_schedules(json_out: JsonOpt = False) -> None:
         ],
         empty="no cron schedules",
     )  # fmt: skip
+
+
+run_alone(app, list_schedules)
 
 
 @app.command("next")

@@ -1,7 +1,9 @@
-"""``dtq dag``: validate a workflow file, start a run, draw a run with its states.
+"""``dtq dag``: validate a workflow file, start a run, draw a run, print the file schema.
 
-A workflow file is the engine's dict form of a workflow (``name`` and ``nodes``, each
-node with ``id``, ``task``, ``args``, ``kwargs``, ``after``...) as ``.json`` or ``.toml``.
+A workflow file (``.json`` or ``.toml``) has a ``name`` and ``nodes``, each node with
+``id``, ``task``, ``args``, ``kwargs``, ``after``...: documented in ``cli/README.md``,
+defined by :mod:`dtq_core.scheduling.dag_format` (``dtq dag schema`` prints it).
+Files and run views call a node's dependencies ``after``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import JsonOpt, import_app, make_group, open_console, state, want_json
 from cli._errors import EXIT_FAILED, CliError
 from cli._output import fmt_duration, is_tty, print_json, rich_console, state_style, write_line
@@ -27,7 +30,7 @@ FileArg = Annotated[
     Path,
     typer.Argument(
         metavar="FILE",
-        help="A workflow in JSON or TOML (the engine's dict form).",
+        help="A workflow file, .json or .toml (format: cli/README.md; `dtq dag schema`).",
         show_default=False,
     ),
 ]
@@ -102,9 +105,24 @@ def validate(file: FileArg, json_out: JsonOpt = False) -> None:
     for level in range(depth):
         ids = [n.id for n in workflow.nodes if levels[n.id] == level]
         for i, node_id in enumerate(ids):
-            after = f" ← {', '.join(parents[node_id])}" if parents[node_id] else ""
+            after = f"  after {', '.join(parents[node_id])}" if parents[node_id] else ""
             prefix = f"L{level}" if i == 0 else ""
             write_line(f"{prefix:<4}{node_id}{after}")
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of a workflow file (for editors and CI checks).
+
+    It checks the shape; `dtq dag validate FILE` also checks the graph (cycles, parents).
+
+    Examples:
+      dtq dag schema > workflow.schema.json
+      "$schema": "./workflow.schema.json"       first key of a JSON workflow file
+    """
+    from dtq_core.scheduling.dag_format import json_schema
+
+    print_json(json_schema())
 
 
 @app.command("run")
@@ -168,20 +186,50 @@ def _wait_run(console: Any, run_id: str, timeout: float | None) -> WorkflowSnaps
 
 @app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A workflow run id.")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_ID",
+            help="A workflow run id (a unique prefix of a recent run's id will do).",
+            autocompletion=_complete.run_ids,
+        ),
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Draw a run's graph, level by level, with each node's state."""
     with open_console() as console:
         snap = _get_run(console, run_id)
-    if snap is None:
-        raise CliError(f"no workflow run {run_id!r}")
+        if snap is None:
+            snap = _recent_run(console, run_id)
     _show(snap, want_json(json_out))
+
+
+def _recent_run(console: Any, prefix: str) -> WorkflowSnapshot:
+    """The one recent run (those the snapshot lists) whose id starts with ``prefix``.
+
+    Raises:
+        CliError: None or several match (listing them).
+    """
+    runs = [w for w in console.snapshot().workflows if w.id.startswith(prefix)] if prefix else []
+    if len(runs) == 1:
+        return runs[0]  # type: ignore[no-any-return]
+    if not runs:
+        raise CliError(
+            f"no workflow run {prefix!r} (nor a recent run whose id starts with it; "
+            "see `dtq stats --json` under workflows)"
+        )
+    raise CliError(
+        f"{prefix!r} is ambiguous: {len(runs)} recent runs start with it "
+        f"({', '.join(w.id for w in runs)}); type more of the id"
+    )
 
 
 def _show(snap: WorkflowSnapshot, as_json: bool) -> None:
     if as_json:
-        print_json(dataclasses.asdict(snap))
+        data = dataclasses.asdict(snap)
+        for node in data["nodes"]:
+            node["after"] = node["parents"]  # the file's name; "parents" stays (stable keys)
+        print_json(data)
         return
     lines = draw(snap)
     if is_tty():
@@ -196,7 +244,7 @@ def _show(snap: WorkflowSnapshot, as_json: bool) -> None:
 
 
 def draw(snap: WorkflowSnapshot) -> list[tuple[str, str | None]]:
-    """A text drawing of a run: one row per node, grouped by level, with parent arrows.
+    """A text drawing of a run: one row per node, grouped by level, with what it runs after.
 
     Returns ``(line, state)`` pairs; the state colours the line on a terminal.
     """
@@ -213,7 +261,7 @@ def draw(snap: WorkflowSnapshot) -> list[tuple[str, str | None]]:
             took = ""
             if n.started_at is not None and n.finished_at is not None:
                 took = " " + fmt_duration(n.finished_at - n.started_at)
-            parents = f" ← {', '.join(n.parents)}" if n.parents else ""
+            parents = f"  after {', '.join(n.parents)}" if n.parents else ""
             line = f"{prefix:<4}{mark} {n.id.ljust(width)}  {n.state}{took}  [{n.task}]{parents}"
             if n.error:
                 line += f"  ! {n.error.splitlines()[0][:80]}"

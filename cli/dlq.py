@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import (
     AllOpt,
     ArgsOpt,
@@ -26,6 +27,8 @@ from cli._common import (
     make_group,
     open_console,
     parse_json,
+    resolve_id,
+    run_alone,
     split_targets,
     want_json,
 )
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from dtq_core.control import ConsoleAPI
     from dtq_core.reliability.deadletter import ReplayPlan
 
-app = make_group("dlq", "Dead letters: list, show, replay (with edits) and purge.")
+app = make_group("dlq", "Dead letters: list (the default), show, replay and purge.")
 
 #: Ids sent to the Console API per bulk call (the progress bar advances per chunk).
 CHUNK = 100
@@ -57,9 +60,11 @@ TargetArgs = Annotated[
     list[str] | None,
     typer.Argument(
         metavar="TARGET",
-        help="Dead task ids, or filter terms (task:NAME queue:NAME exc:TYPE since:1h "
-        "id:PREFIX reason:TEXT text:WORDS); a word with a ':' makes them all filter terms.",
+        help="Dead task ids (or unique prefixes), or filter terms (task:NAME queue:NAME "
+        "exc:TYPE since:1h id:PREFIX reason:TEXT text:WORDS); a word with a ':' makes them "
+        "all filter terms.",
         show_default=False,
+        autocompletion=_complete.dead_targets,
     ),
 ]
 OptLimit = Annotated[
@@ -111,13 +116,24 @@ def list_dead(
     print_table(RECORD_COLUMNS, [record_row(r) for r in recs], empty="no dead tasks match")
 
 
+run_alone(app, list_dead)
+
+
 @app.command("show")
 def show(
-    task_id: Annotated[str, typer.Argument(metavar="ID", help="A dead task's id.")],
+    task_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="A dead task's id, or a unique prefix of one.",
+            autocompletion=_complete.dead_targets,
+        ),
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """One dead task: arguments, attempts, error and traceback, edits."""
     with open_console() as console:
+        task_id = resolve_id(console, task_id, "dtq dlq list")
         rec = console.task(task_id)
     if rec is None:
         raise CliError(f"no dead task {task_id!r} (list them with `dtq dlq list`)")
@@ -148,6 +164,7 @@ def resolve_targets(
             "(e.g. task:send_email exc:TimeoutError since:1h) or --all"
         )
     if ids:
+        ids = [resolve_id(console, i, "dtq dlq list") for i in ids]
         for task_id in ids:
             rec = console.task(task_id)
             if rec is None or rec.state.value != "DEAD":
@@ -185,11 +202,10 @@ def replay(
     yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    r"""Enqueue dead tasks again as new tasks, optionally with new args/kwargs.
+    """Enqueue dead tasks again as new tasks, optionally with new args/kwargs.
 
     Examples:
-    \b
-      dtq dlq replay 01J9ZK...                       one task
+      dtq dlq replay ID                             one task (a unique id prefix will do)
       dtq dlq replay task:send_email exc:Timeout --dry-run
       dtq dlq replay ID --args '[1, 2]' --note 'fixed input'
     """

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import _complete
 from cli._common import (
     ArgsOpt,
     JsonOpt,
@@ -30,12 +31,24 @@ FINAL_STATES = frozenset({"SUCCESS", "FAILED", "DEAD", "CANCELLED"})
 
 def enqueue(
     task_name: Annotated[
-        str, typer.Argument(metavar="TASK_NAME", help="A registered task name.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="TASK_NAME",
+            help="A registered task name.",
+            show_default=False,
+            autocompletion=_complete.task_names,
+        ),
     ],
     args: ArgsOpt = None,
     kwargs: KwargsOpt = None,
     queue: Annotated[
-        str | None, typer.Option("--queue", "-Q", help="Queue [default: the task's].")
+        str | None,
+        typer.Option(
+            "--queue",
+            "-Q",
+            help="Queue [default: the task's].",
+            autocompletion=_complete.queue_names,
+        ),
     ] = None,
     priority: Annotated[
         int | None,
@@ -70,7 +83,10 @@ def enqueue(
 ) -> None:
     """Enqueue a task by name; print its id or its result.
 
-    Example: dtq enqueue add --args '[2, 3]' --wait 10
+    Examples:
+      dtq enqueue add --args '[2, 3]'               print the new task's id
+      dtq enqueue add --args '[2, 3]' --wait 10     wait, print the result; exit 1 on failure
+      dtq enqueue send_email --kwargs '{"to": "ops@example.com"}' --countdown 60
     """
     call_args = parse_json(args, "--args", list, "[1, 2]")
     call_kwargs = parse_json(kwargs, "--kwargs", dict, '{"x": 1}')

@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli._common import FilterArgs, JsonOpt, LimitOpt, make_group, open_console, want_json
+from cli import _complete
+from cli._common import (
+    FilterArgs,
+    JsonOpt,
+    LimitOpt,
+    make_group,
+    open_console,
+    resolve_id,
+    run_alone,
+    want_json,
+)
 from cli._errors import EXIT_FAILED, CliError, fail
 from cli._output import (
     Column,
@@ -26,9 +36,17 @@ from cli._output import (
 if TYPE_CHECKING:
     from dtq_core.task import TaskRecord
 
-app = make_group("tasks", "List, show and cancel tasks.")
+app = make_group("tasks", "List (the default), show and cancel tasks.")
 
-IdArg = Annotated[str, typer.Argument(metavar="ID", help="A task id.", show_default=False)]
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="A task id, or a unique prefix of one.",
+        show_default=False,
+        autocompletion=_complete.task_ids,
+    ),
+]
 
 
 def record_row(rec: TaskRecord) -> list[object]:
@@ -69,8 +87,16 @@ def list_tasks(
         str | None,
         typer.Option("--state", "-s", metavar="STATE[,STATE]", help="e.g. pending,running."),
     ] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-Q", help="Only this queue.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Only this task name.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue", "-Q", help="Only this queue.", autocompletion=_complete.queue_names
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Only this task name.", autocompletion=_complete.task_names),
+    ] = None,
     limit: LimitOpt = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     json_out: JsonOpt = False,
@@ -87,6 +113,9 @@ def list_tasks(
         print_json([r.to_dict() for r in recs])
         return
     print_table(RECORD_COLUMNS, [record_row(r) for r in recs], empty="no tasks match")
+
+
+run_alone(app, list_tasks)
 
 
 def record_blocks(rec: TaskRecord, title: str) -> list[FieldsBlock | TableBlock]:
@@ -167,6 +196,7 @@ def record_blocks(rec: TaskRecord, title: str) -> list[FieldsBlock | TableBlock]
 def show(task_id: IdArg, json_out: JsonOpt = False) -> None:
     """One task's record with its attempt history."""
     with open_console() as console:
+        task_id = resolve_id(console, task_id)
         rec = console.task(task_id)
     if rec is None:
         raise CliError(f"no task {task_id!r} (list ids with `dtq tasks list`)")
@@ -180,6 +210,7 @@ def show(task_id: IdArg, json_out: JsonOpt = False) -> None:
 def cancel(task_id: IdArg, json_out: JsonOpt = False) -> None:
     """Cancel a task that has not started (PENDING or RETRY); exit 1 if it already ran."""
     with open_console() as console:
+        task_id = resolve_id(console, task_id)
         done = console.cancel(task_id)
         rec = console.task(task_id)
     if rec is None and not done:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli._common import BackendOpt, JsonOpt, command_app, import_app, state, want_json
+from cli import _complete
+from cli._common import JsonOpt, command_app, import_app, state, want_json
 from cli._errors import CliError
 from cli._output import info, print_json, write_line
 
@@ -43,6 +44,7 @@ def worker(
             "-Q",
             metavar="Q1,Q2",
             help="Queues to serve, in strict priority order [default: every queue].",
+            autocompletion=_complete.queue_lists,
         ),
     ] = None,
     concurrency: Annotated[
@@ -64,7 +66,6 @@ def worker(
             "--drain-timeout", min=0, help="Seconds a graceful stop waits for running tasks."
         ),
     ] = None,
-    backend: BackendOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run workers for an app module until SIGTERM or SIGINT.
@@ -97,9 +98,8 @@ def worker(
         # with another worker owning it, this one attaches to its socket.
         "own": True,
     }
-    url = backend or state.backend
-    if url:
-        opts["backend"] = url
+    if state.backend:
+        opts["backend"] = state.backend
     if concurrency == 0 and not str(opts.get("backend") or default_backend_url()).startswith(
         "embedded://"
     ):

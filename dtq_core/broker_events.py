@@ -120,7 +120,8 @@ class EventsMixin:
         self.backend.extend_leases(pool.in_flight(), cfg.lease_s, now)
         for w in pool.workers:
             w.last_seen = now
-            self.backend.heartbeat(w.id, w.to_dict(now), now, cfg.lease_s)
+            state = {**w.to_dict(now), "queues": list(cfg.queues or ())}
+            self.backend.heartbeat(w.id, state, now, cfg.lease_s)
         from dtq_core.monitoring import processes
 
         processes.publish(self, self.process_meter, now)  # type: ignore[arg-type]

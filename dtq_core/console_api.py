@@ -56,6 +56,17 @@ class ConsoleAPI(Protocol):
         """One task's record with its attempt history."""
         ...
 
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        """Task ids starting with ``prefix``, sorted, at most ``limit``; an exact id alone.
+
+        One id: the prefix names that task. Several: it is ambiguous. None: no such task.
+        """
+        ...
+
+    def task_names(self) -> list[str]:
+        """Task names that can run: registered here or by any worker, sorted."""
+        ...
+
     def dead_letters(
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:

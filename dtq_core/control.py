@@ -90,14 +90,18 @@ class LocalConsole:
                     int(w.get("processed", 0)),
                     int(w.get("failed", 0)),
                     max(0.0, now - float(w.get("heartbeat", now))),
+                    tuple(w.get("queues") or ()),
                 )
             )
         # Local workers are fresher than their last heartbeat.
         if b.pool is not None:
             local = {w.id: w for w in b.pool.workers}
-            workers = [_fresh(ws, local[ws.id], now) if ws.id in local else ws for ws in workers]
+            served = tuple(b.config.queues or ())
+            workers = [
+                _fresh(ws, local[ws.id], now, served) if ws.id in local else ws for ws in workers
+            ]
             seen = {ws.id for ws in workers}
-            workers += [_fresh(None, w, now) for w in b.pool.workers if w.id not in seen]
+            workers += [_fresh(None, w, now, served) for w in b.pool.workers if w.id not in seen]
         workers.sort(key=lambda w: w.id)
         extra: dict[str, Any] = {}
         for hook in b.hooks:
@@ -175,6 +179,14 @@ class LocalConsole:
     def task(self, task_id: str) -> TaskRecord | None:
         """One task's record."""
         return self.backend.get(task_id)
+
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        """Task ids starting with ``prefix`` (an exact id alone), at most ``limit``."""
+        return self.backend.find_ids(prefix, limit)
+
+    def task_names(self) -> list[str]:
+        """Task names registered in this process or by any worker."""
+        return sorted(set(self.broker.registry.names()) | self.backend.known_names())
 
     def dead_letters(
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
@@ -291,7 +303,9 @@ class LocalConsole:
         self._hook(BreakerHook, "circuit breaking").force(self.broker, key, state)
 
 
-def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
+def _fresh(
+    old: WorkerSnapshot | None, w: Any, now: float, queues: tuple[str, ...]
+) -> WorkerSnapshot:
     cur = w.current
     return WorkerSnapshot(
         w.id,
@@ -303,6 +317,7 @@ def _fresh(old: WorkerSnapshot | None, w: Any, now: float) -> WorkerSnapshot:
         w.processed,
         w.failed,
         0.0 if old is None else old.heartbeat_age,
+        queues,
     )
 
 
@@ -327,7 +342,8 @@ def connect(
         registry: The task registry of the producer-only broker (Redis, memory).
         create: Unused (kept for callers of earlier versions).
         read_only: The session may change nothing; the owner refuses writes itself.
-        connect_timeout: Seconds to wait for the store or its owner to answer.
+        connect_timeout: Seconds to wait for the store or its owner to answer; on Redis
+            it also bounds the connect, socket and retry waits (faces fail fast).
 
     Raises:
         ConfigError: A malformed URL.
@@ -355,6 +371,7 @@ def connect(
     if registry is not None:
         cfg.registry = registry
     broker = Broker(cfg)
+    broker.backend.limit_waits(connect_timeout)
     broker.open()
     return LocalConsole(broker)
 

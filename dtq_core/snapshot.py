@@ -52,6 +52,8 @@ class WorkerSnapshot:
     processed: int
     failed: int
     heartbeat_age: float
+    #: The queues it serves, in priority order; empty when it serves every queue.
+    queues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,12 @@ class Backend(ABC):
         """Round-trip time in seconds; raises :class:`BackendUnavailable` when down."""
         return 0.0
 
+    def limit_waits(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Give up reaching a server after about ``seconds`` (a console, not a worker).
+
+        Called before :meth:`open`. Local backends never wait, so the default does nothing.
+        """
+
     def info(self) -> dict[str, Any]:
         """Backend-specific facts for the snapshot (recovery figures, server version...)."""
         return {}
@@ -268,6 +274,13 @@ class Backend(ABC):
         """Only the state of a task (backends override to make it cheap)."""
         rec = self.get(task_id)
         return None if rec is None else rec.state
+
+    @abstractmethod
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of retained records starting with ``prefix``, sorted, at most ``limit``.
+
+        An exact id returns ``[prefix]`` alone. Several ids mean the prefix is ambiguous.
+        """
 
     @abstractmethod
     def list_tasks(

@@ -18,15 +18,20 @@ next nodes and the console can draw the run live.
 from __future__ import annotations
 
 import difflib
-import json
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.codec import check_json
 from dtq_core.errors import DAGError, SerializationError
+from dtq_core.scheduling.dag_format import (
+    SCHEMA_KEY,
+    WORKFLOW_FIELDS,
+    did_you_mean,
+    load_workflow,
+    node_from_dict,
+    valid_node_fields,
+)
 
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
@@ -35,8 +40,6 @@ if TYPE_CHECKING:
 
 #: The kwarg through which a ``pass_results`` node receives ``{parent_id: result}``.
 UPSTREAM_KWARG = "upstream"
-
-_NODE_FIELDS = ("id", "task", "args", "kwargs", "after", "pass_results", "queue", "priority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +165,12 @@ class Workflow:
         """
         if not isinstance(data, Mapping):
             raise DAGError(f"a workflow must be a table/object, not {type(data).__name__}")
-        extra = sorted(set(data) - {"name", "nodes"})
+        extra = sorted(set(data) - set(WORKFLOW_FIELDS) - {SCHEMA_KEY})
         if extra:
-            raise DAGError(f"unknown workflow field {extra[0]!r} (fields: name, nodes)")
+            raise DAGError(
+                f"unknown workflow field {extra[0]!r}{did_you_mean(extra[0], WORKFLOW_FIELDS)} "
+                f"(valid fields: {', '.join(WORKFLOW_FIELDS)}; each node: {valid_node_fields()})"
+            )
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name:
             raise DAGError("workflow name must be a non-empty string")
@@ -173,7 +179,7 @@ class Workflow:
             raise DAGError(f"workflow {name!r}: 'nodes' must be a list of node tables")
         wf = cls(name)
         for i, raw in enumerate(nodes):
-            wf._nodes.append(_node_from_dict(raw, f"nodes[{i}]"))
+            wf._nodes.append(node_from_dict(raw, f"nodes[{i}]"))
         return wf
 
     # -- checks and shape ----------------------------------------------------------------
@@ -294,85 +300,6 @@ class Workflow:
 
 def _names(items: Iterable[str]) -> str:
     return ", ".join(repr(i) for i in items)
-
-
-def _node_from_dict(raw: Any, where: str) -> Node:
-    if not isinstance(raw, Mapping):
-        raise DAGError(f"{where}: a node must be a table/object, not {type(raw).__name__}")
-    extra = sorted(set(raw) - set(_NODE_FIELDS))
-    if extra:
-        hint = difflib.get_close_matches(extra[0], _NODE_FIELDS, 1)
-        tail = f"; did you mean {hint[0]!r}?" if hint else f" (fields: {', '.join(_NODE_FIELDS)})"
-        raise DAGError(f"{where}: unknown field {extra[0]!r}{tail}")
-    node_id = raw.get("id")
-    if not isinstance(node_id, str) or not node_id:
-        raise DAGError(f"{where}: 'id' must be a non-empty string")
-    where = f"{where} ({node_id!r})"
-    task = raw.get("task")
-    if not isinstance(task, str) or not task:
-        raise DAGError(f"{where}: 'task' must be a non-empty string")
-    args = raw.get("args", [])
-    if not isinstance(args, list | tuple):
-        raise DAGError(f"{where}: 'args' must be a list")
-    kwargs = raw.get("kwargs", {})
-    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-        raise DAGError(f"{where}: 'kwargs' must be a table/object with string keys")
-    after = raw.get("after", [])
-    if isinstance(after, str):
-        after = [after]
-    if not isinstance(after, list | tuple) or not all(isinstance(p, str) for p in after):
-        raise DAGError(f"{where}: 'after' must be a node id or a list of node ids")
-    pass_results = raw.get("pass_results", False)
-    if not isinstance(pass_results, bool):
-        raise DAGError(f"{where}: 'pass_results' must be true or false")
-    queue = raw.get("queue")
-    if queue is not None and (not isinstance(queue, str) or not queue):
-        raise DAGError(f"{where}: 'queue' must be a non-empty string")
-    priority = raw.get("priority")
-    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-        raise DAGError(f"{where}: 'priority' must be an integer")
-    return Node(
-        node_id, task, tuple(args), dict(kwargs), tuple(after), pass_results, queue, priority
-    )
-
-
-def load_workflow(path: str | Path) -> Workflow:
-    """Read a workflow from a ``.json`` or ``.toml`` file (not yet validated).
-
-    The TOML form has an optional top-level ``name`` (default: the file's stem) and one
-    ``[[nodes]]`` table per node.
-
-    Raises:
-        DAGError: One line naming the file and what is wrong with it (missing, not
-            JSON/TOML with line and column, wrong shape).
-    """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".json", ".toml"):
-        raise DAGError(f"{p}: unsupported file type {suffix or '(none)'!r} (use .json or .toml)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DAGError(f"{p}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise DAGError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DAGError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    data: Any
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DAGError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    else:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise DAGError(f"{p}: invalid TOML: {exc}") from None
-    try:
-        return Workflow.from_dict(data, default_name=p.stem)
-    except DAGError as exc:
-        raise DAGError(f"{p}: {exc}") from None
 
 
 # -- running (the engine lives in dag_store; imported lazily to keep this module pure) --

@@ -137,6 +137,20 @@ def test_duplicate_id_is_refused_and_leaves_the_first(backend: Backend, clock: F
     assert backend.count_by_state()[S.PENDING] == 1
 
 
+def test_find_ids_by_prefix(backend: Backend, clock: FakeClock) -> None:
+    now = clock.now()
+    for tid in ("ab12-one", "ab12-two", "ab34-three", "zz*[x]"):
+        put(backend, now, task_id=tid)
+    assert backend.find_ids("ab12-t") == ["ab12-two"]
+    assert backend.find_ids("ab12") == ["ab12-one", "ab12-two"]
+    assert backend.find_ids("ab") == ["ab12-one", "ab12-two", "ab34-three"]
+    assert backend.find_ids("ab", limit=2) == ["ab12-one", "ab12-two"]
+    assert backend.find_ids("ab34-three") == ["ab34-three"]  # an exact id alone
+    assert backend.find_ids("zz*[") == ["zz*[x]"]  # glob characters are literal
+    assert backend.find_ids("z*") == []
+    assert backend.find_ids("nope") == []
+
+
 def test_get_returns_a_copy(backend: Backend, clock: FakeClock) -> None:
     tid = put(backend, clock.now())
     rec = backend.get(tid)

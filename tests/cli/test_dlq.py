@@ -113,7 +113,7 @@ def test_confirmation_on_a_terminal(dtq, dead: list[str], broker, monkeypatch) -
     [
         ([], "name what to replay: dead task ids, filter terms"),
         (["--all", "task:boom"], "give ids, filter terms or --all to replay, not several"),
-        (["nope"], "'nope' is not a dead task (no such task)"),
+        (["nope"], "no task id starts with 'nope' (list them with `dtq dlq list`)"),
         (["--all", "--args", "[1"], "--args is not valid JSON"),
         (["--all", "--kwargs", "[1]"], "--kwargs must be a JSON object"),
         (["bogus:1"], "unknown filter key 'bogus'"),

@@ -87,7 +87,10 @@ def test_show_json_and_text(dtq, mixed: dict[str, str]) -> None:
 def test_show_unknown_id_exits_2(dtq, broker: Broker) -> None:
     result = dtq("tasks", "show", "nope")
     assert result.exit_code == 2
-    assert result.stderr == "dtq: error: no task 'nope' (list ids with `dtq tasks list`)\n"
+    assert (
+        result.stderr
+        == "dtq: error: no task id starts with 'nope' (list them with `dtq tasks list`)\n"
+    )
 
 
 def test_cancel_pending_then_finished(dtq, mixed: dict[str, str]) -> None:

@@ -8,80 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .conftest import REPO, RunDtq
-
-
-class Worker:
-    """A ``dtq worker`` subprocess; a thread collects its stderr lines."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.err.append(line)
-                self._changed.notify_all()
-
-    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
-        """Wait until a stderr line contains ``needle``; return that line."""
-        found: list[str] = []
-
-        def seen() -> bool:
-            found[:] = [ln for ln in self.err if needle in ln]
-            return bool(found)
-
-        with self._changed:
-            if not self._changed.wait_for(seen, timeout):
-                raise AssertionError(f"{needle!r} not seen; stderr: {''.join(self.err)}")
-        return found[0]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> tuple[int, str, str]:
-        """Send ``sig``; return (exit code, stdout, stderr)."""
-        self.proc.send_signal(sig)
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.read()
-        self.proc.wait(timeout)
-        self._reader.join(5)
-        return self.proc.returncode, out, "".join(self.err)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator:
-    started: list[Worker] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Worker:
-        w = Worker(list(args), tmp_path, {**subprocess_env, **(env or {})})
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
 
 
 def test_worker_fed_by_enqueue_inspected_by_stats_stopped_by_sigterm(

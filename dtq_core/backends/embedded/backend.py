@@ -66,11 +66,20 @@ _OPEN_LOCK = threading.Lock()
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
-    """``embedded://PATH?opts`` -> (directory, options)."""
+    """``embedded://PATH?opts`` -> (directory, options).
+
+    Raises:
+        ConfigError: No path, a path that is a file, or a bad option (naming the fix).
+    """
     rest = url.split("://", 1)[1]
     path, _, query = rest.partition("?")
     if not path:
         raise ConfigError("embedded:// needs a directory, e.g. embedded://./dtq-data")
+    if Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise ConfigError(
+            f"bad embedded URL {url!r}: {path} is a file; the store needs a directory, "
+            "e.g. embedded://./dtq-data"
+        )
     opts: dict[str, Any] = {}
     for key, vals in parse_qs(query, strict_parsing=False).items():
         val = vals[-1]

@@ -443,6 +443,10 @@ class EmbeddedStore(Backend):
         """One task's state."""
         return self._do("get_state", task_id)  # type: ignore[no-any-return]
 
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids starting with a prefix (an exact id alone)."""
+        return self._do("find_ids", prefix, limit)  # type: ignore[no-any-return]
+
     def list_tasks(
         self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dtq_core.backends.embedded import wal
-from dtq_core.errors import BackendUnavailable
+from dtq_core.errors import BackendUnavailable, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,30 @@ class CompactReport:
 def _wal_dir(path: Path) -> Path:
     """The log directory of a data directory (or ``path`` itself if it is one)."""
     return path / "wal" if (path / "wal").is_dir() else path
+
+
+def _store(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a store's directory: it holds a log or checkpoints (or is a log dir).
+
+    Raises:
+        ConfigError: ``path`` is missing, a file, or a folder with no store in it (an
+            empty log there would otherwise read as a healthy store).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        what = "is a file" if p.exists() else "does not exist"
+        raise ConfigError(f"{p} {what}: give an embedded store's data directory")
+    if (
+        (p / "wal").is_dir()
+        or (p / "checkpoints").is_dir()
+        or any(p.glob("wal-*.log"))
+        or any(p.glob("checkpoint-*.ckpt"))
+    ):
+        return p
+    raise ConfigError(
+        f"{p} holds no embedded store (no wal/ or checkpoints/ in it): give the directory "
+        "of an embedded://DIR URL that a worker has used"
+    )
 
 
 @contextlib.contextmanager
@@ -61,18 +85,21 @@ def _size(d: Path) -> tuple[int, int]:
 
 
 class WalTools:
-    """What ``dtq wal`` runs; each takes the store's data directory."""
+    """What ``dtq wal`` runs; each takes the store's data directory.
+
+    Each refuses (:class:`ConfigError`) a path that holds no store.
+    """
 
     def verify(self, path: Path) -> wal.VerifyReport:
         """Check every segment and record; changes nothing."""
-        return wal.verify(_wal_dir(Path(path)))
+        return wal.verify(_wal_dir(_store(path)))
 
     def inspect(self, path: Path, limit: int | None = None) -> list[dict[str, Any]]:
         """Records as ``lsn, type, kind, length, segment, offset`` rows."""
         from dtq_core.backends.embedded.backend import OP_NAMES_BY_TYPE
 
         rows = []
-        for r in wal.inspect(_wal_dir(Path(path)), limit):
+        for r in wal.inspect(_wal_dir(_store(path)), limit):
             row = r._asdict()
             row["kind"] = OP_NAMES_BY_TYPE.get(r.rtype, "hole" if r.rtype == 0 else "?")
             rows.append(row)
@@ -80,7 +107,7 @@ class WalTools:
 
     def repair(self, path: Path) -> wal.RepairReport:
         """Salvage every readable record into a fresh log; the original is kept aside."""
-        path = Path(path)
+        path = _store(path)
         with _unowned(path):
             return wal.repair(_wal_dir(path))
 
@@ -88,7 +115,7 @@ class WalTools:
         """Open the store, write a checkpoint and drop the segments it covers."""
         from dtq_core.backends.embedded.backend import EmbeddedBackend
 
-        path = Path(path)
+        path = _store(path)
         before = _size(_wal_dir(path))
         backend = EmbeddedBackend(f"embedded://{path}")
         backend.open()  # takes the lock: refuses while an owner runs

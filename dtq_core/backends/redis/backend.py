@@ -38,16 +38,60 @@ S = TaskState
 _LOOPBACK = ("localhost", "127.0.0.1", "::1", "")
 
 
+#: Query options of our own, read here and not passed to redis-py.
+OUR_OPTIONS = ("prefix", "maxlen", "retry_s")
+#: redis-py connection options a URL may carry besides the ones it parses itself.
+_REDIS_PY_OPTIONS = frozenset(
+    {"db", "username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
+     "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password"}
+)  # fmt: skip
+_EXPECTED = "expected redis://[:PASSWORD@]HOST:PORT/DB[?prefix=NAME], e.g. redis://localhost:6379/0"
+
+
+def _redis_py_options() -> frozenset[str]:
+    try:
+        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+    except ImportError:  # an older redis-py: take what we know
+        return _REDIS_PY_OPTIONS
+    return _REDIS_PY_OPTIONS | frozenset(URL_QUERY_ARGUMENT_PARSERS)
+
+
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """Split our options (prefix, maxlen, retry_s) from the redis-py URL."""
+    """Split our options (prefix, maxlen, retry_s) from the redis-py URL.
+
+    The URL is checked here, before any connection: a host, a numeric port, a whole
+    database number, and only known options (redis-py would ignore a bad database and
+    fail much later on an unknown option).
+
+    Raises:
+        ConfigError: Naming what is wrong and what was expected.
+    """
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"bad redis URL {url!r}: the port is not a number; {_EXPECTED}") from None
+    del port
+    if not parts.hostname:
+        raise ConfigError(f"bad redis URL {url!r}: no host; {_EXPECTED}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigError(
+            f"bad redis URL {url!r}: the database {db!r} is not a whole number; {_EXPECTED}"
+        )
     ours: dict[str, str] = {}
     theirs: list[tuple[str, str]] = []
+    known = _redis_py_options()
     for k, vals in parse_qs(parts.query).items():
-        if k in ("prefix", "maxlen", "retry_s"):
+        if k in OUR_OPTIONS:
             ours[k] = vals[-1]
-        else:
+        elif k in known:
             theirs.extend((k, v) for v in vals)
+        else:
+            raise ConfigError(
+                f"bad redis URL {url!r}: unknown option {k!r} (ours: {', '.join(OUR_OPTIONS)}; "
+                "or a redis-py connection option such as socket_timeout)"
+            )
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
@@ -64,7 +108,8 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
             import redis
         except ImportError:
             raise ConfigError(
-                "the redis backend needs the redis package: pip install 'dtq[redis]'"
+                "the redis backend needs the redis package: pip install -e '.[redis]' in a "
+                "source checkout (pip install 'dtq[redis]' from an index)"
             ) from None
         self._redis_mod = redis
         plain, ours = parse_url(url)

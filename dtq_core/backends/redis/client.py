@@ -74,6 +74,23 @@ class RedisClient:
             except errors.RedisError as exc:
                 raise BackendError(f"redis error: {exc}") from None
 
+    def limit_waits(self, seconds: float) -> None:
+        """Bound connect, socket and retry waits by ``seconds`` (faces fail fast).
+
+        A worker keeps its patient defaults; a console or CLI command that cannot reach
+        the server must say so within about ``seconds``, not after ``retry_s``.
+        """
+        self.retry_s = min(self.retry_s, seconds)
+        pool = self.r.connection_pool
+        kwargs = pool.connection_kwargs
+        bounded = {
+            key: min(float(kwargs.get(key) or seconds), seconds)
+            for key in ("socket_connect_timeout", "socket_timeout")
+        }
+        # redis-py keeps the originals aside for its maintenance handling: keep them equal.
+        bounded.update({f"orig_{k}": v for k, v in bounded.items() if f"orig_{k}" in kwargs})
+        pool.update_connection_kwargs(**bounded)
+
     def _scan(self, pattern: str) -> list[Any]:
         return list(self.r.scan_iter(match=pattern, count=1000))
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from dtq_core.backends.base import QueueStats
 from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.records import _record, _s
+from dtq_core.errors import BackendError
 from dtq_core.filters import TaskFilter
 from dtq_core.task import TaskRecord, TaskState
 
@@ -69,6 +71,43 @@ class QueryMixin(RedisClient):
             return None
         recs = self._records(q, [task_id])
         return recs[0] if recs else None
+
+    #: Index entries a prefix lookup reads at most (HSCAN pages of 1,000).
+    FIND_SCAN_LIMIT = 500_000
+
+    def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids starting with ``prefix`` (an exact id alone), from the id index.
+
+        An exact id is one HEXISTS. A prefix is an HSCAN of the index with MATCH, pages
+        of 1,000 (the index holds retained records only); it stops once ``limit`` + 1
+        ids are found (ambiguous anyway) and refuses past :attr:`FIND_SCAN_LIMIT`
+        entries rather than call a prefix unique that it did not check everywhere.
+
+        Raises:
+            BackendError: The index is larger than :attr:`FIND_SCAN_LIMIT`.
+        """
+        index = self.keys.index
+        if self._call(lambda: self.r.hexists(index, prefix)):
+            return [prefix]
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        found: set[str] = set()
+        cursor, read = 0, 0
+
+        def page_at(at: int) -> Any:
+            return self._call(lambda: self.r.hscan(index, at, match=pattern, count=1000))
+
+        while True:
+            cursor, page = page_at(cursor)
+            found.update(_s(k) for k in page)
+            read += 1000
+            if not cursor or len(found) > limit:
+                break
+            if read >= self.FIND_SCAN_LIMIT:
+                raise BackendError(
+                    f"more than {self.FIND_SCAN_LIMIT:,} task ids to search for {prefix!r}: "
+                    "give more of the id"
+                )
+        return sorted(found)[:limit]
 
     def get_state(self, task_id: str) -> TaskState | None:
         """Only the state."""
