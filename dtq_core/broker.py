@@ -198,18 +198,32 @@ class Broker(ProducerMixin, EventsMixin):
             for w in self.pool.workers:
                 processed += w.processed
                 failed += w.failed
-                self.backend.forget_worker(w.id)
+                self._quietly("forget a worker", self.backend.forget_worker, w.id)
         for hook in reversed(self.hooks):
-            hook.detach(self)
-        left = sum(q.ready + q.delayed for q in self.backend.queue_stats())
+            self._quietly(f"detach {type(hook).__name__}", hook.detach, self)
+        stats = self._quietly("count what is left queued", self.backend.queue_stats) or []
+        left = sum(q.ready + q.delayed for q in stats)
         with self._lifecycle:
             if self._opened:
-                self.backend.close()
+                self._quietly("close the backend", self.backend.close)
                 self._opened = False
         summary = StopSummary(processed, failed, left, drained, self._forced)
         self.last_stop = summary
         self._stopped.set()
         return summary
+
+    @staticmethod
+    def _quietly(what: str, fn: Any, *args: Any) -> Any:
+        """Run one step of a stop; a store that is gone is logged and the stop goes on.
+
+        An owner that died or a Redis that is down must not keep a stop from ending (a
+        signalled worker would never exit).
+        """
+        try:
+            return fn(*args)
+        except DTQError as exc:
+            log.warning("stopping: could not %s: %s", what, exc)
+            return None
 
     def hard_stop(self) -> None:
         """Interrupt running tasks at once (they are requeued), then stop."""
