@@ -88,23 +88,29 @@ class CronFields:
     day_of_month: frozenset[int]
     month: frozenset[int]
     day_of_week: frozenset[int]
+    #: The day-of-month field was written starting with ``*`` (or ``?``).
+    dom_star: bool = True
+    #: The day-of-week field was written starting with ``*`` (or ``?``).
+    dow_star: bool = True
 
     @property
     def dom_restricted(self) -> bool:
-        """Whether day-of-month excludes some day (it is not ``*`` or equivalent)."""
-        return len(self.day_of_month) < 31
+        """Whether day-of-month restricts, as Vixie cron reads it (not written ``*...``)."""
+        return not self.dom_star
 
     @property
     def dow_restricted(self) -> bool:
-        """Whether day-of-week excludes some weekday (it is not ``*`` or equivalent)."""
-        return len(self.day_of_week) < 7
+        """Whether day-of-week restricts, as Vixie cron reads it (not written ``*...``)."""
+        return not self.dow_star
 
     def day_matches(self, day: int, weekday: int) -> bool:
         """Whether a date passes the day rule (``weekday``: 0 is Sunday).
 
         When both day fields are restricted a day matches if either does (the Vixie rule);
-        otherwise both must. A field counts as unrestricted when it allows every value, so
-        ``*/1`` or ``1-31`` read as ``*``, while ``*/2`` is a restriction.
+        otherwise both must. As in Vixie cron and POSIX, a field is restricted unless it
+        is written starting with ``*`` (or ``?``): ``0-6`` and ``1-31`` restrict (so
+        ``51 * 10 * 0-6`` fires every day), while ``*`` and ``*/2`` do not (so
+        ``0 0 */2 * mon`` fires on Mondays that are odd days of the month).
         """
         dom_ok = day in self.day_of_month
         dow_ok = weekday in self.day_of_week
@@ -178,7 +184,11 @@ def _parse(expr: str) -> CronFields:
         parts.insert(0, "0")
     elif len(parts) != 6:
         raise CronError(f"expected 5 or 6 fields, got {len(parts)}: {expr!r}")
-    fields = CronFields(*(_parse_field(p, s) for p, s in zip(parts, _SPECS, strict=True)))
+    fields = CronFields(
+        *(_parse_field(p, s) for p, s in zip(parts, _SPECS, strict=True)),
+        dom_star=parts[3].startswith(("*", "?")),
+        dow_star=parts[5].startswith(("*", "?")),
+    )
     if not fields.dow_restricted:
         possible = any(d <= _MAX_DAYS[m] for m in fields.month for d in fields.day_of_month)
         if not possible:
@@ -400,12 +410,15 @@ class CronExpression:
         if not 1 <= day <= length:
             return None
         f = self.fields
-        by_date = by_weekday = None
-        if f.dom_restricted or not f.dow_restricted:
-            by_date = (_ceil if step > 0 else _floor)(self._sorted[2], day)
-            by_date = by_date if by_date is not None and by_date <= length else None
-            if not f.dow_restricted:
-                return by_date
+        if not (f.dom_restricted and f.dow_restricted):
+            # Both must match (one or both written '*...'): at most a month of days.
+            for d in range(day, (length + 1) if step > 0 else 0, step):
+                if d in f.day_of_month and (first_weekday + d) % 7 in f.day_of_week:
+                    return d
+            return None
+        by_date = (_ceil if step > 0 else _floor)(self._sorted[2], day)
+        by_date = by_date if by_date is not None and by_date <= length else None
+        by_weekday = None
         for d in range(day, day + 7 * step, step):
             # calendar counts weekdays from Monday = 0; cron from Sunday = 0.
             if not 1 <= d <= length:

@@ -123,11 +123,13 @@ def _time(f: CronFields) -> str:
 def _days(f: CronFields) -> str:
     dom = _unit(f.day_of_month, 1, 31, "day", clock=False) + " of the month"
     dow = _listing(sorted(f.day_of_week), _WEEK_ORDER, list(DAY_NAMES))
-    if f.dom_restricted and f.dow_restricted:
+    any_dom, any_dow = len(f.day_of_month) == 31, len(f.day_of_week) == 7
+    if f.dom_restricted and f.dow_restricted:  # the OR rule
+        if any_dom or any_dow:
+            return ""  # '1-31' or '0-6' in the OR: every day
         return f"on {dom} or on {dow}"
-    if f.dom_restricted:
-        return f"on {dom}"
-    return f"on {dow}" if f.dow_restricted else ""
+    parts = ([] if any_dom else [f"on {dom}"]) + ([] if any_dow else [f"on {dow}"])
+    return " and ".join(parts)
 
 
 def _months(f: CronFields) -> str:
@@ -150,7 +152,7 @@ def describe_fields(fields: CronFields) -> str:
     """
     time = _time(fields)
     f = fields
-    if len(f.month) == 1 and len(f.day_of_month) == 1 and not f.dow_restricted:
+    if len(f.month) == 1 and len(f.day_of_month) == 1 and len(f.day_of_week) == 7:
         (month,), (day,) = f.month, f.day_of_month
         return f"{time} on {MONTH_NAMES[month]} {day}"
     return " ".join(part for part in (time, _days(f), _months(f)) if part)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
 from itertools import pairwise
@@ -316,10 +317,21 @@ def test_day_fields_and_when_one_is_star() -> None:
     assert CronExpression("0 0 ? * fri").next(utc(2024, 9, 7)) == utc(2024, 9, 13)
 
 
-def test_a_stepped_day_field_counts_as_restricted() -> None:
-    # Unlike Vixie cron (which looks at the leading '*'), '*/2' restricts, so the OR applies.
+def test_day_fields_are_restricted_unless_written_with_a_star() -> None:
+    # Vixie cron and POSIX: a day field not starting with '*' restricts, even when it
+    # allows every value; one starting with '*' does not, even when stepped.
+    every_day = CronExpression("51 * 10 * 0-6")  # the 10th OR any weekday: every day
+    assert every_day.next_n(utc(2024, 9, 1), 3) == [
+        utc(2024, 9, 1, 0, 51),
+        utc(2024, 9, 1, 1, 51),
+        utc(2024, 9, 1, 2, 51),
+    ]
+    assert every_day.next(utc(2024, 9, 11, 23, 52)) == utc(2024, 9, 12, 0, 51)
+    assert CronExpression("0 0 1-31 * fri").next(utc(2024, 9, 2)) == utc(2024, 9, 3)
+    # '*/2' (odd days) AND Monday: the Mondays that are odd days of the month.
     cron = CronExpression("0 0 */2 * mon")
-    assert cron.next_n(utc(2024, 9, 1), 3) == [utc(2024, 9, 2), utc(2024, 9, 3), utc(2024, 9, 5)]
+    assert cron.next_n(utc(2024, 9, 1), 3) == [utc(2024, 9, 9), utc(2024, 9, 23), utc(2024, 10, 7)]
+    assert cron.prev(utc(2024, 10, 7)) == utc(2024, 9, 23)
 
 
 def test_six_field_expressions() -> None:
@@ -663,7 +675,7 @@ def field(draw: st.DrawFn, low: int, high: int) -> tuple[str, set[int]]:
 
 
 @st.composite
-def expressions(draw: st.DrawFn, days: bool = True) -> tuple[str, list[set[int]]]:
+def expressions(draw: st.DrawFn, days: bool = True) -> tuple[str, list[Any]]:
     """An expression and its expected sets (second, minute, hour, dom, month, dow).
 
     With ``days=False`` it is a five-field expression whose day fields are ``*``.
@@ -671,26 +683,30 @@ def expressions(draw: st.DrawFn, days: bool = True) -> tuple[str, list[set[int]]
     if not days:
         (minute, minutes), (hour, hours) = draw(field(0, 59)), draw(field(0, 23))
         stars = [set(range(1, 32)), set(range(1, 13)), set(range(7))]
-        return f"{minute} {hour} * * *", [{0}, minutes, hours, *stars]
+        return f"{minute} {hour} * * *", [{0}, minutes, hours, *stars, (True, True)]
     specs = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
     parts = [draw(field(lo, hi)) for lo, hi in specs]
-    return " ".join(text for text, _ in parts), [values for _, values in parts]
+    # Vixie cron: a day field written starting with '*' does not restrict.
+    stars = (parts[3][0].startswith("*"), parts[5][0].startswith("*"))
+    return " ".join(text for text, _ in parts), [*(values for _, values in parts), stars]
 
 
-def never_fires(sets: list[set[int]]) -> bool:
+def never_fires(sets: list[Any]) -> bool:
     longest = {2: 29, 4: 30, 6: 30, 9: 30, 11: 30}
-    return len(sets[5]) == 7 and all(d > longest.get(m, 31) for m in sets[4] for d in sets[3])
+    dow_star = sets[6][1]
+    return dow_star and all(d > longest.get(m, 31) for m in sets[4] for d in sets[3])
 
 
-def day_ok(sets: list[set[int]], day: date) -> bool:
-    dom, dow = sets[3], sets[5]
+def day_ok(sets: list[Any], day: date) -> bool:
+    """The Vixie day rule: OR when both day fields are written without a leading '*'."""
+    dom, dow, (dom_star, dow_star) = sets[3], sets[5], sets[6]
     in_dom, in_dow = day.day in dom, day.isoweekday() % 7 in dow
-    if len(dom) < 31 and len(dow) < 7:
+    if not dom_star and not dow_star:
         return in_dom or in_dow
     return in_dom and in_dow
 
 
-def fires_at(sets: list[set[int]], t: datetime) -> bool:
+def fires_at(sets: list[Any], t: datetime) -> bool:
     """The oracle: does this instant fire, per the documented DST policy?"""
     if t.fold == 1 and t.utcoffset() != t.replace(fold=0).utcoffset():
         return False  # the second pass of a repeated wall time
@@ -708,7 +724,7 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 @FAST
 @given(expressions())
-def test_parser_agrees_with_the_oracle(case: tuple[str, list[set[int]]]) -> None:
+def test_parser_agrees_with_the_oracle(case: tuple[str, list[Any]]) -> None:
     expr, sets = case
     if never_fires(sets):
         with pytest.raises(CronError, match="never fires"):
@@ -716,7 +732,8 @@ def test_parser_agrees_with_the_oracle(case: tuple[str, list[set[int]]]) -> None
         return
     cron = CronExpression(expr)
     f = cron.fields
-    assert [f.second, f.minute, f.hour, f.day_of_month, f.month, f.day_of_week] == sets
+    assert [f.second, f.minute, f.hour, f.day_of_month, f.month, f.day_of_week] == sets[:6]
+    assert (f.dom_star, f.dow_star) == sets[6]
     assert cron.describe()
     if sets[0] == {0}:
         assert CronExpression(expr.split(" ", 1)[1]) == cron  # the five-field form
@@ -724,9 +741,7 @@ def test_parser_agrees_with_the_oracle(case: tuple[str, list[set[int]]]) -> None
 
 @FAST
 @given(expressions(), st.sampled_from(ZONES), instants)
-def test_next_and_prev_properties(
-    case: tuple[str, list[set[int]]], tz: tzinfo, x: datetime
-) -> None:
+def test_next_and_prev_properties(case: tuple[str, list[Any]], tz: tzinfo, x: datetime) -> None:
     expr, sets = case
     if never_fires(sets):
         return
@@ -751,7 +766,7 @@ def test_next_and_prev_properties(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions(days=False), st.sampled_from(ZONES), instants)
-def test_no_fire_time_is_skipped(case: tuple[str, list[set[int]]], tz: tzinfo, x: datetime) -> None:
+def test_no_fire_time_is_skipped(case: tuple[str, list[Any]], tz: tzinfo, x: datetime) -> None:
     # Day fields are '*', so the next fire is within a day (plus a DST hour): scan every
     # minute in between against the oracle.
     expr, sets = case
@@ -773,7 +788,7 @@ def is_transition_day(day: date, tz: tzinfo) -> bool:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions(), st.sampled_from(ZONES), instants)
-def test_no_fire_day_is_skipped(case: tuple[str, list[set[int]]], tz: tzinfo, x: datetime) -> None:
+def test_no_fire_day_is_skipped(case: tuple[str, list[Any]], tz: tzinfo, x: datetime) -> None:
     # A whole day strictly between x and next(x) that passes the month and day rules would
     # hold a fire time, unless a DST gap swallowed all of them; so it must be a DST day.
     expr, sets = case
@@ -785,3 +800,35 @@ def test_no_fire_day_is_skipped(case: tuple[str, list[set[int]]], tz: tzinfo, x:
         if day.month in sets[4] and day_ok(sets, day):
             assert is_transition_day(day, tz), day
         day += timedelta(days=1)
+
+
+def brute_next(sets: list[Any], x: datetime) -> datetime:
+    """The next fire after ``x`` (UTC, five-field: second 0) by walking minutes.
+
+    Days that fail the month or the day rule are stepped over whole; on the others
+    every minute is tried, so the walk is at most about two days of minutes.
+    """
+    t = x.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for _ in range(3000 * 1440):
+        if t.month not in sets[4] or not day_ok(sets, t.date()):
+            t = datetime.combine(t.date() + timedelta(days=1), dtime(), tzinfo=UTC)
+            continue
+        if t.hour in sets[2] and t.minute in sets[1]:
+            return t
+        t += timedelta(minutes=1)
+    raise AssertionError("no fire within 3000 days")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expressions(), instants)
+def test_next_agrees_with_a_brute_force_minute_walk(
+    case: tuple[str, list[Any]], x: datetime
+) -> None:
+    # Restricted day fields of every shape ('0-6', '1-31', '*/2', lists), in UTC.
+    expr, sets = case
+    sets = [{0}, *sets[1:]]
+    expr = "0 " + expr.split(" ", 1)[1]
+    if never_fires(sets):
+        return
+    x = x.astimezone(UTC)
+    assert CronExpression(expr).next(x) == brute_next(sets, x)
