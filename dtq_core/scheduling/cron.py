@@ -184,8 +184,16 @@ def _parse(expr: str) -> CronFields:
         parts.insert(0, "0")
     elif len(parts) != 6:
         raise CronError(f"expected 5 or 6 fields, got {len(parts)}: {expr!r}")
+    sec, minute, hour, dom, month, dow = (
+        _parse_field(p, s) for p, s in zip(parts, _SPECS, strict=True)
+    )
     fields = CronFields(
-        *(_parse_field(p, s) for p, s in zip(parts, _SPECS, strict=True)),
+        sec,
+        minute,
+        hour,
+        dom,
+        month,
+        dow,
         dom_star=parts[3].startswith(("*", "?")),
         dow_star=parts[5].startswith(("*", "?")),
     )

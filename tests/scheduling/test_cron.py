@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
 from itertools import pairwise
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
