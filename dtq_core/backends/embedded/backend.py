@@ -103,7 +103,9 @@ def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
 class EmbeddedBackend(LoggedMemoryBackend):
     """The default backend: a local data directory with a write-ahead log."""
 
-    capabilities = Capabilities(durable=True, cross_process=False, blocking_claim=True)
+    capabilities = Capabilities(
+        durable=True, cross_process=False, blocking_claim=True, batch_acks=True
+    )
     reentrant = True
     #: Deliveries after which a task found RUNNING at recovery is dead-lettered.
     max_deliveries = 5
