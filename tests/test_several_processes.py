@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ import pytest
 
 from dtq_core.control import connect
 from dtq_core.errors import BackendUnavailable
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.processes_util import process_site, wait_until
 
 APP = """
 import os, time
@@ -73,43 +72,12 @@ broker.stop()
 """
 
 
-def wait_until(what: Callable[[], Any], timeout: float = 30.0, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    (tmp_path / "e2eapp.py").write_text(APP)
-    (tmp_path / "producer.py").write_text(PRODUCER)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
-    env["E2E_LOG"] = str(tmp_path / "ran.log")
-    procs: list[subprocess.Popen[str]] = []
-
-    def spawn(*args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(p)
-        return p
-
-    yield {"dir": tmp_path, "url": f"embedded://{tmp_path / 'data'}", "spawn": spawn, "env": env}
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
+    files = {"e2eapp.py": APP, "producer.py": PRODUCER}
+    with process_site(tmp_path, files, {"E2E_LOG": str(tmp_path / "ran.log")}) as s:
+        s["url"] = f"embedded://{tmp_path / 'data'}"
+        yield s
 
 
 def worker(site: dict[str, Any], concurrency: int = 4) -> subprocess.Popen[str]:

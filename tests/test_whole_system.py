@@ -9,13 +9,11 @@ and two Prometheus scrapes give monotonic counters and real histograms.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ import pytest
 
 from dtq_core.control import connect
 from dtq_core.errors import BackendUnavailable
+from tests.processes_util import process_site, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 N = 120
 
 APP = """
@@ -50,17 +48,6 @@ broker.stop()
 """
 
 
-def wait_until(what: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture(params=["redis", "embedded"])
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     if request.param == "redis":
@@ -69,29 +56,9 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
         url = shared_server().url(unique_prefix("system"))
     else:
         url = f"embedded://{tmp_path / 'data'}"
-    (tmp_path / "sysapp.py").write_text(APP)
-    (tmp_path / "producer.py").write_text(PRODUCER)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
-    procs: list[subprocess.Popen[str]] = []
-
-    def spawn(*args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(p)
-        return p
-
-    yield {"url": url, "spawn": spawn, "env": env, "dir": tmp_path}
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
+    with process_site(tmp_path, {"sysapp.py": APP, "producer.py": PRODUCER}) as site:
+        site["url"] = url
+        yield site
 
 
 def console_of(url: str) -> Any:

@@ -83,27 +83,17 @@ class KeyValueMixin:
     ) -> None:
         """Add to a count map (kept as JSON in the key space, so it is checkpointed)."""
         with self._lock:
-            self._add_counts(key, incr, maxima, ttl_s, now)
-
-    def _add_counts(
-        self,
-        key: str,
-        incr: dict[str, float],
-        maxima: dict[str, float],
-        ttl_s: float | None,
-        now: float,
-    ) -> None:
-        old = self._live(key, now)
-        counts: dict[str, float] = json.loads(old) if old else {}
-        for f, v in incr.items():
-            counts[f] = counts.get(f, 0) + v
-        for f, v in maxima.items():
-            if v > counts.get(f, float("-inf")):
-                counts[f] = v
-        self._kv[key] = (
-            json.dumps(counts, separators=(",", ":")),
-            None if ttl_s is None else now + ttl_s,
-        )
+            old = self._live(key, now)
+            counts: dict[str, float] = json.loads(old) if old else {}
+            for f, v in incr.items():
+                counts[f] = counts.get(f, 0) + v
+            for f, v in maxima.items():
+                if v > counts.get(f, float("-inf")):
+                    counts[f] = v
+            self._kv[key] = (
+                json.dumps(counts, separators=(",", ":")),
+                None if ttl_s is None else now + ttl_s,
+            )
 
     def read_counts(self, keys: Sequence[str], now: float) -> list[dict[str, float]]:
         """The live count maps ``keys``."""

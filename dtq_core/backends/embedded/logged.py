@@ -359,8 +359,8 @@ class LoggedMemoryBackend(MemoryBackend):
         publisher must not wait for an fsync.
         """
         self._alive()
-        with self._lock:
-            self._add_counts(key, incr, maxima, ttl_s, now)
+        with self._lock:  # reentrant: the state machine's add takes it again
+            super().add_counts(key, incr, maxima, ttl_s, now)
             self._log_key(key)
 
     def delete_key(self, key: str) -> None:
