@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of
 from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 
@@ -287,6 +288,26 @@ class Backend(ABC):
         self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
         """Records matching ``flt``, newest first."""
+
+    def task_page(
+        self,
+        flt: TaskFilter,
+        now: float,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A page of the records matching ``flt``, ordered by ``(sort value, id)``.
+
+        Starts strictly after the cursor ``after`` (the ``next_after`` of the previous
+        page), then skips ``offset`` rows; the page carries the total number of matches.
+        This default reads every match through :meth:`list_tasks`; backends with an index
+        override it.
+        """
+        after = check_cursor(sort, after)
+        return page_of(self.list_tasks(flt, now, 0, 2**62), sort, descending, after, offset, limit)
 
     @abstractmethod
     def count_by_state(self) -> dict[TaskState, int]:

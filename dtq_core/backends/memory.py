@@ -20,6 +20,7 @@ from dtq_core.backends.base import (
     Transition,
 )
 from dtq_core.backends.memory_expiry import ExpiryMixin
+from dtq_core.backends.memory_index import TaskIndex
 from dtq_core.backends.memory_kv import KeyValueMixin
 from dtq_core.backends.memory_queries import QueryMixin
 from dtq_core.clock import SYSTEM_CLOCK, Clock
@@ -44,6 +45,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
         self._cond = threading.Condition(self._lock)
         self._waiting = 0
         self._records: dict[str, TaskRecord] = {}
+        self._index = TaskIndex(self._records)
         self._ready: dict[str, IndexedHeap] = {}
         self._delayed = IndexedHeap()
         self._leases = IndexedHeap()
@@ -70,6 +72,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
         counts[old] -= 1
         counts[new] += 1
         rec.state = new
+        self._index.moved(rec, old)
         if old is S.RUNNING:
             self._running[rec.queue] -= 1
             self._leases.remove(rec.id)
@@ -140,6 +143,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
 
             raise BackendError(f"task id {rec.id!r} already exists")
         self._records[rec.id] = rec
+        self._index.add(rec)
         self._counts[S.PENDING] += 1
         self._schedule(rec, eta, now)
         return Transition(rec.id, rec.name, rec.queue, None, S.PENDING)
@@ -416,6 +420,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
             for task_id in task_ids:
                 if task_id in self._dead:
                     del self._dead[task_id]
+                    self._index.discard(self._records[task_id])
                     rec = self._records.pop(task_id)
                     self._counts[rec.state] -= 1
                     n += 1

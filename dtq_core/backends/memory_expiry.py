@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dtq_core.backends.memory_index import TaskIndex
 from dtq_core.task import TaskRecord, TaskState
 
 _S = TaskState
@@ -19,6 +20,7 @@ class ExpiryMixin:
 
     _lock: threading.Lock | threading.RLock
     _records: dict[str, TaskRecord]
+    _index: TaskIndex
     _counts: dict[TaskState, int]
     _expiry: deque[tuple[float, str]]
     _kv: dict[str, tuple[str, float | None]]
@@ -55,6 +57,7 @@ class ExpiryMixin:
         for task_id in task_ids:
             rec = records.get(task_id)
             if rec is not None and rec.state in _LIVE_END:
+                self._index.discard(rec)
                 del records[task_id]
                 self._counts[rec.state] -= 1
                 out.append(task_id)

@@ -6,7 +6,9 @@ import dataclasses
 import threading
 
 from dtq_core.backends.base import QueueStats
+from dtq_core.backends.memory_index import TaskIndex
 from dtq_core.filters import TaskFilter
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor
 from dtq_core.queue import IndexedHeap
 from dtq_core.task import TaskRecord, TaskState
 
@@ -20,6 +22,7 @@ class QueryMixin:
 
     _lock: threading.Lock | threading.RLock
     _records: dict[str, TaskRecord]
+    _index: TaskIndex
     _ready: dict[str, IndexedHeap]
     _delayed: IndexedHeap
     _dead: dict[str, None]
@@ -83,9 +86,23 @@ class QueryMixin:
         self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
         """Records matching ``flt``, newest first."""
+        return self.task_page(flt, now, offset=offset, limit=limit).records
+
+    def task_page(
+        self,
+        flt: TaskFilter,
+        now: float,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A sorted page of the records matching ``flt``, from the sort index."""
+        after = check_cursor(sort, after)
         with self._lock:
-            recs = list(reversed(self._records.values()))
-        return self._page(recs, flt, now, offset, limit)
+            page = self._index.page(flt, now, sort, descending, after, offset, max(0, limit))
+            return dataclasses.replace(page, records=[dataclasses.replace(r) for r in page.records])
 
     def count_by_state(self) -> dict[TaskState, int]:
         """Retained records per state."""

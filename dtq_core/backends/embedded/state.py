@@ -95,5 +95,6 @@ def load_state(mem: MemoryBackend, body: bytes) -> None:
         mem._names.update(state["names"])
         mem._expiry.extend((t, i) for t, i in state["expiry"])
         mem._tokens = itertools.count(int(state["token"]))
+        mem._index.rebuild()  # the sort index is state derived from the records, not saved
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreCorrupted(f"checkpoint state is malformed: {exc!r}") from exc
