@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
     Health,
@@ -50,6 +51,22 @@ class ConsoleAPI(Protocol):
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
         """Task records matching a filter, newest first."""
+        ...
+
+    def task_page(
+        self,
+        flt: str | TaskFilter | None = None,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A page of the tasks matching a filter, sorted in the backend, with the total.
+
+        Ordered by ``(sort value, id)``; ``after`` is the previous page's ``next_after``
+        (keyset paging: pages stay put while tasks arrive).
+        """
         ...
 
     def task(self, task_id: str) -> TaskRecord | None:

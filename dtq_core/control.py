@@ -20,6 +20,7 @@ from dtq_core.monitoring.health import alerts, assess
 from dtq_core.monitoring.metrics import SharedMetrics
 from dtq_core.monitoring.processes import read as read_processes
 from dtq_core.monitoring.rates import RATE_WINDOWS
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
     Health,
@@ -175,6 +176,20 @@ class LocalConsole:
         """Task records matching a filter."""
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
         return self.backend.list_tasks(f, self.broker.clock.now(), offset, limit)
+
+    def task_page(
+        self,
+        flt: str | TaskFilter | None = None,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A sorted page of the tasks matching a filter, with the total."""
+        f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
+        now = self.broker.clock.now()
+        return self.backend.task_page(f, now, sort, descending, after, offset, limit)
 
     def task(self, task_id: str) -> TaskRecord | None:
         """One task's record."""

@@ -336,7 +336,9 @@ class Feed:
         )
 
 
-_QUERIES = frozenset({"snapshot", "events", "tasks", "task", "dead_groups", "dead_letters"})
+_QUERIES = frozenset(
+    {"snapshot", "events", "tasks", "task_page", "task", "dead_groups", "dead_letters"}
+)
 
 
 def _describe(exc: BaseException) -> str:

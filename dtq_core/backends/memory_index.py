@@ -50,8 +50,18 @@ _ALL_STATES = frozenset(TaskState)
 _MAX_CHAR = "\U0010ffff"
 
 
-class _OverBudget(Exception):
-    """A walk examined :data:`SCAN_BUDGET` rows."""
+class _Walk:
+    """What a walk for one page has spent, and where the streams it cut short stopped."""
+
+    __slots__ = ("budgeted", "frontiers", "spent")
+
+    def __init__(self, budgeted: bool) -> None:
+        # A filter that only checks states is cheap enough (well under 0.1 s per million
+        # rows) to walk to the end; the budget is for the terms no index answers.
+        self.budgeted = budgeted
+        self.spent = 0
+        #: ``(sort value, id)`` of the last row examined by each stream cut short.
+        self.frontiers: list[Cursor] = []
 
 
 class _Group:
@@ -172,19 +182,23 @@ class TaskIndex:
             )
         need = offset + limit + 1
         out: list[str] = []
-        cut = False
-        try:
-            walk = self._walk(groups, states, keep, sort, descending, after, residual is not None)
-            for task_id in walk:
-                out.append(task_id)
-                if len(out) >= need:
-                    break
-        except _OverBudget:
-            cut = True
-        rows = out[offset : offset + limit]
+        walk = _Walk(residual is not None)
+        for task_id in self._walk(groups, states, keep, sort, descending, after, walk):
+            out.append(task_id)
+            if len(out) >= need:
+                break
         recs = self._records
-        more = cut or len(out) > offset + limit
-        nxt = cursor_of(recs[rows[-1]], sort) if more and rows else None
+        nxt: Cursor | None = None
+        if walk.frontiers:
+            # Every stream was read up to ``reached``, no further: rows past it may be
+            # out of order. Keep those before it; the next page starts after it.
+            reached = max(walk.frontiers) if descending else min(walk.frontiers)
+            out = [i for i in out if _before(cursor_of(recs[i], sort), reached, descending)]
+            if len(out) <= offset + limit:
+                nxt = reached
+        rows = out[offset : offset + limit]
+        if nxt is None and len(out) > offset + limit:
+            nxt = cursor_of(recs[rows[-1]], sort)
         if residual is None:
             total, exact = sum(g.count(states) for g in groups), True
         else:
@@ -208,12 +222,16 @@ class TaskIndex:
         after: Any,
         descending: bool,
         keep: Callable[[list[str]], list[str]],
-        spent: list[int],
+        walk: _Walk,
+        frontier: Callable[[str], Cursor],
     ) -> Iterator[str]:
+        last: str | None = None
         for chunk in lst.chunks(after, descending):
-            spent[0] += len(chunk)
-            if spent[0] > SCAN_BUDGET and spent[1]:
-                raise _OverBudget
+            if last is not None and walk.budgeted and walk.spent > SCAN_BUDGET:
+                walk.frontiers.append(frontier(last))
+                return
+            walk.spent += len(chunk)
+            last = chunk[-1] if chunk else last
             yield from keep(chunk)
 
     def _walk(
@@ -224,12 +242,12 @@ class TaskIndex:
         sort: str,
         descending: bool,
         after: Cursor | None,
-        budgeted: bool,
+        walk: _Walk,
     ) -> Iterator[str]:
-        """Matching ids in ``(sort value, id)`` order, strictly after ``after``."""
-        # spent[1]: whether the budget applies. A filter that only checks states is cheap
-        # enough (well under 0.1 s per million rows) to walk to the end.
-        spent = [0, int(budgeted)]
+        """Matching ids in ``(sort value, id)`` order, strictly after ``after``.
+
+        Stops after the first segment in which the budget ran out (``walk.frontiers``).
+        """
         recs = self._records
         if sort in ("enqueued", "id"):
             start: Any = None
@@ -241,7 +259,11 @@ class TaskIndex:
             else:
                 start = None if after is None else after[1]
                 lists = [g.by_id for g in groups]
-            streams = [self._stream(lst, start, descending, keep, spent) for lst in lists]
+
+            def frontier(i: str) -> Cursor:
+                return cursor_of(recs[i], sort)
+
+            streams = [self._stream(lst, start, descending, keep, walk, frontier) for lst in lists]
             yield from heapq.merge(*streams, key=mkey, reverse=descending)
             return
         segments: list[tuple[str, list[_Group], Callable[[list[str]], list[str]]]] = []
@@ -264,10 +286,17 @@ class TaskIndex:
                     continue
                 if value == cv:
                     start_id = after[1]
+
+            def seg_frontier(i: str, value: str = value) -> Cursor:
+                return (value, i)
+
             streams = [
-                self._stream(g.by_id, start_id, descending, seg_keep, spent) for g in members
+                self._stream(g.by_id, start_id, descending, seg_keep, walk, seg_frontier)
+                for g in members
             ]
             yield from heapq.merge(*streams, reverse=descending)
+            if walk.frontiers:
+                return
 
     def _prefix_page(
         self,
@@ -297,6 +326,11 @@ class TaskIndex:
                 if seen >= SCAN_BUDGET:
                     return n, False
         return n, True
+
+
+def _before(key: Cursor, reached: Cursor, descending: bool) -> bool:
+    """Whether ``key`` is at or before ``reached`` in the walk's direction."""
+    return key >= reached if descending else key <= reached
 
 
 def _narrow(

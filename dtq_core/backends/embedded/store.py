@@ -37,6 +37,7 @@ from dtq_core.backends.embedded.server import StoreServer
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.errors import BackendError, BackendUnavailable, StoreLocked
 from dtq_core.filters import TaskFilter
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
 from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -452,6 +453,20 @@ class EmbeddedStore(Backend):
     ) -> list[TaskRecord]:
         """Records matching a filter."""
         return self._do("list_tasks", flt, now, offset, limit)  # type: ignore[no-any-return]
+
+    def task_page(
+        self,
+        flt: TaskFilter,
+        now: float,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A sorted page of the records matching a filter (the owner's index)."""
+        args = (flt, now, sort, descending, after, offset, limit)
+        return self._do("task_page", *args)  # type: ignore[no-any-return]
 
     def count_by_state(self) -> dict[TaskState, int]:
         """Records per state."""
