@@ -14,6 +14,12 @@ no-op tasks to a second queue at ``--rate`` per second, served by worker threads
    cursor moves, the time from the key event to the first frame that shows its effect
    (first visit to a screen and warm visits are reported apart).
 
+Before that, the tasks list at scale: ``--pages`` tasks (default 1,000,000) in a fresh
+memory:// backend and a fresh embedded:// store (``fsync=off`` to fill it quickly), then
+the time of a first page and of the next one (keyset cursor) for every sort key and
+for filters (``Backend.task_page``, the call behind the console's Tasks screen), and the
+bytes per task the sort index holds. ``--pages-only`` stops there; ``--pages 0`` skips it.
+
 Everything is one Python process, so the console and the engine share the GIL: the
 throughput difference is the console's real cost in that setting. Machine load from
 other processes shows up in every figure; the script prints the load average.
@@ -34,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _pages import fill, index_bytes, time_pages
 from _util import percentile, table
 
 from dtq_core import Broker, BrokerConfig, task
@@ -265,8 +272,35 @@ def stats(vals: list[float]) -> str:
     return text + (f", {lost} timed out" if lost else "")
 
 
+def page_figures(n: int) -> None:
+    """Time first pages on memory and embedded with ``n`` tasks; print the tables."""
+    import tempfile
+
+    from dtq_core.backends import make_backend
+
+    for label in ("memory", "embedded"):
+        with tempfile.TemporaryDirectory(prefix="dtq-pages-") as tmp:
+            url = "memory://" if label == "memory" else f"embedded://{tmp}?fsync=off"
+            backend = make_backend(url)
+            backend.may_own = True
+            backend.open()
+            try:
+                now = time.time()
+                took = fill(backend, n, now)
+                size = index_bytes(backend)
+                per = f"{size / n:.1f} bytes per task" if size is not None and n else "n/a"
+                print(f"{label}: {n:,} tasks stored in {took:.1f}s; sort index {per}")
+                rows = time_pages(backend, now + n)
+                print(table(["first page of 50", "ms", "next page ms", "rows", "total"], rows))
+                print()
+            finally:
+                backend.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pages", type=int, default=1_000_000, help="tasks for the page timings")
+    p.add_argument("--pages-only", action="store_true", help="only the page timings")
     p.add_argument("--backlog", type=int, default=1_000_000)
     p.add_argument("--rate", type=float, default=5000.0, help="target tasks/s of the flow")
     p.add_argument("--seconds", type=float, default=15.0, help="length of each measurement")
@@ -282,6 +316,10 @@ def main() -> None:
     cols, rows = (int(x) for x in args.size.split("x"))
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if args.pages:
+        page_figures(args.pages)
+    if args.pages_only:
+        return
     broker = Broker(
         BrokerConfig(
             backend="memory://",

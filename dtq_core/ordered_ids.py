@@ -131,6 +131,24 @@ class OrderedIds:
             i += 1
         return out
 
+    def count_between(self, lo: Any, hi: Any) -> int:
+        """How many ids :meth:`between` would return (reads one key per block)."""
+        n = 0
+        blocks, maxes, key = self._blocks, self._maxes, self._key
+        i = bisect_left(maxes, lo)
+        first = True
+        while i < len(blocks):
+            blk = blocks[i]
+            a = bisect_left(blk, lo, key=key) if first else 0
+            first = False
+            if maxes[i] < hi:
+                n += len(blk) - a
+                i += 1
+                continue
+            n += bisect_left(blk, hi, key=key) - a
+            break
+        return n
+
     @classmethod
     def build(cls, items: list[str], key: Callable[[str], Any] | None = None) -> OrderedIds:
         """A sequence of ``items`` (unique) built in one sort, for loading a checkpoint."""

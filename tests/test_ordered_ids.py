@@ -56,5 +56,7 @@ def test_between_reads_a_prefix_range(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(200):
         lst.add(f"{i:03d}")
     assert lst.between("01", "01\U0010ffff") == [f"{i:03d}" for i in range(10, 20)]
+    for lo, hi in (("01", "01\U0010ffff"), ("0", "1"), ("005", "177"), ("2", "3"), ("", "~")):
+        assert lst.count_between(lo, hi) == len(lst.between(lo, hi)), (lo, hi)
     assert lst.between("2", "2\U0010ffff") == []
     assert lst.between("", "\U0010ffff") == list(lst)

@@ -45,7 +45,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
         self._cond = threading.Condition(self._lock)
         self._waiting = 0
         self._records: dict[str, TaskRecord] = {}
-        self._index = TaskIndex(self._records)
+        self._index = TaskIndex(self._records, self._state_members)
         self._ready: dict[str, IndexedHeap] = {}
         self._delayed = IndexedHeap()
         self._leases = IndexedHeap()
@@ -109,6 +109,18 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
             *rec.history,
             Attempt(rec.attempt, rec.worker, rec.started_at, rec.finished_at, outcome, rec.error),
         )
+
+    def _state_members(self, state: TaskState) -> Iterable[str]:
+        """Ids that may be in ``state`` (a superset), from the structures that hold them."""
+        if state is S.RUNNING:
+            return iter(self._leases)
+        if state is S.DEAD:
+            return iter(self._dead)
+        if state is S.RETRY:
+            return iter(self._delayed)
+        if state is S.PENDING:
+            return itertools.chain(self._delayed, *self._ready.values())
+        return (task_id for _, task_id in self._expiry)
 
     def wakeup(self) -> None:
         """Wake every claimer blocked in :meth:`claim`."""

@@ -28,7 +28,7 @@ through the same methods as live changes.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dtq_core.filters import TaskFilter
@@ -43,9 +43,11 @@ from dtq_core.paging import (
 )
 from dtq_core.task import TaskRecord, TaskState
 
-#: Rows a query may examine against terms no index answers, for its page and again for
-#: its total (about 0.1 s of Python each).
-SCAN_BUDGET = 200_000
+#: Rows a query may examine against terms no index answers (text, errors, time, an id
+#: prefix shared by many), for its page and its total together: about 0.1 s.
+SCAN_BUDGET = 40_000
+#: Candidates few enough to sort outright rather than walk an index in order.
+FEW = 20_000
 _ALL_STATES = frozenset(TaskState)
 _MAX_CHAR = "\U0010ffff"
 
@@ -86,10 +88,17 @@ class TaskIndex:
     Every method is called with the backend lock held.
     """
 
-    __slots__ = ("_enq_key", "_groups", "_records")
+    __slots__ = ("_enq_key", "_groups", "_members", "_records")
 
-    def __init__(self, records: dict[str, TaskRecord]) -> None:
+    def __init__(
+        self,
+        records: dict[str, TaskRecord],
+        members: Callable[[TaskState], Iterable[str]] | None = None,
+    ) -> None:
         self._records = records
+        #: Ids that may be in a state (a superset is fine), from the backend's own
+        #: structures: lets a filter on a rare state skip the walk.
+        self._members = members
         self._groups: dict[tuple[str, str], _Group] = {}
 
         def enq_key(task_id: str) -> tuple[float, str]:
@@ -175,19 +184,20 @@ class TaskIndex:
         groups = [g for g in groups if g.count(states)]
         rest = filter_without_index_terms(flt)
         residual = None if rest.is_empty() else rest
-        keep = self._keeper(states, residual, now)
-        if flt.id_prefix is not None:
-            return self._prefix_page(
-                groups, flt.id_prefix, keep, sort, descending, after, offset, limit
-            )
+        prefix = flt.id_prefix
+        keep = self._keeper(states, residual, prefix, now)
+        recs = self._records
+        few = self._candidates(groups, states, prefix)
+        if few is not None:
+            matches = (recs[i] for i in keep(few))
+            return page_of(matches, sort, descending, after, offset, limit)
         need = offset + limit + 1
         out: list[str] = []
-        walk = _Walk(residual is not None)
+        walk = _Walk(residual is not None or prefix is not None)
         for task_id in self._walk(groups, states, keep, sort, descending, after, walk):
             out.append(task_id)
             if len(out) >= need:
                 break
-        recs = self._records
         nxt: Cursor | None = None
         if walk.frontiers:
             # Every stream was read up to ``reached``, no further: rows past it may be
@@ -199,19 +209,68 @@ class TaskIndex:
         rows = out[offset : offset + limit]
         if nxt is None and len(out) > offset + limit:
             nxt = cursor_of(recs[rows[-1]], sort)
-        if residual is None:
+        if residual is None and prefix is None:
             total, exact = sum(g.count(states) for g in groups), True
+        elif residual is None and prefix is not None and states == _ALL_STATES:
+            hi = prefix + _MAX_CHAR
+            total, exact = sum(g.by_id.count_between(prefix, hi) for g in groups), True
+        elif walk.frontiers:  # the budget is spent: what the walk saw is all we know
+            total, exact = len(out), False
         else:
-            total, exact = self._count(groups, keep)
+            total, exact = self._count(groups, keep, prefix, SCAN_BUDGET - walk.spent)
         return TaskPage([recs[i] for i in rows], total, exact, nxt, sort, descending)
 
+    def _candidates(
+        self,
+        groups: list[_Group],
+        states: frozenset[TaskState],
+        prefix: str | None,
+    ) -> list[str] | None:
+        """All ids that may match, when there are few of them; else ``None`` (walk).
+
+        Few: an id prefix's range, or states few tasks are in (read from the backend's
+        own per-state structures, e.g. its leases for RUNNING).
+        """
+        if prefix is not None:
+            hi = prefix + _MAX_CHAR
+            if sum(g.by_id.count_between(prefix, hi) for g in groups) > FEW:
+                return None
+            return [i for g in groups for i in g.by_id.between(prefix, hi)]
+        if states == _ALL_STATES or self._members is None:
+            return None
+        everywhere = sum(g.count(states) for g in self._groups.values())
+        if everywhere > FEW:
+            return None
+        recs = self._records
+        chosen = {(g.queue, g.name) for g in groups}
+        found = {
+            i
+            for s in states
+            for i in self._members(s)
+            if (r := recs.get(i)) is not None and r.state in states and (r.queue, r.name) in chosen
+        }
+        if len(found) != sum(g.count(states) for g in groups):
+            return None  # a structure that missed some: the walk is always right
+        return list(found)
+
     def _keeper(
-        self, states: frozenset[TaskState], residual: TaskFilter | None, now: float
+        self,
+        states: frozenset[TaskState],
+        residual: TaskFilter | None,
+        prefix: str | None,
+        now: float,
     ) -> Callable[[list[str]], list[str]]:
         recs = self._records
+        p = prefix or ""
         if residual is not None:
             match = residual.matches
-            return lambda ids: [i for i in ids if (r := recs[i]).state in states and match(r, now)]
+            return lambda ids: [
+                i
+                for i in ids
+                if i.startswith(p) and (r := recs[i]).state in states and match(r, now)
+            ]
+        if prefix is not None:
+            return lambda ids: [i for i in ids if i.startswith(p) and recs[i].state in states]
         if states != _ALL_STATES:
             return lambda ids: [i for i in ids if recs[i].state in states]
         return lambda ids: ids
@@ -298,33 +357,25 @@ class TaskIndex:
             if walk.frontiers:
                 return
 
-    def _prefix_page(
+    def _count(
         self,
         groups: list[_Group],
-        prefix: str,
         keep: Callable[[list[str]], list[str]],
-        sort: str,
-        descending: bool,
-        after: Cursor | None,
-        offset: int,
-        limit: int,
-    ) -> TaskPage:
-        ids: list[str] = []
-        for g in groups:
-            ids.extend(keep(g.by_id.between(prefix, prefix + _MAX_CHAR)))
-        recs = self._records
-        return page_of((recs[i] for i in ids), sort, descending, after, offset, limit)
-
-    def _count(
-        self, groups: list[_Group], keep: Callable[[list[str]], list[str]]
+        prefix: str | None,
+        budget: int,
     ) -> tuple[int, bool]:
         n = seen = 0
         for g in groups:
-            for chunk in g.by_id.chunks():
+            if prefix is not None:
+                ids = g.by_id.between(prefix, prefix + _MAX_CHAR)
+                parts = [ids[i : i + 1000] for i in range(0, len(ids), 1000)]
+            else:
+                parts = list(g.by_id.chunks())
+            for chunk in parts:
+                if seen >= budget:
+                    return n, False
                 seen += len(chunk)
                 n += len(keep(chunk))
-                if seen >= SCAN_BUDGET:
-                    return n, False
         return n, True
 
 
