@@ -1,8 +1,12 @@
-"""Tasks: a paged table with the filter language, sorting, and a drill-down detail."""
+"""Tasks: a paged table with the filter language, sorting, and a drill-down detail.
+
+Sorting and paging happen in the backend, across every matching task: a page is one
+``task_page`` call, ordered by ``(sort key, id)`` and continued by keyset cursor, so
+pages stay put while tasks arrive, and it carries the total shown in the status bar.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -12,6 +16,7 @@ from textual.widgets import DataTable
 
 from dtq_core.errors import ConfigError
 from dtq_core.filters import parse_filter
+from dtq_core.paging import DEFAULT_SORT, SORT_KEYS, Cursor, TaskPage, describe_total
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TaskRecord, TaskState
 from dtq_tui.fmt import age, clip, duration, short_id
@@ -19,20 +24,23 @@ from dtq_tui.palette import palette_for
 from dtq_tui.screens.base import DTQScreen, Throttle
 from dtq_tui.widgets.live_table import FLEX, TablePane
 
-#: Rows per page: a page is what one Console API call returns.
-PAGE = 100
+#: Between the first and last row numbers of a page (a range, as typeset).
+EN_DASH = "\u2013"
 
-#: Column key -> sort key of a record (``now`` for ages and run times).
-SORTS: dict[str, Callable[[TaskRecord, float], Any]] = {
-    "id": lambda r, now: r.id,
-    "name": lambda r, now: r.name,
-    "queue": lambda r, now: r.queue,
-    "state": lambda r, now: r.state.value,
-    "attempt": lambda r, now: r.attempt,
-    "enqueued": lambda r, now: r.enqueued_at,
-    "runtime": lambda r, now: runtime(r, now) or 0.0,
-    "error": lambda r, now: r.error.message if r.error else "",
-}
+#: Rows per page: a page is what one Console API call returns.
+PAGE = 50
+
+#: ``(label, column key, width)``; the columns whose key is a backend sort key sort.
+COLUMNS: list[tuple[str, str, int]] = [
+    ("ID", "id", 10),
+    ("Task", "name", 14),
+    ("Queue", "queue", 8),
+    ("State", "state", 11),
+    ("Try", "attempt", 3),
+    ("Age", "enqueued", 5),
+    ("Ran", "runtime", 6),
+    ("Error", "error", FLEX),
+]
 
 
 def runtime(rec: TaskRecord, now: float) -> float | None:
@@ -60,7 +68,7 @@ class TasksScreen(DTQScreen):
     | `/` | Filter: ``state:dead queue:email task:NAME id:PREFIX exc:TYPE since:1h`` words. |
     | `enter` | Open the task's detail. |
     | `c` | Cancel the task (if it has not started). |
-    | `s` / `S` | Sort by the next column / reverse (or click a header). |
+    | `s` / `S` | Sort by the next sortable column / reverse (or click a header). |
     | `]` / `[` | Next / previous page. |
     """
 
@@ -80,34 +88,26 @@ class TasksScreen(DTQScreen):
     def __init__(self, initial_filter: str = "") -> None:
         super().__init__()
         self.filter_text = initial_filter
-        self.page = 0
         self.records: list[TaskRecord] = []
-        self.sort_key: str | None = None
-        self.sort_reverse = False
+        #: The backend sort key and direction (newest first until the operator picks).
+        self.sort_key = DEFAULT_SORT
+        self.descending = True
+        #: The cursor each page so far started after (``None``: the first page).
+        self.cursors: list[Cursor | None] = [None]
+        self.last_page: TaskPage | None = None
         self.loaded = False
-        # A page read scans the backend's records: every 5 s at most, slower if slow.
-        self._throttle = Throttle(5.0, backoff=50.0)
+        # A page read is an index lookup, but a search scans: every 2 s at most, and
+        # slower when a page took long.
+        self._throttle = Throttle(2.0, backoff=20.0)
 
     def compose_body(self) -> ComposeResult:
         """The table."""
-        yield TablePane(
-            [
-                ("ID", "id", 10),
-                ("Task", "name", 14),
-                ("Queue", "queue", 8),
-                ("State", "state", 11),
-                ("Try", "attempt", 3),
-                ("Age", "enqueued", 5),
-                ("Ran", "runtime", 6),
-                ("Error", "error", FLEX),
-            ],
-            empty_text="loading…",
-            id="tasks",
-        )
+        yield TablePane(self._labelled(), empty_text="loading…", id="tasks")
 
     def on_mount(self) -> None:
         """Show the filter in the bar (and a page that arrived before the table)."""
         self.filter_bar.applied = self.filter_text
+        self.table.table.set_labels({key: label for label, key, _ in self._labelled()})
         if self.loaded:
             self._show()
 
@@ -124,14 +124,30 @@ class TasksScreen(DTQScreen):
         """Re-query the page now and then (a page costs the backend a scan)."""
         self.load()
 
+    @property
+    def page(self) -> int:
+        """The page shown, from 0."""
+        return len(self.cursors) - 1
+
+    def _labelled(self) -> list[tuple[str, str, int]]:
+        """The columns, the sort column's label marked with its direction."""
+        arrow = " ▼" if self.descending else " ▲"
+        return [
+            (label + arrow if key == self.sort_key else label, key, width)
+            for label, key, width in COLUMNS
+        ]
+
     def load(self, force: bool = False) -> None:
         """Fetch the current page through the feed."""
         if not self._throttle.ready(force):
             return
         started = self.feed.call(
-            "tasks",
+            "task_page",
             self.filter_text or None,
-            self.page * PAGE,
+            self.sort_key,
+            self.descending,
+            self.cursors[-1],
+            0,
             PAGE,
             label="List tasks",
             then=self._loaded,
@@ -140,12 +156,17 @@ class TasksScreen(DTQScreen):
         if not started:
             self._throttle.done()
 
-    def _loaded(self, records: Any) -> None:
+    def _loaded(self, page: Any) -> None:
         self._throttle.done()
         self.loaded = True
-        self.records = list(records or [])
-        if not self.records and self.page > 0:
-            self.page -= 1
+        if not isinstance(page, TaskPage):
+            return
+        if (page.sort, page.descending) != (self.sort_key, self.descending):
+            return  # an answer to a sort the operator already changed
+        self.last_page = page
+        self.records = list(page.records)
+        if not self.records and len(self.cursors) > 1:  # the page emptied (tasks expired)
+            self.cursors.pop()
             self.load(force=True)
             return
         self._show()
@@ -155,12 +176,8 @@ class TasksScreen(DTQScreen):
             return
         pal = palette_for(self.app.theme_variables)
         now = self.snapshot.taken_at if self.snapshot else 0.0
-        recs = list(self.records)
-        if self.sort_key is not None:
-            keyf = SORTS[self.sort_key]
-            recs.sort(key=lambda r: keyf(r, now), reverse=self.sort_reverse)
         rows = []
-        for r in recs:
+        for r in self.records:
             err = Text("")
             if r.error is not None:
                 err = Text(clip(f"{r.error.type.rsplit('.', 1)[-1]}: {r.error.message}", 60))
@@ -189,18 +206,27 @@ class TasksScreen(DTQScreen):
         self.refresh_status()
 
     def status_text(self) -> str:
-        """Page, rows and sort."""
+        """Position and total: ``1\u201350 of 1,204,311`` (the sort is in the header)."""
+        page = self.last_page
+        if page is None:
+            return ""
+        total = describe_total(page)
+        if not self.records:
+            return f"0 of {total}"
         first = self.page * PAGE + 1
         last = self.page * PAGE + len(self.records)
-        rows = f"rows {first}-{last}" if self.records else "no rows"
-        sort = ""
-        if self.sort_key:
-            sort = f" · sort {self.sort_key}{' ↓' if self.sort_reverse else ' ↑'} (this page)"
-        return f"page {self.page + 1} · {rows}{sort}"
+        return f"{first:,}{EN_DASH}{last:,} of {total}"
 
     def apply_filter(self, text: str) -> None:
         """A new filter starts at page 1."""
-        self.page = 0
+        self.cursors = [None]
+        self.load(force=True)
+
+    def _sort_by(self, key: str, descending: bool) -> None:
+        """Sort in the backend by ``key``, from the first page."""
+        self.sort_key, self.descending = key, descending
+        self.cursors = [None]
+        self.table.table.set_labels({key: label for label, key, _ in self._labelled()})
         self.load(force=True)
 
     def selected(self) -> TaskRecord | None:
@@ -217,30 +243,38 @@ class TasksScreen(DTQScreen):
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         """Sort by a clicked header (again: reverse)."""
         key = str(event.column_key.value)
+        if key not in SORT_KEYS:
+            sortable = ", ".join(label for label, k, _ in COLUMNS if k in SORT_KEYS)
+            self.notify(f"the backend sorts by {sortable}", severity="warning")
+            return
         if self.sort_key == key:
-            self.sort_reverse = not self.sort_reverse
+            self._sort_by(key, not self.descending)
         else:
-            self.sort_key, self.sort_reverse = key, False
-        self._show()
+            self._sort_by(key, key == DEFAULT_SORT)
 
     def action_sort_next(self) -> None:
-        """Sort by the next column."""
-        keys = list(SORTS)
+        """Sort by the next sortable column."""
+        keys = [k for _, k, _ in COLUMNS if k in SORT_KEYS]
         i = keys.index(self.sort_key) if self.sort_key in keys else -1
-        self.sort_key = keys[(i + 1) % len(keys)]
-        self._show()
+        key = keys[(i + 1) % len(keys)]
+        self._sort_by(key, key == DEFAULT_SORT)
 
     def action_sort_reverse(self) -> None:
         """Reverse the sort."""
-        self.sort_reverse = not self.sort_reverse
-        self._show()
+        self._sort_by(self.sort_key, not self.descending)
 
     def action_page(self, step: int) -> None:
-        """Next or previous page."""
-        if step > 0 and len(self.records) < PAGE:
-            self.notify("this is the last page")
+        """Next or previous page (the next starts after the last row shown)."""
+        if step > 0:
+            page = self.last_page
+            if page is None or page.next_after is None:
+                self.notify("this is the last page")
+                return
+            self.cursors.append(page.next_after)
+        elif len(self.cursors) > 1:
+            self.cursors.pop()
+        else:
             return
-        self.page = max(0, self.page + step)
         self.load(force=True)
 
     def action_cancel_task(self) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
 Row = tuple[str, Sequence[Any]]
 
@@ -79,6 +80,17 @@ class LiveTable(DataTable[Any]):
             self.add_row(*cells[key], key=key)
         if keys:
             self.move_cursor(row=min(row, len(keys) - 1), animate=False)
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        """Relabel columns by key (a sort column's arrow)."""
+        self._columns_spec = [(labels.get(k, lb), k, w) for lb, k, w in self._columns_spec]
+        for key, label in labels.items():
+            column = self.columns.get(ColumnKey(key))
+            if column is not None:
+                column.label = Text(label)
+        # The header's render cache is keyed on the update count (DataTable.sort does so).
+        self._update_count += 1
+        self.refresh()
 
     @property
     def current_key(self) -> str | None:

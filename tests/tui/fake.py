@@ -8,6 +8,7 @@ from typing import Any
 from dtq_core.codec import encode_message
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan, group_by_cause
 from dtq_core.snapshot import (
     BreakerSnapshot,
@@ -528,6 +529,19 @@ class FakeConsole:
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
         hits = [r for r in self.records.values() if f.matches(r, NOW)]
         return hits[offset : offset + limit]
+
+    def task_page(
+        self,
+        flt: str | TaskFilter | None = None,
+        sort: str = DEFAULT_SORT,
+        descending: bool = True,
+        after: Cursor | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
+        hits = [r for r in self.records.values() if f.matches(r, NOW)]
+        return page_of(hits, sort, descending, check_cursor(sort, after), offset, limit)
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)

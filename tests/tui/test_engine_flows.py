@@ -15,7 +15,7 @@ from dtq_tui.dialogs.confirm import ConfirmDialog
 from dtq_tui.dialogs.edit_args import EditArgsDialog
 from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen
 from dtq_tui.screens.overview import OverviewScreen
-from dtq_tui.screens.tasks import TasksScreen
+from dtq_tui.screens.tasks import EN_DASH, TasksScreen
 from dtq_tui.widgets.chrome import DTQFooter
 from tests.tui.conftest import Engine, until, until_engine
 
@@ -220,3 +220,41 @@ async def test_random_keys_against_a_busy_engine_never_crash(engine: Engine) -> 
     finally:
         stop.set()
         thread.join(timeout=2)
+
+
+async def test_tasks_pages_by_cursor_with_a_total_and_stay_put_while_tasks_arrive(
+    engine: Engine,
+) -> None:
+    engine.console.pause_queue("default")  # the tasks stay PENDING: a fixed order
+    first_ids = [engine.send("flaky", 20 + i) for i in range(60)]
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        await until(
+            pilot, lambda: isinstance(app.screen, TasksScreen) and len(app.screen.records) == 50
+        )
+        screen = app.screen
+        assert isinstance(screen, TasksScreen)
+        labels = [str(c.label) for c in screen.table.table.columns.values()]
+        assert "Age ▼" in labels  # newest first, sorted in the backend
+        assert screen.status_text() == f"1{EN_DASH}50 of 60"
+        assert [r.id for r in screen.records] == first_ids[::-1][:50]
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: screen.page == 1 and len(screen.records) == 10)
+        second = [r.id for r in screen.records]
+        assert second == first_ids[::-1][50:]
+        assert screen.status_text() == f"51{EN_DASH}60 of 60"
+        # New tasks sort before the cursor: the page keeps its rows, the total grows.
+        new_ids = [engine.send("flaky", 90 + i) for i in range(5)]
+        await until(pilot, lambda: screen.last_page is not None and screen.last_page.total == 65)
+        assert [r.id for r in screen.records] == second
+        assert screen.status_text() == f"51{EN_DASH}60 of 65"
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: screen.page == 0 and screen.records[0].args == [94])
+        # `s` sorts the whole listing by the next sortable column: the id, ascending.
+        await pilot.press("s")
+        await until(pilot, lambda: screen.last_page is not None and screen.last_page.sort == "id")
+        assert [r.id for r in screen.records] == sorted(first_ids + new_ids)[:50]
+        labels = [str(c.label) for c in screen.table.table.columns.values()]
+        assert "ID ▲" in labels and "Age" in labels
+        assert screen.status_text() == f"1{EN_DASH}50 of 65"
