@@ -26,6 +26,7 @@ from cli._output import (
     fmt_duration,
     fmt_time,
     fmt_value,
+    info,
     print_blocks,
     print_json,
     print_table,
@@ -99,20 +100,36 @@ def list_tasks(
     ] = None,
     limit: LimitOpt = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort",
+            metavar="FIELD[:asc|desc]",
+            help="enqueued (default, newest first), id, name, queue or state.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Tasks matching the options and filter terms, newest first."""
+    """Tasks matching the options and filter terms, newest first (or --sort)."""
+    from dtq_core.paging import DEFAULT_SORT, describe_total, parse_sort
+
+    by, descending = parse_sort(sort) if sort else (DEFAULT_SORT, True)
     terms = list(filters or [])
     for key, value in (("state", state), ("queue", queue), ("task", name)):
         if value:
             terms.append(f"{key}:{value}")
     flt = shlex.join(terms) if terms else None
     with open_console() as console:
-        recs = console.tasks(flt, offset=offset, limit=limit)
+        page = console.task_page(flt, by, descending, None, offset, limit)
+    recs = page.records
     if want_json(json_out):
         print_json([r.to_dict() for r in recs])
         return
     print_table(RECORD_COLUMNS, [record_row(r) for r in recs], empty="no tasks match")
+    if recs:  # on stderr: the table stays the whole of stdout for pipes
+        way = "desc" if descending else "asc"
+        span = f"{offset + 1:,}-{offset + len(recs):,}"
+        info(f"{span} of {describe_total(page)} tasks, by {by} {way}")
 
 
 run_alone(app, list_tasks)

@@ -63,6 +63,10 @@ def test_console_api_through_the_owners_socket(owner: tuple[str, Child], tmp_pat
         rec = console.task(tid)
         assert isinstance(rec, TaskRecord) and rec.result == {"hello": "world"}
         assert [r.id for r in console.tasks("task:app.echo state:SUCCESS")] == [tid]
+        # a sorted page with its total and the cursor of the next page, over the wire
+        page = console.task_page("task:app.echo", "id", False, None, 0, 2)
+        assert [r.id for r in page.records] == [tid]
+        assert (page.total, page.total_exact, page.next_after) == (1, True, None)
 
         # a dead letter, grouped by cause, replayed with edited args, then purged
         dead = console.enqueue("app.fragile", [-3])
@@ -108,6 +112,19 @@ def test_console_api_through_the_owners_socket(owner: tuple[str, Child], tmp_pat
         assert snap.backend_info["failed"] is False
         assert len(snap.workers) == 2
         assert console.health().status in ("ok", "degraded")
+
+        # every task, sorted by id, two to a page, each page continuing from the last
+        everything = sorted(r.id for r in console.tasks(None, 0, 100))
+        seen: list[str] = []
+        after = None
+        while True:
+            page = console.task_page(None, "id", False, after, 0, 2)
+            assert (page.total, page.total_exact) == (len(everything), True)
+            seen += [r.id for r in page.records]
+            after = page.next_after
+            if after is None:
+                break
+        assert seen == everything
     finally:
         console.close()
     assert child.proc.poll() is None  # the owner is still serving

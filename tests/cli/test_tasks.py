@@ -114,3 +114,30 @@ def test_rich_table_on_a_terminal(dtq, mixed: dict[str, str], monkeypatch) -> No
     result = dtq("tasks", "list")
     assert result.exit_code == 0
     assert "┃" in result.stdout or "│" in result.stdout
+
+
+def test_list_sorts_in_the_backend_and_tells_the_total(dtq, broker: Broker) -> None:
+    ids = [broker.send("add", [i, i], queue=q).id for i, q in enumerate("cabca")]
+    data = dtq.json("tasks", "list", "--sort", "queue:desc", "--limit", "3")
+    assert [d["queue"] for d in data] == ["c", "c", "b"]
+    assert [d["id"] for d in data][:2] == sorted([ids[0], ids[3]], reverse=True)
+    data = dtq.json("tasks", "list", "--sort", "queue", "--limit", "2", "--offset", "1")
+    assert [d["queue"] for d in data] == ["a", "b"]
+    result = dtq("tasks", "list", "--sort", "id:asc", "--limit", "2")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == sorted(ids)[:2]
+    assert result.stderr == "1-2 of 5 tasks, by id asc\n"
+
+
+@pytest.mark.parametrize(
+    ("sort", "needle"),
+    [
+        ("runtime", "cannot sort by 'runtime': use one of enqueued, id, name, queue, state"),
+        ("name:up", "bad sort direction 'up' in 'name:up': write name:asc or name:desc"),
+    ],
+)
+def test_bad_sort_is_one_line_exit_2(dtq, broker: Broker, sort: str, needle: str) -> None:
+    result = dtq("tasks", "list", "--sort", sort)
+    assert result.exit_code == 2
+    assert needle in result.stderr
+    assert result.stderr.count("\n") == 1
