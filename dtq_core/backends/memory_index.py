@@ -218,6 +218,7 @@ class TaskIndex:
             total, exact = len(out), False
         else:
             total, exact = self._count(groups, keep, prefix, SCAN_BUDGET - walk.spent)
+            total = max(total, len(out))  # a bound never below what the page shows
         return TaskPage([recs[i] for i in rows], total, exact, nxt, sort, descending)
 
     def _candidates(

@@ -27,6 +27,7 @@ from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
 from dtq_core.backends.redis.leases import LeaseMixin
 from dtq_core.backends.redis.metrics import MetricsMixin
+from dtq_core.backends.redis.pages import PageMixin
 from dtq_core.backends.redis.queries import QueryMixin
 from dtq_core.backends.redis.records import _opt, _s
 from dtq_core.clock import SYSTEM_CLOCK, Clock
@@ -95,7 +96,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
-class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend):
+class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend):
     """Queues, leases, dead letters and keys in Redis, shared by every process."""
 
     capabilities = Capabilities(
@@ -114,6 +115,7 @@ class RedisBackend(LeaseMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend)
         self._redis_mod = redis
         plain, ours = parse_url(url)
         self.keys = Keys(ours.get("prefix", "dtq"))
+        self._listed: set[str] = set()  # queues whose listing set is known complete
         try:
             self.maxlen = int(ours.get("maxlen", "10000"))
             self.retry_s = float(ours.get("retry_s", "30"))

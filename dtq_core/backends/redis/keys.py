@@ -27,6 +27,7 @@ class Keys:
             "delayed": f"{t}:delayed",
             "leases": f"{t}:leases",
             "dead": f"{t}:dead",
+            "all": f"{t}:all",
             "done": f"{t}:done",
             "counts": f"{t}:counts",
             "totals": f"{t}:totals",

@@ -138,6 +138,7 @@ local function create(a, now, maxlen)
              'deliveries', 0, 'dedup_key', a[9], 'replayed_from', a[10], 'workflow', a[11],
              'lease_token', 0, 'edits', a[12] or '')
   redis.call('HINCRBY', T..':counts', 'PENDING', 1)
+  redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
   tick(now, 'enqueued')
   ev(maxlen, now, a[1], a[2], '', 'PENDING', '', '')
   if a[6] ~= '' and tonumber(a[6]) > tonumber(now) then

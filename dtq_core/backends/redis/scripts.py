@@ -271,6 +271,7 @@ for _, id in ipairs(ids) do
   if st == 'SUCCESS' or st == 'FAILED' or st == 'CANCELLED' then
     redis.call('DEL', rec)
     redis.call('HINCRBY', T..':counts', st, -1)
+    redis.call('ZREM', T..':all', id)
   end
   redis.call('ZREM', T..':done', id)
 end
@@ -317,6 +318,7 @@ for _, id in ipairs(ARGV) do
   if redis.call('HGET', rec, 'state') == 'DEAD' then
     redis.call('DEL', rec)
     redis.call('ZREM', T..':dead', id)
+    redis.call('ZREM', T..':all', id)
     redis.call('HINCRBY', T..':counts', 'DEAD', -1)
     out[#out + 1] = id
   end
