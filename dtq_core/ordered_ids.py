@@ -150,10 +150,9 @@ class OrderedIds:
         return n
 
     @classmethod
-    def build(cls, items: list[str], key: Callable[[str], Any] | None = None) -> OrderedIds:
-        """A sequence of ``items`` (unique) built in one sort, for loading a checkpoint."""
+    def from_sorted(cls, items: list[str], key: Callable[[str], Any] | None = None) -> OrderedIds:
+        """A sequence of ``items``, unique and already in key order (loading a checkpoint)."""
         out = cls(key)
-        items = sorted(items, key=key)
         out._blocks = [items[i : i + LOAD] for i in range(0, len(items), LOAD)]
         out._maxes = [out._k(b[-1]) for b in out._blocks]
         out._len = len(items)

@@ -46,7 +46,7 @@ def test_matches_a_sorted_list_through_random_adds_and_removes(
     assert list(lst) == model
     with pytest.raises(KeyError):
         lst.remove("not-there")
-    built = OrderedIds.build(list(model), key if keyed else None)
+    built = OrderedIds.from_sorted(list(model), key if keyed else None)
     assert list(built) == model
 
 

@@ -135,16 +135,29 @@ class TaskIndex:
         counts[rec.state] += 1
 
     def rebuild(self) -> None:
-        """Index every record from scratch (after a checkpoint was loaded)."""
-        members: dict[tuple[str, str], list[str]] = {}
-        groups: dict[tuple[str, str], _Group] = {}
+        """Index every record from scratch (after a checkpoint was loaded).
+
+        One pass over the records, then a sort per group of ``(enqueued_at, id)`` pairs
+        (nearly sorted already: records load in the order they were written).
+        """
+        found: dict[tuple[str, str], tuple[list[tuple[float, str]], dict[TaskState, int]]] = {}
         for rec in self._records.values():
-            members.setdefault((rec.queue, rec.name), []).append(rec.id)
-        for gk, ids in members.items():
-            by_enq = OrderedIds.build(ids, self._enq_key)
-            g = groups[gk] = _Group(gk[0], gk[1], by_enq, OrderedIds.build(ids))
-            for i in ids:
-                g.counts[self._records[i].state] += 1
+            entry = found.get((rec.queue, rec.name))
+            if entry is None:
+                entry = found[(rec.queue, rec.name)] = ([], dict.fromkeys(TaskState, 0))
+            entry[0].append((rec.enqueued_at, rec.id))
+            entry[1][rec.state] += 1
+        groups: dict[tuple[str, str], _Group] = {}
+        for (queue, name), (pairs, counts) in found.items():
+            pairs.sort()
+            by_enq = [i for _, i in pairs]
+            g = groups[(queue, name)] = _Group(
+                queue,
+                name,
+                OrderedIds.from_sorted(by_enq, self._enq_key),
+                OrderedIds.from_sorted(sorted(by_enq)),
+            )
+            g.counts = counts
         self._groups = groups
 
     def nbytes(self) -> int:
