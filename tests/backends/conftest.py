@@ -91,7 +91,6 @@ def backend_factory(
         where = tmp_path / f"backend-{len(made)}"
         where.mkdir()
         b = factory(clock, where)
-        b.may_own = True  # an embedded store is owned by the test's process, as by a worker
         made.append(b)
         b.open()
         return b
