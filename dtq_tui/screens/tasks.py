@@ -165,7 +165,8 @@ class TasksScreen(DTQScreen):
             return  # an answer to a sort the operator already changed
         self.last_page = page
         self.records = list(page.records)
-        if not self.records and len(self.cursors) > 1:  # the page emptied (tasks expired)
+        if not self.records and page.next_after is None and len(self.cursors) > 1:
+            # The page emptied (its tasks expired): back to the one before.
             self.cursors.pop()
             self.load(force=True)
             return
@@ -202,6 +203,10 @@ class TasksScreen(DTQScreen):
         empty = "no tasks match the filter" if self.filter_text else "no tasks"
         if self.page:
             empty += f" on page {self.page + 1}"
+        page = self.last_page
+        if page is not None and not page.total_exact and page.next_after is not None:
+            # A search that stopped at its scan budget: more rows remain to be searched.
+            empty = "no match in the rows searched so far: ] searches on"
         self.table.sync(rows, empty)
         self.refresh_status()
 

@@ -6,9 +6,11 @@ import asyncio
 import random
 import threading
 
+import pytest
 from textual import events
 from textual.widgets import Input, TextArea
 
+from dtq_core.backends import memory_index
 from dtq_core.task import TaskState
 from dtq_tui.app import DTQApp
 from dtq_tui.dialogs.confirm import ConfirmDialog
@@ -258,3 +260,33 @@ async def test_tasks_pages_by_cursor_with_a_total_and_stay_put_while_tasks_arriv
         labels = [str(c.label) for c in screen.table.table.columns.values()]
         assert "ID ▲" in labels and "Age" in labels
         assert screen.status_text() == f"1{EN_DASH}50 of 65"
+
+
+async def test_a_search_past_the_scan_budget_goes_on_with_the_next_page(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_index, "SCAN_BUDGET", 1000)  # two blocks of ids per call
+    engine.console.pause_queue("default")
+    needle = engine.send("flaky", "needle")
+    for i in range(4000):
+        engine.send("flaky", i)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, TasksScreen) and app.screen.loaded)
+        screen = app.screen
+        assert isinstance(screen, TasksScreen)
+        await pilot.press("slash")
+        screen.filter_bar.value = "text:needle"
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.last_page is not None and not screen.records)
+        assert screen.status_text() == "0 of 0+"
+        assert "] searches on" in screen.table.empty_text
+        for _ in range(5):  # each press searches the next rows, never back
+            if screen.records:
+                break
+            pages = len(screen.cursors)
+            await pilot.press("right_square_bracket")
+            await until(pilot, lambda n=pages: len(screen.cursors) == n + 1 and screen.loaded)
+            await until(pilot, lambda n=pages: screen.last_page.next_after != screen.cursors[n - 1])
+        assert [r.id for r in screen.records] == [needle]
