@@ -1077,6 +1077,10 @@ def test_random_operations_keep_counts_consistent(
         assert actual == model
         counts = {k: v for k, v in backend.count_by_state().items() if v}
         assert counts == dict(Counter(actual.values()))
+        # The sorted listing's totals per state (the index's counters) follow too.
+        for st_, n in counts.items():
+            page = backend.task_page(TaskFilter(states=frozenset({st_})), now, "state", limit=n)
+            assert (page.total, len(page.records), page.next_after) == (n, n, None), st_
         assert backend.count_dead() == sum(1 for s in actual.values() if s is S.DEAD)
         stats = backend.queue_stats()
         assert sum(s.running for s in stats) == sum(1 for s in actual.values() if s is S.RUNNING)
