@@ -273,17 +273,21 @@ def stats(vals: list[float]) -> str:
 
 
 def page_figures(n: int) -> None:
-    """Time first pages on memory and embedded with ``n`` tasks; print the tables."""
+    """Time first pages on memory and embedded with ``n`` tasks; print the tables.
+
+    On embedded, also through the owner's socket, as ``dtq-tui --backend`` reads them.
+    """
     import tempfile
 
-    from dtq_core.backends import make_backend
+    from dtq_core.control import connect
 
     for label in ("memory", "embedded"):
         with tempfile.TemporaryDirectory(prefix="dtq-pages-") as tmp:
             url = "memory://" if label == "memory" else f"embedded://{tmp}?fsync=off"
-            backend = make_backend(url)
-            backend.may_own = True
-            backend.open()
+            # The process owns the store, as a worker does, and serves its console.
+            owner = Broker(BrokerConfig(backend=url, num_workers=0, own=True, registry=REG))
+            owner.open()
+            backend = owner.backend
             try:
                 now = time.time()
                 took = fill(backend, n, now)
@@ -292,9 +296,23 @@ def page_figures(n: int) -> None:
                 print(f"{label}: {n:,} tasks stored in {took:.1f}s; sort index {per}")
                 rows = time_pages(backend, now + n)
                 print(table(["first page of 50", "ms", "next page ms", "rows", "total"], rows))
+                if label == "embedded":
+                    remote = connect(url)
+                    try:
+                        for spec, sort in (("", "enqueued"), ("state:dead", "name")):
+                            flt = spec or None
+                            remote.task_page(flt, sort, True, None, 0, 50)
+                            t0 = time.perf_counter()
+                            for _ in range(5):
+                                remote.task_page(flt, sort, True, None, 0, 50)
+                            ms = (time.perf_counter() - t0) / 5 * 1000
+                            what = f"{spec or 'no filter'}, sort {sort}"
+                            print(f"  through the owner's socket ({what}): {ms:.1f} ms")
+                    finally:
+                        remote.close()
                 print()
             finally:
-                backend.close()
+                owner.stop(drain_timeout=0.0)
 
 
 def main() -> None:
