@@ -220,7 +220,7 @@ class TaskIndex:
             if len(out) <= offset + limit:
                 nxt = reached
         rows = out[offset : offset + limit]
-        if nxt is None and len(out) > offset + limit:
+        if nxt is None and rows and len(out) > offset + limit:
             nxt = cursor_of(recs[rows[-1]], sort)
         if residual is None and prefix is None:
             total, exact = sum(g.count(states) for g in groups), True

@@ -116,6 +116,8 @@ def test_offset_skips_rows_after_the_cursor(
     page = backend.task_page(ALL, now, "id", False, first.next_after, 2, 3)
     assert [r.id for r in page.records] == full[5:8]
     assert page.next_after == (full[7], full[7])
+    none = backend.task_page(ALL, now, "id", False, None, 0, 0)
+    assert (none.records, none.total) == ([], 24)
     last = backend.task_page(ALL, now, "id", False, None, 20, 10)
     assert [r.id for r in last.records] == full[20:]
     assert last.next_after is None and last.total == 24

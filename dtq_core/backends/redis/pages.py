@@ -100,7 +100,7 @@ class PageMixin(RedisClient):
             if len(out) <= offset + limit:
                 nxt = reached
         rows = out[offset : offset + limit]
-        if nxt is None and len(out) > offset + limit:
+        if nxt is None and rows and len(out) > offset + limit:
             nxt = cursor_of(rows[-1], sort)
         if exact_total is not None:
             total, exact = exact_total, True
