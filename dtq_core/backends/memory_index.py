@@ -45,7 +45,7 @@ from dtq_core.task import TaskRecord, TaskState
 
 #: Rows a query may examine against terms no index answers (text, errors, time, an id
 #: prefix shared by many), for its page and its total together: about 0.1 s.
-SCAN_BUDGET = 40_000
+SCAN_BUDGET = 25_000
 #: Candidates few enough to sort outright rather than walk an index in order.
 FEW = 20_000
 _ALL_STATES = frozenset(TaskState)
