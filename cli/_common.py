@@ -38,6 +38,7 @@ class State:
     json: bool = False
     app: str | None = None
     connect_timeout: float = 3.0
+    read_only: bool = False
 
 
 #: The global options of the command being run (reset on every invocation).
@@ -46,8 +47,19 @@ state = State()
 
 # -- option aliases --------------------------------------------------------------------
 
+
+def _note_json(value: bool) -> bool:
+    # A command's own --json counts for the whole run: nothing but JSON is printed.
+    if value:
+        state.json = True
+    return value
+
+
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print JSON (shapes documented in cli/README.md).")
+    bool,
+    typer.Option(
+        "--json", help="Print JSON (shapes documented in cli/README.md).", callback=_note_json
+    ),
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunOpt = Annotated[
@@ -167,10 +179,20 @@ ConnectTimeoutOpt = Annotated[
         show_default=False,
     ),
 ]
+ReadOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--read-only",
+        envvar="DTQ_READ_ONLY",
+        show_envvar=False,
+        help="Change nothing: every command that would (replay, purge, cancel, enqueue, "
+        "pause...) is refused by the engine [env: DTQ_READ_ONLY].",
+    ),
+]
 
 #: Parameter names of the global options: the root takes them, and :mod:`cli._group`
 #: gives every command and group a copy, so they work before or after the command.
-GLOBAL_OPTIONS = ("backend", "app", "json_", "verbose", "quiet", "connect_timeout")
+GLOBAL_OPTIONS = ("backend", "app", "json_", "verbose", "quiet", "connect_timeout", "read_only")
 
 
 def root(
@@ -180,6 +202,7 @@ def root(
     json_: GlobalJsonOpt = False,
     app: AppOpt = None,
     connect_timeout: ConnectTimeoutOpt = 3.0,
+    read_only: ReadOnlyOpt = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -200,6 +223,7 @@ def root(
     state.json = json_
     state.app = app
     state.connect_timeout = connect_timeout
+    state.read_only = read_only
     set_global("verbose", verbose)
     set_global("quiet", quiet)
 
@@ -224,6 +248,8 @@ def set_global(name: str, value: Any) -> None:
         state.json = state.json or bool(value)
     elif name in ("backend", "app", "connect_timeout"):
         setattr(state, name, value)
+    elif name == "read_only":
+        state.read_only = state.read_only or bool(value)
     else:  # pragma: no cover - GLOBAL_OPTIONS and this function change together
         raise KeyError(name)
 
@@ -289,7 +315,44 @@ def connect(url: str | None) -> ConsoleAPI:
     """Open the Console API at ``url`` within ``--connect-timeout`` (tests replace this)."""
     from dtq_core.control import connect as open_console
 
-    return open_console(url, connect_timeout=state.connect_timeout)
+    with connecting(url):
+        return open_console(url, connect_timeout=state.connect_timeout, read_only=state.read_only)
+
+
+#: Seconds a connection may take before a terminal is told what it waits for.
+SAY_CONNECTING_AFTER = 0.5
+
+
+@contextmanager
+def connecting(url: str | None) -> Iterator[None]:
+    """Say ``connecting to URL…`` on stderr if connecting takes over half a second.
+
+    Only on a terminal (stdout and stderr), never with ``--json`` or ``-q``; the URL is
+    shown redacted.
+    """
+    import threading
+
+    from cli._output import is_tty
+
+    if state.json or state.quiet or not (is_tty(sys.stdout) and is_tty(sys.stderr)):
+        yield
+        return
+    from dtq_core.config import default_backend_url
+    from dtq_core.redact import redact_url
+
+    shown = redact_url(url or default_backend_url())
+
+    def say() -> None:
+        sys.stderr.write(f"dtq: connecting to {shown}…\n")
+        sys.stderr.flush()
+
+    timer = threading.Timer(SAY_CONNECTING_AFTER, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 #: Candidates an ambiguous id prefix lists at most.
@@ -352,15 +415,16 @@ def _app_console() -> ConsoleAPI | None:
         if attr:
             raise CliError(f"app module {module.__name__!r} has no attribute {attr!r}")
         return None
-    if callable(getattr(obj, "open", None)):
-        obj.open()
-    control = getattr(obj, "control", None)
-    if control is None:
+    from dtq_core.broker import Broker
+    from dtq_core.control import LocalConsole
+
+    if not isinstance(obj, Broker):
         raise CliError(
             f"{module.__name__}.{attr or 'broker'} is not a Broker: point --app at a module "
             "whose `broker` is a dtq Broker, or at MODULE:ATTR"
         )
-    return control  # type: ignore[no-any-return]
+    obj.open()
+    return LocalConsole(obj, read_only=state.read_only)
 
 
 @contextmanager
@@ -378,11 +442,11 @@ def open_console() -> Iterator[ConsoleAPI]:
 
 
 def close_console(console: Any) -> None:
-    """Release what :func:`connect` opened (the producer-only broker and its backend)."""
+    """Release what :func:`connect` opened (its connection, or its producer-only broker).
+
+    Every console :func:`dtq_core.control.connect` returns has ``close()``; a stand-in
+    a test passes may not.
+    """
     close = getattr(console, "close", None)
     if callable(close):
         close()
-        return
-    broker = getattr(console, "broker", None)
-    if broker is not None:
-        broker.stop(drain_timeout=0.0)

@@ -40,6 +40,7 @@ _ENGINE_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("DAGError", EXIT_USAGE, ""),
     ("SerializationError", EXIT_USAGE, "arguments must be JSON values"),
     ("ConfigError", EXIT_USAGE, ""),
+    ("ReadOnlyError", EXIT_FAILED, "this session is read-only: drop --read-only to change it"),
     ("TaskFailed", EXIT_FAILED, ""),
     ("DTQError", EXIT_FAILED, ""),
 )
@@ -110,7 +111,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    from dtq_core.redact import redact_text
+
+    # Whatever raised it, a URL in the message is shown with its password masked.
+    text = redact_text(str(exc).strip()) or type(exc).__name__
     return text.splitlines()[0]
 
 

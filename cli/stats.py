@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli._common import JsonOpt, command_app, open_console, want_json
-from cli._errors import EXIT_USAGE, CliError
+from cli._errors import EXIT_FAILED, EXIT_USAGE, CliError
 from cli._output import (
     Block,
     Column,
@@ -19,6 +19,7 @@ from cli._output import (
     fmt_duration,
     fmt_rate,
     fmt_time,
+    info,
     is_tty,
     print_blocks,
     print_json,
@@ -276,12 +277,25 @@ def metrics(
     prometheus: Annotated[
         bool, typer.Option("--prometheus", help="The Prometheus text exposition format.")
     ] = False,
+    serve: Annotated[
+        str | None,
+        typer.Option(
+            "--serve",
+            metavar="HOST:PORT",
+            help="Serve the Prometheus text at http://HOST:PORT/metrics until Ctrl-C, "
+            "rendered anew on each scrape (e.g. 0.0.0.0:9808, or :9808).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The metrics, or the Prometheus text format.
 
-    A table on a terminal; --json gives the samples as {name, labels, value}.
+    A table on a terminal; --json gives the samples as {name, labels, value}; --serve
+    makes this command a scrape endpoint of the whole system.
     """
+    if serve is not None:
+        _serve(parse_address(serve))
+        return
     with open_console() as console:
         text_fn = getattr(console, "metrics_text", None)
         text = text_fn() if callable(text_fn) else None
@@ -317,6 +331,44 @@ def metrics(
         ],
         empty="no metrics yet",
     )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` means every interface; ``[::1]:PORT`` for IPv6).
+
+    Raises:
+        CliError: Not a host and a port from 0 to 65535.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"--serve {text!r}: expected HOST:PORT, e.g. 0.0.0.0:9808 or :9808")
+    return host, int(port)
+
+
+def _serve(address: tuple[str, int]) -> None:
+    from dtq_core.monitoring.prometheus import serve
+
+    host, port = address
+    with open_console() as console:
+        try:
+            server = serve(console.metrics_text, host, port)
+        except OSError as exc:
+            raise CliError(
+                f"--serve {host}:{port}: cannot listen there ({exc.strerror or exc}); "
+                "pick a free port or another address",
+                code=EXIT_FAILED,
+            ) from None
+        bound_port = server.server_address[1]
+        info(f"dtq metrics: serving http://{host}:{bound_port}/metrics (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 #: The ``dtq stats`` command.

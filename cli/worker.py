@@ -66,6 +66,17 @@ def worker(
             "--drain-timeout", min=0, help="Seconds a graceful stop waits for running tasks."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            metavar="PORT",
+            help="Serve Prometheus metrics of the whole system at http://0.0.0.0:PORT/metrics "
+            "(0: any free port, printed in the banner).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run workers for an app module until SIGTERM or SIGINT.
@@ -115,19 +126,28 @@ def worker(
     if state.verbose > 0:
         broker.events.subscribe(_log_event)
     broker.start()
+    server = _serve_metrics(broker, metrics_port)
     tasks = ", ".join(broker.registry.names()) or "none"
+    from dtq_core.redact import redact_url
+
     role = broker.backend.info().get("role")
     info(
         f"dtq worker: {concurrency} {pool.value} worker(s) on "
-        f"{', '.join(names) if names else 'every queue'} at {broker.backend.url}"
+        f"{', '.join(names) if names else 'every queue'} at {redact_url(broker.config.backend)}"
         + (f" ({role})" if role else "")
         + "; "
-        f"tasks: {tasks}. SIGTERM/Ctrl-C drains, a second stops at once."
+        f"tasks: {tasks}."
+        + (f" Metrics: http://{_shown_host(server)}/metrics." if server is not None else "")
+        + " SIGTERM/Ctrl-C drains, a second stops at once."
     )
-    while not broker.wait_until_stopped(0.25):
-        pass
+    try:
+        while not broker.wait_until_stopped(0.25):
+            pass
+    finally:
+        if server is not None:
+            server.shutdown()
     # The broker counts signals; a second one means running tasks were cut short.
-    summary = _merge(summaries, forced=getattr(broker, "_signals", 0) > 1)
+    summary = _merge(summaries, forced=broker.signals_received > 1)
     if want_json(json_out):
         print_json(
             {
@@ -143,6 +163,27 @@ def worker(
             f"left queued {summary.left_queued}, "
             + ("drained" if summary.drained else "not drained (running tasks were requeued)")
         )
+
+
+def _serve_metrics(broker: Broker, port: int | None) -> Any:
+    """Start the ``--metrics-port`` endpoint (the system's metrics, rendered per scrape)."""
+    if port is None:
+        return None
+    from dtq_core.monitoring.prometheus import serve
+
+    console = broker.control
+    try:
+        return serve(console.metrics_text, "0.0.0.0", port)
+    except OSError as exc:
+        broker.stop(drain_timeout=0.0)
+        raise CliError(
+            f"--metrics-port {port}: cannot listen there ({exc.strerror or exc}); pick a free port"
+        ) from None
+
+
+def _shown_host(server: Any) -> str:
+    host, port = server.server_address[:2]
+    return f"{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 def _configure_logging() -> None:

@@ -27,6 +27,7 @@ from dtq_core.registry import default_registry
 
 if TYPE_CHECKING:
     from dtq_core.control import LocalConsole
+    from dtq_core.redact import Redactor
     from dtq_core.reliability.deadletter import DeadLetters
     from dtq_core.workers.base import Pool
 
@@ -281,6 +282,28 @@ class Broker(ProducerMixin, EventsMixin):
     def running(self) -> bool:
         """Whether workers were started and not stopped."""
         return self._started
+
+    @property
+    def signals_received(self) -> int:
+        """SIGTERM/SIGINT received by :meth:`install_signal_handlers`' handler.
+
+        The first drains; a second stops at once, so above one, running tasks were
+        cut short (requeued).
+        """
+        return self._signals
+
+    @property
+    def redactor(self) -> Redactor:
+        """The argument-masking policy of this broker's views.
+
+        ``BrokerConfig.redact`` with the defaults, and every task registered here with
+        ``redact_args=True`` (older messages of it carry no flag of their own).
+        """
+        from dtq_core.redact import Redactor
+
+        return Redactor(
+            self.config.redact, (t.name for t in self.registry if t.options.get("redact_args"))
+        )
 
     # -- operations ----------------------------------------------------------------------
 

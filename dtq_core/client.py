@@ -56,6 +56,7 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
         "retry_backoff": lambda v: isinstance(v, int | float) and v >= 0,
         "retry_max_delay": lambda v: isinstance(v, int | float) and v >= 0,
         "retry_jitter": lambda v: v in ("full", "equal", "none"),
+        "redact_args": lambda v: isinstance(v, bool),
     }
     for key, ok in checks.items():
         if key in options and not ok(options[key]):
@@ -185,7 +186,9 @@ def task(
 
     Options: ``queue``, ``priority``, ``max_retries``, ``time_limit``, ``retry_backoff``,
     ``retry_max_delay``, ``retry_jitter``, ``retry_on``, ``dont_retry_on``,
-    ``dead_letter`` and those declared by hooks. Unknown options are an error.
+    ``dead_letter``, ``redact_args`` (every view masks the positional arguments too,
+    not only sensitive keys: see :mod:`dtq_core.redact`) and those declared by hooks.
+    Unknown options are an error.
     """
 
     def wrap(f: Callable[P, R]) -> Task[P, R]:

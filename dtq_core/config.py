@@ -69,6 +69,10 @@ class BrokerConfig:
         rate_limits: Per-queue rate limits, e.g. ``{"emails": "5/s"}``.
         dedup_capacity, dedup_error_rate: Sizing of the deduplication bloom filter.
         dedup_ttl: Default deduplication window, seconds.
+        redact: Argument key names whose values every view masks, besides the
+            defaults of :data:`dtq_core.redact.REDACT_KEYS` (password, secret, token,
+            api_key, authorization, cookie...); matched case-insensitively as parts of
+            a key, at any depth of the arguments, results and edits.
     """
 
     backend: str = field(default_factory=default_backend_url)
@@ -100,10 +104,14 @@ class BrokerConfig:
     dedup_capacity: int = 100_000
     dedup_error_rate: float = 0.001
     dedup_ttl: float = 3600.0
+    redact: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, list):
             self.queues = tuple(self.queues)
+        if isinstance(self.redact, str):
+            self.redact = (self.redact,)
+        self.redact = tuple(self.redact)
         self.validate()
 
     def validate(self) -> None:

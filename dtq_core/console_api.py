@@ -37,7 +37,15 @@ CONSOLE_WRITES = frozenset(
 
 
 class ConsoleAPI(Protocol):
-    """Queries and commands for operators' tools."""
+    """Queries and commands for operators' tools.
+
+    Its views never show a secret: backend URLs have their password masked and task
+    arguments, results and edits their sensitive values (see :mod:`dtq_core.redact`).
+    """
+
+    #: This session may change nothing: every method of :data:`CONSOLE_WRITES` raises
+    #: :class:`~dtq_core.errors.ReadOnlyError` before it reaches the store.
+    read_only: bool
 
     def snapshot(self) -> SystemSnapshot:
         """The dashboard's state; cheap (never O(all tasks))."""

@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dtq_core.console_api import ConsoleAPI
-from dtq_core.errors import BackendError, ConfigError
+from dtq_core.console_api import CONSOLE_WRITES, ConsoleAPI
+from dtq_core.errors import BackendError, ConfigError, ReadOnlyError
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.hooks import Hook
@@ -21,6 +21,7 @@ from dtq_core.monitoring.metrics import SharedMetrics
 from dtq_core.monitoring.processes import read as read_processes
 from dtq_core.monitoring.rates import RATE_WINDOWS
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
+from dtq_core.redact import redact_text, redact_url
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import (
     Health,
@@ -45,11 +46,27 @@ def _rates(metrics: Any, counter: str, now: float, queue: str | None = None) -> 
 
 
 class LocalConsole:
-    """The Console API served by a broker in this process."""
+    """The Console API served by a broker in this process.
 
-    def __init__(self, broker: Broker) -> None:
+    Its views are safe to show: the backend URL has its password masked and task
+    arguments, results and edits have sensitive values masked (the broker's
+    :attr:`~dtq_core.broker.Broker.redactor`), whoever asks (console, ``dtq``, the
+    embedded owner's socket).
+
+    Args:
+        broker: The broker it serves.
+        read_only: Refuse every state-changing method (:data:`CONSOLE_WRITES`) with
+            :class:`~dtq_core.errors.ReadOnlyError` before it reaches the store.
+    """
+
+    def __init__(self, broker: Broker, read_only: bool = False) -> None:
         self.broker = broker
         self.backend = broker.backend
+        #: This session may change nothing.
+        self.read_only = read_only
+        if read_only:
+            for name in CONSOLE_WRITES:
+                setattr(self, name, _refuse(name))
 
     def snapshot(self) -> SystemSnapshot:
         """The dashboard's state."""
@@ -111,8 +128,8 @@ class LocalConsole:
                 extra.update(part)
         snap = SystemSnapshot(
             taken_at=now,
-            backend=self.backend.url,
-            backend_info=self.backend.info(),
+            backend=redact_url(self.backend.url),
+            backend_info=_safe_info(self.backend.info()),
             uptime=None if b.started_at is None else now - b.started_at,
             counts=counts,
             queues=tuple(queues),
@@ -143,6 +160,10 @@ class LocalConsole:
     def close(self) -> None:
         """Stop the broker this console opened (for consoles made by :func:`connect`)."""
         self.broker.stop(drain_timeout=0.0)
+
+    def _safe(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        redactor = self.broker.redactor
+        return [redactor.record(r) for r in records]
 
     def events(self, since: int, limit: int = 1000) -> list[Event]:
         """Events after ``since`` (from every process when the backend keeps a stream)."""
@@ -175,7 +196,7 @@ class LocalConsole:
     ) -> list[TaskRecord]:
         """Task records matching a filter."""
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
-        return self.backend.list_tasks(f, self.broker.clock.now(), offset, limit)
+        return self._safe(self.backend.list_tasks(f, self.broker.clock.now(), offset, limit))
 
     def task_page(
         self,
@@ -189,11 +210,13 @@ class LocalConsole:
         """A sorted page of the tasks matching a filter, with the total."""
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
         now = self.broker.clock.now()
-        return self.backend.task_page(f, now, sort, descending, after, offset, limit)
+        page = self.backend.task_page(f, now, sort, descending, after, offset, limit)
+        return dataclasses.replace(page, records=self._safe(page.records))
 
     def task(self, task_id: str) -> TaskRecord | None:
         """One task's record."""
-        return self.backend.get(task_id)
+        rec = self.backend.get(task_id)
+        return None if rec is None else self.broker.redactor.record(rec)
 
     def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
         """Task ids starting with ``prefix`` (an exact id alone), at most ``limit``."""
@@ -207,7 +230,7 @@ class LocalConsole:
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
         """Dead tasks matching a filter."""
-        return self.broker.dlq.list(flt, offset, limit)
+        return self._safe(self.broker.dlq.list(flt, offset, limit))
 
     def dead_groups(self, flt: str | TaskFilter | None = None) -> list[FailureGroup]:
         """Dead tasks grouped by cause."""
@@ -221,10 +244,21 @@ class LocalConsole:
         note: str = "",
         dry_run: bool = False,
     ) -> list[ReplayPlan]:
-        """Replay dead tasks."""
-        return self.broker.dlq.replay(
+        """Replay dead tasks; values an edit left masked keep their originals."""
+        plans = self.broker.dlq.replay(
             task_ids, args=args, kwargs=kwargs, note=note, dry_run=dry_run
         )
+        redactor = self.broker.redactor
+        out = []
+        for p in plans:
+            rec = self.backend.get(p.dead_id)
+            masked = redactor.masks_positional(p.name, _opts(rec))
+            out.append(
+                dataclasses.replace(
+                    p, args=redactor.args(p.args, masked), kwargs=redactor.value(p.kwargs)
+                )
+            )
+        return out
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead tasks."""
@@ -276,7 +310,7 @@ class LocalConsole:
             self.backend.ping()
             return self.snapshot().health
         except BackendError as exc:
-            return Health("down", (f"backend unreachable: {exc}",))
+            return Health("down", (f"backend unreachable: {redact_text(str(exc))}",))
 
     def metrics_text(self) -> str:
         """All metrics in the Prometheus text format."""
@@ -318,6 +352,28 @@ class LocalConsole:
         self._hook(BreakerHook, "circuit breaking").force(self.broker, key, state)
 
 
+def _refuse(name: str) -> Callable[..., Any]:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError(f"{name} changes state: this session is read-only")
+
+    refused.__name__ = name
+    return refused
+
+
+def _safe_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Backend facts with any URL or URL-like text in them redacted."""
+    return {k: redact_text(v) if isinstance(v, str) else v for k, v in info.items()}
+
+
+def _opts(rec: TaskRecord | None) -> dict[str, Any]:
+    if rec is None:
+        return {}
+    try:
+        return dict(rec.message().get("opts") or {})
+    except Exception:  # an undecodable payload carries no options
+        return {}
+
+
 def _fresh(
     old: WorkerSnapshot | None, w: Any, now: float, queues: tuple[str, ...]
 ) -> WorkerSnapshot:
@@ -356,7 +412,10 @@ def connect(
         url: The backend URL.
         registry: The task registry of the producer-only broker (Redis, memory).
         create: Unused (kept for callers of earlier versions).
-        read_only: The session may change nothing; the owner refuses writes itself.
+        read_only: The session may change nothing: every method of
+            :data:`~dtq_core.console_api.CONSOLE_WRITES` raises
+            :class:`~dtq_core.errors.ReadOnlyError` before reaching the store (on
+            ``embedded://`` the owner refuses them itself).
         connect_timeout: Seconds to wait for the store or its owner to answer; on Redis
             it also bounds the connect, socket and retry waits (faces fail fast).
 
@@ -388,7 +447,7 @@ def connect(
     broker = Broker(cfg)
     broker.backend.limit_waits(connect_timeout)
     broker.open()
-    return LocalConsole(broker)
+    return LocalConsole(broker, read_only=read_only)
 
 
 def wal_tools() -> Any:

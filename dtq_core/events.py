@@ -40,6 +40,10 @@ class EventBus:
     on the publishing thread, so they must be quick (queue work elsewhere if not). A
     subscriber that raises is logged and kept.
 
+    Workers publish from many threads while consoles read: numbering and appending
+    happen under one lock, so the ring is always in sequence order, and readers copy
+    what they need under it (iterating a deque another thread appends to raises).
+
     Args:
         history: How many recent events :meth:`since` can return.
     """
@@ -49,6 +53,7 @@ class EventBus:
         self._ring: deque[Event] = deque(maxlen=history)
         self._seq = itertools.count(1)
         self._sub_lock = threading.Lock()
+        self._ring_lock = threading.Lock()
 
     def publish(
         self,
@@ -62,8 +67,9 @@ class EventBus:
         note: str | None = None,
     ) -> Event:
         """Create, record and deliver one event."""
-        ev = Event(next(self._seq), ts, task_id, name, queue, old, new, worker, note)
-        self._ring.append(ev)
+        with self._ring_lock:
+            ev = Event(next(self._seq), ts, task_id, name, queue, old, new, worker, note)
+            self._ring.append(ev)
         for cb in self._subs:
             try:
                 cb(ev)
@@ -84,16 +90,19 @@ class EventBus:
 
     def since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above ``seq`` (oldest first, at most ``limit``)."""
-        out: list[Event] = []
-        for ev in reversed(self._ring):
-            if ev.seq <= seq:
-                break
-            out.append(ev)
-        out.reverse()
-        return out[-limit:] if len(out) > limit else out
+        if limit <= 0:
+            return []
+        with self._ring_lock:
+            ring = self._ring
+            if not ring or ring[-1].seq <= seq:
+                return []
+            # Sequence numbers are consecutive in the ring: the index is arithmetic.
+            first = max(0, seq - ring[0].seq + 1, len(ring) - limit)
+            return list(itertools.islice(ring, first, None))
 
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest event (0 when none)."""
-        ring = self._ring
-        return ring[-1].seq if ring else 0
+        with self._ring_lock:
+            ring = self._ring
+            return ring[-1].seq if ring else 0

@@ -15,13 +15,13 @@ if TYPE_CHECKING:
     from dtq_core.client import Task
 
 #: Task[Any, Any] options understood by the core (name, routing, time limit).
-CORE_OPTIONS: frozenset[str] = frozenset({"name", "queue", "priority", "time_limit"})
+CORE_OPTIONS: frozenset[str] = frozenset({"name", "queue", "priority", "time_limit", "redact_args"})
 
 #: Every task option some hook declares; filled by :class:`Hook` subclasses.
 KNOWN_OPTIONS: set[str] = set(CORE_OPTIONS)
 
 #: Options that may be overridden per call and so travel in the message.
-PER_CALL_OPTIONS: set[str] = {"time_limit"}
+PER_CALL_OPTIONS: set[str] = {"time_limit", "redact_args"}
 
 
 @dataclass(slots=True)

@@ -76,6 +76,9 @@ class ProducerMixin(EventsMixin):
                     f"(per-call options: {', '.join(sorted(PER_CALL_OPTIONS))})"
                 )
             validate_options(name, opts)  # values too: a bad one must not reach a worker
+        if topts.get("redact_args") and "redact_args" not in opts:
+            # Carried by the message: a console that never imported the task masks too.
+            opts = {**opts, "redact_args": True}
         now = self.clock.now()
         due = self._due(now, countdown, eta)
         tid = task_id or new_id()
@@ -134,6 +137,7 @@ class ProducerMixin(EventsMixin):
         max_retries = topts.get("max_retries", self.config.max_retries)
         time_limit = topts.get("time_limit")
         codec = self.config.codec
+        extra = {"redact_args": True} if topts.get("redact_args") else None
         batch: list[NewTask] = []
         results: list[AsyncResult] = []
         for call in calls:
@@ -147,7 +151,7 @@ class ProducerMixin(EventsMixin):
             else:
                 args, kwargs = call, {}
             tid = new_id()
-            payload = encode_message(tid, name, args, kwargs, None, codec)
+            payload = encode_message(tid, name, args, kwargs, extra, codec)
             nt = NewTask(tid, name, q, prio, payload, None, max_retries, time_limit)
             existing = None
             for hook in self._before_enqueue:

@@ -8,6 +8,7 @@ from typing import Any
 
 from dtq_core.control import ConsoleAPI, connect
 from dtq_core.errors import BackendUnavailable
+from dtq_core.redact import redact_url
 
 
 class ReconnectingConsole:
@@ -20,6 +21,7 @@ class ReconnectingConsole:
         url: The backend URL.
         first_error: Why the first attempt failed.
         opener: Connects (default :func:`dtq_core.control.connect`).
+        read_only: The session may change nothing (the console it opens refuses).
     """
 
     def __init__(
@@ -27,8 +29,10 @@ class ReconnectingConsole:
         url: str,
         first_error: BaseException | None = None,
         opener: Callable[[str], ConsoleAPI] = connect,
+        read_only: bool = False,
     ) -> None:
         self.url = url
+        self.read_only = read_only
         self.last_error = first_error
         self._opener = opener
         self._inner: ConsoleAPI | None = None
@@ -41,7 +45,7 @@ class ReconnectingConsole:
                     self._inner = self._opener(self.url)
                 except Exception as exc:
                     self.last_error = exc
-                    raise BackendUnavailable(f"cannot reach {self.url}: {exc}") from exc
+                    raise BackendUnavailable(f"cannot reach {redact_url(self.url)}: {exc}") from exc
             return self._inner
 
     def __getattr__(self, name: str) -> Any:

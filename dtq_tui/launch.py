@@ -135,4 +135,6 @@ def _connect(url: str, read_only: bool = False) -> Any:
     except ConfigError:
         raise
     except Exception as exc:  # unreachable now: the app shows a banner and retries
-        return ReconnectingConsole(url, exc, lambda u: connect(u, read_only=read_only))
+        return ReconnectingConsole(
+            url, exc, lambda u: connect(u, read_only=read_only), read_only=read_only
+        )

@@ -1,49 +1,17 @@
-"""Masking of sensitive arguments (passwords, tokens, keys) and restoring them after an edit."""
+"""The engine's argument-masking policy, as the console's dialogs use it.
+
+Records reach the console already masked by the engine (:mod:`dtq_core.redact`, one
+policy for every face); masking again here is a no-op kept for values the console
+builds itself (previews of an edit), and :func:`restore` keeps untouched secrets.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from dtq_core.redact import DEFAULT, REDACTED, restore
 
-#: Shown instead of a sensitive value; an edit that keeps it keeps the original value.
-REDACTED = "«redacted»"
+#: A copy of a value with the values of sensitive keys (at any depth) masked.
+redact = DEFAULT.value
+#: Whether a mapping key names a secret.
+is_sensitive = DEFAULT.is_sensitive
 
-_SENSITIVE = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|auth|credential|"
-    r"private[_-]?key|cookie|session[_-]?id|signature|ssn|card[_-]?number|cvv",
-    re.IGNORECASE,
-)
-
-
-def is_sensitive(key: object) -> bool:
-    """Whether a mapping key names a secret."""
-    return isinstance(key, str) and bool(_SENSITIVE.search(key))
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with the values of sensitive keys (at any depth) masked."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if is_sensitive(k) and v is not None else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
-
-
-def restore(edited: Any, original: Any) -> Any:
-    """Put the original secrets back wherever an edit left :data:`REDACTED` in place.
-
-    The editor never shows a secret; an operator who does not touch a masked value keeps
-    it, and one who types a new value replaces it.
-    """
-    if isinstance(edited, str) and edited == REDACTED:
-        return original
-    if isinstance(edited, dict) and isinstance(original, dict):
-        return {k: restore(v, original.get(k)) for k, v in edited.items()}
-    if isinstance(edited, list) and isinstance(original, list | tuple):
-        return [
-            restore(v, original[i] if i < len(original) else None) for i, v in enumerate(edited)
-        ]
-    return edited
+__all__ = ["REDACTED", "is_sensitive", "redact", "restore"]

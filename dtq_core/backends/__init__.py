@@ -22,10 +22,13 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
     Raises:
         ConfigError: For an unknown scheme or a malformed URL, naming the fix.
     """
+    from dtq_core.redact import redact_url
+
+    shown = redact_url(url)
     scheme, sep, _rest = url.partition("://")
     if not sep:
         raise ConfigError(
-            f"bad backend URL {url!r}: expected SCHEME://..., e.g. memory://, "
+            f"bad backend URL {shown!r}: expected SCHEME://..., e.g. memory://, "
             "embedded://./dtq-data or redis://localhost:6379/0"
         )
     if scheme == "memory":
@@ -41,6 +44,6 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
 
         return RedisBackend(url, clock)
     raise ConfigError(
-        f"unknown backend scheme {scheme!r} in {url!r}: use one of "
+        f"unknown backend scheme {scheme!r} in {shown!r}: use one of "
         + ", ".join(f"{k}://" for k in SCHEMES)
     )

@@ -14,6 +14,7 @@ from dtq_core.errors import ConfigError, SerializationError, TaskNotFound
 from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.hooks import FailureDecision, Hook, RunContext
 from dtq_core.ids import new_id as make_id
+from dtq_core.redact import restore
 from dtq_core.task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
@@ -207,8 +208,9 @@ class DeadLetters:
                         "args (and kwargs)"
                     ) from None
                 old_args, old_kwargs, opts = None, None, {}
-            new_args = args if args is not None else old_args
-            new_kwargs = kwargs if kwargs is not None else old_kwargs
+            # Views mask secrets: a masked value the edit left as it was keeps the original.
+            new_args = restore(args, old_args) if args is not None else old_args
+            new_kwargs = restore(kwargs, old_kwargs) if kwargs is not None else old_kwargs
             edited = args is not None or kwargs is not None
             if dry_run:
                 plans.append(

@@ -12,6 +12,7 @@ not save the lookup, because in a shared store only the map knows other producer
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.backends.base import NewTask
@@ -39,6 +40,8 @@ class DedupHook(Hook):
     options = frozenset({"dedup", "dedup_ttl"})
 
     def __init__(self) -> None:
+        # The bloom filter is not thread-safe; producers' threads and snapshots share it.
+        self._lock = threading.Lock()
         self.bloom: RotatingBloom | None = None
         self.dropped = 0
         self.keys = 0
@@ -52,7 +55,8 @@ class DedupHook(Hook):
         self.bloom = RotatingBloom(cfg.dedup_capacity, cfg.dedup_error_rate, cfg.dedup_ttl)
         now = broker.clock.now()
         for k in broker.backend.scan_keys(PREFIX, now, cfg.dedup_capacity):
-            self.bloom.add(k[len(PREFIX) :], now)  # keys live in the store survive a restart
+            with self._lock:
+                self.bloom.add(k[len(PREFIX) :], now)  # keys live in the store survive a restart
 
     def before_enqueue(self, broker: Broker, task: NewTask, options: dict[str, Any]) -> str | None:
         """Return the original task id for a duplicate."""
@@ -66,17 +70,21 @@ class DedupHook(Hook):
         now = broker.clock.now()
         bloom = self.bloom
         assert bloom is not None
-        if not bloom.might_contain(key, now):
-            self.fresh += 1  # the filter's "never seen here"; the exact map still decides
+        with self._lock:
+            if not bloom.might_contain(key, now):
+                self.fresh += 1  # the filter's "never seen here"; the exact map decides
         existing = broker.backend.set_if_absent(PREFIX + key, task.id, ttl, now)
-        bloom.add(key, now)
+        with self._lock:
+            bloom.add(key, now)
         # Our own id: an earlier try of this write was stored and its reply lost (a
         # resent call after a Redis reconnect or an embedded owner's failover). The task
         # is not a duplicate of itself.
         if existing is None or existing == task.id:
-            self.keys += 1
+            with self._lock:
+                self.keys += 1
             return None
-        self.dropped += 1
+        with self._lock:
+            self.dropped += 1
         broker.metrics.incr("deduped")
         return existing
 
@@ -85,13 +93,14 @@ class DedupHook(Hook):
         if self.bloom is None:
             return {}
         now = broker.clock.now()
-        return {
-            "dedup": DedupSnapshot(
-                keys=self.keys,
-                capacity=self.bloom.capacity,
-                fill_ratio=self.bloom.fill_ratio(now),
-                est_fp_rate=self.bloom.estimated_fp_rate(now),
-                dropped=self.dropped,
-                ttl_s=self.ttl,
-            )
-        }
+        with self._lock:
+            return {
+                "dedup": DedupSnapshot(
+                    keys=self.keys,
+                    capacity=self.bloom.capacity,
+                    fill_ratio=self.bloom.fill_ratio(now),
+                    est_fp_rate=self.bloom.estimated_fp_rate(now),
+                    dropped=self.dropped,
+                    ttl_s=self.ttl,
+                )
+            }

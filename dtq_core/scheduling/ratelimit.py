@@ -173,14 +173,17 @@ class RateLimitHook(Hook):
         """``limits``: every bucket with its tokens left and throttled count."""
         now = broker.clock.now()
         out = []
-        for (scope, key), lim in sorted(self._limits.items()):
+        with self._lock:  # workers and the console change them meanwhile
+            limits = sorted(self._limits.items())
+            throttled = dict(self._throttled)
+        for (scope, key), lim in limits:
             raw = broker.backend.get_key(lim.state_key, now)
             interval = 1.0 / lim.rate
             tat = max(float(raw), now) if raw is not None else now
             tokens = max(0.0, min(float(lim.burst), lim.burst - (tat - now) / interval))
             out.append(
                 LimiterSnapshot(
-                    scope, key, lim.rate, lim.burst, tokens, self._throttled.get((scope, key), 0)
+                    scope, key, lim.rate, lim.burst, tokens, throttled.get((scope, key), 0)
                 )
             )
         return {"limits": tuple(out)}

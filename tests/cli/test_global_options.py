@@ -99,7 +99,15 @@ def test_a_bad_connect_timeout_is_a_usage_error(dtq, seen) -> None:
 def test_every_command_documents_the_global_options(dtq) -> None:
     for path in (["stats"], ["dlq", "replay"], ["worker"], ["tui"]):
         out = dtq(*path, "--help").stdout
-        for opt in ("--backend", "--app", "--json", "--verbose", "--quiet", "--connect-timeout"):
+        for opt in (
+            "--backend",
+            "--app",
+            "--json",
+            "--verbose",
+            "--quiet",
+            "--connect-timeout",
+            "--read-only",
+        ):
             assert opt in out, (path, opt)
 
 
@@ -112,9 +120,13 @@ def test_connect_timeout_reaches_control_connect(dtq, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(control, "connect", fake_connect)
     dtq("stats", "--connect-timeout", "2.5", "--backend", "memory://")
-    assert got == {"url": "memory://", "connect_timeout": 2.5}
+    assert got == {"url": "memory://", "connect_timeout": 2.5, "read_only": False}
     dtq("stats")
     assert got["connect_timeout"] == 3.0  # the default
+    dtq("stats", "--read-only")
+    assert got["read_only"] is True
+    dtq("--read-only", "queues", "pause", "q")
+    assert got["read_only"] is True
 
 
 def test_redis_console_waits_are_bounded() -> None:

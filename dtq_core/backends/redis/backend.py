@@ -1,5 +1,9 @@
 """The Redis backend: ``redis://[:password@]host:port/db[?prefix=dtq]`` (``rediss://``: TLS).
 
+The password may also come from ``?password_file=PATH`` or ``DTQ_REDIS_PASSWORD`` (see
+:mod:`.auth`); it never appears in an output: URLs are shown redacted and every error
+message is scrubbed of it.
+
 Every task state change is one Lua script on its queue's slot (nothing is ever popped
 into client memory only): claims lease tasks in a sorted set by deadline; acks carry the
 lease token; expired leases are reclaimed by any worker; delayed tasks and retries wait
@@ -19,10 +23,11 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from dtq_core.backends.base import Backend, Capabilities, NewTask, Transition
 from dtq_core.backends.redis import fetch_scripts, scripts
+from dtq_core.backends.redis.auth import password_for
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
 from dtq_core.backends.redis.leases import LeaseMixin
@@ -32,6 +37,7 @@ from dtq_core.backends.redis.queries import QueryMixin
 from dtq_core.backends.redis.records import _opt, _s
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.errors import BackendError, ConfigError, TaskNotFound
+from dtq_core.redact import redact_text, redact_url
 from dtq_core.task import TaskState
 
 log = logging.getLogger("dtq.redis")
@@ -40,7 +46,7 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1", "")
 
 
 #: Query options of our own, read here and not passed to redis-py.
-OUR_OPTIONS = ("prefix", "maxlen", "retry_s")
+OUR_OPTIONS = ("prefix", "maxlen", "retry_s", "password_file")
 #: redis-py connection options a URL may carry besides the ones it parses itself.
 _REDIS_PY_OPTIONS = frozenset(
     {"db", "username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
@@ -67,18 +73,21 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     Raises:
         ConfigError: Naming what is wrong and what was expected.
     """
+    shown = redact_url(url)
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"bad redis URL {url!r}: the port is not a number; {_EXPECTED}") from None
+        raise ConfigError(
+            f"bad redis URL {shown!r}: the port is not a number; {_EXPECTED}"
+        ) from None
     del port
     if not parts.hostname:
-        raise ConfigError(f"bad redis URL {url!r}: no host; {_EXPECTED}")
+        raise ConfigError(f"bad redis URL {shown!r}: no host; {_EXPECTED}")
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ConfigError(
-            f"bad redis URL {url!r}: the database {db!r} is not a whole number; {_EXPECTED}"
+            f"bad redis URL {shown!r}: the database {db!r} is not a whole number; {_EXPECTED}"
         )
     ours: dict[str, str] = {}
     theirs: list[tuple[str, str]] = []
@@ -90,7 +99,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             theirs.extend((k, v) for v in vals)
         else:
             raise ConfigError(
-                f"bad redis URL {url!r}: unknown option {k!r} (ours: {', '.join(OUR_OPTIONS)}; "
+                f"bad redis URL {shown!r}: unknown option {k!r} (ours: {', '.join(OUR_OPTIONS)}; "
                 "or a redis-py connection option such as socket_timeout)"
             )
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
@@ -114,6 +123,7 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             ) from None
         self._redis_mod = redis
         plain, ours = parse_url(url)
+        shown = redact_url(url)
         self.keys = Keys(ours.get("prefix", "dtq"))
         self._listed: set[str] = set()  # queues whose listing set is known complete
         try:
@@ -121,24 +131,37 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             self.retry_s = float(ours.get("retry_s", "30"))
         except ValueError:
             raise ConfigError(
-                f"bad redis URL {url!r}: maxlen must be a whole number and retry_s a number "
+                f"bad redis URL {shown!r}: maxlen must be a whole number and retry_s a number "
                 "of seconds"
             ) from None
         if self.maxlen < 1 or self.retry_s < 0:
-            raise ConfigError(f"bad redis URL {url!r}: maxlen must be >= 1 and retry_s >= 0")
+            raise ConfigError(f"bad redis URL {shown!r}: maxlen must be >= 1 and retry_s >= 0")
         parts = urlsplit(plain)
-        if parts.hostname not in _LOOPBACK and not parts.password:
+        given = unquote(parts.password) if parts.password else None
+        password = password_for(given, ours.get("password_file"))
+        #: The URL as every output shows it (password masked).
+        self.safe_url = shown
+        #: Texts never shown: server replies may echo the password.
+        self.secrets = tuple(p for p in (password, parts.password) if p)
+        if parts.hostname not in _LOOPBACK and not password:
             log.warning(
                 "redis URL %s has no password and is not on loopback: anyone who reaches "
                 "that port controls your queues",
                 parts.hostname,
             )
         try:
+            extra: dict[str, Any] = {} if parts.password or not password else {"password": password}
             self.r: Any = redis.Redis.from_url(
-                plain, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+                plain,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                health_check_interval=15,
+                **extra,
             )
         except ValueError as exc:
-            raise ConfigError(f"bad redis URL {url!r}: {exc}") from None
+            raise ConfigError(
+                f"bad redis URL {shown!r}: {redact_text(str(exc), self.secrets)}"
+            ) from None
         self._scripts = []
 
         def reg(text: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,8 +11,10 @@ from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.records import _s
 from dtq_core.clock import Clock
 from dtq_core.errors import BackendError, BackendUnavailable, TaskNotFound
+from dtq_core.redact import redact_text
 
 R = TypeVar("R")
+log = logging.getLogger("dtq.redis")
 
 
 class RedisClient:
@@ -23,6 +26,12 @@ class RedisClient:
     """
 
     url: str
+    #: The URL as outputs show it (password masked).
+    safe_url: str = ""
+    #: Texts scrubbed from every message (the password: a server reply may echo it).
+    secrets: tuple[str, ...] = ()
+    #: Log failed attempts at debug level only (faces say it themselves, once).
+    quiet_retries: bool = False
     clock: Clock
     result_ttl: float
     r: Any
@@ -43,6 +52,7 @@ class RedisClient:
         deadline = time.monotonic() + (self.retry_s if retry else 0.0)
         delay = 0.05
         retried = False
+        attempt = 0
         while True:
             try:
                 out = fn()
@@ -52,15 +62,36 @@ class RedisClient:
                 # A restarted server forgot the scripts: load them, then try again.
                 self._load_scripts()
                 continue
+            except errors.AuthenticationError as exc:
+                # A wrong password stays wrong: say so now, do not retry for retry_s.
+                self.connected = False
+                raise BackendUnavailable(
+                    f"redis at {self._shown()} refused the credentials: {self._say(exc)} "
+                    "(check the password: URL, password_file or DTQ_REDIS_PASSWORD)"
+                ) from None
             except (errors.ConnectionError, errors.TimeoutError) as exc:
                 self.connected = False
-                if time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(f"redis at {self.url} unreachable: {exc}") from None
+                attempt += 1
+                left = deadline - time.monotonic()
+                if left < delay:
+                    raise BackendUnavailable(
+                        f"redis at {self._shown()} unreachable: {self._say(exc)}"
+                    ) from None
+                log.log(
+                    logging.DEBUG if self.quiet_retries else logging.WARNING,
+                    "redis at %s unreachable (attempt %d: %s); retrying in %.2fs "
+                    "(giving up in %.1fs)",
+                    self._shown(),
+                    attempt,
+                    self._say(exc),
+                    delay,
+                    left,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 retried = True
             except errors.ResponseError as exc:
-                msg = str(exc)
+                msg = self._say(exc)
                 if "NOSCRIPT" in msg:
                     self._load_scripts()
                     continue
@@ -72,7 +103,14 @@ class RedisClient:
                     raise TaskNotFound(msg[msg.index("NOTDEAD") + 8 :]) from None
                 raise BackendError(f"redis error: {msg}") from None
             except errors.RedisError as exc:
-                raise BackendError(f"redis error: {exc}") from None
+                raise BackendError(f"redis error: {self._say(exc)}") from None
+
+    def _shown(self) -> str:
+        return self.safe_url or redact_text(self.url, self.secrets)
+
+    def _say(self, exc: BaseException | str) -> str:
+        """An error's text as it may be shown: URLs redacted, the password scrubbed."""
+        return redact_text(str(exc), self.secrets)
 
     def limit_waits(self, seconds: float) -> None:
         """Bound connect, socket and retry waits by ``seconds`` (faces fail fast).
@@ -81,6 +119,7 @@ class RedisClient:
         the server must say so within about ``seconds``, not after ``retry_s``.
         """
         self.retry_s = min(self.retry_s, seconds)
+        self.quiet_retries = True
         pool = self.r.connection_pool
         kwargs = pool.connection_kwargs
         bounded = {
