@@ -51,6 +51,7 @@ _UNAVAILABLE_ADVICE: tuple[tuple[str, str], ...] = (
     ("owned by process", ""),
     ("in use by process", ""),
     ("no embedded store at", ""),
+    ("refused the credentials", ""),
     ("redis at", "is the Redis server up, and does --backend / DTQ_BACKEND name it?"),
     (
         "embedded owner",

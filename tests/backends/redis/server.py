@@ -73,10 +73,14 @@ class RedisServer:
     Args:
         aof: Persist with AOF and ``appendfsync always`` into ``data_dir``.
         data_dir: Working directory of the server (a fresh temporary one by default).
+        password: Require this password (``--requirepass``).
     """
 
-    def __init__(self, aof: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, aof: bool = False, data_dir: Path | None = None, password: str | None = None
+    ) -> None:
         self.binary = redis_binary()
+        self.password = password
         self.port = free_port()
         self.aof = aof
         self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="dtq-redis-")
@@ -99,6 +103,8 @@ class RedisServer:
             "--logfile",
             str(self._log),
         ]
+        if self.password:
+            out += ["--requirepass", self.password]
         if self.aof:
             out += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -113,7 +119,7 @@ class RedisServer:
             self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password)
         try:
             while True:
                 if self.proc.poll() is not None:
@@ -153,15 +159,16 @@ class RedisServer:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def url(self, prefix: str, retry_s: float = 30.0, db: int = 0) -> str:
-        """A backend URL on this server under ``prefix``."""
-        return f"redis://127.0.0.1:{self.port}/{db}?prefix={prefix}&retry_s={retry_s:g}"
+    def url(self, prefix: str, retry_s: float = 30.0, db: int = 0, auth: bool = True) -> str:
+        """A backend URL on this server under ``prefix`` (with its password unless not ``auth``)."""
+        cred = f":{self.password}@" if self.password and auth else ""
+        return f"redis://{cred}127.0.0.1:{self.port}/{db}?prefix={prefix}&retry_s={retry_s:g}"
 
     def client(self) -> object:
         """A plain redis-py client (decoded responses)."""
         import redis
 
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, decode_responses=True, password=self.password)
 
 
 _shared: RedisServer | None = None

@@ -1,0 +1,118 @@
+"""Readers of structures that workers mutate, against publishers, in threads.
+
+``EventBus.since`` used to iterate the ring while workers appended to it (``deque
+mutated during iteration``); snapshots read the metrics, the pool's workers and the
+hooks' state meanwhile. Bounded: a few seconds, whatever the machine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dtq_core import Broker, BrokerConfig, task
+from dtq_core.events import EventBus
+from dtq_core.registry import Registry
+
+SECONDS = 1.5
+
+
+def test_event_bus_readers_against_publishers() -> None:
+    bus = EventBus(history=500)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    counts = {"read": 0}
+
+    def publish() -> None:
+        try:
+            while not stop.is_set():
+                bus.publish(time.time(), "id", "t", "q", None, "PENDING")
+        except BaseException as exc:  # pragma: no cover - the failure being tested
+            failures.append(exc)
+
+    def read() -> None:
+        try:
+            seen = 0
+            while not stop.is_set():
+                events = bus.since(seen, 200)
+                seqs = [e.seq for e in events]
+                assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+                assert all(s > seen for s in seqs) and len(seqs) <= 200
+                if seqs:
+                    # Consecutive: nothing in between was skipped except what fell off.
+                    assert seqs == list(range(seqs[0], seqs[-1] + 1))
+                    seen = seqs[-1]
+                assert bus.last_seq >= seen
+                counts["read"] += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    threads += [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(SECONDS)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert not failures, failures[0]
+    assert counts["read"] > 10
+    assert bus.since(bus.last_seq - 10, 5) == bus.since(bus.last_seq - 5, 100)
+
+
+def test_event_bus_since_limits_to_the_newest() -> None:
+    bus = EventBus(history=10)
+    for _ in range(25):
+        bus.publish(0.0, "id", "t", "q", None, "PENDING")
+    assert [e.seq for e in bus.since(0, 3)] == [23, 24, 25]
+    assert [e.seq for e in bus.since(20)] == [21, 22, 23, 24, 25]
+    assert [e.seq for e in bus.since(0)] == list(range(16, 26))
+    assert bus.since(25) == [] and bus.since(0, 0) == []
+
+
+def test_snapshots_and_event_reads_while_workers_run() -> None:
+    reg = Registry()
+
+    @task(name="noop", registry=reg, dedup=True, rate_limit="100000/s")
+    def noop(i: int) -> int:
+        return i
+
+    broker = Broker(BrokerConfig(backend="memory://", num_workers=4, registry=reg))
+    broker.start()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    console = broker.control
+
+    def produce() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                noop.apply_async((i,), broker=broker)
+                i += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    def look() -> None:
+        try:
+            seen = 0
+            while not stop.is_set():
+                snap = console.snapshot()
+                assert snap.last_event >= 0
+                for ev in console.events(seen, 500):
+                    seen = max(seen, ev.seq)
+                console.metrics_text()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=produce) for _ in range(2)]
+    threads += [threading.Thread(target=look) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(SECONDS)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        broker.stop(drain_timeout=1)
+    assert not failures, failures[0]
