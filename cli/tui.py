@@ -16,13 +16,16 @@ def tui(ctx: typer.Context) -> None:
 
     Extra arguments go to the console.
 
-    The global --backend is passed on. Use `dtq tui -- --help` for the console's help.
+    The global --backend and --read-only are passed on. Use `dtq tui -- --help` for the
+    console's help.
     """
     try:
         from dtq_tui.app import main as tui_main
     except ImportError as exc:
         raise CliError(f"the console is not available in this build: {exc}") from exc
     argv = ["--backend", state.backend] if state.backend else []
+    if state.read_only and "--read-only" not in ctx.args:
+        argv.append("--read-only")
     argv += list(ctx.args)
     if inspect.signature(tui_main).parameters:
         code = tui_main(argv)

@@ -124,6 +124,8 @@ def test_tui_passes_backend_and_extra_arguments(dtq, monkeypatch) -> None:
     result = dtq("--backend", "memory://", "tui", "--demo", "--theme", "dark")
     assert result.exit_code == 0, result.output
     assert seen["argv"] == ["--backend", "memory://", "--demo", "--theme", "dark"]
+    assert dtq("--read-only", "tui", "--demo").exit_code == 0
+    assert seen["argv"] == ["--read-only", "--demo"]
 
 
 def test_tui_exit_code_is_the_console_s(dtq, monkeypatch) -> None:

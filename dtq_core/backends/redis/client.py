@@ -53,14 +53,18 @@ class RedisClient:
         delay = 0.05
         retried = False
         attempt = 0
+        reload = False
         while True:
             try:
+                if reload:  # here, so that its errors are wrapped and retried too
+                    self._load_scripts()
+                    reload = False
                 out = fn()
                 self.connected = True
                 return out
             except errors.NoScriptError:
                 # A restarted server forgot the scripts: load them, then try again.
-                self._load_scripts()
+                reload = True
                 continue
             except errors.AuthenticationError as exc:
                 # A wrong password stays wrong: say so now, do not retry for retry_s.
@@ -93,7 +97,7 @@ class RedisClient:
             except errors.ResponseError as exc:
                 msg = self._say(exc)
                 if "NOSCRIPT" in msg:
-                    self._load_scripts()
+                    reload = True
                     continue
                 if "DUP task id" in msg:
                     if retried and idempotent_dup:
