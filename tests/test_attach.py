@@ -181,3 +181,28 @@ def _task_or_none(console: Any, task_id: str) -> Any:
         return console.task(task_id)
     except BackendUnavailable:
         return None
+
+
+def test_the_owners_socket_serves_masked_views_and_read_only(
+    owner: tuple[str, Child], tmp_path: Path
+) -> None:
+    from dtq_core.errors import ReadOnlyError
+    from dtq_core.redact import REDACTED
+
+    url, _child = owner
+    console = connect(url)
+    ro = connect(url, read_only=True)
+    try:
+        assert ro.read_only is True and console.read_only is False
+        tid = console.enqueue("app.echo", [{"user": "ann", "api_token": "tok-123"}])
+        wait_until(lambda: state_of(console, tid) == "SUCCESS")
+        for c in (console, ro):
+            rec = c.task(tid)
+            assert rec.args == [{"user": "ann", "api_token": REDACTED}]
+            assert rec.result == {"user": "ann", "api_token": REDACTED}
+            assert "tok-123" not in str([r.to_dict(with_payload=True) for r in c.tasks()])
+        with pytest.raises(ReadOnlyError):
+            ro.enqueue("app.echo", ["no"])
+    finally:
+        ro.close()
+        console.close()
