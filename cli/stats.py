@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli._common import JsonOpt, command_app, open_console, want_json
-from cli._errors import EXIT_FAILED, EXIT_USAGE, CliError
+from cli._errors import EXIT_FAILED, CliError
 from cli._output import (
     Block,
     Column,
@@ -229,11 +229,8 @@ def stats_blocks(snap: SystemSnapshot) -> list[Block]:
 
 
 def current_health(console: ConsoleAPI) -> Health:
-    """The Console API's health (the snapshot's when the console has no ``health()``)."""
-    health = getattr(console, "health", None)
-    if callable(health):
-        return health()  # type: ignore[no-any-return]
-    return console.snapshot().health
+    """The Console API's health (``down`` when the backend is unreachable)."""
+    return console.health()
 
 
 def health(json_out: JsonOpt = False) -> None:
@@ -297,25 +294,11 @@ def metrics(
         _serve(parse_address(serve))
         return
     with open_console() as console:
-        text_fn = getattr(console, "metrics_text", None)
-        text = text_fn() if callable(text_fn) else None
-        counters = None if text is not None else console.snapshot().counters
+        text = console.metrics_text()
     if prometheus:
-        if text is None:
-            raise CliError(
-                "--prometheus is not available in this build: the Console API has no "
-                "metrics_text() yet; use `dtq metrics --json`",
-                code=EXIT_USAGE,
-            )
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    if text is not None:
-        samples = parse_prometheus(text)
-    else:
-        samples = [
-            {"name": f"dtq_{k}_total", "labels": {}, "value": float(v)}
-            for k, v in sorted((counters or {}).items())
-        ]
+    samples = parse_prometheus(text)
     if want_json(json_out):
         print_json(samples)
         return

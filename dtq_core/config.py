@@ -114,6 +114,20 @@ class BrokerConfig:
         self.redact = tuple(self.redact)
         self.validate()
 
+    def __repr__(self) -> str:
+        # A config printed in a log or a traceback must not show the backend's password.
+        from dataclasses import fields
+
+        from dtq_core.redact import redact_url
+
+        parts = (
+            f"{f.name}={redact_url(self.backend)!r}"
+            if f.name == "backend"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"BrokerConfig({', '.join(parts)})"
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad value."""
         if self.num_workers < 0:

@@ -200,3 +200,9 @@ def test_snapshot_and_errors_show_the_url_redacted() -> None:
     with pytest.raises(ConfigError) as err:
         connect("nosuch://:hunter2@host/0")
     assert "hunter2" not in str(err.value) and ":***@" in str(err.value)
+
+
+def test_a_printed_config_hides_the_password() -> None:
+    cfg = BrokerConfig(backend="redis://:hunter2@db:6379/0", num_workers=0)
+    assert "hunter2" not in repr(cfg) and "redis://:***@db:6379/0" in repr(cfg)
+    assert cfg.backend == "redis://:hunter2@db:6379/0"  # the real value is kept
