@@ -75,7 +75,7 @@ class LocalConsole:
         m: Any = b.metrics
         shared = getattr(self.backend, "rate_series", None)
         if shared is not None:  # every process's counts, kept by the backend
-            m = SharedMetrics(shared(now, 60), self.backend.totals(), dict(b.metrics.extra))  # type: ignore[attr-defined]
+            m = SharedMetrics(shared(now, 60), self.backend.totals(), b.metrics.extras())  # type: ignore[attr-defined]
         counts = {s.value: n for s, n in self.backend.count_by_state().items()}
         queues = []
         for qs in self.backend.queue_stats():

@@ -80,6 +80,11 @@ class Metrics:
         with self._lock:
             self.extra[name] = self.extra.get(name, 0) + n
 
+    def extras(self) -> dict[str, int]:
+        """A copy of the counters no state change expresses (taken under the lock)."""
+        with self._lock:
+            return dict(self.extra)
+
     def counters(self, queue: str | None = None) -> dict[str, int]:
         """Counter values for one queue, or in total."""
         with self._lock:
