@@ -139,7 +139,7 @@ def test_record_views_mask_keys_positional_args_results_and_edits(broker: Broker
     assert charged is not None and charged.args == [REDACTED, REDACTED]
     fetched = c.task(fetch)
     assert fetched is not None and fetched.result == {"status": "ok", "session_id": REDACTED}
-    for view in (c.tasks(), c.dead_letters()):
+    for view in (c.tasks(), c.dead_letters(), c.task_page().records):
         text = json.dumps([r.to_dict(with_payload=True) for r in view])
         assert "hunter2" not in text and "4111" not in text and "DE99" not in text
     # The store keeps the real values: the worker ran with them.
