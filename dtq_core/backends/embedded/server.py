@@ -222,6 +222,7 @@ class StoreServer:
     def _handle(
         self, frame: bytes, methods: dict[str, wire.Method], role: str, read_only: bool
     ) -> bytes:
+        name = "?"
         try:
             name, raw = wire.decode_request(frame)
             method = methods.get(name)
@@ -246,7 +247,8 @@ class StoreServer:
         except msgspec.DecodeError as exc:
             return wire.error("ConfigError", f"malformed request: {exc}")
         except Exception as exc:
-            log.exception("request %r from a peer failed", frame[:64])
+            # The method only: the request's bytes may hold a task's secret arguments.
+            log.exception("a %s request %r from a peer failed", role, name)
             return wire.error("BackendError", f"the owner failed: {type(exc).__name__}: {exc}")
 
     def _backend_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
