@@ -1,0 +1,102 @@
+"""The fault scenarios: each drives a :class:`System`, injects one fault, returns a verdict.
+
+Shared by the CI tests (small ``n``) and ``bench/faults.py`` (long runs). A scenario
+never asserts the guarantees itself: the caller does, with :meth:`Verdict.check`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+from tests.backends.redis.server import RedisServer
+from tests.faults.harness import System, Verdict, until
+
+#: Seconds a CI run waits for every acknowledged task to end.
+SETTLE_S = 60.0
+
+
+def _started(s: System) -> int:
+    return sum(1 for r in s.journal.rows() if r["k"] == "start")
+
+
+def worker_sigkill(s: System, n: int, kills: int = 1) -> Verdict:
+    """SIGKILL a busy ``dtq worker`` ``kills`` times (a fresh one replaces each)."""
+    s.send(0, n, sleep=0.01)
+    workers = [s.spawn_worker(2), s.spawn_worker(2)]
+    for k in range(kills):
+        target = (k + 1) * n // (kills + 2)
+        until(lambda t=target: _started(s) >= t, SETTLE_S, f"{target} tasks to start")
+        victim = workers[k % len(workers)]
+        victim.kill()
+        workers[k % len(workers)] = s.spawn_worker(2)
+    s.settle(SETTLE_S)
+    return s.verdict("SIGKILL worker" + (f" x{kills}" if kills > 1 else ""))
+
+
+def producer_sigkill(s: System, n: int) -> Verdict:
+    """SIGKILL a producer process mid-stream; a second producer sends the rest."""
+    s.spawn_worker(2)
+    p = s.spawn_producer(0, n)
+    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
+    p.kill()
+    p.wait(10)
+    rest = s.spawn_producer(n, n // 2)
+    rest.wait(SETTLE_S)
+    s.settle(SETTLE_S)
+    return s.verdict("SIGKILL producer")
+
+
+def redis_restart(s: System, server: RedisServer, n: int, restarts: int = 1) -> Verdict:
+    """SIGKILL redis-server (AOF, appendfsync always) mid-run and start it again."""
+    s.spawn_worker(2)
+    s.spawn_worker(2)
+    p = s.spawn_producer(0, n, sleep=0.005)
+    for k in range(restarts):
+        target = (k + 1) * n // (restarts + 2)
+        until(lambda t=target: len(s.acknowledged()) >= t, SETTLE_S, f"{target} sends")
+        s.close_client()
+        server.stop(kill=True)
+        time.sleep(0.5)
+        server.start()
+    p.wait(SETTLE_S)
+    s.settle(SETTLE_S)
+    return s.verdict("Redis restart (AOF always)" + (f" x{restarts}" if restarts > 1 else ""))
+
+
+def redis_stall(s: System, server: RedisServer, n: int, how: str, seconds: float) -> Verdict:
+    """Stall Redis for ``seconds`` with ``CLIENT PAUSE`` or ``DEBUG SLEEP`` mid-run.
+
+    Tasks are short (a few ms), so workers prefetch batches: a prefetched task whose
+    lease ran out during the stall must not start.
+    """
+    s.send(0, n, sleep=0.003)
+    workers = [s.spawn_worker(4), s.spawn_worker(4)]
+    until(lambda: _started(s) >= n // 4, SETTLE_S, "a quarter of the tasks to start")
+    c = redis.Redis(port=server.port)
+    try:
+        if how == "pause":
+            c.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+            time.sleep(seconds)
+        else:
+            done = threading.Event()
+
+            def sleep() -> None:
+                try:
+                    c.execute_command("DEBUG", "SLEEP", seconds)
+                finally:
+                    done.set()
+
+            threading.Thread(target=sleep, daemon=True).start()
+            done.wait(seconds + 10)
+    finally:
+        c.close()
+    s.settle(SETTLE_S)
+    for w in workers:
+        assert w.alive(), w.stderr()
+    lease = s.config["lease_s"]
+    what = "CLIENT PAUSE" if how == "pause" else "DEBUG SLEEP"
+    rel = "longer" if seconds > lease else "shorter"
+    return s.verdict(f"Redis stall {rel} than the lease ({what} {seconds:g}s, lease {lease:g}s)")
