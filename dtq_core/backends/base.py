@@ -67,6 +67,10 @@ class Delivery(NamedTuple):
     started_at: float
     time_limit: float | None
     max_retries: int
+    #: When the store started this lease's clock (its deadline is this plus the lease);
+    #: ``None``: at ``started_at`` (the claim). A task handed over by an enqueue is
+    #: leased from the enqueue's time.
+    leased_at: float | None = None
 
 
 class Transition(NamedTuple):
@@ -236,6 +240,19 @@ class Backend(ABC):
     @abstractmethod
     def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
         """Renew the leases of running tasks (a live worker's heartbeat)."""
+
+    def renew_lease(self, task_id: str, token: int, lease_s: float, now: float) -> bool:
+        """Renew one lease if the task is still leased under ``token``; whether it was.
+
+        A worker calls this before starting a task whose lease may have run out while
+        it waited (prefetched, or claimed across a stall). Backends override it to make
+        it one atomic step; this default is correct too: a lease renewed while it was
+        still held cannot be reclaimed before its new deadline, so a record still
+        RUNNING under ``token`` afterwards is held until ``now + lease_s``.
+        """
+        self.extend_leases([(task_id, token)], lease_s, now)
+        rec = self.get(task_id)
+        return rec is not None and rec.state is TaskState.RUNNING and rec.lease_token == token
 
     @abstractmethod
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:

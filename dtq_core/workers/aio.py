@@ -15,7 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError, TimeLimitExceeded
-from dtq_core.workers.base import Backoff, Pool, WorkerInfo, log, worker_prefix
+from dtq_core.workers.base import (
+    LEASE_CHECK,
+    Backoff,
+    Pool,
+    WorkerInfo,
+    lease_ok,
+    log,
+    worker_prefix,
+)
 from dtq_core.workers.runner import Runner
 
 if TYPE_CHECKING:
@@ -89,6 +97,15 @@ class AsyncPool(Pool):
             except BackendError as exc:
                 await loop.run_in_executor(self._claims, backoff.failed, exc)
                 continue
+            since = [d.started_at if d.leased_at is None else d.leased_at for d in batch]
+            if batch and b.clock.now() - b.config.lease_s * LEASE_CHECK > min(since):
+                # The claim came back late (a stall of the store): renew, or skip.
+                try:
+                    ok = await loop.run_in_executor(self._claims, _held, b, batch)
+                except BackendError as exc:
+                    await loop.run_in_executor(self._claims, backoff.failed, exc)
+                    continue
+                batch = [d for d, held in zip(batch, ok, strict=True) if held]
             for d in batch:
                 info = self._free.pop()
                 task = asyncio.create_task(self._run(d, info))
@@ -162,3 +179,8 @@ class AsyncPool(Pool):
     def hard_stop(self) -> None:
         """Stop now: running tasks are cancelled and requeued."""
         self.stop(0.0)
+
+
+def _held(broker: Broker, batch: list[Delivery]) -> list[bool]:
+    """:func:`lease_ok` for each delivery of a batch (run in the claim executor)."""
+    return [lease_ok(broker, d) for d in batch]

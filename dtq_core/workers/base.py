@@ -104,6 +104,40 @@ def adaptive_prefetch(avg_runtime: float | None) -> int:
     return max(1, min(PREFETCH_MAX, int(PREFETCH_BUDGET_S / max(avg_runtime, 1e-6))))
 
 
+#: A claimed task that waited longer than this fraction of its lease before starting
+#: has its lease renewed first (or is skipped when the store took it back).
+LEASE_CHECK = 0.5
+
+
+def lease_ok(broker: Broker, d: Delivery) -> bool:
+    """Whether claimed task ``d`` may start now: its lease is surely still held.
+
+    A task that waited since its claim (prefetched, or claimed across a stall of the
+    store) for more than :data:`LEASE_CHECK` of its lease has the lease renewed first.
+    When the store no longer leases it to this worker (it ran out and was reclaimed,
+    perhaps handed to another worker already) the task is left untouched: starting it
+    would run it twice at once.
+
+    Raises:
+        BackendError: The store could not be asked (the caller backs off; the lease
+            runs out and the task is delivered again).
+    """
+    cfg = broker.config
+    now = broker.clock.now()
+    since = d.started_at if d.leased_at is None else d.leased_at
+    if now - since < cfg.lease_s * LEASE_CHECK:
+        return True
+    if broker.backend.renew_lease(d.task_id, d.token, cfg.lease_s, now):
+        return True
+    log.warning(
+        "task %s not started: its lease ran out %.1fs ago while it waited to start "
+        "and the store took it back",
+        d.task_id,
+        now - since - cfg.lease_s,
+    )
+    return False
+
+
 class Backoff:
     """Sleeps between attempts after backend errors: 0.1 s doubling to 5 s; reset on success.
 

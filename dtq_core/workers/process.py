@@ -31,7 +31,14 @@ from dtq_core.errors import (
     WorkerCrashed,
 )
 from dtq_core.reliability.retry import qualified
-from dtq_core.workers.base import Backoff, Pool, WorkerInfo, WorkerShutdown, worker_prefix
+from dtq_core.workers.base import (
+    Backoff,
+    Pool,
+    WorkerInfo,
+    WorkerShutdown,
+    lease_ok,
+    worker_prefix,
+)
 from dtq_core.workers.runner import Runner
 
 if TYPE_CHECKING:
@@ -151,6 +158,12 @@ class ProcessPool(Pool):
             for d in batch:
                 if self.stopping.is_set():
                     runner.requeue(d, info.id, "worker stopping: requeued")
+                    continue
+                try:
+                    if not lease_ok(b, d):
+                        continue  # the store took it back: not ours to run or release
+                except BackendError as exc:
+                    backoff.failed(exc)
                     continue
                 info.current, info.current_started, info.state = d, b.clock.now(), "busy"
                 try:

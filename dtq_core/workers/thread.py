@@ -17,6 +17,7 @@ from dtq_core.workers.base import (
     WorkerInfo,
     WorkerShutdown,
     adaptive_prefetch,
+    lease_ok,
     log,
     worker_prefix,
 )
@@ -26,9 +27,6 @@ from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
     from dtq_core.hooks import RunContext
-
-
-_STARTED_AT = Delivery._fields.index("started_at")
 
 
 class LoopThread:
@@ -108,10 +106,12 @@ class ThreadPool(Pool):
         except IndexError:
             pass
         else:
-            # Its wait is measured to when it starts, not to when it was claimed.
-            t = list(d)
-            t[_STARTED_AT] = self.broker.clock.now()
-            return Delivery._make(t)
+            # Its wait is measured to when it starts, not to when it was claimed (the
+            # lease still counts from the claim).
+            return d._replace(
+                started_at=self.broker.clock.now(),
+                leased_at=d.started_at if d.leased_at is None else d.leased_at,
+            )
         cfg = self.broker.config
         batch = self.broker.backend.claim(
             cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
@@ -135,6 +135,9 @@ class ThreadPool(Pool):
         while not stopping.is_set():
             try:
                 d = self._take(info, limit)
+                if d is not None and not lease_ok(broker, d):
+                    self._drop(d)
+                    continue
                 backoff.ok()
             except BackendError as exc:
                 backoff.failed(exc)
@@ -175,6 +178,11 @@ class ThreadPool(Pool):
             for d in broker.backend.leave(cfg.queues, info.id, cfg.lease_s, clock.now()):
                 runner.requeue(d, info.id, "worker stopping: requeued")
         info.state = "stopped"
+
+    def _drop(self, d: Delivery) -> None:
+        """Forget a delivery the store took back (its release is refused: stale token)."""
+        with contextlib.suppress(BackendError):
+            self.broker.backend.release(d.task_id, d.token, self.broker.clock.now())
 
     def in_flight(self) -> list[tuple[str, int]]:
         """Running tasks, successes waiting to be stored and tasks claimed ahead."""

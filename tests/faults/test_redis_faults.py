@@ -40,7 +40,6 @@ def test_stall_shorter_than_the_lease_runs_nothing_twice(
     v.check(duplicates=False)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: prefetched tasks start on expired leases")
 @pytest.mark.parametrize("how", ["pause", "sleep"])
 def test_stall_longer_than_the_lease(
     make_system: SystemFactory, redis_url: str, aof_server: RedisServer, how: str

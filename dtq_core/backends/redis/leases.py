@@ -154,7 +154,8 @@ class LeaseMixin(RedisClient):
         """A delivery pushed to an inbox: 8 header lines, then the payload."""
         tid, token, name, attempt, deliveries, enq, tl, mr, payload = raw.split(b"\n", 8)
         row = (tid, token, name, payload, attempt, deliveries, enq, tl, mr)
-        return self._delivery(q, row, worker_id, now)
+        # Handed over by the enqueue, which leased it from its own time.
+        return self._delivery(q, row, worker_id, now)._replace(leased_at=float(enq))
 
     def _delivery(self, q: str, row: Sequence[Any], worker_id: str, now: float) -> Delivery:
         """A claim script's row as a :class:`Delivery`, remembered as claimed here."""
@@ -435,3 +436,12 @@ class LeaseMixin(RedisClient):
             return pipe.execute()
 
         self._call(run)
+
+    def renew_lease(self, task_id: str, token: int, lease_s: float, now: float) -> bool:
+        """Renew one lease if still held under ``token`` (one script: atomic)."""
+        where = self._where(task_id)
+        if where is None:
+            return False
+        args = [repr(now + lease_s), task_id, token]
+        n = self._call(lambda: self._extend(keys=[self.keys.tag(where[0])], args=args))
+        return int(n) == 1

@@ -155,19 +155,21 @@ return 1
 """
 )
 
-#: ARGV: deadline, then id, token pairs. Renews live leases.
+#: ARGV: deadline, then id, token pairs. Renews live leases; returns how many.
 EXTEND = (
     COMMON
     + r"""
+local n = 0
 for i = 2, #ARGV, 2 do
   local rec = T..':t:'..ARGV[i]
   local f = redis.call('HMGET', rec, 'state', 'lease_token')
   if f[1] == 'RUNNING' and f[2] == ARGV[i + 1] then
     redis.call('HSET', rec, 'lease_deadline', ARGV[1])
     redis.call('ZADD', T..':leases', 'XX', ARGV[1], ARGV[i])
+    n = n + 1
   end
 end
-return 1
+return n
 """
 )
 
