@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.backends.redis.conftest import be, make_be, plain, prefix, redis_server
 from tests.backends.redis.server import RedisServer, unique_prefix
 from tests.faults.harness import System
 
@@ -28,6 +29,10 @@ def aof_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
     yield server
     server.stop()
 
+
+#: The Redis suite's fixtures, shared here (``be``: a backend under this test's prefix on
+#: the session's in-memory server, ``plain``: a raw client on it).
+__all__ = ["be", "make_be", "plain", "prefix", "redis_server"]
 
 SystemFactory = Callable[..., System]
 
