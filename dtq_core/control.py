@@ -109,6 +109,7 @@ class LocalConsole:
                     int(w.get("failed", 0)),
                     max(0.0, now - float(w.get("heartbeat", now))),
                     tuple(w.get("queues") or ()),
+                    int(w.get("restarts", 0)),
                 )
             )
         # Local workers are fresher than their last heartbeat.
@@ -389,6 +390,7 @@ def _fresh(
         w.failed,
         0.0 if old is None else old.heartbeat_age,
         queues,
+        w.restarts,
     )
 
 

@@ -54,6 +54,8 @@ class WorkerSnapshot:
     heartbeat_age: float
     #: The queues it serves, in priority order; empty when it serves every queue.
     queues: tuple[str, ...] = ()
+    #: Times the worker's loop died of an unexpected error and was started again.
+    restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

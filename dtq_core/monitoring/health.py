@@ -20,6 +20,8 @@ def assess(snap: SystemSnapshot, backend_error: str | None = None) -> Health:
     for w in snap.workers:
         if w.heartbeat_age > STALE_WORKER_S:
             reasons.append(f"worker {w.id} silent for {w.heartbeat_age:.0f}s")
+        if w.restarts:
+            reasons.append(f"worker {w.id} died and was restarted {w.restarts} time(s)")
     died = round(snap.throughput.dead.r60 * 60)
     if died:
         reasons.append(f"dead-letter queue growing: {died} in the last minute")

@@ -22,6 +22,7 @@ from dtq_core.workers.base import (
     WorkerInfo,
     lease_ok,
     log,
+    supervised,
     worker_prefix,
 )
 from dtq_core.workers.runner import Runner
@@ -65,7 +66,10 @@ class AsyncPool(Pool):
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            loop.run_until_complete(self._serve())
+            # The one claimer serves every slot; its deaths are counted on the first.
+            supervised(
+                self.workers[0], self.stopping, lambda: loop.run_until_complete(self._serve())
+            )
         finally:
             loop.close()
             self._done.set()

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ class WorkerInfo:
     failed: int = 0
     started_at: float = 0.0
     last_seen: float = 0.0
+    #: Times this worker's loop died of an unexpected error and was started again.
+    restarts: int = 0
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """What a heartbeat publishes."""
@@ -53,6 +56,7 @@ class WorkerInfo:
             "task_started": self.current_started,
             "processed": self.processed,
             "failed": self.failed,
+            "restarts": self.restarts,
             "started_at": self.started_at,
             "heartbeat": now,
         }
@@ -102,6 +106,36 @@ def adaptive_prefetch(avg_runtime: float | None) -> int:
     if avg_runtime is None:
         return 1  # unknown yet: a long task must not hold others back
     return max(1, min(PREFETCH_MAX, int(PREFETCH_BUDGET_S / max(avg_runtime, 1e-6))))
+
+
+#: Longest pause before a worker loop that died is started again, seconds (the pause
+#: doubles from 0.1 s with each death, so a loop that dies at once does not spin).
+RESTART_MAX_S = 5.0
+
+
+def supervised(info: WorkerInfo, stopping: threading.Event, loop: Callable[[], None]) -> None:
+    """Run a worker's ``loop``; when it dies of an unexpected error, start it again.
+
+    A worker must never vanish silently (a process going on at reduced concurrency with
+    nothing said): each death is logged with its traceback, counted in
+    ``info.restarts`` (published by the heartbeat, shown by the console and
+    ``dtq health``), and the loop is replaced after a short pause.
+    """
+    while True:
+        try:
+            loop()
+            return
+        except Exception:
+            info.restarts += 1
+            info.current, info.current_started, info.state = None, None, "idle"
+            log.exception(
+                "worker %s died of an unexpected error and was replaced (%d restart(s))",
+                info.id,
+                info.restarts,
+            )
+            if stopping.wait(min(RESTART_MAX_S, 0.1 * 2 ** (info.restarts - 1))):
+                info.state = "stopped"
+                return
 
 
 #: A claimed task that waited longer than this fraction of its lease before starting

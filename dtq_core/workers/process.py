@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -37,6 +38,7 @@ from dtq_core.workers.base import (
     WorkerInfo,
     WorkerShutdown,
     lease_ok,
+    supervised,
     worker_prefix,
 )
 from dtq_core.workers.runner import Runner
@@ -132,7 +134,10 @@ class ProcessPool(Pool):
             self.workers.append(info)
         for i, info in enumerate(self.workers):
             t = threading.Thread(
-                target=self._drive, args=(i, info), name=f"dtq-proc-{i}", daemon=True
+                target=supervised,
+                args=(info, self.stopping, functools.partial(self._drive, i, info)),
+                name=f"dtq-proc-{i}",
+                daemon=True,
             )
             self._threads.append(t)
             t.start()

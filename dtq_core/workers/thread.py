@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from dtq_core.workers.base import (
     adaptive_prefetch,
     lease_ok,
     log,
+    supervised,
     worker_prefix,
 )
 from dtq_core.workers.runner import Runner
@@ -90,7 +92,10 @@ class ThreadPool(Pool):
             info = WorkerInfo(f"{prefix}:t{i}", self.kind, started_at=now, last_seen=now)
             self.workers.append(info)
             t = threading.Thread(
-                target=self._work, args=(info,), name=f"dtq-worker-{i}", daemon=True
+                target=supervised,
+                args=(info, self.stopping, functools.partial(self._work, info)),
+                name=f"dtq-worker-{i}",
+                daemon=True,
             )
             self._threads.append(t)
             t.start()

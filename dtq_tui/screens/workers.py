@@ -66,7 +66,7 @@ class WorkersScreen(DTQScreen):
                     w.id,
                     [
                         w.id,
-                        pal.state_text(w.state),
+                        _state(pal.state_text(w.state), w.restarts),
                         task,
                         Text(duration(w.task_runtime), justify="right"),
                         Text(count(w.processed), justify="right"),
@@ -97,3 +97,11 @@ class WorkersScreen(DTQScreen):
         w = next((w for w in snap.workers if w.id == key), None)
         if w is not None and w.task_id:
             self.dtq.open_task(w.task_id)
+
+
+def _state(text: Text, restarts: int) -> Text:
+    """The state cell; a worker whose loop died and was restarted says how often."""
+    if restarts:
+        text = text.copy()
+        text.append(f" ↻{restarts}")
+    return text

@@ -100,3 +100,55 @@ def redis_stall(s: System, server: RedisServer, n: int, how: str, seconds: float
     what = "CLIENT PAUSE" if how == "pause" else "DEBUG SLEEP"
     rel = "longer" if seconds > lease else "shorter"
     return s.verdict(f"Redis stall {rel} than the lease ({what} {seconds:g}s, lease {lease:g}s)")
+
+
+#: Corruptions of a Redis task record: (field, value); value None deletes the field,
+#: field "*" replaces the whole key with a string.
+CORRUPTIONS: list[tuple[str, str | None]] = [
+    ("state", None),
+    ("state", "BOGUS"),
+    ("name", None),
+    ("payload", None),
+    ("payload", "not a message"),
+    ("priority", None),
+    ("priority", "high"),
+    ("enqueued_at", None),
+    ("enqueued_at", "yesterday"),
+    ("time_limit", "forever"),
+    ("max_retries", None),
+    ("attempt", "1.5"),
+    ("deliveries", None),
+    ("lease_token", "abc"),
+    ("history", "{not json"),
+    ("*", "garbage"),
+]
+
+
+def malformed_redis(s: System, n: int) -> Verdict:
+    """Records corrupted straight in Redis among good ones; workers must live on."""
+    from dtq_core.backends.redis.backend import RedisBackend
+
+    s.send(0, n, sleep=0.005)
+    be = s.client().backend
+    assert isinstance(be, RedisBackend)
+    plain = redis.Redis(port=be.r.connection_pool.connection_kwargs["port"])
+    try:
+        step = max(1, n // len(CORRUPTIONS))
+        for k, (field, value) in enumerate(CORRUPTIONS):
+            key = be.keys.record("default", s.acked[(k * step) % n])
+            if field == "*":
+                plain.delete(key)
+                plain.set(key, value or "")
+            elif value is None:
+                plain.hdel(key, field)
+            else:
+                plain.hset(key, field, value)
+    finally:
+        plain.close()
+    workers = [s.spawn_worker(2), s.spawn_worker(2, pool="async")]
+    s.settle(SETTLE_S)
+    for w in workers:
+        assert w.alive(), w.stderr()
+        out = w.stderr()
+        assert "Exception in thread" not in out and "Traceback" not in out, out
+    return s.verdict("malformed Redis records (each field missing / wrong type)")

@@ -6,6 +6,8 @@ Every test runs real ``dtq worker`` processes on a redis-server with AOF
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.backends.redis.server import RedisServer
@@ -47,3 +49,17 @@ def test_stall_longer_than_the_lease(
     s = make_system(redis_url, {"lease_s": 1.5, "heartbeat_s": 0.3})
     v = scenarios.redis_stall(s, aof_server, 300, how, 3.0)
     v.check()
+
+
+def test_malformed_records_never_kill_a_worker(make_system: SystemFactory, redis_url: str) -> None:
+    s = make_system(redis_url)
+    v = scenarios.malformed_redis(s, 80)
+    # Corrupted fields a claim needs dead-letter their task as "malformed record"; the
+    # rest (an unreadable history, say) run; nothing is lost, every worker lives on.
+    v.check(duplicates=False, dead=len(scenarios.CORRUPTIONS))
+    # (A payload that is not a message is the runner's "undecodable message".)
+    reasons = {reason for _, reason in v.dead}
+    assert reasons <= {"malformed record", "undecodable message"}, v.dead
+    assert len(v.dead) >= 10, v.dead
+    live = {w["id"] for w in s.client().backend.workers(time.time())}
+    assert len(live) == 4, live  # 2 threads + 2 async slots, none died

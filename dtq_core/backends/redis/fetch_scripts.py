@@ -90,8 +90,10 @@ local by_worker, workers = {}, {}
 for i = 5, #ARGV, 4 do
   local id, token = ARGV[i], ARGV[i + 1]
   local rec = T..':t:'..id
-  local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name')
+  local f = redis.pcall('HMGET', rec, 'state', 'lease_token', 'name')
+  if f.err then f = {} end
   if f[1] == 'RUNNING' and f[2] == token then
+    f[3] = f[3] or '?'
     redis.call('HSET', rec, 'state', 'SUCCESS', 'result', ARGV[i + 2], 'error', '',
                'finished_at', now, 'lease_deadline', '')
     n = n + 1

@@ -258,8 +258,24 @@ class LeaseMixin(RedisClient):
                 )
             )
             out.extend(self._unbox(q, bytes(b), worker_id, now) for b in boxed)
-            out.extend(self._delivery(q, row, worker_id, now) for row in rows)
+            for row in rows:
+                try:
+                    out.append(self._delivery(q, row, worker_id, now))
+                except (TypeError, ValueError) as exc:
+                    # The script checks every field it hands out; this is the last
+                    # guard, so a bad row never reaches (and never kills) a worker.
+                    self._bury_row(q, row, worker_id, now, exc)
         return out
+
+    def _bury_row(
+        self, q: str, row: Sequence[Any], worker_id: str, now: float, exc: Exception
+    ) -> None:
+        """Dead-letter a claimed row that cannot be read as a delivery."""
+        tid, token = _s(row[0]), row[1]
+        self._claimed[tid] = (q, _s(row[2]) if row[2] else "?")
+        self._claimed_by[tid] = (worker_id, int(token))
+        info = ErrorInfo("MalformedRecord", f"the claimed record cannot be read: {exc}")
+        self.bury(tid, int(token), info, "malformed record", now)
 
     # -- settling ----------------------------------------------------------------------
 

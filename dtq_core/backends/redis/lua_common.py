@@ -50,11 +50,88 @@ local function ready(id, priority)
   redis.call('RPUSH', T..':notify', 1)
   redis.call('LTRIM', T..':notify', -64, -1)
 end
+-- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
+local function jsonf(raw, default)
+  if not raw or raw == '' then return default end
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == type(default) then return v end
+  return default
+end
+local STATES = {PENDING = 1, RUNNING = 1, SUCCESS = 1, FAILED = 1, RETRY = 1, DEAD = 1,
+                CANCELLED = 1}
+-- The fields every transition of a task reads, and what each must hold.
+local FIELDS = {'state', 'name', 'payload', 'enqueued_at', 'time_limit', 'max_retries',
+                'attempt', 'deliveries', 'priority', 'lease_token', 'queue', 'id'}
+local KINDS = {state = 'state', name = 'text', payload = 'any', enqueued_at = 'number',
+               time_limit = 'number?', max_retries = 'integer', attempt = 'integer',
+               deliveries = 'integer', priority = 'integer', lease_token = 'integer',
+               queue = 'any', id = 'any'}
+local function flaw_of(name, v)
+  local kind = KINDS[name]
+  if v == false then return "field '"..name.."' is missing" end
+  local shown = string.sub(v, 1, 40)
+  if kind == 'state' and not STATES[v] then
+    return "field 'state' is not a task state: "..shown
+  elseif kind == 'text' and v == '' then
+    return "field '"..name.."' is empty"
+  elseif kind == 'number' or kind == 'integer' or (kind == 'number?' and v ~= '') then
+    local n = tonumber(v)
+    if n == nil or n ~= n or n == math.huge or n == -math.huge then
+      return "field '"..name.."' is not a number: "..shown
+    end
+    if kind == 'integer' and n ~= math.floor(n) then
+      return "field '"..name.."' is not an integer: "..shown
+    end
+  end
+  return nil
+end
+-- Task `id`'s record fields (FIELDS order) and what is wrong with them (nil: nothing).
+-- Every script reads a record through this before it writes anything: Redis does not
+-- roll a script back, so a failure half-way would leave a record in no structure.
+local function read(id)
+  local f = redis.pcall('HMGET', T..':t:'..id, unpack(FIELDS))
+  if f.err then return {}, 'the record is not a hash' end
+  if f[1] == false and redis.call('EXISTS', T..':t:'..id) == 0 then return f, nil end
+  for i, name in ipairs(FIELDS) do
+    local why = flaw_of(name, f[i])
+    if why then return f, why end
+  end
+  return f, nil
+end
+-- Dead-letter task `id`, whose record cannot be used, with reason 'malformed record'
+-- and an error naming what is wrong. A key that is not a hash is kept beside as
+-- `<key>:malformed` and a record is written in its place. Returns the task's name.
+local function malformed(id, why, now, maxlen)
+  local rec = T..':t:'..id
+  redis.call('ZREM', T..':ready', id)
+  redis.call('ZREM', T..':delayed', id)
+  redis.call('ZREM', T..':leases', id)
+  redis.call('ZREM', T..':done', id)
+  local kind = redis.call('TYPE', rec)['ok']
+  local old, name = nil, '?'
+  if kind == 'hash' then
+    local f = redis.call('HMGET', rec, 'state', 'name')
+    if f[1] and STATES[f[1]] then old = f[1] end
+    if f[2] and f[2] ~= '' then name = f[2] end
+  elseif kind ~= 'none' then
+    redis.call('RENAME', rec, rec..':malformed')
+  end
+  if old then redis.call('HINCRBY', T..':counts', old, -1) end
+  redis.call('HINCRBY', T..':counts', 'DEAD', 1)
+  local err = cjson.encode({type = 'MalformedRecord', message = why, traceback = ''})
+  redis.call('HSET', rec, 'id', id, 'state', 'DEAD', 'dead_reason', 'malformed record',
+             'error', err, 'finished_at', now, 'lease_deadline', '')
+  redis.call('HSETNX', rec, 'name', name)
+  redis.call('ZADD', T..':dead', now, id)
+  tick(now, 'dead')
+  ev(maxlen, now, id, name, old or '', 'DEAD', '', 'malformed record: '..why)
+  return name
+end
 local function close_attempt(rec, outcome, now)
   local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
-  local h = cjson.decode(f[1] ~= false and f[1] ~= '' and f[1] or '[]')
-  local err = cjson.null
-  if f[5] and f[5] ~= '' then err = cjson.decode(f[5]) end
+  local h = jsonf(f[1], {})
+  local err = jsonf(f[5], {})
+  if next(err) == nil then err = cjson.null end
   local started = cjson.null
   if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
   h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
@@ -63,12 +140,18 @@ local function close_attempt(rec, outcome, now)
 end
 -- Lease PENDING task `id` to `worker` (the record's side of a claim): its delivery row
 -- {id, token, name, payload, attempt, deliveries, enqueued_at, time_limit, max_retries},
--- or nil when the task is not PENDING. The caller writes the lease set and the counts
--- (and the event, when it passes a `batch` to gather events in: see `evs`).
+-- or nil when the task is not PENDING (or was dead-lettered as malformed). The caller
+-- writes the lease set and the counts (and the event, when it passes a `batch` to
+-- gather events in: see `evs`).
 local function take(id, token, worker, now, deadline, maxlen, batch)
   local rec = T..':t:'..id
-  local f = redis.call('HMGET', rec, 'state', 'name', 'payload', 'enqueued_at',
-                       'time_limit', 'max_retries', 'attempt', 'deliveries')
+  local f, why = read(id)
+  if why then
+    if f[1] == nil or f[1] == 'PENDING' or not STATES[f[1]] then
+      malformed(id, why, now, maxlen)
+    end
+    return nil
+  end
   if f[1] ~= 'PENDING' then return nil end
   local attempt = tonumber(f[7]) + 1
   local deliveries = tonumber(f[8]) + 1
@@ -120,8 +203,10 @@ local function unbox(worker)
   for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
     local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
     if id then
-      local f = redis.call('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
-      if f[1] == 'RUNNING' and f[2] == token and f[3] == worker then boxed[#boxed + 1] = e end
+      local f = redis.pcall('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
+      if not f.err and f[1] == 'RUNNING' and f[2] == token and f[3] == worker then
+        boxed[#boxed + 1] = e
+      end
     end
   end
   redis.call('DEL', box)

@@ -60,9 +60,14 @@ class QueryMixin(RedisClient):
             pipe = self.r.pipeline(transaction=False)
             for i in ids:
                 pipe.hgetall(self.keys.record(queue, i))
-            return pipe.execute()
+            # A key that is not a hash (written by hand) answers WRONGTYPE: skipped.
+            return pipe.execute(raise_on_error=False)
 
-        return [_record(h) for h in self._call(run) if h]
+        return [
+            _record(h, i, queue)
+            for i, h in zip(ids, self._call(run), strict=True)
+            if h and isinstance(h, dict)
+        ]
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The record of a task (two round trips: index, then record)."""
@@ -114,8 +119,13 @@ class QueryMixin(RedisClient):
         q = self._q(task_id)
         if q is None:
             return None
-        st = self._call(lambda: self.r.hget(self.keys.record(q, task_id), "state"))
-        return TaskState(_s(st)) if st is not None else None
+        try:
+            st = self._call(lambda: self.r.hget(self.keys.record(q, task_id), "state"))
+            return TaskState(_s(st)) if st is not None else None
+        except (BackendError, ValueError):
+            # Not a hash, or no task state in it (written by hand): as its full read.
+            rec = self.get(task_id)
+            return None if rec is None else rec.state
 
     def _scan_records(
         self, flt: TaskFilter, now: float, offset: int, limit: int, dead_only: bool

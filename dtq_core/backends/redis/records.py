@@ -23,40 +23,73 @@ def _opt(v: Any) -> str:
     return "" if v is None else repr(v) if isinstance(v, float) else str(v)
 
 
-def _record(h: dict[bytes, bytes]) -> TaskRecord:
+def _record(h: dict[bytes, bytes], task_id: str = "", queue: str = "") -> TaskRecord:
+    """A record's hash as a :class:`TaskRecord`, whatever the hash holds.
+
+    A field that is missing or cannot be read (written by hand, or by an older
+    version) reads as its default, so that listings and the console never fail on one
+    bad record; the claim and settle scripts dead-letter such a record as
+    ``malformed record``.
+    """
     g = {_s(k): v for k, v in h.items()}
 
-    def js(name: str, default: Any) -> Any:
-        raw = _s(g.get(name))
-        return json.loads(raw) if raw else default
+    def text(name: str, default: str = "") -> str:
+        return _s(g.get(name)) or default
 
+    def num(name: str, kind: Any, default: Any) -> Any:
+        try:
+            return kind(_s(g.get(name))) if g.get(name) not in (None, b"", "") else default
+        except (TypeError, ValueError):
+            return default
+
+    def js(name: str, default: Any) -> Any:
+        try:
+            v = json.loads(_s(g.get(name)) or "null")
+        except ValueError:
+            return default
+        return v if isinstance(v, type(default)) or (default is None and v is not None) else default
+
+    def seq(name: str, make: Any) -> tuple[Any, ...]:
+        try:
+            return tuple(make(a) for a in js(name, []))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return ()
+
+    try:
+        state = TaskState(text("state"))
+    except ValueError:
+        state = TaskState.DEAD if text("dead_reason") else TaskState.PENDING
     err = js("error", None)
+    try:
+        error = ErrorInfo.from_dict(err) if isinstance(err, dict) else None
+    except (TypeError, KeyError):
+        error = None
     return TaskRecord(
-        id=_s(g["id"]),
-        name=_s(g["name"]),
-        queue=_s(g["queue"]),
-        priority=int(_s(g["priority"])),
-        payload=bytes(g["payload"]),
-        state=TaskState(_s(g["state"])),
-        created_at=float(_s(g["created_at"])),
-        enqueued_at=float(_s(g["enqueued_at"])),
-        eta=_f(g.get("eta")),
-        max_retries=int(_s(g.get("max_retries")) or 0),
-        time_limit=_f(g.get("time_limit")),
-        attempt=int(_s(g.get("attempt")) or 0),
-        deliveries=int(_s(g.get("deliveries")) or 0),
-        started_at=_f(g.get("started_at")),
-        finished_at=_f(g.get("finished_at")),
+        id=text("id", task_id),
+        name=text("name", "?"),
+        queue=text("queue", queue),
+        priority=num("priority", int, 0),
+        payload=bytes(g.get("payload") or b""),
+        state=state,
+        created_at=num("created_at", float, 0.0),
+        enqueued_at=num("enqueued_at", float, num("created_at", float, 0.0)),
+        eta=num("eta", float, None),
+        max_retries=num("max_retries", int, 0),
+        time_limit=num("time_limit", float, None),
+        attempt=num("attempt", int, 0),
+        deliveries=num("deliveries", int, 0),
+        started_at=num("started_at", float, None),
+        finished_at=num("finished_at", float, None),
         result=js("result", None),
-        error=ErrorInfo.from_dict(err) if err else None,
-        history=tuple(Attempt.from_dict(a) for a in js("history", [])),
-        replayed_from=_s(g.get("replayed_from")) or None,
-        replayed_to=tuple(js("replayed_to", [])),
-        dead_reason=_s(g.get("dead_reason")) or None,
-        worker=_s(g.get("worker")) or None,
-        lease_token=int(_s(g.get("lease_token")) or 0),
-        lease_deadline=_f(g.get("lease_deadline")),
-        edits=tuple(js("edits", [])),
-        dedup_key=_s(g.get("dedup_key")) or None,
-        workflow=_s(g.get("workflow")) or None,
+        error=error,
+        history=seq("history", Attempt.from_dict),
+        replayed_from=text("replayed_from") or None,
+        replayed_to=seq("replayed_to", str),
+        dead_reason=text("dead_reason") or None,
+        worker=text("worker") or None,
+        lease_token=num("lease_token", int, 0),
+        lease_deadline=num("lease_deadline", float, None),
+        edits=seq("edits", lambda e: e),
+        dedup_key=text("dedup_key") or None,
+        workflow=text("workflow") or None,
     )

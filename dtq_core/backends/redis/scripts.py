@@ -68,8 +68,13 @@ FAIL = (
     + r"""
 local id, now, maxlen, worker = ARGV[1], ARGV[4], ARGV[8], ARGV[9]
 local rec = T..':t:'..id
-local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name', 'priority')
-if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return {} end
+local r, why = read(id)
+if r[1] ~= 'RUNNING' or r[10] ~= ARGV[2] then return {} end
+if why then
+  malformed(id, why, now, maxlen)
+  return {'DEAD'}
+end
+local f = {r[1], r[10], r[2], r[9]}
 move(rec, 'RUNNING', 'FAILED')
 redis.call('HSET', rec, 'error', ARGV[3], 'finished_at', now, 'lease_deadline', '')
 redis.call('ZREM', T..':leases', id)
@@ -108,8 +113,13 @@ BURY = (
     + r"""
 local id, now = ARGV[1], ARGV[5]
 local rec = T..':t:'..id
-local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name')
-if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
+local r, why = read(id)
+if r[1] ~= 'RUNNING' or r[10] ~= ARGV[2] then return 0 end
+if why then
+  malformed(id, why, now, ARGV[6])
+  return 1
+end
+local f = {r[1], r[10], r[2]}
 move(rec, 'RUNNING', 'DEAD')
 redis.call('HSET', rec, 'error', ARGV[3], 'dead_reason', ARGV[4], 'finished_at', now,
            'lease_deadline', '')
@@ -127,12 +137,17 @@ RELEASE = (
     + r"""
 local id, now = ARGV[1], ARGV[3]
 local rec = T..':t:'..id
-local f = redis.call('HMGET', rec, 'state', 'lease_token', 'name', 'priority', 'history')
-if f[1] ~= 'RUNNING' or f[2] ~= ARGV[2] then return 0 end
+local r, why = read(id)
+if r[1] ~= 'RUNNING' or r[10] ~= ARGV[2] then return 0 end
+if why then
+  malformed(id, why, now, ARGV[6])
+  return 0
+end
+local f = {r[1], r[10], r[2], r[9], redis.call('HGET', rec, 'history')}
 move(rec, 'RUNNING', 'PENDING')
 redis.call('HINCRBY', rec, 'attempt', -1)
 redis.call('HINCRBY', rec, 'deliveries', -1)
-local h = cjson.decode(f[5] ~= false and f[5] ~= '' and f[5] or '[]')
+local h = jsonf(f[5], {})
 local last = h[#h]
 if last then
   redis.call('HSET', rec, 'started_at', tostring(last.started_at or ''),
@@ -162,8 +177,8 @@ EXTEND = (
 local n = 0
 for i = 2, #ARGV, 2 do
   local rec = T..':t:'..ARGV[i]
-  local f = redis.call('HMGET', rec, 'state', 'lease_token')
-  if f[1] == 'RUNNING' and f[2] == ARGV[i + 1] then
+  local f = redis.pcall('HMGET', rec, 'state', 'lease_token')
+  if not f.err and f[1] == 'RUNNING' and f[2] == ARGV[i + 1] then
     redis.call('HSET', rec, 'lease_deadline', ARGV[1])
     redis.call('ZADD', T..':leases', 'XX', ARGV[1], ARGV[i])
     n = n + 1
@@ -183,8 +198,11 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', T..':leases', id)
   local rec = T..':t:'..id
-  local f = redis.call('HMGET', rec, 'state', 'deliveries', 'name', 'priority', 'worker')
-  if f[1] == 'RUNNING' then
+  local r, why = read(id)
+  if why and (r[1] == nil or r[1] == 'RUNNING' or not STATES[r[1]]) then
+    out[#out + 1] = {id, malformed(id, why, now, maxlen), 'DEAD'}
+  elseif r[1] == 'RUNNING' then
+    local f = {r[1], r[8], r[2], r[9], redis.call('HGET', rec, 'worker')}
     local who = f[5] or '?'
     local err = cjson.encode({type = 'WorkerLost', message = 'lease expired on worker '..who,
                               traceback = ''})
@@ -220,9 +238,15 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', T..':delayed', id)
   local rec = T..':t:'..id
-  local f = redis.call('HMGET', rec, 'state', 'name', 'priority')
+  local r, why = read(id)
+  local f = {r[1], r[2], r[9]}
   local was = 0
-  if f[1] == 'RETRY' then
+  if why then
+    if r[1] == nil or r[1] == 'RETRY' or r[1] == 'PENDING' or not STATES[r[1]] then
+      malformed(id, why, now, maxlen)
+    end
+    f[1] = 'malformed'
+  elseif f[1] == 'RETRY' then
     move(rec, 'RETRY', 'PENDING')
     ev(maxlen, now, id, f[2], 'RETRY', 'PENDING', '', '')
     was = 1
@@ -243,8 +267,9 @@ CANCEL = (
     + r"""
 local id, now = ARGV[1], ARGV[2]
 local rec = T..':t:'..id
-local f = redis.call('HMGET', rec, 'state', 'name')
-if f[1] ~= 'PENDING' and f[1] ~= 'RETRY' then return '' end
+local r, why = read(id)
+local f = {r[1], r[2]}
+if why or (f[1] ~= 'PENDING' and f[1] ~= 'RETRY') then return '' end
 redis.call('ZREM', T..':ready', id)
 redis.call('ZREM', T..':delayed', id)
 move(rec, f[1], 'CANCELLED')
@@ -269,7 +294,7 @@ if over > 0 then
 end
 for _, id in ipairs(ids) do
   local rec = T..':t:'..id
-  local st = redis.call('HGET', rec, 'state')
+  local st = redis.pcall('HGET', rec, 'state')
   if st == 'SUCCESS' or st == 'FAILED' or st == 'CANCELLED' then
     redis.call('DEL', rec)
     redis.call('HINCRBY', T..':counts', st, -1)
@@ -286,7 +311,7 @@ REPLAY = (
     COMMON
     + r"""
 local old = T..':t:'..ARGV[1]
-if redis.call('HGET', old, 'state') ~= 'DEAD' then
+if redis.pcall('HGET', old, 'state') ~= 'DEAD' then
   return redis.error_reply('NOTDEAD no dead task '..ARGV[1])
 end
 local a = {}
@@ -296,11 +321,11 @@ local edit = ARGV[2]
 if edit ~= '' then a[12] = cjson.encode({cjson.decode(edit)}) end
 if not create(a, ARGV[3], ARGV[4]) then return redis.error_reply('DUP task id exists') end
 local f = redis.call('HMGET', old, 'replayed_to', 'edits')
-local to = cjson.decode(f[1] ~= false and f[1] ~= '' and f[1] or '[]')
+local to = jsonf(f[1], {})
 to[#to + 1] = a[1]
 redis.call('HSET', old, 'replayed_to', cjson.encode(to))
 if edit ~= '' then
-  local e = cjson.decode(f[2] ~= false and f[2] ~= '' and f[2] or '[]')
+  local e = jsonf(f[2], {})
   local entry = cjson.decode(edit)
   entry.new_task = a[1]
   e[#e + 1] = entry
@@ -317,7 +342,7 @@ PURGE = (
 local out = {}
 for _, id in ipairs(ARGV) do
   local rec = T..':t:'..id
-  if redis.call('HGET', rec, 'state') == 'DEAD' then
+  if redis.pcall('HGET', rec, 'state') == 'DEAD' then
     redis.call('DEL', rec)
     redis.call('ZREM', T..':dead', id)
     redis.call('ZREM', T..':all', id)

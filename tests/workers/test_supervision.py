@@ -1,0 +1,51 @@
+"""A worker loop that dies of an unexpected error is logged, counted and replaced."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from dtq_core import task
+from dtq_core.monitoring.health import assess
+from dtq_core.registry import Registry
+from tests.conftest import BrokerFactory
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("pool", ["thread", "process", "async"])
+def test_a_dead_worker_loop_is_replaced_and_counted(
+    make_broker: BrokerFactory,
+    registry: Registry,
+    pool: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @task(name="sup.add", registry=registry)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    b = make_broker(num_workers=1, pool=pool)
+    real = b.backend.claim
+    calls = {"n": 0}
+
+    def claim(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # What a malformed record did to the claim before the scripts checked it.
+            raise TypeError("cannot convert 'NoneType' object to bytes")
+        return real(*args, **kwargs)
+
+    b.backend.claim = claim  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="dtq.worker"):
+        b.start()
+        assert add.apply_async((2, 3), broker=b).get(timeout=10) == 5
+    assert b.pool is not None
+    assert sum(w.restarts for w in b.pool.workers) == 1
+    assert "died of an unexpected error and was replaced" in caplog.text
+    assert "TypeError" in caplog.text
+    snap = b.control.snapshot()
+    assert sum(w.restarts for w in snap.workers) == 1
+    health = assess(snap)
+    assert any("restarted 1 time" in r for r in health.reasons), health
