@@ -15,6 +15,10 @@ log = logging.getLogger("dtq.maintenance")
 
 #: Longest sleep between two rounds, seconds.
 MAX_SLEEP = 1.0
+#: The orphan sweep (a scan of every record, see ``Backend.sweep_orphans``) runs this
+#: long after the start, then every :data:`SWEEP_EVERY_S`.
+FIRST_SWEEP_S = 60.0
+SWEEP_EVERY_S = 3600.0
 
 
 class Maintenance:
@@ -29,6 +33,7 @@ class Maintenance:
         self._next_reclaim = 0.0
         self._next_beat = 0.0
         self._next_expire = 0.0
+        self._next_sweep: float | None = None
         self._tick_hooks = [h for h in broker.hooks if type(h).tick is not Hook.tick]
 
     def start(self) -> None:
@@ -67,6 +72,15 @@ class Maintenance:
             if delay > 0:
                 self._wake.wait(delay)
 
+    def sweep(self, now: float) -> list[tuple[str, str]]:
+        """Run the orphan sweep now; log what it fixed."""
+        fixed = self.broker.backend.sweep_orphans(now)
+        for task_id, what in fixed[:20]:
+            log.warning("orphan sweep: task %s %s", task_id, what)
+        if len(fixed) > 20:
+            log.warning("orphan sweep: %d more records fixed", len(fixed) - 20)
+        return fixed
+
     def tick(self, now: float) -> float:
         """One round of every due duty; return when the next is due."""
         b = self.broker
@@ -86,6 +100,11 @@ class Maintenance:
         if now >= self._next_expire:
             backend.expire(now)
             self._next_expire = now + 1.0
+        if self._next_sweep is None:
+            self._next_sweep = now + FIRST_SWEEP_S
+        elif now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self.sweep(now)
         nxt = min(self._next_reclaim, self._next_beat, self._next_expire)
         for hook in self._tick_hooks:
             when = hook.tick(b, now)

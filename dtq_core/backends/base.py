@@ -241,6 +241,15 @@ class Backend(ABC):
     def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
         """Renew the leases of running tasks (a live worker's heartbeat)."""
 
+    def sweep_orphans(self, now: float) -> list[tuple[str, str]]:
+        """Put back, or dead-letter, task records that sit in no structure.
+
+        Returns ``(task_id, what was done)`` per record fixed. A store whose structures
+        live in one process's memory cannot have orphans (this default); Redis can
+        (records edited by hand, or left by a script that failed half-way).
+        """
+        return []
+
     def renew_lease(self, task_id: str, token: int, lease_s: float, now: float) -> bool:
         """Renew one lease if the task is still leased under ``token``; whether it was.
 

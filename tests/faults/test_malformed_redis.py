@@ -120,9 +120,7 @@ def test_claim_of_a_malformed_record(be: RedisBackend, plain: Any, field: str, h
 
 
 @pytest.mark.parametrize(("field", "how"), CASES)
-def test_reclaim_of_a_malformed_record(
-    be: RedisBackend, plain: Any, field: str, how: str
-) -> None:
+def test_reclaim_of_a_malformed_record(be: RedisBackend, plain: Any, field: str, how: str) -> None:
     now = time.time()
     send(be, "bad", now)
     (d,) = be.claim(None, "w1", 1.0, 1, now)
@@ -154,3 +152,45 @@ def test_retry_and_release_of_a_malformed_record(
     be.reclaim_expired(now + 60, max_deliveries=5)
     check_outcome(be, plain, "a", field)
     check_outcome(be, plain, "b", field)
+
+
+def test_the_sweep_puts_orphans_back_and_dead_letters_the_unusable(
+    be: RedisBackend, plain: Any
+) -> None:
+    now = time.time()
+    for tid in ("p", "r", "d", "s", "bad", "ok", "str"):
+        send(be, tid, now)
+    (dr,) = be.claim(["default"], "w", 30.0, 1, now)  # "p" is first: claim the rest by id
+    claimed = {dr.task_id: dr}
+    for d in be.claim(["default"], "w", 30.0, 6, now):
+        claimed[d.task_id] = d
+    # Make orphans the way a half-done script (or a hand edit) would.
+    k = be.keys.queue("default")
+    be.bury(claimed["d"].task_id, claimed["d"].token, ErrorInfo("E", "x"), "r", now)
+    be.ack(claimed["s"].task_id, claimed["s"].token, 1, now)
+    be.release(claimed["p"].task_id, claimed["p"].token, now)
+    be.release(claimed["bad"].task_id, claimed["bad"].token, now)
+    plain.zrem(k["ready"], "p", "bad")
+    plain.zrem(k["leases"], "r")
+    plain.zrem(k["dead"], "d")
+    plain.zrem(k["done"], "s")
+    plain.hdel(be.keys.record("default", "bad"), "priority")
+    plain.delete(be.keys.record("default", "str"))
+    plain.set(be.keys.record("default", "str"), "garbage")
+    assert {t for t, _ in orphans(plain, be)} == {"p", "r", "d", "s", "bad", "str"}
+
+    fixed = dict(be.sweep_orphans(now))
+    assert orphans(plain, be) == []
+    assert fixed["p"] == "PENDING: made ready again"
+    assert fixed["r"].startswith("RUNNING: leased again")
+    assert fixed["d"] == "DEAD: indexed again"
+    assert fixed["s"] == "SUCCESS: indexed to expire"
+    assert "priority" in fixed["bad"] and "str" in fixed
+    assert "ok" not in fixed
+    bad = be.get("bad")
+    assert bad is not None and bad.state is S.DEAD and bad.dead_reason == "malformed record"
+    # The orphan runs again; a second sweep finds nothing.
+    assert "p" in {d.task_id for d in be.claim(None, "w2", 30.0, 10, now)}
+    assert be.sweep_orphans(now) == []
+    (tr,) = [t for t in be.reclaim_expired(now + 31, 5) if t.task_id == "r"]
+    assert tr.new is S.PENDING

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from dtq_core.backends.base import Backend, Capabilities, NewTask, Transition
-from dtq_core.backends.redis import fetch_scripts, scripts
+from dtq_core.backends.redis import fetch_scripts, scripts, sweep
 from dtq_core.backends.redis.auth import password_for
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
@@ -183,6 +183,7 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         self._expire = reg(scripts.EXPIRE)
         self._replay = reg(scripts.REPLAY)
         self._purge = reg(scripts.PURGE)
+        self._sweep = reg(sweep.SWEEP)
         self._reserve = reg(scripts.RESERVE)
         self._cas = reg(scripts.CAS)
         self._kv_get = reg(scripts.KV_GET)
@@ -353,6 +354,10 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             self._call(lambda: self.r.hdel(self.keys.index, *ids))
             n = len(ids)
         return n
+
+    def sweep_orphans(self, now: float) -> list[tuple[str, str]]:
+        """Put back, or dead-letter, records that sit in no structure (see ``sweep``)."""
+        return sweep.sweep_orphans(self, now)
 
     # -- dead letters ------------------------------------------------------------------
 
