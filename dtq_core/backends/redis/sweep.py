@@ -18,6 +18,7 @@ rarely: see :data:`SWEEP_EVERY_S`) and checks each one in a script, atomically:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -97,13 +98,9 @@ def sweep_orphans(be: RedisBackend, now: float) -> list[tuple[str, str]]:
     args = [repr(now), repr(now + be.result_ttl), be.maxlen]
     for q in be._known_queues(fresh=True):
         head = be.keys.record(q, "")
-        ids = [
-            _s(k)[len(head) :]
-            for k in be._call(lambda h=head: be._scan(_glob(h) + "*"))
-            if not _s(k).endswith(":malformed")
-        ]
+        keys: list[Any] = be._call(functools.partial(be._scan, _glob(head) + "*"))
+        ids = [_s(k)[len(head) :] for k in keys if not _s(k).endswith(":malformed")]
         for k in range(0, len(ids), BATCH):
-            chunk = ids[k : k + BATCH]
-            rows: Any = be._call(lambda c=chunk, q=q: script(keys=[be.keys.tag(q)], args=args + c))
-            out.extend((_s(i), _s(what)) for i, what in rows)
+            call = functools.partial(script, keys=[be.keys.tag(q)], args=args + ids[k : k + BATCH])
+            out.extend((_s(i), _s(what)) for i, what in be._call(call))
     return out
