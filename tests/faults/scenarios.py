@@ -6,8 +6,12 @@ never asserts the guarantees itself: the caller does, with :meth:`Verdict.check`
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -16,6 +20,8 @@ from tests.faults.harness import System, Verdict, until
 
 #: Seconds a CI run waits for every acknowledged task to end.
 SETTLE_S = 60.0
+#: Seconds a worker on a failed store is given to exit before it is killed.
+FAILSTOP_WAIT_S = 15.0
 
 
 def _started(s: System) -> int:
@@ -152,3 +158,75 @@ def malformed_redis(s: System, n: int) -> Verdict:
         out = w.stderr()
         assert "Exception in thread" not in out and "Traceback" not in out, out
     return s.verdict("malformed Redis records (each field missing / wrong type)")
+
+
+def embedded_failstop(
+    s: System, n: int, kind: str, filler: Path | None = None
+) -> tuple[Verdict, FailStop]:
+    """Fail the embedded store's write path under a running ``dtq worker``, then restart.
+
+    ``kind``: ``enospc`` (an injected ``OSError(ENOSPC)`` on every log write),
+    ``fsync`` (an injected ``EIO`` on every fsync), or ``tmpfs``: a real full disk, the
+    data directory on a small tmpfs that ``filler`` (a file on it) fills up.
+
+    The worker must exit non-zero within seconds with one line saying why, its stop
+    summary must count only outcomes the store acknowledged, and a restart (the fault
+    gone, the disk freed) must recover and finish every acknowledged task.
+    """
+    s.send(0, n, sleep=0.01)
+    s.close_client()
+    arm = s.tmp / "arm"
+    env = {} if kind == "tmpfs" else {"DTQ_FAULT_KIND": kind, "DTQ_FAULT_ARM": str(arm)}
+    first = s.spawn_worker(2, env=env)
+    until(lambda: len(s.journal.ended()) >= n // 4, SETTLE_S, "a quarter of the tasks")
+    armed_at = time.monotonic()
+    if kind == "tmpfs":
+        assert filler is not None
+        _fill(filler)
+    else:
+        arm.touch()
+    try:
+        code: int | None = first.proc.wait(FAILSTOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        code = None  # still up on a failed store: the bug this scenario looks for
+        first.kill()
+    took = time.monotonic() - armed_at
+    out = first.stderr()
+    stopped = FailStop(code, took, out, first.pid)
+    if filler is not None:
+        filler.unlink()
+    arm.unlink(missing_ok=True)
+    second = s.spawn_worker(2)
+    s.settle(SETTLE_S, states=lambda ids: dict.fromkeys(ids))
+    second.term()
+    return s.verdict(f"embedded store: {FAULT_NAMES[kind]}"), stopped
+
+
+FAULT_NAMES = {
+    "enospc": "disk full (injected ENOSPC)",
+    "tmpfs": "disk full (a full tmpfs)",
+    "fsync": "fsync failure (injected EIO)",
+}
+
+
+@dataclass
+class FailStop:
+    """How the first worker of :func:`embedded_failstop` ended."""
+
+    code: int | None
+    seconds: float
+    output: str
+    pid: int
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to ``path`` until its file system is full."""
+    chunk = b"\0" * 65536
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while os.write(fd, chunk):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
