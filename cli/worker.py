@@ -11,7 +11,7 @@ import typer
 
 from cli import _complete
 from cli._common import JsonOpt, command_app, import_app, state, want_json
-from cli._errors import CliError
+from cli._errors import EXIT_FAILED, CliError
 from cli._output import info, print_json, write_line
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ def worker(
                 "failed": summary.failed,
                 "left_queued": summary.left_queued,
                 "drained": summary.drained,
+                "failure": None if broker.failure is None else str(broker.failure),
             }
         )
     else:
@@ -162,6 +163,13 @@ def worker(
             f"worker stopped: processed {summary.processed}, failed {summary.failed}, "
             f"left queued {summary.left_queued}, "
             + ("drained" if summary.drained else "not drained (running tasks were requeued)")
+        )
+    if broker.failure is not None:
+        # Exit non-zero so that a supervisor restarts the worker: the restart's recovery
+        # brings back everything the store acknowledged.
+        raise CliError(
+            f"store failed ({broker.failure}); the worker stopped, restart it",
+            EXIT_FAILED,
         )
 
 

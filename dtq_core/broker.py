@@ -16,7 +16,7 @@ from dtq_core.backends import make_backend
 from dtq_core.broker_events import EventsMixin
 from dtq_core.client import AsyncResult
 from dtq_core.config import BrokerConfig
-from dtq_core.errors import DTQError
+from dtq_core.errors import DTQError, StoreFailed
 from dtq_core.events import EventBus
 from dtq_core.hooks import Hook
 from dtq_core.maintenance import Maintenance
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("dtq.broker")
 
 H = TypeVar("H", bound=Hook)
+
+#: Seconds running tasks get to finish once the store failed stop (their outcomes
+#: cannot be stored; the restart runs them again).
+FAIL_STOP_DRAIN_S = 2.0
 
 
 def default_hooks() -> list[Hook]:
@@ -72,6 +76,8 @@ class StopSummary:
     drained: bool
     #: A second signal (or hard_stop) interrupted running tasks.
     forced: bool = False
+    #: Why the store failed stop, when that is what stopped the broker.
+    failure: str | None = None
 
 
 class Broker(ProducerMixin, EventsMixin):
@@ -121,6 +127,8 @@ class Broker(ProducerMixin, EventsMixin):
         self._forced = False
         #: The summary of the last stop (also after a stop made by a signal handler).
         self.last_stop: StopSummary | None = None
+        #: The store's fail-stop error, once a worker or the maintenance round met it.
+        self.failure: BaseException | None = None
         self.started_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -208,7 +216,8 @@ class Broker(ProducerMixin, EventsMixin):
             if self._opened:
                 self._quietly("close the backend", self.backend.close)
                 self._opened = False
-        summary = StopSummary(processed, failed, left, drained, self._forced)
+        failure = None if self.failure is None else str(self.failure)
+        summary = StopSummary(processed, failed, left, drained, self._forced, failure)
         self.last_stop = summary
         self._stopped.set()
         return summary
@@ -223,8 +232,27 @@ class Broker(ProducerMixin, EventsMixin):
         try:
             return fn(*args)
         except DTQError as exc:
-            log.warning("stopping: could not %s: %s", what, exc)
+            if not isinstance(exc, StoreFailed):  # a failed store was reported already
+                log.warning("stopping: could not %s: %s", what, exc)
             return None
+
+    def fail_stop(self, exc: BaseException) -> None:
+        """The store failed stop: stop claiming and stop this broker (once).
+
+        Nothing can be stored any more, so waiting would only hide the failure: the
+        workers stop claiming, running tasks get :data:`FAIL_STOP_DRAIN_S` to finish
+        (their outcomes cannot be stored; they run again after a restart), and
+        :attr:`failure` tells the process (``dtq worker`` exits non-zero with it).
+        """
+        with self._lifecycle:
+            if self.failure is not None:
+                return
+            self.failure = exc
+        log.error("stopping: %s", exc)
+        if self.pool is not None:
+            self.pool.stopping.set()
+        drain = min(self.config.drain_timeout, FAIL_STOP_DRAIN_S)
+        threading.Thread(target=self.stop, args=(drain,), name="dtq-fail-stop", daemon=True).start()
 
     def hard_stop(self) -> None:
         """Interrupt running tasks at once (they are requeued), then stop."""

@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from dtq_core.errors import StoreFailed
 from dtq_core.hooks import Hook
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class Maintenance:
             self._next_wake = float("inf")
             try:
                 nxt = self.tick(clock.now())
+            except StoreFailed as exc:
+                self.broker.fail_stop(exc)  # nothing more to maintain: the broker stops
+                return
             except Exception:
                 log.exception("maintenance round failed; retrying in 1s")
                 nxt = clock.now() + 1.0

@@ -12,6 +12,10 @@ def assess(snap: SystemSnapshot, backend_error: str | None = None) -> Health:
     """Judge a snapshot (``backend_error`` set when the backend did not answer)."""
     if backend_error is not None:
         return Health("down", (f"backend unreachable: {backend_error}",))
+    info = snap.backend_info
+    if info.get("failed"):
+        # Fail-stop: nothing changes any more until its owner restarts.
+        return Health("down", (f"store failed ({info.get('failure') or 'I/O error'})",))
     reasons: list[str] = []
     queued = sum(q.ready for q in snap.queues if not q.paused)
     live = [w for w in snap.workers if w.heartbeat_age <= STALE_WORKER_S]

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import BackendError, TimeLimitExceeded
+from dtq_core.errors import BackendError, StoreFailed, TimeLimitExceeded
 from dtq_core.workers.base import (
     LEASE_CHECK,
     Backoff,
@@ -79,7 +79,7 @@ class AsyncPool(Pool):
         b = self.broker
         cfg = b.config
         slot_free = self._slot_free = asyncio.Event()
-        backoff = Backoff(self.stopping)
+        backoff = Backoff(self.stopping, b.fail_stop)
         while not self.stopping.is_set():
             free = len(self._free)
             if free == 0:
@@ -154,12 +154,10 @@ class AsyncPool(Pool):
             except Exception as e:
                 exc = e
             ctx.runtime = self.broker.clock.monotonic() - started
-            if exc is None:
-                info.processed += 1
-            else:
-                info.failed += 1
             try:
                 runner.settle(ctx, result, exc)
+            except StoreFailed as err:
+                b.fail_stop(err)
             except BackendError as err:  # not stored: the lease runs out, it runs again
                 log.warning("could not store the outcome of %s: %s", d.task_id, err)
         finally:

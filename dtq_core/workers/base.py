@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dtq_core.errors import StoreFailed
+
 log = logging.getLogger("dtq.worker")
 
 if TYPE_CHECKING:
@@ -179,12 +181,26 @@ class Backoff:
     and keeps trying instead of dying.
     """
 
-    def __init__(self, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        stopping: threading.Event,
+        fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.stopping = stopping
         self.delay = 0.0
+        #: Called instead of waiting when the store failed stop (nothing to retry).
+        self.fatal = fatal
 
     def failed(self, exc: BaseException) -> None:
-        """Record a failure and wait before the next attempt."""
+        """Record a failure and wait before the next attempt.
+
+        A store that failed stop (:class:`~dtq_core.errors.StoreFailed`) is not retried:
+        ``fatal`` is told, which stops the broker.
+        """
+        if isinstance(exc, StoreFailed) and self.fatal is not None:
+            self.fatal(exc)
+            self.stopping.wait(0.1)
+            return
         if self.delay == 0.0:
             log.warning("backend error, retrying: %s", exc)
         self.delay = min(5.0, max(0.1, self.delay * 2))

@@ -152,7 +152,7 @@ class ProcessPool(Pool):
         b = self.broker
         cfg = b.config
         runner = self.runner
-        backoff = Backoff(self.stopping)
+        backoff = Backoff(self.stopping, b.fail_stop)
         while not self.stopping.is_set():
             try:
                 batch = b.backend.claim(cfg.queues, info.id, cfg.lease_s, 1, b.clock.now(), 0.5)
@@ -222,10 +222,6 @@ class ProcessPool(Pool):
             self._replace(i)
             exc = WorkerCrashed(f"worker process died (exit code {code}) while running the task")
         ctx.runtime = self.broker.clock.monotonic() - started
-        if exc is None:
-            info.processed += 1
-        else:
-            info.failed += 1
         runner.settle(ctx, result, exc)
 
     _hard = False

@@ -11,7 +11,12 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.codec import decode_message, json_form
-from dtq_core.errors import RemoteTaskError, SerializationError, TimeLimitExceeded
+from dtq_core.errors import (
+    RemoteTaskError,
+    SerializationError,
+    StoreFailed,
+    TimeLimitExceeded,
+)
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
 from dtq_core.workers.acks import AckBuffer
@@ -62,6 +67,8 @@ class Runner:
         self.ack_now_if = overrides("ack_later")
         #: Successes waiting to be stored together; ``None``: each is stored at once.
         self.acks: AckBuffer | None = None
+        # Worker id -> its live state: outcomes are counted once the store took them.
+        self._workers: dict[str, WorkerInfo] = {}
 
     def batch_acks(self) -> None:
         """Store successes in batches when the backend benefits (a round trip per call)."""
@@ -76,6 +83,7 @@ class Runner:
 
     def prepare(self, d: Delivery, worker: WorkerInfo) -> RunContext | None:
         """Decode and check a delivery; ``None`` when it was settled without running."""
+        self._workers[worker.id] = worker
         emit = self.broker.emit
         emit_started = self.broker.emit_started
         try:
@@ -156,10 +164,26 @@ class Runner:
     def _finish(
         self, ctx: RunContext, trs: list[Transition], exc: BaseException | None = None
     ) -> None:
+        # Counted only once stored (a stop summary counts acknowledged outcomes: an ack
+        # that failed, or came back stale, ran but is not "processed").
+        info = self._workers.get(ctx.worker_id)
+        if info is not None and trs:
+            if exc is None:
+                info.processed += 1
+            else:
+                info.failed += 1
         self.broker.emit(trs, ctx.worker_id)
         for hook in self.after_run:
             hook.after_run(ctx, exc, trs)
 
     def requeue(self, d: Delivery, worker_id: str, note: str) -> None:
-        """Give a claimed task back (shutdown); it runs again, no attempt counted."""
-        self.broker.emit(self.backend.release(d.task_id, d.token, self.now(), note=note), worker_id)
+        """Give a claimed task back (shutdown); it runs again, no attempt counted.
+
+        On a store that failed stop this does nothing: the restart's recovery requeues
+        every task that was running.
+        """
+        try:
+            trs = self.backend.release(d.task_id, d.token, self.now(), note=note)
+        except StoreFailed:
+            return
+        self.broker.emit(trs, worker_id)

@@ -132,7 +132,7 @@ class ThreadPool(Pool):
         clock = broker.clock
         runner = self.runner
         stopping = self.stopping
-        backoff = Backoff(stopping)
+        backoff = Backoff(stopping, broker.fail_stop)
         # prefetch=None adapts on backends where a claim is a round trip: batches of
         # about PREFETCH_BUDGET_S of work, by the moving average of run times.
         adaptive = cfg.prefetch is None and broker.backend.capabilities.batch_acks
@@ -210,10 +210,6 @@ class ThreadPool(Pool):
         result, exc = self._invoke(runner, ctx)
         if isinstance(exc, WorkerShutdown):
             raise exc
-        if exc is None:
-            info.processed += 1
-        else:
-            info.failed += 1
         runner.settle(ctx, result, exc)
         return ctx.runtime
 

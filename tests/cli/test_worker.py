@@ -112,7 +112,13 @@ def test_worker_json_summary_on_memory_with_a_self_feeding_app(
     worker.wait_for("FED")
     code, out, err = worker.stop()
     assert code == 0, err
-    assert json.loads(out) == {"processed": 10, "failed": 0, "left_queued": 0, "drained": True}
+    assert json.loads(out) == {
+        "processed": 10,
+        "failed": 0,
+        "left_queued": 0,
+        "drained": True,
+        "failure": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -310,6 +310,7 @@ class EmbeddedBackend(LoggedMemoryBackend):
                 next_lsn=wal.next_lsn,
                 durable_lsn=wal.durable_lsn,
                 failed=wal.failed,
+                failure=wal.failure,
             )
         return out
 

@@ -86,8 +86,8 @@ class LoggedMemoryBackend(MemoryBackend):
         wal = self._wal
         if wal is not None and wal.failed:
             raise StoreFailed(
-                f"embedded store {self.path} stopped after a write-ahead log I/O error; "
-                "restart the process to recover its acknowledged state"
+                f"embedded store {self.path} stopped after a write-ahead log I/O error "
+                f"({wal.failure}); restart the process to recover its acknowledged state"
             )
 
     def _wait(self, lsn: int) -> None:

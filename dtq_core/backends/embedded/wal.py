@@ -390,6 +390,17 @@ class WriteAheadLog(WritePath):
             return self._failed is not None
 
     @property
+    def failure(self) -> str | None:
+        """The I/O error the log failed stop on (``None`` while it works)."""
+        with self._cond:
+            exc = self._failed
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.strerror:
+            return f"{type(exc).__name__}: {exc.strerror}"
+        return f"{type(exc).__name__}: {exc}"
+
+    @property
     def bytes_written(self) -> int:
         """Record bytes handed to the OS since open."""
         with self._cond:
