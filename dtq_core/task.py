@@ -56,15 +56,31 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str = ""
+    #: ``(task id, name)`` of the tasks that were running in the same worker process
+    #: when it died (``WorkerLost`` only; see :mod:`dtq_core.backends.lost`).
+    beside: tuple[tuple[str, str], ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+        out: dict[str, Any] = {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+        if self.beside:
+            out["beside"] = [list(b) for b in self.beside]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
         """Inverse of :meth:`to_dict`."""
-        return cls(str(data["type"]), str(data["message"]), str(data.get("traceback", "")))
+        raw = data.get("beside")
+        beside: tuple[tuple[str, str], ...] = ()
+        if isinstance(raw, list):  # (Lua's cjson writes an empty list as {})
+            beside = tuple(
+                (str(b[0]), str(b[1])) for b in raw if isinstance(b, list) and len(b) == 2
+            )
+        return cls(str(data["type"]), str(data["message"]), str(data.get("traceback", "")), beside)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dtq_core.backends.base import (
@@ -19,6 +20,7 @@ from dtq_core.backends.base import (
     NewTask,
     Transition,
 )
+from dtq_core.backends.lost import LostLog
 from dtq_core.backends.memory_expiry import ExpiryMixin
 from dtq_core.backends.memory_index import TaskIndex
 from dtq_core.backends.memory_kv import KeyValueMixin
@@ -49,6 +51,7 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
         self._ready: dict[str, IndexedHeap] = {}
         self._delayed = IndexedHeap()
         self._leases = IndexedHeap()
+        self._lost = LostLog()
         self._dead: dict[str, None] = {}  # insertion order = time of death
         self._paused: set[str] = set()
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
@@ -336,14 +339,22 @@ class MemoryBackend(KeyValueMixin, QueryMixin, ExpiryMixin, Backend):
                     rec.lease_deadline = deadline
                     self._leases.push(task_id, deadline)
 
+    def _beside(self, rec: TaskRecord) -> tuple[tuple[str, str], ...]:
+        """The tasks lost with, or still running in, ``rec``'s worker process."""
+        return self._lost.beside(rec, (self._records[i] for i in self._leases))
+
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
         """Requeue tasks whose lease ran out; DEAD (``worker_lost``) past the limit."""
         out: list[Transition] = []
         with self._lock:
-            for task_id in self._leases.pop_until(now, 10_000):
+            due = self._leases.pop_until(now, 10_000)
+            for task_id in due:
+                self._lost.add(self._records[task_id])
+            for task_id in due:
                 rec = self._records[task_id]
                 lost = ErrorInfo("WorkerLost", f"lease expired on worker {rec.worker}")
                 if rec.deliveries >= max_deliveries:
+                    lost = replace(lost, beside=self._beside(rec))
                     out.append(self._bury(rec, lost, "worker_lost", now))
                     continue
                 rec.error = lost

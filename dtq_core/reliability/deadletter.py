@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ _UUID = re.compile(
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
 )
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: "lease expired on worker host:pid:t3": tasks lost on any worker group together.
+_WORKER = re.compile(r"\bon worker \S+")
 
 
 class DeadLetterHook(Hook):
@@ -48,9 +51,10 @@ class DeadLetterHook(Hook):
 def normalise_message(message: str) -> str:
     """A failure message with its variable parts folded, so alike failures group.
 
-    UUIDs, long hex ids, quoted strings and numbers become placeholders.
+    Worker ids, UUIDs, long hex ids, quoted strings and numbers become placeholders.
     """
-    text = _UUID.sub("<uuid>", message)
+    text = _WORKER.sub("on worker <worker>", message)
+    text = _UUID.sub("<uuid>", text)
     text = _HEX.sub("<hex>", text)
     text = _QUOTED.sub("<str>", text)
     text = _NUMBER.sub("<n>", text)
@@ -76,6 +80,10 @@ class FailureGroup:
     last_seen: float
     task_ids: tuple[str, ...]
     reasons: tuple[str, ...]
+    #: For tasks lost with their worker process (``worker_lost``): the names of the
+    #: tasks that were running beside them, with how many of the group's tasks each
+    #: was beside, most first. A task that killed its process is beside all of them.
+    beside: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> str:
@@ -94,6 +102,7 @@ class FailureGroup:
             "last_seen": self.last_seen,
             "task_ids": list(self.task_ids),
             "reasons": list(self.reasons),
+            "beside": [list(b) for b in self.beside],
         }
 
 
@@ -115,10 +124,20 @@ def group_by_cause(records: list[TaskRecord]) -> list[FailureGroup]:
                 last_seen=max(times),
                 task_ids=tuple(r.id for r in recs),
                 reasons=tuple(sorted({r.dead_reason or "" for r in recs})),
+                beside=_beside(recs),
             )
         )
     out.sort(key=lambda g: (-g.count, -g.last_seen, g.key))
     return out
+
+
+def _beside(recs: list[TaskRecord]) -> tuple[tuple[str, int], ...]:
+    """Task names running beside the group's lost tasks, by how many they were beside."""
+    seen: Counter[str] = Counter()
+    for rec in recs:
+        if rec.error is not None:
+            seen.update({name for _, name in rec.error.beside})
+    return tuple(sorted(seen.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,9 +211,13 @@ class DeadGroupScreen(DeadActions):
     def on_mount(self) -> None:
         """Title the group."""
         g = self.group
-        self.query_one("#group-tasks").border_title = clip(
-            f"{g.task} · {g.exc_type.rsplit('.', 1)[-1]}: {g.message}", 70
-        )
+        pane = self.query_one("#group-tasks")
+        pane.border_title = clip(f"{g.task} · {g.exc_type.rsplit('.', 1)[-1]}: {g.message}", 70)
+        if g.beside:
+            # Lost with their process: what ran beside them (the poison is beside all).
+            pane.border_subtitle = Text(  # data: never markup
+                clip("ran beside: " + ", ".join(f"{name} ({n})" for name, n in g.beside), 70)
+            )
         self.load(force=True)
 
     @property

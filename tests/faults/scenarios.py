@@ -15,8 +15,11 @@ from pathlib import Path
 
 import redis
 
+from dtq_core.task import TaskState
 from tests.backends.redis.server import RedisServer
 from tests.faults.harness import System, Verdict, until
+
+S = TaskState
 
 #: Seconds a CI run waits for every acknowledged task to end.
 SETTLE_S = 60.0
@@ -230,3 +233,36 @@ def _fill(path: Path) -> None:
         pass  # full
     finally:
         os.close(fd)
+
+
+def poison(s: System, n: int, pool: str) -> Verdict:
+    """A task that kills its worker process, among ``n`` innocent ones, under ``pool``.
+
+    A supervisor (this loop) restarts the ``dtq worker`` each time it dies, as systemd
+    or Kubernetes would. The poison must end dead-lettered (``worker_lost`` after
+    ``max_deliveries`` when it kills the whole process; a failed attempt when only a
+    process-pool child dies) and every innocent must run or, when it was always
+    running beside the poison, be dead-lettered naming the poison beside it.
+    """
+    name = "fa.arec" if pool == "async" else "fa.rec"
+    s.send(0, n, sleep=0.2, name=name)
+    b = s.client()
+    s.intents.add(n)
+    s.acked[n] = b.send("fa.poison", [n], priority=-1).id
+    worker = s.spawn_worker(2, pool=pool)
+    restarts = 0
+
+    def done() -> bool:
+        nonlocal worker, restarts
+        if not worker.alive():
+            restarts += 1
+            worker = s.spawn_worker(2, pool=pool)
+        acked = s.acknowledged()
+        waiting = set(acked) - s.journal.ended()
+        return all(b.backend.get_state(acked[i]) is S.DEAD for i in waiting)
+
+    until(done, SETTLE_S, "the poison to be dead-lettered and the rest to run")
+    worker.term()
+    v = s.verdict(f"poison task, {pool} pool ({restarts} worker restarts)")
+    v.notes.append(str(restarts))
+    return v

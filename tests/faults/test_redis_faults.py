@@ -13,6 +13,7 @@ import pytest
 from tests.backends.redis.server import RedisServer
 from tests.faults import scenarios
 from tests.faults.conftest import SystemFactory
+from tests.faults.harness import until
 
 pytestmark = pytest.mark.redis
 
@@ -61,5 +62,35 @@ def test_malformed_records_never_kill_a_worker(make_system: SystemFactory, redis
     reasons = {reason for _, reason in v.dead}
     assert reasons <= {"malformed record", "undecodable message"}, v.dead
     assert len(v.dead) >= 10, v.dead
-    live = {w["id"] for w in s.client().backend.workers(time.time())}
-    assert len(live) == 4, live  # 2 threads + 2 async slots, none died
+    # 2 threads + 2 async slots publish heartbeats, none restarted.
+    be = s.client().backend
+    live = until(lambda: len(be.workers(time.time())) == 4 and be.workers(time.time()), 10, "4")
+    assert all(not w.get("restarts") for w in live), live
+
+
+@pytest.mark.parametrize("pool", ["thread", "process", "async"])
+def test_poison_task(make_system: SystemFactory, redis_url: str, pool: str) -> None:
+    s = make_system(redis_url, {"lease_s": 1.0, "heartbeat_s": 0.25, "max_deliveries": 2})
+    n = 4
+    v = scenarios.poison(s, n, pool)
+    v.check(dead=n + 1)
+    be = s.client().backend
+    poison_id = s.acked[n]
+    dead = dict(v.dead)
+    assert n in dead, v  # the poison is dead-lettered
+    if pool == "process":
+        # Only the child died: the task failed (WorkerCrashed), nothing else was lost.
+        assert set(dead) == {n}, v
+        rec = be.get(poison_id)
+        assert rec is not None and rec.error is not None
+        assert rec.error.type.endswith("WorkerCrashed"), rec.error
+        return
+    assert dead[n] == "worker_lost", v
+    # Every innocent lost with it names the poison as running beside it.
+    for i, reason in dead.items():
+        if i == n:
+            continue
+        assert reason == "worker_lost", v
+        rec = be.get(s.acked[i])
+        assert rec is not None and rec.error is not None
+        assert poison_id in {tid for tid, _ in rec.error.beside}, rec.error

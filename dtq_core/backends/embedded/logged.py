@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -136,6 +137,8 @@ class LoggedMemoryBackend(MemoryBackend):
                     self._move(rec, TaskState.PENDING)
                 self._schedule(rec, None, body[1])
         elif op == OP_RECLAIM:
+            for task_id, _ in body[0]:
+                self._lost.add(self._records[task_id])
             for task_id, bury in body[0]:
                 with self._lock:
                     self._leases.push(task_id, float("-inf"))
@@ -155,6 +158,7 @@ class LoggedMemoryBackend(MemoryBackend):
         self._leases.remove(task_id)
         lost = ErrorInfo("WorkerLost", f"lease expired on worker {rec.worker}")
         if bury:
+            lost = dataclasses.replace(lost, beside=self._beside(rec))
             return self._bury(rec, lost, "worker_lost", now)
         rec.error = lost
         rec.finished_at = now
@@ -270,6 +274,8 @@ class LoggedMemoryBackend(MemoryBackend):
         with self._lock:
             due = self._leases.pop_until(now, 10_000)
             decisions = []
+            for task_id in due:
+                self._lost.add(self._records[task_id])
             for task_id in due:
                 self._leases.push(task_id, float("-inf"))
                 bury = self._records[task_id].deliveries >= max_deliveries

@@ -37,6 +37,7 @@ class Keys:
             "notify": f"{t}:notify",
             "idle": f"{t}:idle",
             "events": f"{t}:events",
+            "lost": f"{t}:lost",
             "sec": f"{t}:sec:",
             "rec": f"{t}:t:",
         }

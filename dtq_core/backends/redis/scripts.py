@@ -189,12 +189,42 @@ return n
 )
 
 #: ARGV: now, max_deliveries, limit, maxlen. Returns {id, name, new state} triples.
+#: A task dead-lettered as ``worker_lost`` names, in its error's ``beside``, the tasks
+#: that were running in the same worker process (``host:pid``): those lost recently
+#: (the queue's ``lost`` list, the last 256) and those still leased to it.
 RECLAIM = (
     COMMON
     + r"""
 local now, maxd, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local ids = redis.call('ZRANGEBYSCORE', T..':leases', '-inf', now, 'LIMIT', 0, ARGV[3])
 local out = {}
+local function proc(w)
+  if not w or select(2, string.gsub(w, ':', '')) < 2 then return nil end
+  return string.match(w, '^(.*):[^:]*$')
+end
+local function beside(id, worker)
+  local p = proc(worker)
+  if not p then return nil end
+  local found, seen = {}, {[id] = true}
+  local function add(oid, name)
+    if not seen[oid] and #found < 20 then
+      seen[oid] = true
+      found[#found + 1] = {oid, name}
+    end
+  end
+  for _, e in ipairs(redis.call('LRANGE', T..':lost', 0, -1)) do
+    local w, oid, name = string.match(e, '^([^\n]*)\n([^\n]*)\n(.*)$')
+    if w and proc(w) == p then add(oid, name) end
+  end
+  local live = redis.call('ZRANGE', T..':leases', 0, 999)
+  for _, oid in ipairs(ids) do live[#live + 1] = oid end
+  for _, oid in ipairs(live) do
+    local f = redis.pcall('HMGET', T..':t:'..oid, 'state', 'worker', 'name')
+    if not f.err and f[1] == 'RUNNING' and proc(f[2]) == p then add(oid, f[3] or '?') end
+  end
+  if #found == 0 then return nil end
+  return found
+end
 for _, id in ipairs(ids) do
   redis.call('ZREM', T..':leases', id)
   local rec = T..':t:'..id
@@ -204,9 +234,13 @@ for _, id in ipairs(ids) do
   elseif r[1] == 'RUNNING' then
     local f = {r[1], r[8], r[2], r[9], redis.call('HGET', rec, 'worker')}
     local who = f[5] or '?'
-    local err = cjson.encode({type = 'WorkerLost', message = 'lease expired on worker '..who,
-                              traceback = ''})
-    redis.call('HSET', rec, 'error', err, 'finished_at', now, 'lease_deadline', '')
+    redis.call('LPUSH', T..':lost', who..'\n'..id..'\n'..f[3])
+    redis.call('LTRIM', T..':lost', 0, 255)
+    local lost = {type = 'WorkerLost', message = 'lease expired on worker '..who,
+                  traceback = ''}
+    if tonumber(f[2]) >= maxd then lost.beside = beside(id, f[5]) end
+    redis.call('HSET', rec, 'error', cjson.encode(lost), 'finished_at', now,
+               'lease_deadline', '')
     if tonumber(f[2]) >= maxd then
       move(rec, 'RUNNING', 'DEAD')
       redis.call('HSET', rec, 'dead_reason', 'worker_lost')
