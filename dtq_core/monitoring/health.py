@@ -52,6 +52,11 @@ def alerts(snap: SystemSnapshot) -> tuple[str, ...]:
     info = snap.backend_info
     if info.get("recovered_tasks"):
         out.append(f"WAL recovery at start: {info['recovered_tasks']} tasks restored")
+    if info.get("malformed_records"):
+        out.append(
+            f"WAL recovery skipped {info['malformed_records']} malformed log records "
+            "(each is named in the log)"
+        )
     if info.get("dropped_bytes"):
         out.append(f"WAL torn tail cut at start: {info['dropped_bytes']} bytes dropped")
     return tuple(out)

@@ -266,3 +266,59 @@ def poison(s: System, n: int, pool: str) -> Verdict:
     v = s.verdict(f"poison task, {pool} pool ({restarts} worker restarts)")
     v.notes.append(str(restarts))
     return v
+
+
+def malformed_embedded(s: System, n: int, directory: Path) -> Verdict:
+    """Malformed records appended to an embedded store's log between two runs.
+
+    Tasks with a field missing or of the wrong type are counted as enqueued (argument
+    ``n + k``): each must end dead-lettered as ``malformed record``; the ``n`` good
+    tasks must all run.
+    """
+    import json
+
+    from dtq_core.backends.embedded.oplog import OP_ENQ
+    from dtq_core.backends.embedded.wal import WriteAheadLog
+
+    s.send(0, n, sleep=0.005)
+    s.close_client()
+    good = {
+        "name": "fa.rec",
+        "queue": "default",
+        "priority": 0,
+        "payload": 'j{"v":1,"args":[0],"kwargs":{}}',
+        "eta": None,
+        "max_retries": 0,
+        "time_limit": None,
+        "dedup_key": None,
+        "replayed_from": None,
+        "workflow": None,
+    }
+    wrong = {"name": 5, "queue": ["q"], "priority": "high", "payload": 123, "eta": "soon"}
+    wrong |= {"max_retries": "many", "time_limit": "forever", "dedup_key": 7}
+    bodies = []
+    for field in good:
+        for how in ("missing", "wrong"):
+            if how == "wrong" and field not in wrong:
+                continue
+            i = n + len(bodies)
+            task = {**good, "id": f"bad-{i}"}
+            if how == "missing":
+                del task[field]
+            else:
+                task[field] = wrong[field]
+            bodies.append(json.dumps([task, time.time()]).encode())
+            s.intents.add(i)
+            s.acked[i] = f"bad-{i}"
+    wal = WriteAheadLog(directory / "wal", "always", 50, 64 * 1024 * 1024)
+    try:
+        for body in bodies:
+            wal.append(OP_ENQ, body)
+    finally:
+        wal.close()
+    w = s.spawn_worker(2)
+    # (the store is owned by the worker: the bad ones are known dead by construction)
+    s.settle(SETTLE_S, states=lambda ids: {i: S.DEAD if i >= n else None for i in ids})
+    w.term()
+    assert "Traceback" not in w.stderr(), w.stderr()
+    return s.verdict("malformed embedded log records (each field missing / wrong type)")

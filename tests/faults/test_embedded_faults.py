@@ -101,3 +101,11 @@ def test_fsync_failure(make_system: SystemFactory, tmp_path: Path) -> None:
     v, stop = scenarios.embedded_failstop(s, 200, "fsync")
     _check_failstop(s, stop, v, exact=False)
     assert "injected fsync failure" in stop.output
+
+
+def test_malformed_log_records(make_system: SystemFactory, tmp_path: Path) -> None:
+    s = make_system(f"embedded://{tmp_path / 'data'}")
+    v = scenarios.malformed_embedded(s, 60, tmp_path / "data")
+    bad = v.n - 60
+    v.check(duplicates=False, dead=bad)
+    assert len(v.dead) == bad and {r for _, r in v.dead} == {"malformed record"}, v.dead

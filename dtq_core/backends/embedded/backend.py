@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import struct
 import threading
@@ -221,7 +220,7 @@ class EmbeddedBackend(LoggedMemoryBackend):
         self._replaying = True
         try:
             for rec in self._wal.replay(self._ckpt_lsn + 1):
-                max_token = max(max_token, self._apply(rec.rtype, json.loads(rec.body)))
+                max_token = max(max_token, self._replay_record(rec.lsn, rec.rtype, rec.body))
                 replayed += 1
         finally:
             self._replaying = False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 from dtq_core.backends.base import Delivery, NewTask, Transition
 from dtq_core.backends.embedded.framing import MAX_BODY
+from dtq_core.backends.embedded.malformed import MALFORMED, placeholder, task_flaw
 from dtq_core.backends.embedded.oplog import (
     OP_CALL,
     OP_CLAIM,
@@ -17,6 +20,7 @@ from dtq_core.backends.embedded.oplog import (
     OP_KVDEL,
     OP_KVSET,
     OP_NAMES,
+    OP_NAMES_BY_TYPE,
     OP_PROMOTE,
     OP_RECLAIM,
     _decode_args,
@@ -28,6 +32,8 @@ from dtq_core.backends.embedded.wal import WriteAheadLog
 from dtq_core.backends.memory import MemoryBackend
 from dtq_core.errors import BackendError, SerializationError, StoreFailed
 from dtq_core.task import ErrorInfo, TaskState
+
+log = logging.getLogger("dtq.embedded")
 
 
 class LoggedMemoryBackend(MemoryBackend):
@@ -43,6 +49,7 @@ class LoggedMemoryBackend(MemoryBackend):
     _wal: WriteAheadLog | None
     _replaying: bool
     _claim_lsn: threading.local
+    _stats: dict[str, Any]
 
     # -- logging -----------------------------------------------------------------------
 
@@ -115,12 +122,52 @@ class LoggedMemoryBackend(MemoryBackend):
 
     # -- replay --------------------------------------------------------------------------
 
+    def _replay_record(self, lsn: int, op: int, raw: bytes) -> int:
+        """Apply one record at recovery; a malformed one is skipped, counted and logged.
+
+        See :mod:`.malformed`: a task that cannot be read is dead-lettered by
+        :meth:`_apply` itself; any other body that cannot be applied is skipped here.
+        Bodies are checked before they change anything, so a skipped record leaves no
+        half of itself behind.
+        """
+        try:
+            return self._apply(op, json.loads(raw))
+        except MALFORMED as exc:
+            self._stats["malformed_records"] = self._stats.get("malformed_records", 0) + 1
+            log.warning(
+                "%s: log record lsn %d (%s) cannot be applied and was skipped: %s: %s",
+                self.path,
+                lsn,
+                OP_NAMES_BY_TYPE.get(op, f"type {op}"),
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+
+    def _bury_malformed(self, task: dict[str, Any], why: str, now: float) -> None:
+        """Dead-letter a logged task that cannot be read (see :mod:`.malformed`)."""
+        new = placeholder(task)
+        if new.id in self._records:
+            raise ValueError(f"task id {new.id!r} exists already")
+        MemoryBackend.enqueue(self, new, now)
+        rec = self._records[new.id]
+        self._ready[rec.queue].remove(rec.id)
+        self._bury(rec, ErrorInfo("MalformedRecord", why), "malformed record", now)
+
     def _apply(self, op: int, body: Any) -> int:
         """Apply one logged change; return the largest lease token it names."""
         if op == OP_ENQ:
-            MemoryBackend.enqueue(self, _new_task(body[0]), body[1])
+            why = task_flaw(body[0])
+            if why is not None and isinstance(body[0], dict) and isinstance(body[0].get("id"), str):
+                self._bury_malformed(body[0], why, float(body[1]))
+            elif why is not None:
+                raise ValueError(why)
+            else:
+                MemoryBackend.enqueue(self, _new_task(body[0]), body[1])
         elif op == OP_CLAIM:
             tokens = [c[1] for c in body[0]]
+            for task_id, *_ in body[0]:  # all known, or nothing is applied
+                self._records[task_id]
             for task_id, token, worker, deadline in body[0]:
                 rec = self._records[task_id]
                 self._ready[rec.queue].remove(task_id)
@@ -150,7 +197,7 @@ class LoggedMemoryBackend(MemoryBackend):
         elif op == OP_NAMES:
             self._names.update(body)
         else:
-            raise BackendError(f"unknown record type {op} in the write-ahead log")
+            raise ValueError(f"unknown record type {op}")
         return 0
 
     def _reclaim_one(self, task_id: str, bury: bool, now: float) -> Transition:
