@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,3 +385,28 @@ def until(what: Callable[[], Any], timeout: float, message: str) -> Any:
 def now() -> float:
     """Wall time (the journal's clock)."""
     return time.time()
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str = "16m") -> Iterator[Path | None]:
+    """Mount a tmpfs of ``size`` at ``where`` (a real disk to fill up), unmounted after.
+
+    Yields ``None`` when the process is not root or ``mount`` is refused (a container
+    without the capability): callers fall back to an injected ``ENOSPC``.
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        yield None
+        return
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        yield None
+        return
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)

@@ -9,10 +9,7 @@ everything acknowledged.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import pytest
 from dtq_core.task import TaskState
 from tests.faults import scenarios
 from tests.faults.conftest import SystemFactory
-from tests.faults.harness import System
+from tests.faults.harness import System, small_tmpfs
 
 #: Seconds within which a worker on a failed store must have exited.
 EXIT_WITHIN_S = 10.0
@@ -30,24 +27,8 @@ EXIT_WITHIN_S = 10.0
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path | None]:
     """A 16 MiB tmpfs mounted for this test, or None (not root, or mount refused)."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        yield None
-        return
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-        capture_output=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        yield None
-        return
-    try:
+    with small_tmpfs(tmp_path / "tmpfs") as mnt:
         yield mnt
-    finally:
-        with contextlib.suppress(Exception):
-            subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def _check_failstop(
