@@ -49,3 +49,24 @@ def test_a_dead_worker_loop_is_replaced_and_counted(
     assert sum(w.restarts for w in snap.workers) == 1
     health = assess(snap)
     assert any("restarted 1 time" in r for r in health.reasons), health
+
+
+def test_the_maintenance_round_sweeps_for_orphans_rarely(make_broker: BrokerFactory) -> None:
+    from dtq_core.clock import FakeClock
+    from dtq_core.maintenance import FIRST_SWEEP_S, SWEEP_EVERY_S
+
+    clock = FakeClock(1000.0)
+    b = make_broker(clock=clock)
+    sweeps: list[float] = []
+    b.backend.sweep_orphans = lambda now: sweeps.append(now) or []  # type: ignore[method-assign]
+    b.tick()
+    clock.advance(FIRST_SWEEP_S - 1)
+    b.tick()
+    assert sweeps == []
+    clock.advance(1)
+    b.tick()
+    b.tick()
+    assert sweeps == [1000.0 + FIRST_SWEEP_S]
+    clock.advance(SWEEP_EVERY_S)
+    b.tick()
+    assert len(sweeps) == 2
