@@ -38,6 +38,7 @@ def test_health_names_the_failed_store(tmp_path: Path) -> None:
         health = b.control.snapshot().health
         assert health.status == "down"
         assert health.reasons == ("store failed (OSError: injected fsync failure)",)
+        assert b.control.health() == health  # what `dtq health` prints: "down: store failed (…)"
     finally:
         b.stop()
 
