@@ -29,7 +29,7 @@ def test_group_by_cause(dtq, dead: list[str]) -> None:
     group = data[0]
     assert set(group) == {
         "key", "task", "exc_type", "message", "count", "first_seen", "last_seen", "task_ids",
-        "reasons",
+        "reasons", "beside",
     }  # fmt: skip
     assert group["count"] == 3 and group["message"] == "bad value <n>"
     text = dtq("dlq", "list", "--group-by", "cause").stdout
