@@ -56,14 +56,16 @@ def _inject() -> None:
 
         write_path.write_all = write_all  # type: ignore[assignment]
     elif kind == "fsync":
-        real_fsync = os.fsync
+        from dtq_core.backends.embedded.write_path import WritePath
 
-        def fsync(fd: int) -> None:
+        real_fsync = WritePath._fsync
+
+        def fsync(self: WritePath, fd: int) -> None:
             if _armed():
                 raise OSError(errno.EIO, "injected fsync failure")
-            real_fsync(fd)
+            real_fsync(self, fd)
 
-        os.fsync = fsync
+        WritePath._fsync = fsync  # type: ignore[method-assign]
 
 
 _inject()

@@ -232,7 +232,10 @@ class System:
     def client(self) -> Broker:
         """A producer-only broker in this process (task names registered by hand)."""
         if self._client is None:
-            b = Broker(BrokerConfig(backend=self.url, num_workers=0, registry=Registry()))
+            # May own an embedded store (no worker may run there meanwhile): the
+            # checker reads it between runs.
+            own = self.url.startswith("embedded://") or None
+            b = Broker(BrokerConfig(backend=self.url, num_workers=0, registry=Registry(), own=own))
             b.open()
             b.backend.register_names(NAMES)
             self._client = b
