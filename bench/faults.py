@@ -104,7 +104,16 @@ def main() -> int:
     for pool in ("thread", "process", "async"):
         cfg = {"lease_s": 1.0, "heartbeat_s": 0.25, "max_deliveries": 3}
         runs.append((f"poison-{pool}", lambda p=pool, c=cfg: scenarios.poison(redis_sys(c), 8, p)))
+
+    def attached() -> Verdict:
+        s, _ = embedded_sys()
+        try:
+            return scenarios.embedded_attached_sigkill(s, n(1000))
+        finally:
+            s.close()
+
     runs += [
+        ("sigkill-attached", attached),
         ("disk-full-tmpfs", lambda: failstop("tmpfs")),
         ("disk-full-enospc", lambda: failstop("enospc")),
         ("fsync-failure", lambda: failstop("fsync")),

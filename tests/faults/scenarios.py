@@ -322,3 +322,34 @@ def malformed_embedded(s: System, n: int, directory: Path) -> Verdict:
     w.term()
     assert "Traceback" not in w.stderr(), w.stderr()
     return s.verdict("malformed embedded log records (each field missing / wrong type)")
+
+
+def embedded_attached_sigkill(s: System, n: int) -> Verdict:
+    """SIGKILL of attached workers and of a producer on one ``embedded://`` store.
+
+    The owner is a ``dtq worker --concurrency 0`` (it owns and serves only, and is never
+    killed here: the owner's SIGKILL is another scenario's); two ``dtq worker``
+    processes and a producer process attach to its socket. One worker and the producer
+    are killed mid-run; a fresh worker and a second producer take over.
+    """
+    sock = Path(s.url.removeprefix("embedded://").split("?")[0]) / "dtq.sock"
+    owner = s.spawn_worker(0)
+    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
+    assert owner.alive(), owner.stderr()
+    workers = [s.spawn_worker(2), s.spawn_worker(2)]
+    p = s.spawn_producer(0, n, sleep=0.005)
+    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
+    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    workers[0].kill()
+    p.kill()
+    p.wait(10)
+    workers.append(s.spawn_worker(2))
+    rest = s.spawn_producer(n, n // 2)
+    rest.wait(SETTLE_S)
+    s.settle(SETTLE_S)
+    v = s.verdict("embedded store: SIGKILL of an attached worker and a producer")
+    for w in workers[1:]:
+        w.term()
+    s.close_client()
+    owner.term()
+    return v

@@ -90,3 +90,11 @@ def test_malformed_log_records(make_system: SystemFactory, tmp_path: Path) -> No
     bad = v.n - 60
     v.check(duplicates=False, dead=bad)
     assert len(v.dead) == bad and {r for _, r in v.dead} == {"malformed record"}, v.dead
+
+
+def test_sigkill_of_attached_workers_and_producers(
+    make_system: SystemFactory, tmp_path: Path
+) -> None:
+    s = make_system(f"embedded://{tmp_path / 'data'}")
+    v = scenarios.embedded_attached_sigkill(s, 200)
+    v.check()
