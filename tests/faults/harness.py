@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,7 +76,6 @@ class Verdict:
     overlapping: list[Any] = field(default_factory=list)
     stale: list[Any] = field(default_factory=list)
     dead: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     def row(self) -> list[str]:
         """The table row: fault, N, lost, duplicated, unexpected, overlapping+stale, dead."""
@@ -375,19 +373,9 @@ def _stale_starts(rec: TaskRecord, runs: list[Run]) -> list[Run]:
     return out
 
 
-def stderr_lines(w: Worker) -> list[str]:
-    """The worker's output lines (stdout and stderr share one file)."""
-    return w.stderr().splitlines()
-
-
 def until(what: Callable[[], Any], timeout: float, message: str) -> Any:
     """:func:`wait_for` with the suite's step."""
     return wait_for(what, timeout, message, step=0.05)
-
-
-def now() -> float:
-    """Wall time (the journal's clock)."""
-    return time.time()
 
 
 @contextlib.contextmanager
