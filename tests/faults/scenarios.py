@@ -70,9 +70,14 @@ def redis_restart(s: System, server: RedisServer, n: int, restarts: int = 1) -> 
         server.stop(kill=True)
         time.sleep(0.5)
         server.start()
+    up_at = time.time()
     p.wait(SETTLE_S)
     s.settle(SETTLE_S)
-    return s.verdict("Redis restart (AOF always)" + (f" x{restarts}" if restarts > 1 else ""))
+    # How long the workers took to run tasks again after the (last) restart.
+    back = min((r["t"] for r in s.journal.rows() if r["k"] == "end" and r["t"] > up_at), default=0)
+    v = s.verdict("Redis restart (AOF always)" + (f" x{restarts}" if restarts > 1 else ""))
+    v.fault += f"; work again {max(0.0, back - up_at):.1f}s after the restart"
+    return v
 
 
 def redis_stall(s: System, server: RedisServer, n: int, how: str, seconds: float) -> Verdict:
