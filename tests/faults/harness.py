@@ -292,18 +292,35 @@ class System:
         timeout: float,
         states: Callable[[dict[Any, str]], dict[Any, TaskState | None]] | None = None,
     ) -> None:
-        """Wait until every acknowledged task has ended (a run's end, or dead-lettered)."""
-        states = states or self.store_states
+        """Wait until every acknowledged task has ended (a run's end, or dead-lettered).
+
+        With the default ``states`` (the store, read from this process) it then waits
+        for every record to be final too: a run can end just before its process dies
+        and its acknowledgement with it, and then the task runs again.
+        """
+        read = states or self.store_states
 
         def done() -> bool:
             acked = self.acknowledged()
             waiting = set(acked) - self.journal.ended()
             if not waiting:
                 return True
-            st = states({i: acked[i] for i in waiting})
+            st = read({i: acked[i] for i in waiting})
             return all(s in (S.DEAD, S.CANCELLED) for s in st.values())
 
         wait_for(done, timeout, "every acknowledged task to end", step=0.2)
+        if states is not None:
+            return
+        left = self.acknowledged()
+
+        def final() -> bool:
+            st = self.store_states(left)
+            for i, s in st.items():
+                if s in (S.SUCCESS, S.DEAD, S.CANCELLED, S.FAILED):
+                    del left[i]
+            return not left
+
+        wait_for(final, timeout, "every acknowledged task's record to be final", step=0.2)
 
     def store_states(self, ids: dict[Any, str]) -> dict[Any, TaskState | None]:
         """The states of tasks as this process's client reads them."""
