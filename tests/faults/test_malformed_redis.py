@@ -194,3 +194,24 @@ def test_the_sweep_puts_orphans_back_and_dead_letters_the_unusable(
     assert be.sweep_orphans(now) == []
     (tr,) = [t for t in be.reclaim_expired(now + 31, 5) if t.task_id == "r"]
     assert tr.new is S.PENDING
+
+
+@pytest.mark.parametrize("raw", ["no-bar-here", "soon|v", "12.5"])
+@pytest.mark.parametrize("kind", ["string", "hash"])
+def test_a_malformed_key_value_reads_as_absent(
+    be: RedisBackend, plain: Any, raw: str, kind: str
+) -> None:
+    now = time.time()
+    for key in ("dedup:x", "bucket:y", "cas:z"):
+        full = be.keys.kv(key)
+        plain.delete(full)
+        if kind == "string":
+            plain.set(full, raw)
+        else:
+            plain.hset(full, "f", raw)
+    # Dedup, rate limits and breakers run on these keys: garbage must not wedge them.
+    assert be.get_key("dedup:x", now) is None
+    assert be.set_if_absent("dedup:x", "t1", 60.0, now) is None
+    assert be.get_key("dedup:x", now) == "t1"
+    assert be.reserve("bucket:y", 10.0, 1, now) == 0.0
+    assert be.compare_and_set("cas:z", None, "closed", None, now)
