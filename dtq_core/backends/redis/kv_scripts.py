@@ -7,13 +7,24 @@ from __future__ import annotations
 
 #: Generic keys hold ``<expires_at>|<value>`` (``|<value>`` without expiry): expiry
 #: follows the injected clock (``now`` passed in), like every backend; a Redis TTL with
-#: a margin collects the garbage.
+#: a margin collects the garbage. A key holding anything else reads as absent.
 KV = r"""
+-- The live value of `key`, or nil. A value that is not ours to read (another type of
+-- key, no '|', a non-numeric expiry: written by hand or by something else) counts as
+-- absent and is deleted, so that it cannot wedge dedup, rate limits or breakers.
 local function live(key, now)
-  local raw = redis.call('GET', key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw.err then
+    redis.call('DEL', key)
+    return nil
+  end
   if not raw then return nil end
   local bar = string.find(raw, '|', 1, true)
-  local exp = string.sub(raw, 1, bar - 1)
+  local exp = bar and string.sub(raw, 1, bar - 1)
+  if not bar or (exp ~= '' and not tonumber(exp)) then
+    redis.call('DEL', key)
+    return nil
+  end
   if exp ~= '' and tonumber(exp) <= tonumber(now) then
     redis.call('DEL', key)
     return nil
@@ -37,7 +48,7 @@ RESERVE = (
     + r"""
 local interval = 1.0 / tonumber(ARGV[1])
 local now = tonumber(ARGV[3])
-local tat = tonumber(live(KEYS[1], ARGV[3]) or ARGV[3])
+local tat = tonumber(live(KEYS[1], ARGV[3]) or '') or now  -- (garbage: a full bucket)
 if tat < now then tat = now end
 local wait = tat - now - (tonumber(ARGV[2]) - 1) * interval
 if wait < 0 then wait = 0 end
