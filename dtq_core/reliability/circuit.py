@@ -11,6 +11,7 @@ compare-and-set so that every worker on a shared backend sees the same breaker.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,42 @@ _DEFAULTS: dict[str, Any] = {
     "probes": 1,
     "ratio": None,
 }
+
+log = logging.getLogger("dtq.breaker")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _doc(raw: str | None) -> dict[str, Any]:
+    """A breaker's stored document (missing fields get their defaults).
+
+    One that is malformed (edited by hand, written by something else) reads as a fresh
+    closed breaker and the next change replaces it, so garbage never wedges the tasks
+    behind the breaker.
+    """
+    fresh = _fresh()
+    if raw is None:
+        return fresh
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        doc = {**fresh, **doc}
+        ok = (
+            doc["state"] in ("closed", "open", "half_open")
+            and all(isinstance(doc[k], list) and all(map(_num, doc[k])) for k in ("fails", "oks"))
+            and all(doc[k] is None or _num(doc[k]) for k in ("opened_at", "probe_at"))
+            and _num(doc["probes"])
+            and _num(doc["held"])
+            and isinstance(doc["manual"], bool)
+        )
+        if ok:
+            return doc
+    log.warning("breaker document %.80r is malformed: read as a fresh breaker", raw)
+    return fresh
 
 
 def _fresh() -> dict[str, Any]:
@@ -96,7 +133,7 @@ class BreakerHook(Hook):
         while True:
             now = broker.clock.now()
             raw = backend.get_key(skey, now)
-            doc = json.loads(raw) if raw is not None else _fresh()
+            doc = _doc(raw)
             change(doc, now)
             new = json.dumps(doc)
             if new == raw or backend.compare_and_set(skey, raw, new, None, now):
@@ -196,7 +233,7 @@ class BreakerHook(Hook):
         for key in sorted(keys):
             s = self._settings.get(key, _DEFAULTS)
             raw = broker.backend.get_key(PREFIX + key, now)
-            doc = json.loads(raw) if raw is not None else _fresh()
+            doc = _doc(raw)
             fails = [t for t in doc["fails"] if t > now - float(s["window"])]
             oks = [t for t in doc.get("oks", []) if t > now - float(s["window"])]
             opened = doc["opened_at"]
