@@ -8,7 +8,9 @@ back one per slot instead of all at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import re
 import threading
@@ -26,6 +28,8 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*([smhd]))?\
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: Prefix of the backend keys of rate-limit state.
 PREFIX = "dtq:rl:"
+
+log = logging.getLogger("dtq.ratelimit")
 
 
 def parse_rate(spec: str | float | int) -> float:
@@ -73,6 +77,8 @@ class RateLimitHook(Hook):
         self._initial = dict(queue_limits or {})
         self._task_seen: set[str] = set()
         self._overrides_checked = 0.0
+        # Override keys whose value was malformed, and that value (warned about once).
+        self._bad: dict[str, str] = {}
 
     def attach(self, broker: Broker) -> None:
         """Register the configured queue limits and tasks' limits."""
@@ -124,10 +130,20 @@ class RateLimitHook(Hook):
             if raw is None:
                 continue
             scope, _, key = k[len(PREFIX) + 4 :].partition(":")
-            cfg = json.loads(raw)
+            try:
+                cfg = json.loads(raw)
+                rate, burst = float(cfg["rate"]), int(cfg["burst"])
+                if rate <= 0 or burst < 1:
+                    raise ValueError("rate and burst must be positive")
+            except (ValueError, TypeError, KeyError) as exc:
+                # Written by hand or by something else: the other limits still load.
+                if self._bad.get(k) != raw:
+                    self._bad[k] = raw
+                    log.warning("rate limit %s ignored: %.80r is malformed (%s)", k, raw, exc)
+                continue
             cur = self._limits.get((scope, key))
-            if cur is None or (cur.rate, cur.burst) != (cfg["rate"], cfg["burst"]):
-                self.set_limit(scope, key, float(cfg["rate"]), int(cfg["burst"]))
+            if cur is None or (cur.rate, cur.burst) != (rate, burst):
+                self.set_limit(scope, key, rate, burst)
 
     def tick(self, broker: Broker, now: float) -> float | None:
         """Pick up limits changed by other processes."""
@@ -153,7 +169,8 @@ class RateLimitHook(Hook):
         held: set[tuple[str, str]] = set()
         raw = backend.get_key(held_key, now)
         if raw is not None:
-            held = {(a, b) for a, b in json.loads(raw)}
+            with contextlib.suppress(ValueError, TypeError):  # malformed: nothing held
+                held = {(str(a), str(b)) for a, b in json.loads(raw)}
             backend.delete_key(held_key)
         for lim in limits:
             ident = (lim.scope, lim.key)
