@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import BackendError
+from dtq_core.errors import BackendError, StoreFailed
 
 if TYPE_CHECKING:
     from dtq_core.backends.base import Backend, Transition
@@ -41,10 +41,13 @@ class AckBuffer:
         finish: Finish,
         delay: float,
         max_batch: int = 256,
+        fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.backend = backend
         self.now = now
         self.finish = finish
+        #: Told when the store failed stop (the acks waiting can never be stored here).
+        self.fatal = fatal
         self.delay = delay
         self.max_batch = max_batch
         self._items: list[tuple[RunContext, Any]] = []
@@ -97,6 +100,10 @@ class AckBuffer:
                     results = self.backend.ack_many(d, now, retry=True)
                 else:
                     results = self.backend.ack_many(d, now)
+            except StoreFailed:
+                # Never stored by this process: dropped (their tasks were RUNNING in the
+                # log, so a restart's recovery requeues them).
+                raise
             except Exception:
                 # Kept, in order, for the next attempt (which may find some stored).
                 with self._cond:
@@ -124,6 +131,9 @@ class AckBuffer:
             try:
                 self.flush()
                 backoff = 0.0
+            except StoreFailed as exc:
+                if self.fatal is not None:
+                    self.fatal(exc)
             except BackendError as exc:
                 if not backoff:
                     log.warning("storing acknowledgements failed, retrying: %s", exc)

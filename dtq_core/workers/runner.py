@@ -74,7 +74,9 @@ class Runner:
         """Store successes in batches when the backend benefits (a round trip per call)."""
         delay = self.broker.config.ack_delay_s
         if self.backend.capabilities.batch_acks and delay > 0 and self.acks is None:
-            self.acks = AckBuffer(self.backend, self.now, self._finish, delay)
+            self.acks = AckBuffer(
+                self.backend, self.now, self._finish, delay, fatal=self.broker.fail_stop
+            )
 
     def close(self) -> None:
         """Store the successes still waiting (a stopping pool)."""
