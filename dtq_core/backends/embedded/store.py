@@ -404,6 +404,10 @@ class EmbeddedStore(Backend):
         """RUNNING -> PENDING."""
         return self._do("release", task_id, token, now, eta, note)  # type: ignore[no-any-return]
 
+    def renew_lease(self, task_id: str, token: int, lease_s: float, now: float) -> bool:
+        """Renew one lease if still held under ``token`` (one call to the owner)."""
+        return bool(self._do("renew_lease", task_id, token, lease_s, now))
+
     def extend_leases(self, leases: Iterable[tuple[str, int]], lease_s: float, now: float) -> None:
         """Renew leases."""
         self._do("extend_leases", list(leases), lease_s, now)

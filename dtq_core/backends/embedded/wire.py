@@ -48,6 +48,7 @@ BACKEND_METHODS = (
     "bury",
     "release",
     "extend_leases",
+    "renew_lease",
     "reclaim_expired",
     "promote_due",
     "next_due",
