@@ -112,8 +112,16 @@ def main() -> int:
         finally:
             s.close()
 
+    def owner() -> Verdict:
+        s, _ = embedded_sys()
+        try:
+            return scenarios.embedded_owner_sigkill(s, n(1000))
+        finally:
+            s.close()
+
     runs += [
         ("sigkill-attached", attached),
+        ("sigkill-owner", owner),
         ("disk-full-tmpfs", lambda: failstop("tmpfs")),
         ("disk-full-enospc", lambda: failstop("enospc")),
         ("fsync-failure", lambda: failstop("fsync")),

@@ -196,6 +196,8 @@ class Broker(ProducerMixin, EventsMixin):
                 return StopSummary(0, 0, 0, True)
             started = self._started
             self._started = False
+        # First: a store that is gone (an owner died) must not hold the stop in a wait.
+        self._quietly("wake blocked claimers", self.backend.wakeup)
         drained = True
         processed = failed = 0
         if started and self.pool is not None:

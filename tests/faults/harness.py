@@ -177,6 +177,9 @@ class System:
         self.acked: dict[Any, str] = {}
         self.intents: set[Any] = set()
         self._client: Broker | None = None
+        #: The checker's broker may own an embedded store (off where a scenario needs
+        #: to show that only workers ever take it).
+        self.client_may_own = True
 
     # -- processes -----------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class System:
         if self._client is None:
             # May own an embedded store (no worker may run there meanwhile): the
             # checker reads it between runs.
-            own = self.url.startswith("embedded://") or None
+            own = (self.client_may_own and self.url.startswith("embedded://")) or None
             b = Broker(BrokerConfig(backend=self.url, num_workers=0, registry=Registry(), own=own))
             b.open()
             b.backend.register_names(NAMES)

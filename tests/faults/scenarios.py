@@ -358,3 +358,38 @@ def embedded_attached_sigkill(s: System, n: int) -> Verdict:
     s.close_client()
     owner.term()
     return v
+
+
+def embedded_owner_sigkill(s: System, n: int) -> Verdict:
+    """SIGKILL of the owner of an ``embedded://`` store mid-run, and its restart.
+
+    A ``dtq worker`` owns the store; a second one and a producer process attach. The
+    owner is killed while tasks run and sends arrive: the attached worker takes the
+    store over (recovery included; or the restarted owner does, if it comes up first),
+    the producer carries on through the failover. Only a worker ever holds the lock:
+    the producer, the checker in this process and the restart never take it.
+    """
+    from dtq_core.backends.embedded.backend import lock_holder
+
+    s.client_may_own = False
+    directory = Path(s.url.removeprefix("embedded://").split("?")[0])
+    sock = directory / "dtq.sock"
+    owner = s.spawn_worker(2)
+    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
+    assert owner.alive(), owner.stderr()
+    attached = s.spawn_worker(2)
+    p = s.spawn_producer(0, n, sleep=0.005)
+    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
+    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    owner.kill()
+    restarted = s.spawn_worker(2)
+    p.wait(SETTLE_S)
+    s.settle(SETTLE_S)
+    v = s.verdict("embedded store: SIGKILL of the owner (an attached worker takes over)")
+    # The attached worker, or the restarted one if it came up first: a worker either way.
+    holder = lock_holder(directory)
+    assert holder in (attached.proc.pid, restarted.proc.pid), (holder, s.producers[0].pid)
+    for w in (restarted, attached):
+        w.term()
+    s.close_client()
+    return v

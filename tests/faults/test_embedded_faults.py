@@ -98,3 +98,11 @@ def test_sigkill_of_attached_workers_and_producers(
     s = make_system(f"embedded://{tmp_path / 'data'}")
     v = scenarios.embedded_attached_sigkill(s, 200)
     v.check()
+
+
+def test_sigkill_of_the_owner_loses_nothing_and_only_a_worker_takes_over(
+    make_system: SystemFactory, tmp_path: Path
+) -> None:
+    s = make_system(f"embedded://{tmp_path / 'data'}")
+    v = scenarios.embedded_owner_sigkill(s, 200)
+    v.check()
