@@ -67,6 +67,13 @@ TargetArgs = Annotated[
         autocompletion=_complete.dead_targets,
     ),
 ]
+AgainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--again",
+        help="Also replay dead tasks that were replayed before (they are skipped otherwise).",
+    ),
+]
 OptLimit = Annotated[
     int | None, typer.Option("--limit", "-n", min=1, help="At most this many (oldest first).")
 ]
@@ -100,10 +107,11 @@ def list_dead(
                 return
             print_table(
                 [Column("count", justify="right"), "task", "exception", "message", "first",
-                 "last", "reasons"],
+                 "last", "reasons", Column("replayed", justify="right")],
                 [
                     [g.count, g.task, g.exc_type, fmt_value(g.message, 60),
-                     fmt_time(g.first_seen), fmt_time(g.last_seen), ", ".join(g.reasons)]
+                     fmt_time(g.first_seen), fmt_time(g.last_seen), ", ".join(g.reasons),
+                     g.replayed or ""]
                     for g in groups
                 ],
                 empty="no dead tasks match",
@@ -113,7 +121,11 @@ def list_dead(
     if as_json:
         print_json([r.to_dict() for r in recs])
         return
-    print_table(RECORD_COLUMNS, [record_row(r) for r in recs], empty="no dead tasks match")
+    print_table(
+        [*RECORD_COLUMNS, "replayed as"],
+        [[*record_row(r), ", ".join(r.replayed_to)] for r in recs],
+        empty="no dead tasks match",
+    )
 
 
 run_alone(app, list_dead)
@@ -148,9 +160,19 @@ def show(
 
 
 def resolve_targets(
-    console: ConsoleAPI, targets: list[str] | None, all_: bool, limit: int | None, verb: str
+    console: ConsoleAPI,
+    targets: list[str] | None,
+    all_: bool,
+    limit: int | None,
+    verb: str,
+    fresh_only: bool = False,
+    left_out: list[str] | None = None,
 ) -> list[str]:
     """The dead task ids named by ids, a filter or ``--all`` (oldest first, capped).
+
+    With ``fresh_only``, a filter or ``--all`` leaves out dead tasks replayed before
+    (before the limit is applied), as the engine's ``replay_matching`` does; their ids
+    are appended to ``left_out``.
 
     Raises:
         CliError: Nothing or several kinds of target given, or an id that is not dead.
@@ -178,7 +200,12 @@ def resolve_targets(
     offset = 0
     while True:
         page = console.dead_letters(flt, offset=offset, limit=_PAGE)
-        found_ids += [r.id for r in page]
+        for r in page:
+            if fresh_only and r.replayed_to:
+                if left_out is not None:
+                    left_out.append(r.id)
+            else:
+                found_ids.append(r.id)
         if len(page) < _PAGE:
             break
         offset += _PAGE
@@ -199,64 +226,110 @@ def replay(
     note: Annotated[str, typer.Option("--note", help="Why (recorded with an edit).")] = "",
     dry_run: DryRunOpt = False,
     limit: OptLimit = None,
+    again: AgainOpt = False,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Enqueue dead tasks again as new tasks, optionally with new args/kwargs.
 
+    A dead task is replayed once: one replayed before is skipped unless --again (or
+    new --args/--kwargs) is given, so running the same replay twice enqueues nothing twice.
+
     Examples:
       dtq dlq replay ID                             one task (a unique id prefix will do)
       dtq dlq replay task:send_email exc:Timeout --dry-run
       dtq dlq replay ID --args '[1, 2]' --note 'fixed input'
+      dtq dlq replay ID --again                      replay it a second time
     """
     new_args = parse_json(args, "--args", list, "[1, 2]")
     new_kwargs = parse_json(kwargs, "--kwargs", dict, '{"x": 1}')
     as_json = want_json(json_out)
     with open_console() as console:
-        ids = resolve_targets(console, targets, all_, limit, "replay")
+        left_out: list[str] = []
+        ids = resolve_targets(
+            console, targets, all_, limit, "replay", fresh_only=not again, left_out=left_out
+        )
+        if left_out:
+            info(
+                f"left out {len(left_out)} matching dead task(s) replayed before "
+                "(pass --again to include them)"
+            )
+        planned: list[ReplayPlan] = []
+        for chunk in _chunks(ids):
+            planned += console.replay(chunk, new_args, new_kwargs, note, dry_run=True, again=again)
+        skipped = [p for p in planned if p.skipped]
         if dry_run or not ids:
-            plans = console.replay(ids, new_args, new_kwargs, note, dry_run=True) if ids else []
-            _print_plans(plans, as_json, dry_run=True)
+            _print_plans(planned, as_json, dry_run=True)
             return
+        todo = [p.dead_id for p in planned if not p.skipped]
+        if not todo:
+            _print_plans(planned, as_json, dry_run=False)
+            raise CliError(
+                f"{_already(skipped)}; nothing replayed (pass --again to replay "
+                f"{'it' if len(skipped) == 1 else 'them'} again)"
+            )
         confirm(
-            f"Replay {len(ids)} dead task(s)?", yes=yes, action=f"replay {len(ids)} dead task(s)"
+            f"Replay {len(todo)} dead task(s)?", yes=yes, action=f"replay {len(todo)} dead task(s)"
         )
         done: list[ReplayPlan] = []
         try:
-            with progress(len(ids), "replaying") as bar:
-                for chunk in _chunks(ids):
-                    done += console.replay(chunk, new_args, new_kwargs, note, dry_run=False)
+            with progress(len(todo), "replaying") as bar:
+                for chunk in _chunks(todo):
+                    done += console.replay(
+                        chunk, new_args, new_kwargs, note, dry_run=False, again=again
+                    )
                     bar.advance(len(chunk))
         except Exception:
             if done:
-                info(f"replayed {len(done)} of {len(ids)} before the error")
+                info(f"replayed {len(done)} of {len(todo)} before the error")
             raise
-    _print_plans(done, as_json, dry_run=False)
+    _print_plans(done + skipped, as_json, dry_run=False)
+
+
+def _already(plans: list[ReplayPlan]) -> str:
+    """``ID was already replayed as NEW`` / ``3 dead tasks were already replayed``."""
+    if len(plans) == 1:
+        p = plans[0]
+        return f"{p.dead_id} was already replayed as {', '.join(p.replayed_to)}"
+    return f"{len(plans)} dead tasks were already replayed"
 
 
 def _print_plans(plans: list[ReplayPlan], as_json: bool, dry_run: bool) -> None:
+    skipped = [p for p in plans if p.skipped]
+    plans = [p for p in plans if not p.skipped]
     if as_json:
-        print_json({"dry_run": dry_run, "count": len(plans), "plans": [p.to_dict() for p in plans]})
+        print_json(
+            {
+                "dry_run": dry_run,
+                "count": len(plans),
+                "plans": [p.to_dict() for p in plans],
+                "skipped": [p.to_dict() for p in skipped],
+            }
+        )
         return
-    if not plans:
+    if not plans and not skipped:
         info("no dead tasks match; nothing to replay")
         return
-    if dry_run:
+    if dry_run and plans:
         print_table(
-            ["dead id", "task", "queue", "args", "kwargs", "edited"],
+            ["dead id", "task", "queue", "args", "kwargs", "edited", "replayed before"],
             [
                 [p.dead_id, p.name, p.queue, fmt_value(p.args, 40), fmt_value(p.kwargs, 40),
-                 "yes" if p.edited else ""]
+                 "yes" if p.edited else "", ", ".join(p.replayed_to)]
                 for p in plans
             ],
         )  # fmt: skip
+    elif plans:
+        print_table(
+            ["dead id", "new id", "task", "queue", "edited"],
+            [[p.dead_id, p.new_id, p.name, p.queue, "yes" if p.edited else ""] for p in plans],
+        )
+    if skipped:
+        info(f"skipped: {_already(skipped)} (pass --again to replay them again)")
+    if dry_run:
         info(f"dry run: would replay {len(plans)} dead task(s); nothing changed")
-        return
-    print_table(
-        ["dead id", "new id", "task", "queue", "edited"],
-        [[p.dead_id, p.new_id, p.name, p.queue, "yes" if p.edited else ""] for p in plans],
-    )
-    info(f"replayed {len(plans)} dead task(s)")
+    elif plans:
+        info(f"replayed {len(plans)} dead task(s)")
 
 
 @app.command("purge")

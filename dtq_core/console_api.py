@@ -23,6 +23,7 @@ CONSOLE_WRITES = frozenset(
         "replay",
         "purge",
         "cancel",
+        "run_now",
         "enqueue",
         "pause_queue",
         "resume_queue",
@@ -109,8 +110,13 @@ class ConsoleAPI(Protocol):
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
+        again: bool = False,
     ) -> list[ReplayPlan]:
-        """Replay dead tasks (optionally with edited args)."""
+        """Replay dead tasks (optionally with edited args).
+
+        A dead task replayed before is skipped (its plan says ``skipped``) unless
+        ``again`` is given or its args are changed.
+        """
         ...
 
     def purge(self, task_ids: Sequence[str]) -> int:
@@ -119,6 +125,10 @@ class ConsoleAPI(Protocol):
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not started."""
+        ...
+
+    def run_now(self, task_id: str) -> str:
+        """Run a delayed or retrying task now (a copy, ready at once); return its id."""
         ...
 
     def enqueue(

@@ -244,10 +244,14 @@ class LocalConsole:
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
+        again: bool = False,
     ) -> list[ReplayPlan]:
-        """Replay dead tasks; values an edit left masked keep their originals."""
+        """Replay dead tasks (those replayed before only with ``again``).
+
+        Values an edit left masked keep their originals.
+        """
         plans = self.broker.dlq.replay(
-            task_ids, args=args, kwargs=kwargs, note=note, dry_run=dry_run
+            task_ids, args=args, kwargs=kwargs, note=note, dry_run=dry_run, again=again
         )
         redactor = self.broker.redactor
         out = []
@@ -268,6 +272,42 @@ class LocalConsole:
     def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not started."""
         return self.broker.cancel(task_id)
+
+    def run_now(self, task_id: str) -> str:
+        """Run a delayed or retrying task now; return the id of the task that runs.
+
+        The waiting task is cancelled (so it cannot also run at its due time) and a copy
+        with the same name, arguments, queue, priority and per-call options is enqueued,
+        ready at once.
+
+        Raises:
+            TaskNotFound: No such task.
+            ConfigError: The task is not waiting (it runs, or ran, already).
+        """
+        from dtq_core.codec import decode_message
+        from dtq_core.errors import TaskNotFound
+        from dtq_core.task import TaskState
+
+        rec = self.backend.get(task_id)
+        if rec is None:
+            raise TaskNotFound(f"no task {task_id!r}")
+        delayed = rec.state is TaskState.PENDING and rec.eta is not None
+        if not (delayed or rec.state is TaskState.RETRY):
+            raise ConfigError(
+                f"task {task_id} is {rec.state.value}: only a delayed task or one waiting "
+                "for a retry can be run now"
+            )
+        msg = decode_message(rec.payload)
+        if not self.broker.cancel(task_id):
+            raise ConfigError(f"task {task_id} started meanwhile: nothing to run now")
+        return self.broker.send(
+            rec.name,
+            msg["args"],
+            msg["kwargs"],
+            queue=rec.queue,
+            priority=rec.priority,
+            options=msg.get("opts") or None,
+        ).id
 
     def enqueue(
         self,

@@ -133,7 +133,8 @@ class BreakerSnapshot:
     next_probe_at: float | None
     #: Tasks held back while open.
     held: int
-    #: Opened or closed by an operator rather than by failures.
+    #: The current state was set by an operator (forced open or closed) rather than by
+    #: failures; a breaker closed by hand still trips on new failures (then it is ``False``).
     manual: bool = False
 
 
@@ -160,7 +161,10 @@ class ScheduleSnapshot:
     description: str
     tz: str
     next_runs: tuple[float, ...]
+    #: When the last task was enqueued (a tick's time, or the moment of a trigger-now);
+    #: ticks skipped while paused or down are not fires.
     last_fire: float | None
+    #: The task enqueued at ``last_fire`` (always the pair of that time).
     last_task_id: str | None
     #: State of the last task it enqueued (``None`` when unknown or expired).
     last_state: str | None
@@ -168,6 +172,8 @@ class ScheduleSnapshot:
     #: ``skip`` or ``catch_up``.
     missed: str
     fired: int
+    #: The last task was enqueued by hand (trigger-now), not by a tick.
+    last_manual: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
 from dtq_core.events import Event
@@ -15,6 +18,7 @@ from dtq_tui.dialogs.help import HelpDialog
 from dtq_tui.dialogs.jump import JumpDialog
 from dtq_tui.feed import Feed
 from dtq_tui.keys import palette_commands, screen_keys
+from dtq_tui.plain import escape_controls
 from dtq_tui.relay import FeedRelay
 from dtq_tui.screens import TABS, DTQScreen, modes, resolve
 
@@ -23,6 +27,18 @@ if TYPE_CHECKING:
 
 #: App actions that wait until an open dialog is answered.
 _BLOCKED_BY_DIALOGS = frozenset({"goto", "jump", "toggle_log", "help", "go_back"})
+
+
+class _CommandPalette(CommandPalette):
+    """Textual's palette, minus a crash: page up/down before the list is laid out.
+
+    ``OptionList._move_page`` indexes its line map before the first layout
+    (``KeyError: 0``, found by the monkey test's random walk); the key then does nothing.
+    """
+
+    def _action_command_list(self, action: str) -> None:
+        with contextlib.suppress(KeyError):
+            super()._action_command_list(action)
 
 
 class DTQApp(FeedRelay, App[None]):
@@ -143,6 +159,26 @@ class DTQApp(FeedRelay, App[None]):
 
         self.push_screen(JumpDialog(), go)
 
+    def run_on(self, mode: str, action: str, label: str = "") -> None:
+        """Go to the screen of ``mode`` and run one of its actions there (the palette)."""
+        self.action_goto(mode)
+
+        def when_ready(tries: int = 0) -> None:
+            screen = self.dtq_screen
+            if screen is not None and mode == screen.MODE and screen.snapshot is not None:
+                if screen.check_action(action.split("(", maxsplit=1)[0], ()) is None:
+                    self.notify(
+                        f"{label or action}: refused, the console is read-only (--read-only)",
+                        title="Read-only",
+                        severity="warning",
+                    )
+                    return
+                self.call_later(screen.run_action, action)
+            elif tries < 50:  # the screen composes and gets its first snapshot
+                self.set_timer(0.05, lambda: when_ready(tries + 1))
+
+        self.call_after_refresh(when_ready)
+
     def action_toggle_log(self) -> None:
         """Show or hide the event log."""
         self.show_log = not self.show_log
@@ -155,9 +191,37 @@ class DTQApp(FeedRelay, App[None]):
             own, common = screen_keys(self, screen)
             self.push_screen(HelpDialog(screen.TITLE, own, common, self.read_only))
 
+    def action_command_palette(self) -> None:
+        """The command palette (see :class:`_CommandPalette`)."""
+        app: Any = self  # is_open is typed for App[object]; an App[None] is one too
+        if self.use_command_palette and not CommandPalette.is_open(app):
+            self.push_screen(_CommandPalette(id="--command-palette"))
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A toast whose text is always literal: toasts carry ids, names and errors.
+
+        ``markup`` is accepted (Textual's widgets pass it) and ignored: nothing the
+        console says is markup, and data in a toast must never be parsed as markup.
+        """
+        super().notify(
+            escape_controls(str(message), multiline=True),
+            title=escape_controls(str(title)),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Palette: every screen, every action of this screen, then Textual's own."""
-        yield from palette_commands(self, screen, self.action_goto)
+        yield from palette_commands(self, screen, self.action_goto, self.run_on)
         yield SystemCommand("Toggle the event log", "key l", self.action_toggle_log)
         yield SystemCommand("Jump to a screen by name", "key :", self.action_jump)
         yield from super().get_system_commands(screen)

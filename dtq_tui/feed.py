@@ -271,8 +271,12 @@ class Feed:
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
+        again: bool = False,
     ) -> bool:
-        """Replay dead tasks (``dry_run`` only plans, and is allowed read-only)."""
+        """Replay dead tasks (``dry_run`` only plans, and is allowed read-only).
+
+        Dead tasks replayed before are left out by the engine unless ``again``.
+        """
         return self.call(
             "replay",
             list(ids),
@@ -283,6 +287,7 @@ class Feed:
             kwargs=kwargs,
             note=note,
             dry_run=dry_run,
+            again=again,
         )
 
     def purge(self, ids: Sequence[str], then: Callable[[Any], None]) -> bool:
@@ -292,6 +297,10 @@ class Feed:
     def cancel(self, task_id: str, then: Callable[[Any], None]) -> bool:
         """Cancel a task that has not started."""
         return self.call("cancel", task_id, label="Cancel", then=then, mutates=True)
+
+    def run_now(self, task_id: str, then: Callable[[Any], None]) -> bool:
+        """Run a delayed or retrying task now."""
+        return self.call("run_now", task_id, label="Run now", then=then, mutates=True)
 
     def set_queue_paused(self, queue: str, paused: bool, then: Callable[[Any], None]) -> bool:
         """Pause or resume a queue."""

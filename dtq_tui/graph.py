@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rich.cells import cell_len
+
 from dtq_core.snapshot import WorkflowNodeSnapshot
 from dtq_tui.palette import ROLE_GLYPHS, role_of
+from dtq_tui.plain import plain
 
 _U, _D, _L, _R = 1, 2, 4, 8
 _GLYPHS = {
@@ -54,10 +57,23 @@ class Canvas:
 
 
 def label(node: WorkflowNodeSnapshot) -> str:
-    """``✔ fetch`` - a node's state glyph and id."""
+    """``✔ fetch`` - a node's state glyph and id (control characters escaped)."""
     glyph = ROLE_GLYPHS.get(role_of(node.state), "·")
-    text = node.id if len(node.id) <= MAX_LABEL - 2 else node.id[: MAX_LABEL - 3] + "…"
+    text = plain(node.id, MAX_LABEL - 2).plain
     return f"{glyph} {text}"
+
+
+def label_cells(node: WorkflowNodeSnapshot) -> list[str]:
+    """The label one terminal cell per item: a wide character is followed by ``""``.
+
+    The canvas is a grid of cells, so a node id in CJK or with emoji keeps the edges
+    after it aligned.
+    """
+    cells: list[str] = []
+    for ch in label(node):
+        cells.append(ch)
+        cells.extend([""] * (cell_len(ch) - 1))
+    return cells
 
 
 def layout(nodes: Sequence[WorkflowNodeSnapshot], max_height: int = 0) -> Canvas:
@@ -137,7 +153,7 @@ def layout(nodes: Sequence[WorkflowNodeSnapshot], max_height: int = 0) -> Canvas
 
     # Column x positions: label width, then a gap with one lane per merging child.
     widths = [
-        max((len(label(by_id[i])) if i in by_id else 1 for i in members), default=1)
+        max((len(label_cells(by_id[i])) if i in by_id else 1 for i in members), default=1)
         for members in columns
     ]
     lanes: list[list[str]] = []
@@ -188,7 +204,7 @@ def layout(nodes: Sequence[WorkflowNodeSnapshot], max_height: int = 0) -> Canvas
             yc = rows[child]
             for p in parents[child]:
                 yp = rows[p]
-                xr = xs[col - 1] + (len(label(by_id[p])) if p in by_id else widths[col - 1])
+                xr = xs[col - 1] + (len(label_cells(by_id[p])) if p in by_id else widths[col - 1])
                 if child in lane_of:
                     lx = xs[col - 1] + widths[col - 1] + 1 + lane_of[child]
                     hline(yp, xr, lx)
@@ -214,7 +230,7 @@ def layout(nodes: Sequence[WorkflowNodeSnapshot], max_height: int = 0) -> Canvas
         for nid in members:
             if nid not in by_id:
                 continue
-            text = label(by_id[nid])
+            text = label_cells(by_id[nid])
             y = rows[nid]
             for i, ch in enumerate(text):
                 canvas.chars[y][xs[col] + i] = ch

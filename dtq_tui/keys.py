@@ -63,20 +63,63 @@ def screen_keys(app: App[Any], screen: Screen[Any]) -> tuple[list[HelpRow], list
 
 
 def palette_commands(
-    app: App[Any], screen: Screen[Any], goto: Callable[[str], None]
+    app: App[Any],
+    screen: Screen[Any],
+    goto: Callable[[str], None],
+    run_on: Callable[[str, str, str], None],
 ) -> Iterator[SystemCommand]:
-    """Command palette entries: every screen, then every action of ``screen``."""
+    """Command palette entries: every screen, then the console actions of every screen.
+
+    The actions of the screen shown run at once; those of another screen go there first
+    (``run_on(mode, action, label)``). Only the console's own bindings are listed (those
+    declared by the screen classes), each once: Textual's own entries (focus, copy, keys,
+    theme...) come once, from Textual.
+    """
     from dtq_tui.screens import TABS, DTQScreen, modes
 
-    titles = {mode: cls.TITLE for mode, cls in modes().items()}
+    read_only = bool(getattr(app, "read_only", False))
+    classes = modes()
+    titles = {mode: cls.TITLE for mode, cls in classes.items()}
     for key, _label, mode in TABS:
         yield SystemCommand(f"Go to {titles[mode]}", f"key {key}", partial(goto, mode))
-    if isinstance(screen, DTQScreen):
-        for active in screen.active_bindings.values():
-            b = active.binding
-            if active.node is screen and b.description:
-                yield SystemCommand(
-                    f"{screen.TITLE}: {b.description}",
-                    f"key {app.get_key_display(b)}",
-                    partial(screen.run_action, b.action),
-                )
+    here = screen if isinstance(screen, DTQScreen) else None
+    seen: set[str] = set()
+    if here is not None:
+        for title, help_text, action in _own_actions(app, type(here), read_only):
+            seen.add(title)
+            yield SystemCommand(title, help_text, partial(here.run_action, action))
+    for _key, _label, mode in TABS:
+        cls = classes[mode]
+        if here is not None and type(here) is cls:
+            continue
+        for title, help_text, action in _own_actions(app, cls, read_only):
+            if title in seen:
+                continue
+            seen.add(title)
+            yield SystemCommand(
+                title, f"{help_text} (goes to {cls.TITLE})", partial(run_on, mode, action, title)
+            )
+
+
+def _own_actions(
+    app: App[Any], cls: type[Screen[Any]], read_only: bool
+) -> Iterator[tuple[str, str, str]]:
+    """``(title, help, action)`` of the bindings a console screen class declares."""
+    from textual.binding import Binding
+
+    mutating: frozenset[str] = getattr(cls, "MUTATING", frozenset())
+    names: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        for b in vars(klass).get("BINDINGS", []):
+            if not isinstance(b, Binding) or not b.description or b.action in names:
+                continue
+            if klass.__module__.startswith("textual."):
+                continue
+            names.add(b.action)
+            refused = read_only and b.action.split("(")[0] in mutating
+            note = " - refused: read-only" if refused else ""
+            yield (
+                f"{getattr(cls, 'TITLE', cls.__name__)}: {b.description}",
+                f"key {app.get_key_display(b)}{note}",
+                b.action,
+            )

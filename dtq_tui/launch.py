@@ -54,8 +54,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Parse, connect, run the app; return the exit status."""
+def run(argv: list[str] | None = None, *, headless: bool = False) -> int:
+    """Parse, connect, run the app; return the exit status.
+
+    A crash inside the app exits with status 1 (Textual restores the terminal first and
+    then prints the traceback), so scripts and supervisors see the failure.
+    """
     args = parser().parse_args(argv)
     from dtq_tui.screens import resolve
 
@@ -98,12 +102,20 @@ def run(argv: list[str] | None = None) -> int:
             return 2
     from dtq_tui.app import DTQApp
 
+    app = DTQApp(console, read_only=args.read_only, refresh_s=args.refresh, screen=args.screen)
     try:
-        DTQApp(console, read_only=args.read_only, refresh_s=args.refresh, screen=args.screen).run()
+        app.run(headless=headless)
     finally:
         if demo is not None:
             demo.stop()
-    return 0
+    code = app.return_code or 0
+    if code:
+        print(
+            f"dtq-tui: the console stopped on an error (exit status {code}); "
+            "the traceback is above - please report it",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _default_url() -> str | None:

@@ -36,7 +36,15 @@ class FeedRelay:
 
     if TYPE_CHECKING:  # provided by App (a stub here would shadow it)
 
-        def notify(self, message: str, **kwargs: Any) -> None:
+        def notify(
+            self,
+            message: str,
+            *,
+            title: str = "",
+            severity: Any = "information",
+            timeout: float | None = None,
+            markup: bool = True,
+        ) -> None:
             """Show a toast."""
 
     @property

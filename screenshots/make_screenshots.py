@@ -1,6 +1,9 @@
 """Drive the console in demo mode (fixed seed) and save one SVG per screen here.
 
-    python screenshots/make_screenshots.py [--seed 7] [--size 120x36]
+    python screenshots/make_screenshots.py [--seed 7] [--size 120x40]
+
+Every screen at the given size, then the Dead letters and Tasks screens again at 80x24
+(``*-80x24.svg``), where columns give way by priority.
 
 The demo runs until its payment gateway has an outage (the breaker is open) and every
 pane has data, then the script visits each screen. Thread timing still varies, so two
@@ -26,6 +29,7 @@ from dtq_tui.dialogs.help import HelpDialog  # noqa: E402
 from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen  # noqa: E402
 from dtq_tui.screens.task_detail import TaskDetailScreen  # noqa: E402
 from dtq_tui.screens.tasks import TasksScreen  # noqa: E402
+from dtq_tui.screens.waiting import WaitingScreen  # noqa: E402
 
 
 async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float, what: str) -> bool:
@@ -85,6 +89,17 @@ async def shoot(seed: int, size: tuple[int, int], out: Path) -> list[str]:
             )
             await pilot.pause(0.5)
             save("tasks")
+            for key, name in (("t", "scheduled"), ("R", "retry")):
+                await pilot.press(key)
+                await wait_for(
+                    pilot,
+                    lambda: isinstance(app.screen, WaitingScreen) and app.screen.loaded,
+                    10,
+                    name,
+                )
+                await pilot.pause(0.5)
+                save(name)
+                await pilot.press("escape")
             await pilot.press("4")
             await wait_for(
                 pilot,
@@ -120,6 +135,12 @@ async def shoot(seed: int, size: tuple[int, int], out: Path) -> list[str]:
             await pilot.press("escape", "escape", "1", "l")
             await pilot.pause(1.5)
             save("event-log")
+            await pilot.press("l")
+            await pilot.resize_terminal(80, 24)
+            for key, name in (("4", "dead-letters-80x24"), ("3", "tasks-80x24")):
+                await pilot.press(key)
+                await pilot.pause(1.5)
+                save(name)
     finally:
         demo.stop()
     return saved
@@ -129,7 +150,7 @@ def main() -> None:
     """Parse arguments and make the screenshots."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--size", default="120x36", help="COLUMNSxROWS")
+    p.add_argument("--size", default="120x40", help="COLUMNSxROWS")
     p.add_argument("--out", type=Path, default=ROOT)
     args = p.parse_args()
     cols, rows = (int(x) for x in args.size.lower().split("x"))

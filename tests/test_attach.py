@@ -83,6 +83,16 @@ def test_console_api_through_the_owners_socket(owner: tuple[str, Child], tmp_pat
         old = console.task(dead)
         assert old.replayed_to == (plan.new_id,)
         assert old.edits[-1]["note"] == "fixed the sign" and old.edits[-1]["args"] == [4]
+        # Once, unless asked again: the same answer through the socket as in process.
+        (again,) = console.replay([dead], dry_run=True)
+        assert again.skipped and again.replayed_to == (plan.new_id,)
+        (skipped,) = console.replay([dead])
+        assert skipped.skipped and skipped.new_id is None
+        assert console.dead_groups()[0].replayed_ids == (dead,)
+        (second,) = console.replay([dead], again=True)
+        assert second.new_id and console.task(dead).replayed_to == (plan.new_id, second.new_id)
+        wait_until(lambda: state_of(console, second.new_id) == "DEAD")  # same args, same fate
+        assert console.purge([second.new_id]) == 1
         assert console.purge([dead]) == 1
         assert console.dead_letters() == [] and console.task(dead) is None
         with pytest.raises(TaskNotFound):

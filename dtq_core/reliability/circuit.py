@@ -81,6 +81,8 @@ def _fresh() -> dict[str, Any]:
         "probe_at": None,
         "manual": False,
         "held": 0,
+        # Who set the current state: "hand" (an operator) or "auto" (the failures).
+        "by": "auto",
     }
 
 
@@ -155,7 +157,7 @@ class BreakerHook(Hook):
                     doc["held"] += 1
                     verdict[0] = max(due, now + 0.05) if not doc["manual"] else now + s["reset"]
                     return
-                doc["state"], doc["probes"] = "half_open", 0
+                doc["state"], doc["probes"], doc["by"] = "half_open", 0, "auto"
             if doc["state"] == "half_open":
                 stale = doc.get("probe_at") is not None and now - doc["probe_at"] > s["reset"]
                 if doc["probes"] >= s["probes"] and not stale:
@@ -192,19 +194,21 @@ class BreakerHook(Hook):
             if exc is None:
                 doc["oks"] = [*oks, now][-keep * 4 :]
                 if doc["state"] == "half_open":
-                    doc.update(state="closed", fails=[], oks=[], opened_at=None, probes=0)
+                    doc.update(
+                        state="closed", fails=[], oks=[], opened_at=None, probes=0, by="auto"
+                    )
                 return
             fails = [t for t in doc["fails"] if t > horizon] + [now]
             doc["fails"], doc["oks"] = fails[-keep:], oks
             if doc["state"] == "half_open":
-                doc.update(state="open", opened_at=now, probes=0)
+                doc.update(state="open", opened_at=now, probes=0, by="auto")
                 return
             trip = len(fails) >= s["threshold"]
             if s["ratio"] is not None:
                 total = len(fails) + len(oks)
                 trip = total >= s["threshold"] and len(fails) / total >= float(s["ratio"])
             if trip and doc["state"] == "closed":
-                doc.update(state="open", opened_at=now, probes=0)
+                doc.update(state="open", opened_at=now, probes=0, by="auto")
 
         self._update(ctx.broker, key, record)
 
@@ -218,9 +222,19 @@ class BreakerHook(Hook):
 
         def set_state(doc: dict[str, Any], now: float) -> None:
             if state == "open":
-                doc.update(state="open", opened_at=now, probes=0, manual=True)
+                doc.update(state="open", opened_at=now, probes=0, manual=True, by="hand")
             else:
-                doc.update(state="closed", fails=[], ok=0, opened_at=None, probes=0, manual=False)
+                # Closed by hand, the breaker counts failures again (not held closed), but
+                # its state was set by an operator until the failures change it.
+                doc.update(
+                    state="closed",
+                    fails=[],
+                    ok=0,
+                    opened_at=None,
+                    probes=0,
+                    manual=False,
+                    by="hand",
+                )
 
         self._update(broker, key, set_state)
 
@@ -252,7 +266,7 @@ class BreakerHook(Hook):
                     opened,
                     probe,
                     int(doc["held"]),
-                    bool(doc["manual"]),
+                    bool(doc["manual"]) or doc.get("by") == "hand",
                 )
             )
         return {"breakers": tuple(out)}

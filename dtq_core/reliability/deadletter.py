@@ -84,6 +84,13 @@ class FailureGroup:
     #: tasks that were running beside them, with how many of the group's tasks each
     #: was beside, most first. A task that killed its process is beside all of them.
     beside: tuple[tuple[str, int], ...] = ()
+    #: Ids of the group's dead tasks that were replayed already (a subset of task_ids).
+    replayed_ids: tuple[str, ...] = ()
+
+    @property
+    def replayed(self) -> int:
+        """How many of the group's dead tasks were replayed already."""
+        return len(self.replayed_ids)
 
     @property
     def key(self) -> str:
@@ -103,6 +110,7 @@ class FailureGroup:
             "task_ids": list(self.task_ids),
             "reasons": list(self.reasons),
             "beside": [list(b) for b in self.beside],
+            "replayed_ids": list(self.replayed_ids),
         }
 
 
@@ -125,6 +133,7 @@ def group_by_cause(records: list[TaskRecord]) -> list[FailureGroup]:
                 task_ids=tuple(r.id for r in recs),
                 reasons=tuple(sorted({r.dead_reason or "" for r in recs})),
                 beside=_beside(recs),
+                replayed_ids=tuple(r.id for r in recs if r.replayed_to),
             )
         )
     out.sort(key=lambda g: (-g.count, -g.last_seen, g.key))
@@ -151,6 +160,10 @@ class ReplayPlan:
     kwargs: dict[str, Any] | None
     new_id: str | None = None
     edited: bool = False
+    #: The tasks this dead letter was replayed as before (empty: never replayed).
+    replayed_to: tuple[str, ...] = ()
+    #: Not replayed because it was replayed before and ``again`` was not asked for.
+    skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -162,6 +175,8 @@ class ReplayPlan:
             "kwargs": self.kwargs,
             "new_id": self.new_id,
             "edited": self.edited,
+            "replayed_to": list(self.replayed_to),
+            "skipped": self.skipped,
         }
 
 
@@ -196,12 +211,19 @@ class DeadLetters:
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
+        again: bool = False,
     ) -> builtins.list[ReplayPlan]:
         """Enqueue each dead task again as a new task linked by ``replayed_from``.
 
-        ``args``/``kwargs`` replace the originals (the edit is recorded with time and
-        ``note`` on both records). Attempts start from zero. With ``dry_run`` nothing
+        ``args``/``kwargs`` replace the originals; when they differ from them the edit
+        is recorded with time and ``note`` on both records (an "edit" that changes
+        nothing is a plain replay). Attempts start from zero. With ``dry_run`` nothing
         changes and the plan is returned.
+
+        A replay happens once: a dead task that was already replayed is skipped (its
+        plan says ``skipped`` and where it went) unless ``again`` is given or the args
+        are changed. Every face (console, CLI, RPC) goes through here, so all behave
+        alike.
 
         Raises:
             TaskNotFound: An id is not a dead task (nothing after it is replayed).
@@ -230,10 +252,25 @@ class DeadLetters:
             # Views mask secrets: a masked value the edit left as it was keeps the original.
             new_args = restore(args, old_args) if args is not None else old_args
             new_kwargs = restore(kwargs, old_kwargs) if kwargs is not None else old_kwargs
-            edited = args is not None or kwargs is not None
-            if dry_run:
+            # An "edit" that changes nothing is a plain replay (no trail, not an edit).
+            edited = (args is not None and new_args != old_args) or (
+                kwargs is not None and new_kwargs != (old_kwargs or {})
+            )
+            before = tuple(rec.replayed_to)
+            skip = bool(before) and not again and not edited
+            if dry_run or skip:
                 plans.append(
-                    ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs, None, edited)
+                    ReplayPlan(
+                        dead_id,
+                        rec.name,
+                        rec.queue,
+                        new_args,
+                        new_kwargs,
+                        None,
+                        edited,
+                        before,
+                        skip,
+                    )
                 )
                 continue
             new_id = make_id()
@@ -266,16 +303,27 @@ class DeadLetters:
                 }
             b.emit(self.backend.replay(dead_id, nt, edit, now), None)
             plans.append(
-                ReplayPlan(dead_id, rec.name, rec.queue, new_args, new_kwargs, new_id, edited)
+                ReplayPlan(
+                    dead_id, rec.name, rec.queue, new_args, new_kwargs, new_id, edited, before
+                )
             )
         return plans
 
     def replay_matching(
-        self, flt: TaskFilter | str | None, limit: int = 1000, dry_run: bool = False
+        self,
+        flt: TaskFilter | str | None,
+        limit: int = 1000,
+        dry_run: bool = False,
+        again: bool = False,
     ) -> builtins.list[ReplayPlan]:
-        """Replay up to ``limit`` dead tasks matching the filter (oldest first)."""
-        ids = [r.id for r in reversed(self.list(flt, 0, 1_000_000))][:limit]
-        return self.replay(ids, dry_run=dry_run)
+        """Replay up to ``limit`` dead tasks matching the filter (oldest first).
+
+        Dead tasks replayed before are left out (so replaying one filter twice enqueues
+        nothing the second time) unless ``again``.
+        """
+        recs = reversed(self.list(flt, 0, 1_000_000))
+        ids = [r.id for r in recs if again or not r.replayed_to][:limit]
+        return self.replay(ids, dry_run=dry_run, again=again)
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records; return how many."""

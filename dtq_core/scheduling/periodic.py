@@ -11,6 +11,7 @@ for all missed ticks.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,7 +215,7 @@ class PeriodicHook(Hook):
         except BackendError:
             return None  # fired already, by another scheduler or before a restart
         backend.set_key(PREFIX + f"last:{s.name}", repr(tick), None, now)
-        backend.set_key(PREFIX + f"lasttask:{s.name}", task_id, None, now)
+        self._record_fire(broker, s.name, tick, task_id, now, manual=False)
         count = backend.get_key(PREFIX + f"fired:{s.name}", now)
         backend.set_key(PREFIX + f"fired:{s.name}", str(int(count or 0) + 1), None, now)
         return task_id
@@ -223,8 +224,21 @@ class PeriodicHook(Hook):
         """Enqueue a schedule's task now (not a tick: the schedule is unchanged)."""
         s = self._require(name)
         res = broker.send(s.task, s.args, s.kwargs, queue=s.queue)
-        broker.backend.set_key(PREFIX + f"lasttask:{s.name}", res.id, None, broker.clock.now())
+        now = broker.clock.now()
+        self._record_fire(broker, s.name, now, res.id, now, manual=True)
         return res.id
+
+    def _record_fire(
+        self, broker: Broker, name: str, when: float, task_id: str, now: float, manual: bool
+    ) -> None:
+        """What the console shows as "last": the time and the task of one real enqueue.
+
+        Kept apart from the ``last:`` cursor (which also moves over ticks skipped while
+        paused or down), so "last" never pairs a skipped tick with another task's id.
+        """
+        value = json.dumps({"at": when, "task": task_id, "manual": manual})
+        broker.backend.set_key(PREFIX + f"fire:{name}", value, None, now)
+        broker.backend.set_key(PREFIX + f"lasttask:{name}", task_id, None, now)
 
     def pause(self, broker: Broker, name: str, paused: bool) -> None:
         """Pause or resume a schedule for every scheduler sharing the backend."""
@@ -242,13 +256,27 @@ class PeriodicHook(Hook):
             raise ConfigError(f"unknown schedule {name!r} (known: {known})")
         return s
 
+    def _last_fire(self, broker: Broker, name: str, now: float) -> tuple[float, str, bool] | None:
+        """``(when, task id, by hand)`` of the last real enqueue, if any."""
+        raw = self._get(broker, f"fire:{name}", now)
+        if raw is not None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                doc = json.loads(raw)
+                return float(doc["at"]), str(doc["task"]), bool(doc.get("manual"))
+        # A store written before fire: existed: a tick's task id names its tick.
+        task_id = self._get(broker, f"lasttask:{name}", now)
+        prefix = f"cron-{name}-"
+        if task_id and task_id.startswith(prefix) and task_id[len(prefix) :].isdigit():
+            return float(task_id[len(prefix) :]), task_id, False
+        return None
+
     def snapshot(self, broker: Broker) -> dict[str, Any]:
         """``schedules``: expression in words, next runs, last fire and its outcome."""
         now = broker.clock.now()
         out = []
         for s in self.schedules.all():
-            last = self._get(broker, f"last:{s.name}", now)
-            last_task = self._get(broker, f"lasttask:{s.name}", now)
+            fire = self._last_fire(broker, s.name, now)
+            last, last_task, manual = fire if fire is not None else (None, None, False)
             state = broker.backend.get_state(last_task) if last_task else None
             try:
                 runs = tuple(d.timestamp() for d in s.cron.next_n(_dt(now), 3))
@@ -262,12 +290,13 @@ class PeriodicHook(Hook):
                     s.cron.describe(),
                     str(s.cron.tz),
                     runs,
-                    float(last) if last is not None else None,
+                    last,
                     last_task,
                     state.value if state is not None else None,
                     self._get(broker, f"paused:{s.name}", now) is not None,
                     s.missed,
                     int(self._get(broker, f"fired:{s.name}", now) or 0),
+                    manual,
                 )
             )
         return {"schedules": tuple(out)}

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static, TextArea
 
+from dtq_tui.plain import plain
 from dtq_tui.redact import REDACTED, redact, restore
 
 
@@ -75,15 +76,15 @@ class EditArgsDialog(ModalScreen[ArgsEdit | None]):
     def compose(self) -> ComposeResult:
         """Editor, note, error line and buttons."""
         with Vertical(classes="dialog-box editor-box"):
-            yield Static(f"Edit args and replay: {self.task_label}", classes="dialog-title")
+            yield Static(plain(f"Edit args and replay: {self.task_label}"), classes="dialog-title")
             yield TextArea(
                 self.initial_text,
                 id="args-editor",
                 show_line_numbers=True,
-                tab_behavior="indent",
+                tab_behavior="focus",  # tab moves to the note; the JSON needs no tabs
             )
             yield Input(placeholder="note for the edit trail (required)", id="note")
-            yield Static("", id="edit-error", classes="dialog-error")
+            yield Static("", id="edit-error", classes="dialog-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Replay edited (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
@@ -91,6 +92,7 @@ class EditArgsDialog(ModalScreen[ArgsEdit | None]):
                 yield Static(
                     f"{REDACTED} values are kept as they were unless you replace them.",
                     classes="dialog-help",
+                    markup=False,
                 )
 
     def on_mount(self) -> None:
@@ -130,7 +132,7 @@ class EditArgsDialog(ModalScreen[ArgsEdit | None]):
         result = self.validate()
         error = self.query_one("#edit-error", Static)
         if isinstance(result, str):
-            error.update(f"✘ {result}")
+            error.update(plain(f"✘ {result}", multiline=True))
             if result.startswith("write a note"):
                 self.query_one("#note", Input).focus()
             return

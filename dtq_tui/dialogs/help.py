@@ -12,6 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from dtq_tui.plain import plain
+
 #: (keys, description, changes state)
 HelpRow = tuple[str, str, bool]
 
@@ -41,28 +43,31 @@ class HelpDialog(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """Two key tables."""
         with Vertical(classes="dialog-box help-box"):
-            yield Static(f"Keys: {self.screen_title}", classes="dialog-title")
+            yield Static(plain(f"Keys: {self.screen_title}"), classes="dialog-title")
             if self.read_only:
                 yield Static(
                     "READ-ONLY: keys marked ✎ change state and are disabled (--read-only).",
                     classes="dialog-error",
+                    markup=False,
                 )
             with VerticalScroll():
                 yield Static(self._table(self.screen_keys, "This screen"))
                 yield Static(self._table(self.global_keys, "Everywhere"))
-            yield Static("esc closes · ctrl+p finds any command", classes="dialog-help")
+            yield Static(
+                "esc closes · ctrl+p finds any command", classes="dialog-help", markup=False
+            )
 
     def _table(self, rows: Sequence[HelpRow], title: str) -> Table:
         table = Table(title=title, title_justify="left", box=None, expand=True, show_header=False)
         table.add_column("key", style="bold", no_wrap=True, width=12)
         table.add_column("what", ratio=1)
         for keys, desc, mutates in rows:
-            label = Text(desc)
+            label = plain(desc, multiline=True)
             if mutates:
                 label.append("  ✎", style="bold")
                 if self.read_only:
                     label.append(" disabled", style="italic")
-            table.add_row(keys, label)
+            table.add_row(plain(keys), label)
         if not rows:
             table.add_row("", Text("no keys of its own", style="italic"))
         return table

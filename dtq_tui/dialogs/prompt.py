@@ -11,6 +11,8 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
+from dtq_tui.plain import plain
+
 
 class PromptDialog(ModalScreen[str | None]):
     """Dismisses with the entered text, or ``None`` on escape.
@@ -46,7 +48,7 @@ class PromptDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         """Title, input, help and error lines."""
         with Vertical(classes="dialog-box"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(plain(self.title_text, multiline=True), classes="dialog-title")
             yield Input(
                 self.initial,
                 placeholder=self.placeholder,
@@ -55,8 +57,8 @@ class PromptDialog(ModalScreen[str | None]):
                 else None,
                 id="prompt-input",
             )
-            yield Static(self.help_text, classes="dialog-help")
-            yield Static("", id="prompt-error", classes="dialog-error")
+            yield Static(self.help_text, classes="dialog-help", markup=False)
+            yield Static("", id="prompt-error", classes="dialog-error", markup=False)
 
     def on_mount(self) -> None:
         """No blinking cursor when headless (tests and screenshots stay still)."""
@@ -67,7 +69,7 @@ class PromptDialog(ModalScreen[str | None]):
         event.stop()
         error = self.check(event.value) if self.check else None
         if error:
-            self.query_one("#prompt-error", Static).update(error)
+            self.query_one("#prompt-error", Static).update(plain(error, multiline=True))
             return
         self.dismiss(event.value)
 

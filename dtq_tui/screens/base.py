@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -16,6 +16,7 @@ from dtq_tui.fmt import count, duration
 from dtq_tui.widgets.chrome import ConnectionBanner, DTQFooter, StatusLine, TopBar
 from dtq_tui.widgets.event_log import EventLog
 from dtq_tui.widgets.filter_bar import FilterBar
+from dtq_tui.widgets.live_table import LiveTable
 
 if TYPE_CHECKING:
     from dtq_tui.app import DTQApp
@@ -40,9 +41,15 @@ class DTQScreen(Screen[None]):
     | Key | Action |
     | :- | :- |
     | `/` | Filter this screen. |
+    | `y` | Copy the selected id to the clipboard (OSC 52: works over SSH). |
+    | `v` | View the selected row whole: every column, nothing cut. |
     """
 
-    BINDINGS = [Binding("slash", "filter", "Filter", id="screen.filter")]
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="screen.filter"),
+        Binding("y", "copy_id", "Copy id", show=False, id="screen.copy"),
+        Binding("v", "view_row", "View row", show=False, id="screen.view"),
+    ]
 
     #: The mode (top-level screen) this screen belongs to; lights its tab.
     MODE: ClassVar[str] = "overview"
@@ -175,12 +182,71 @@ class DTQScreen(Screen[None]):
         return None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the filter key where there is nothing to filter."""
-        return self.FILTERABLE or action != "filter"
+        """Hide the filter key where there is nothing to filter; read-only dims changes.
+
+        ``None`` makes Textual show the key dimmed in the footer; pressing it reaches
+        :meth:`on_key`, which says why it is refused.
+        """
+        if action == "filter":
+            return self.FILTERABLE
+        if action in self.MUTATING and self.dtq.read_only:
+            return None
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A key of an action refused in read-only mode says so (instead of nothing)."""
+        if not self.dtq.read_only:
+            return
+        for binding in self._bindings.key_to_bindings.get(event.key, []):
+            action = binding.action.split("(", 1)[0]
+            if action in self.MUTATING:
+                event.stop()
+                self.notify(
+                    f"{binding.description or action}: refused, the console is read-only "
+                    "(started with --read-only)",
+                    title="Read-only",
+                    severity="warning",
+                )
+                return
 
     def action_filter(self) -> None:
         """Open the filter bar."""
         self.filter_bar.open()
+
+    # -- the selected row ------------------------------------------------------------------
+
+    def current_table(self) -> LiveTable | None:
+        """The table the operator is on: the focused one, else the first of the body."""
+        focused = self.focused
+        if isinstance(focused, LiveTable):
+            return focused
+        tables = list(self.query_one("#body").query(LiveTable))
+        return tables[0] if tables else None
+
+    def selected_id(self) -> str | None:
+        """The id of what is selected (a task id, a queue or schedule name...)."""
+        table = self.current_table()
+        return table.current_key if table is not None else None
+
+    def action_copy_id(self) -> None:
+        """``y``: copy the selected id with OSC 52 (the terminal's clipboard, over SSH too)."""
+        ident = self.selected_id()
+        if not ident:
+            self.notify("nothing selected to copy", severity="warning")
+            return
+        self.app.copy_to_clipboard(ident)
+        self.notify(f"copied {ident} to the clipboard (OSC 52)", title="Copied")
+
+    def action_view_row(self) -> None:
+        """``v``: the selected row's whole text, every column (hidden ones too)."""
+        table = self.current_table()
+        cells = table.row_cells() if table is not None else []
+        if table is None or not cells:
+            self.notify("no row selected", severity="warning")
+            return
+        from dtq_tui.dialogs.row import RowDialog
+
+        self.app.push_screen(RowDialog(f"{self.TITLE}: {table.current_key}", cells))
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:

@@ -11,8 +11,9 @@ from textual.binding import Binding
 from dtq_core.reliability.deadletter import FailureGroup
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TaskRecord
-from dtq_tui.fmt import age, clip, count, short_id
+from dtq_tui.fmt import age, count, short_id
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import Throttle
 from dtq_tui.screens.dead_actions import DeadActions
 from dtq_tui.screens.tasks import check_filter
@@ -20,6 +21,11 @@ from dtq_tui.widgets.live_table import FLEX, TablePane
 
 #: Task records shown inside a group (the group's newest).
 GROUP_PAGE = 200
+
+
+def describe(g: FailureGroup) -> str:
+    """``charge · ConnectionError: gateway timeout after <n>s`` (names a group in dialogs)."""
+    return f"{g.task} · {g.exc_type.rsplit('.', 1)[-1] or 'dead'}: {g.message or '-'}"
 
 
 class DeadLettersScreen(DeadActions):
@@ -53,12 +59,13 @@ class DeadLettersScreen(DeadActions):
         """The group table."""
         yield TablePane(
             [
-                ("Count", "count", 5),
-                ("Task", "task", 14),
-                ("Exception", "exc", 14),
+                ("Count", "count", 5, 8),
+                ("Task", "task", 14, 7),
+                ("Exception", "exc", 14, 5),
                 ("Message (normalised)", "message", FLEX),
-                ("Last", "last", 6),
-                ("First", "first", 6),
+                ("↻", "replayed", 4, 6),
+                ("Last", "last", 6, 3),
+                ("First", "first", 6, 2),
             ],
             empty_text="loading…",
             id="groups",
@@ -108,9 +115,14 @@ class DeadLettersScreen(DeadActions):
                     g.key,
                     [
                         Text(count(g.count), justify="right", style=pal.role("bad")),
-                        clip(g.task, 14),
-                        clip(g.exc_type.rsplit(".", 1)[-1] or "-", 14),
-                        clip(g.message or "-", 60),
+                        plain(g.task),
+                        plain(g.exc_type.rsplit(".", 1)[-1] or "-"),
+                        plain(g.message or "-"),
+                        Text(
+                            f"↻ {g.replayed}" if g.replayed else "",
+                            justify="right",
+                            style=pal.role("muted"),
+                        ),
                         age(now - g.last_seen) if now else "-",
                         age(now - g.first_seen) if now else "-",
                     ],
@@ -123,7 +135,9 @@ class DeadLettersScreen(DeadActions):
     def status_text(self) -> str:
         """Totals."""
         total = sum(g.count for g in self.groups)
-        return f"{len(self.groups)} causes · {total} dead"
+        replayed = sum(g.replayed for g in self.groups)
+        again = f" · {replayed} replayed before (↻)" if replayed else ""
+        return f"{len(self.groups)} causes · {total} dead{again}"
 
     def selected(self) -> FailureGroup | None:
         """The group under the cursor."""
@@ -151,9 +165,7 @@ class DeadLettersScreen(DeadActions):
         if g is None:
             self.notify("select a group first", severity="warning")
             return
-        self.purge_confirmed(
-            g.task_ids, f"{g.task}: {g.exc_type} {g.message}", lambda _: self.load(True)
-        )
+        self.purge_confirmed(g.task_ids, describe(g), lambda _: self.load(True))
 
 
 class DeadGroupScreen(DeadActions):
@@ -163,7 +175,8 @@ class DeadGroupScreen(DeadActions):
     | :- | :- |
     | `space` | Tag or untag the row (htop style). |
     | `a` | Tag all rows / clear the tags. |
-    | `r` | Replay the tagged tasks (or the current one). |
+    | `h` | Hide or show the tasks replayed before (marked ↻). |
+    | `r` | Replay the tagged tasks (or the current one), after confirmation. |
     | `R` | Replay the whole group (dry run first, batch limit). |
     | `e` | Edit the current task's args as JSON and replay it. |
     | `d` | Purge the tagged tasks (or the current one), after confirmation. |
@@ -174,6 +187,7 @@ class DeadGroupScreen(DeadActions):
     BINDINGS = [
         Binding("space", "tag", "Tag", id="group.tag"),
         Binding("a", "tag_all", "Tag all", show=False, id="group.tag_all"),
+        Binding("h", "hide_replayed", "Hide replayed", id="group.hide_replayed"),
         Binding("r", "replay", "Replay", id="group.replay"),
         Binding("R", "replay_group", "All", id="group.replay_group"),
         Binding("e", "edit", "Edit", id="group.edit"),
@@ -191,17 +205,20 @@ class DeadGroupScreen(DeadActions):
         self.records: list[TaskRecord] = []
         self.tagged: set[str] = set()
         self.loaded = False
+        #: Leave out the dead tasks that were replayed before.
+        self.hide_replayed = False
         self._throttle = Throttle(2.0)
 
     def compose_body(self) -> ComposeResult:
         """The task table."""
         yield TablePane(
             [
-                ("", "tag", 1),
-                ("ID", "id", 10),
-                ("Queue", "queue", 9),
-                ("Try", "attempt", 3),
-                ("Died", "died", 6),
+                ("", "tag", 1, 9),
+                ("ID", "id", 10, 8),
+                ("Queue", "queue", 9, 4),
+                ("Try", "attempt", 3, 2),
+                ("Died", "died", 6, 3),
+                ("Replayed as", "replayed", 12, 5),
                 ("Error", "error", FLEX),
             ],
             empty_text="loading…",
@@ -212,11 +229,11 @@ class DeadGroupScreen(DeadActions):
         """Title the group."""
         g = self.group
         pane = self.query_one("#group-tasks")
-        pane.border_title = clip(f"{g.task} · {g.exc_type.rsplit('.', 1)[-1]}: {g.message}", 70)
+        pane.border_title = plain(describe(g), 70)
         if g.beside:
             # Lost with their process: what ran beside them (the poison is beside all).
-            pane.border_subtitle = Text(  # data: never markup
-                clip("ran beside: " + ", ".join(f"{name} ({n})" for name, n in g.beside), 70)
+            pane.border_subtitle = plain(
+                "ran beside: " + ", ".join(f"{name} ({n})" for name, n in g.beside), 70
             )
         self.load(force=True)
 
@@ -270,40 +287,55 @@ class DeadGroupScreen(DeadActions):
         pal = palette_for(self.app.theme_variables)
         now = self.snapshot.taken_at if self.snapshot else 0.0
         rows = []
-        for r in self.records:
+        for r in self.shown:
             tag = Text("●", style=pal.role("accent")) if r.id in self.tagged else Text(" ")
+            again = plain(
+                "↻ " + ", ".join(short_id(i, 9) for i in r.replayed_to) if r.replayed_to else "",
+                style=pal.role("muted"),
+            )
             err = r.error.message if r.error else (r.dead_reason or "")
             rows.append(
                 (
                     r.id,
                     [
                         tag,
-                        short_id(r.id, 10),
-                        clip(r.queue, 9),
+                        plain(short_id(r.id, 10)),
+                        plain(r.queue),
                         Text(str(r.attempt), justify="right"),
                         age(now - r.finished_at) if now and r.finished_at else "-",
-                        Text(clip(err, 80), style=pal.role("bad")),
+                        again,
+                        plain(err, style=pal.role("bad")),
                     ],
                 )
             )
         self.table.sync(rows, empty)
         self.refresh_status()
 
+    @property
+    def shown(self) -> list[TaskRecord]:
+        """The records listed (without those replayed before, when hidden)."""
+        if not self.hide_replayed:
+            return self.records
+        return [r for r in self.records if not r.replayed_to]
+
     def status_text(self) -> str:
         """Counts and tags."""
-        shown = len(self.records)
+        shown = len(self.shown)
         more = f" (showing {shown})" if shown < self.group.count else ""
-        return f"{self.group.count} dead{more} · {len(self.tagged)} tagged"
+        replayed = sum(1 for r in self.records if r.replayed_to)
+        hidden = " hidden" if self.hide_replayed else ""
+        again = f" · {replayed} replayed before{hidden} (h)" if replayed else ""
+        return f"{self.group.count} dead{more}{again} · {len(self.tagged)} tagged"
 
     def current(self) -> TaskRecord | None:
         """The record under the cursor."""
         key = self.table.table.current_key
-        return next((r for r in self.records if r.id == key), None)
+        return next((r for r in self.shown if r.id == key), None)
 
     def targets(self) -> list[str]:
         """The tagged ids, else the current one."""
         if self.tagged:
-            return [r.id for r in self.records if r.id in self.tagged]
+            return [r.id for r in self.shown if r.id in self.tagged]
         rec = self.current()
         return [rec.id] if rec else []
 
@@ -324,17 +356,21 @@ class DeadGroupScreen(DeadActions):
 
     def action_tag_all(self) -> None:
         """Tag every row, or clear the tags when all are tagged."""
-        ids = {r.id for r in self.records}
+        ids = {r.id for r in self.shown}
         self.tagged = set() if ids and self.tagged >= ids else ids
         self._show()
 
+    def action_hide_replayed(self) -> None:
+        """Hide or show the dead tasks replayed before."""
+        self.hide_replayed = not self.hide_replayed
+        self.tagged &= {r.id for r in self.shown}
+        self._show()
+
     def action_replay(self) -> None:
-        """Replay the tagged tasks (or the current one)."""
+        """Replay the tagged tasks (or the current one), after confirmation."""
         ids = self.targets()
-        if not ids:
-            self.notify("nothing selected", severity="warning")
-            return
-        self.replay_now(ids, self._after)
+        what = f"{'tagged' if self.tagged else 'selected'} in {describe(self.group)}"
+        self.replay_confirmed(ids, what, self._after)
 
     def action_replay_group(self) -> None:
         """Replay the whole group (dry run first)."""
@@ -351,7 +387,7 @@ class DeadGroupScreen(DeadActions):
     def action_purge(self) -> None:
         """Purge the tagged tasks (or the current one)."""
         ids = self.targets()
-        what = "tagged" if self.tagged else "the selected task"
+        what = f"{'tagged' if self.tagged else 'selected'} in {describe(self.group)}"
         self.purge_confirmed(ids, what, self._after)
 
     def on_data_table_row_selected(self) -> None:

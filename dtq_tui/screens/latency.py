@@ -11,6 +11,7 @@ from textual.binding import Binding
 from dtq_core.snapshot import LatencySnapshot, SystemSnapshot
 from dtq_tui.fmt import count, duration
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.histogram import HistogramView
 from dtq_tui.widgets.live_table import FLEX, TablePane
@@ -103,9 +104,9 @@ class LatencyScreen(DTQScreen):
                 (
                     key_of(h),
                     [
-                        h.scope,
-                        h.key,
-                        h.kind,
+                        plain(h.scope),
+                        plain(h.key),
+                        plain(h.kind),
                         Text(count(h.count), justify="right"),
                         Text(duration(h.p50), justify="right"),
                         Text(duration(h.p95), justify="right", style=pal.role("warn")),

@@ -10,9 +10,11 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from dtq_core.snapshot import BreakerSnapshot, DedupSnapshot, LimiterSnapshot, SystemSnapshot
+from dtq_tui.dialogs.confirm import ConfirmDialog
 from dtq_tui.dialogs.prompt import PromptDialog
 from dtq_tui.fmt import ago, count, duration
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
 from dtq_tui.widgets.memo import update_static
@@ -58,8 +60,8 @@ class LimitsScreen(DTQScreen):
 
     BINDINGS = [
         Binding("e", "edit_rate", "Edit rate", id="limits.edit"),
-        Binding("o", "breaker('open')", "Open", id="limits.open"),
-        Binding("c", "breaker('closed')", "Close", id="limits.close"),
+        Binding("o", "breaker('open')", "Open breaker", id="limits.open"),
+        Binding("c", "breaker('closed')", "Close breaker", id="limits.close"),
     ]
 
     MODE = "limits"
@@ -127,8 +129,8 @@ class LimitsScreen(DTQScreen):
                 (
                     f"{lim.scope}:{lim.key}",
                     [
-                        lim.key,
-                        lim.scope,
+                        plain(lim.key),
+                        plain(lim.scope),
                         Text(f"{lim.rate:g}", justify="right"),
                         Text(str(lim.burst), justify="right"),
                         tokens,
@@ -150,7 +152,7 @@ class LimitsScreen(DTQScreen):
                 (
                     b.key,
                     [
-                        b.key,
+                        plain(b.key),
                         state,
                         "hand" if b.manual else "auto",
                         Text(f"{b.failures}/{b.threshold}", justify="right"),
@@ -228,7 +230,28 @@ class LimitsScreen(DTQScreen):
         if b is None:
             self.notify("select a breaker first", severity="warning")
             return
-        self.feed.set_breaker(b.key, state, lambda _: self.notify(f"breaker {b.key} {state}"))
+        effect = (
+            "tasks behind it are held (not run, not failed) until it is closed"
+            if state == "open"
+            else "tasks behind it run again at once, even if the service still fails"
+        )
+
+        def answered(yes: bool | str | None) -> None:
+            if yes is True:
+                self.feed.set_breaker(
+                    b.key, state, lambda _: self.notify(f"breaker {b.key} forced {state}")
+                )
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Force breaker {b.key} {state}?",
+                f"would force breaker {b.key} {state} (now {b.state.replace('_', '-')}, "
+                f"{b.failures}/{b.threshold} failures, {b.held} held): {effect}.",
+                yes=f"Force {state}",
+                danger=state == "closed",
+            ),
+            answered,
+        )
 
 
 def _dedup_text(d: DedupSnapshot | None, pal: Any) -> Text:

@@ -13,6 +13,7 @@ from textual.renderables.sparkline import Sparkline as SparklineRenderable
 from dtq_core.snapshot import QueueSnapshot, SystemSnapshot
 from dtq_tui.fmt import count, rate
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
 from dtq_tui.widgets.overview import HealthPanel, StatesPanel, ThroughputPanel
@@ -53,6 +54,7 @@ class OverviewScreen(DTQScreen):
                 ("Done/s, last 60 s", "spark", FLEX),
             ],
             empty_text="no queues yet: nothing has been enqueued",
+            flex_min=10,  # a sparkline reads at 10 cells; the counts matter more
             id="queues",
         )
         with Horizontal(id="overview-panels"):
@@ -92,9 +94,9 @@ class OverviewScreen(DTQScreen):
         self.query_one(HealthPanel).show(snap)
 
     def _cells(self, q: QueueSnapshot, pal: Any, spark_w: int, low: Any, high: Any) -> list[Any]:
-        name = Text(q.name)
+        name = plain(q.name)
         if q.paused:
-            name = Text.assemble(("⏸ ", pal.role("warn")), (q.name, pal.role("warn")))
+            name = plain(f"⏸ {q.name}", style=pal.role("warn"))
         return [
             name,
             Text(count(q.ready), justify="right"),

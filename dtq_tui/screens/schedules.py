@@ -12,6 +12,7 @@ from textual.widgets import Static
 from dtq_core.snapshot import ScheduleSnapshot, SystemSnapshot
 from dtq_tui.fmt import ago, clock, count
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
 from dtq_tui.widgets.memo import update_static
@@ -40,12 +41,13 @@ class SchedulesScreen(DTQScreen):
         """Table and the selected schedule's detail."""
         yield TablePane(
             [
-                ("Schedule", "name", 14),
-                ("Cron", "expr", 12),
+                ("Schedule", "name", 14, 8),
+                # Never cut: fit to the longest expression (render_snapshot widens it).
+                ("Cron", "expr", 12, 9),
                 ("When", "desc", FLEX),
-                ("Next", "next", 9),
-                ("Last", "last", 8),
-                ("Result", "state", 10),
+                ("Next", "next", 9, 6),
+                ("Last", "last", 8, 5),
+                ("Result", "state", 10, 4),
             ],
             empty_text="no schedules: none are registered, or this engine does not report them",
             id="schedules",
@@ -65,21 +67,23 @@ class SchedulesScreen(DTQScreen):
         """One row per schedule, then the detail of the selected one."""
         pal = palette_for(self.app.theme_variables)
         now = snap.taken_at
+        widest = max((plain(s.expr, limit=None).cell_len for s in snap.schedules), default=4)
+        self.schedules.table.fit_column("expr", max(4, widest))
         rows: list[tuple[str, list[Any]]] = []
         for s in snap.schedules:
             if not matches(self.filter_text, s.name, s.task, s.expr, s.description):
                 continue
-            name = Text(s.name)
+            name = plain(s.name)
             if s.paused:
-                name = Text(f"⏸ {s.name}", style=pal.role("warn"))
+                name = plain(f"⏸ {s.name}", style=pal.role("warn"))
             nxt = ago(s.next_runs[0], now) if s.next_runs and not s.paused else "paused"
             rows.append(
                 (
                     s.name,
                     [
                         name,
-                        s.expr,
-                        s.description,
+                        plain(s.expr, limit=None),
+                        plain(s.description),
                         nxt,
                         ago(s.last_fire, now).replace(" ago", "") if s.last_fire else "never",
                         pal.state_text(s.last_state) if s.last_state else Text("-"),
@@ -108,15 +112,18 @@ class SchedulesScreen(DTQScreen):
             return
         pal = palette_for(self.app.theme_variables)
         text = Text()
-        text.append(f"{s.name}", "bold")
-        text.append(f"  runs {s.task} · {s.expr} ({s.description}, {s.tz})")
+        text.append_text(plain(s.name, style="bold", limit=None))
+        text.append_text(plain(f"  runs {s.task} · {s.expr} ({s.description}, {s.tz})", limit=None))
         text.append(f" · fired {count(s.fired)} · missed runs: {s.missed}")
         if s.paused:
             text.append("  ·  PAUSED", pal.role("warn"))
         runs = "  ".join(f"{clock(t)} ({ago(t, snap.taken_at)})" for t in s.next_runs[:5])
         text.append(f"\nnext: {runs or '-'}")
         if s.last_fire is not None:
-            text.append(f"\nlast: {clock(s.last_fire)} task {s.last_task_id or '-'} ")
+            how = "triggered by hand" if s.last_manual else "tick"
+            text.append(f"\nlast: {clock(s.last_fire)} ({how}) task ")
+            text.append_text(plain(s.last_task_id or "-"))
+            text.append(" ")
             text.append_text(pal.state_text(s.last_state) if s.last_state else Text("unknown"))
         update_static(detail, text, layout=True)
 

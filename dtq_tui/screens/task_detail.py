@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -13,8 +12,10 @@ from textual.widgets import Static
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TERMINAL, TaskRecord, TaskState
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import Throttle
 from dtq_tui.screens.dead_actions import DeadActions
+from dtq_tui.screens.tasks import confirm_cancel
 from dtq_tui.widgets.memo import update_static
 from dtq_tui.widgets.task_view import render_task
 
@@ -50,11 +51,11 @@ class TaskDetailScreen(DeadActions):
     def compose_body(self) -> ComposeResult:
         """A scrolling detail."""
         with VerticalScroll(id="detail-scroll"):
-            yield Static(Text(f"loading {self.task_id}…", style="italic"), id="detail")
+            yield Static(plain(f"loading {self.task_id}…", style="italic"), id="detail")
 
     def on_mount(self) -> None:
         """Load at once."""
-        self.query_one("#detail-scroll").border_title = f"task {self.task_id}"
+        self.query_one("#detail-scroll").border_title = plain(f"task {self.task_id}", 80)
         self.load(force=True)
 
     def load(self, force: bool = False) -> None:
@@ -86,12 +87,20 @@ class TaskDetailScreen(DeadActions):
         detail = self.query_one("#detail", Static)
         if self.record is None:
             missing = f"no task {self.task_id}: unknown, or its record expired"
-            update_static(detail, Text(missing, "italic"), layout=True)
+            update_static(detail, plain(missing, style="italic"), layout=True)
             return
         now = self.snapshot.taken_at if self.snapshot else (self.record.finished_at or 0.0)
         pal = palette_for(self.app.theme_variables)
         key = (self.record, int(now), self.app.theme)
         update_static(detail, render_task(self.record, now, pal), key, layout=True)
+
+    def selected_id(self) -> str | None:
+        """This task's id."""
+        return self.task_id
+
+    def action_view_row(self) -> None:
+        """The detail already shows everything whole."""
+        self.notify("the detail shows every field whole: scroll it")
 
     def status_text(self) -> str:
         """The state."""
@@ -106,11 +115,7 @@ class TaskDetailScreen(DeadActions):
             self.notify(f"a {rec.state.value} task cannot be cancelled", severity="warning")
             return
 
-        def done(ok: Any) -> None:
-            self.notify("cancelled" if ok else "it had already started")
-            self.load(force=True)
-
-        self.feed.cancel(rec.id, done)
+        confirm_cancel(self, rec, lambda: self.load(force=True))
 
     def _dead(self) -> TaskRecord | None:
         rec = self.record
@@ -123,7 +128,7 @@ class TaskDetailScreen(DeadActions):
         """Replay this dead task."""
         rec = self._dead()
         if rec is not None:
-            self.replay_now([rec.id], lambda _: self.load(force=True))
+            self.replay_confirmed([rec.id], rec.name, lambda _: self.load(force=True))
 
     def action_edit(self) -> None:
         """Edit this dead task's args and replay it."""

@@ -7,6 +7,7 @@ pages stay put while tasks arrive, and it carries the total shown in the status 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -19,8 +20,10 @@ from dtq_core.filters import parse_filter
 from dtq_core.paging import DEFAULT_SORT, SORT_KEYS, Cursor, TaskPage, describe_total
 from dtq_core.snapshot import SystemSnapshot
 from dtq_core.task import TaskRecord, TaskState
-from dtq_tui.fmt import age, clip, duration, short_id
+from dtq_tui.dialogs.confirm import ConfirmDialog
+from dtq_tui.fmt import age, duration, short_id
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, Throttle
 from dtq_tui.widgets.live_table import FLEX, TablePane
 
@@ -31,15 +34,16 @@ EN_DASH = "\u2013"
 PAGE = 50
 
 #: ``(label, column key, width)``; the columns whose key is a backend sort key sort.
-COLUMNS: list[tuple[str, str, int]] = [
-    ("ID", "id", 10),
-    ("Task", "name", 14),
-    ("Queue", "queue", 8),
-    ("State", "state", 11),
-    ("Try", "attempt", 3),
-    ("Age", "enqueued", 5),
-    ("Ran", "runtime", 6),
-    ("Error", "error", FLEX),
+#: (label, key, width, priority): on a narrow terminal lower priorities give way first.
+COLUMNS: list[tuple[str, str, int, int]] = [
+    ("ID", "id", 10, 8),
+    ("Task", "name", 14, 7),
+    ("Queue", "queue", 8, 4),
+    ("State", "state", 11, 6),
+    ("Try", "attempt", 3, 2),
+    ("Age", "enqueued", 5, 3),
+    ("Ran", "runtime", 6, 3),
+    ("Error", "error", FLEX, 9),
 ]
 
 
@@ -70,6 +74,8 @@ class TasksScreen(DTQScreen):
     | `c` | Cancel the task (if it has not started). |
     | `s` / `S` | Sort by the next sortable column / reverse (or click a header). |
     | `]` / `[` | Next / previous page. |
+    | `t` | Scheduled: the delayed tasks, soonest first (run now, cancel). |
+    | `R` | Retry: the tasks waiting for a retry (run now, cancel). |
     """
 
     BINDINGS = [
@@ -78,6 +84,8 @@ class TasksScreen(DTQScreen):
         Binding("S", "sort_reverse", "Reverse", show=False, id="tasks.reverse"),
         Binding("right_square_bracket", "page(1)", "Next page", id="tasks.next"),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False, id="tasks.prev"),
+        Binding("t", "waiting('scheduled')", "Scheduled", id="tasks.scheduled"),
+        Binding("R", "waiting('retry')", "Retry", id="tasks.retry"),
     ]
 
     MODE = "tasks"
@@ -107,7 +115,7 @@ class TasksScreen(DTQScreen):
     def on_mount(self) -> None:
         """Show the filter in the bar (and a page that arrived before the table)."""
         self.filter_bar.applied = self.filter_text
-        self.table.table.set_labels({key: label for label, key, _ in self._labelled()})
+        self.table.table.set_labels({key: label for label, key, *_ in self._labelled()})
         if self.loaded:
             self._show()
 
@@ -129,12 +137,12 @@ class TasksScreen(DTQScreen):
         """The page shown, from 0."""
         return len(self.cursors) - 1
 
-    def _labelled(self) -> list[tuple[str, str, int]]:
+    def _labelled(self) -> list[tuple[str, str, int, int]]:
         """The columns, the sort column's label marked with its direction."""
         arrow = " ▼" if self.descending else " ▲"
         return [
-            (label + arrow if key == self.sort_key else label, key, width)
-            for label, key, width in COLUMNS
+            (label + arrow if key == self.sort_key else label, key, width, priority)
+            for label, key, width, priority in COLUMNS
         ]
 
     def load(self, force: bool = False) -> None:
@@ -181,17 +189,18 @@ class TasksScreen(DTQScreen):
         for r in self.records:
             err = Text("")
             if r.error is not None:
-                err = Text(clip(f"{r.error.type.rsplit('.', 1)[-1]}: {r.error.message}", 60))
-                err.stylize(pal.role("bad"))
+                err = plain(
+                    f"{r.error.type.rsplit('.', 1)[-1]}: {r.error.message}", style=pal.role("bad")
+                )
             elif r.dead_reason:
-                err = Text(clip(r.dead_reason, 60), style=pal.role("bad"))
+                err = plain(r.dead_reason, style=pal.role("bad"))
             rows.append(
                 (
                     r.id,
                     [
-                        short_id(r.id, 10),
-                        clip(r.name, 14),
-                        clip(r.queue, 8),
+                        plain(short_id(r.id, 10)),
+                        plain(r.name),
+                        plain(r.queue),
                         pal.state_text(r.state.value),
                         Text(str(r.attempt), justify="right"),
                         age(now - r.enqueued_at) if now else "-",
@@ -231,7 +240,7 @@ class TasksScreen(DTQScreen):
         """Sort in the backend by ``key``, from the first page."""
         self.sort_key, self.descending = key, descending
         self.cursors = [None]
-        self.table.table.set_labels({key: label for label, key, _ in self._labelled()})
+        self.table.table.set_labels({key: label for label, key, *_ in self._labelled()})
         self.load(force=True)
 
     def selected(self) -> TaskRecord | None:
@@ -249,7 +258,7 @@ class TasksScreen(DTQScreen):
         """Sort by a clicked header (again: reverse)."""
         key = str(event.column_key.value)
         if key not in SORT_KEYS:
-            sortable = ", ".join(label for label, k, _ in COLUMNS if k in SORT_KEYS)
+            sortable = ", ".join(label for label, k, *_ in COLUMNS if k in SORT_KEYS)
             self.notify(f"the backend sorts by {sortable}", severity="warning")
             return
         if self.sort_key == key:
@@ -259,7 +268,7 @@ class TasksScreen(DTQScreen):
 
     def action_sort_next(self) -> None:
         """Sort by the next sortable column."""
-        keys = [k for _, k, _ in COLUMNS if k in SORT_KEYS]
+        keys = [k for _, k, *_ in COLUMNS if k in SORT_KEYS]
         i = keys.index(self.sort_key) if self.sort_key in keys else -1
         key = keys[(i + 1) % len(keys)]
         self._sort_by(key, key == DEFAULT_SORT)
@@ -282,6 +291,12 @@ class TasksScreen(DTQScreen):
             return
         self.load(force=True)
 
+    def action_waiting(self, kind: str) -> None:
+        """The Scheduled or Retry list."""
+        from dtq_tui.screens.waiting import WaitingScreen
+
+        self.app.push_screen(WaitingScreen(kind))
+
     def action_cancel_task(self) -> None:
         """Cancel the selected task (PENDING or RETRY only)."""
         rec = self.selected()
@@ -294,8 +309,30 @@ class TasksScreen(DTQScreen):
             )
             return
 
-        def done(ok: Any) -> None:
-            self.notify(f"cancelled {rec.id}" if ok else f"{rec.id} had already started")
-            self.load(force=True)
+        confirm_cancel(self, rec, lambda: self.load(force=True))
 
-        self.feed.cancel(rec.id, done)
+
+def confirm_cancel(screen: DTQScreen, rec: TaskRecord, then: Callable[[], None]) -> None:
+    """Ask (naming the task and its queue), then cancel a task that has not started."""
+
+    def done(ok: Any) -> None:
+        screen.notify(f"cancelled {rec.id}" if ok else f"{rec.id} had already started")
+        then()
+
+    def answered(yes: bool | str | None) -> None:
+        if yes is True:
+            screen.feed.cancel(rec.id, done)
+        else:
+            screen.notify("cancel dropped: the task stays queued")
+
+    when = "waiting for a retry" if rec.state is TaskState.RETRY else "waiting to run"
+    screen.app.push_screen(
+        ConfirmDialog(
+            f"Cancel task {rec.id}?",
+            f"would cancel task {rec.id} ({rec.name}) in queue {rec.queue}, {when}: "
+            "it will not run, and its record says CANCELLED.",
+            yes="Cancel the task",
+            danger=True,
+        ),
+        answered,
+    )

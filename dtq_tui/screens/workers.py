@@ -11,6 +11,7 @@ from dtq_core.snapshot import SystemSnapshot
 from dtq_tui.alerts import SILENT_WORKER_S
 from dtq_tui.fmt import count, duration, short_id
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.live_table import FLEX, TablePane
 
@@ -57,7 +58,7 @@ class WorkersScreen(DTQScreen):
                 continue
             task = Text("-", style=pal.role("muted"))
             if w.task_name:
-                task = Text(f"{w.task_name} {short_id(w.task_id, 8)}")
+                task = plain(f"{w.task_name} {short_id(w.task_id, 8)}")
             hb = Text(duration(w.heartbeat_age), justify="right")
             if w.heartbeat_age > SILENT_WORKER_S:
                 hb.stylize(pal.role("warn"))
@@ -65,7 +66,7 @@ class WorkersScreen(DTQScreen):
                 (
                     w.id,
                     [
-                        w.id,
+                        plain(w.id),
                         _state(pal.state_text(w.state), w.restarts),
                         task,
                         Text(duration(w.task_runtime), justify="right"),

@@ -11,8 +11,9 @@ from textual.containers import HorizontalScroll
 from textual.widgets import Static
 
 from dtq_core.snapshot import SystemSnapshot, WorkflowNodeSnapshot, WorkflowSnapshot
-from dtq_tui.fmt import age, ago, clip, duration, short_id
+from dtq_tui.fmt import age, ago, duration, short_id
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
 from dtq_tui.widgets.dag import DagView
 from dtq_tui.widgets.live_table import FLEX, TablePane
@@ -86,8 +87,8 @@ class WorkflowsScreen(DTQScreen):
                 (
                     run.id,
                     [
-                        short_id(run.id, 14),
-                        clip(run.name, 40),
+                        plain(short_id(run.id, 14)),
+                        plain(run.name),
                         pal.state_text(run.state),
                         Text(f"{done}/{len(run.nodes)}", justify="right"),
                         age(now - run.created_at),
@@ -121,7 +122,7 @@ class WorkflowsScreen(DTQScreen):
         dag.run = run
         dag.selected = self.node_id
         if run is not None:
-            self.query_one("#graph").border_title = f"graph · {run.name} {run.id}"
+            self.query_one("#graph").border_title = plain(f"graph · {run.name} {run.id}", 80)
         self._show_node()
 
     def _show_node(self) -> None:
@@ -133,12 +134,12 @@ class WorkflowsScreen(DTQScreen):
             return
         pal = palette_for(self.app.theme_variables)
         text = Text()
-        text.append(node.id, "bold")
-        text.append(f"  {node.task}  ")
+        text.append_text(plain(node.id, style="bold"))
+        text.append_text(plain(f"  {node.task}  "))
         text.append_text(pal.state_text(node.state))
         text.append(f"  level {node.level}")
         if node.parents:
-            text.append(f"  after {', '.join(node.parents)}")
+            text.append_text(plain(f"  after {', '.join(node.parents)}"))
         text.append("\n")
         if node.started_at is not None:
             end = node.finished_at if node.finished_at is not None else snap.taken_at
@@ -147,9 +148,10 @@ class WorkflowsScreen(DTQScreen):
         else:
             text.append("not started")
         if node.task_id:
-            text.append(f"  task {node.task_id} (enter opens it)")
+            text.append_text(plain(f"  task {node.task_id} (enter opens it)"))
         if node.error:
-            text.append(f"\n{node.error}", pal.role("bad"))
+            text.append("\n")
+            text.append_text(plain(node.error, style=pal.role("bad"), multiline=True, limit=2000))
         update_static(detail, text, layout=True)
 
     def on_data_table_row_highlighted(self) -> None:

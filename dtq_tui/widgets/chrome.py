@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.console import Group
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.events import Click
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 from textual.widgets._footer import FooterLabel
 
 from dtq_tui.palette import ROLE_GLYPHS, palette_for, role_of
+from dtq_tui.plain import plain
 from dtq_tui.widgets.memo import update_static
 
 
 class TopBar(Static):
-    """``DTQ 1 Overview 2 Latency ...`` with the current screen lit, and the health."""
+    """``DTQ 1 Overview 2 Latency ...`` with the current screen lit, and the health.
+
+    A read-only console says so here, at the right, on every screen (k9s does the same):
+    the badge never gives way to the tabs, which shorten to their numbers instead. A
+    click on a tab goes to its screen.
+    """
 
     DEFAULT_CSS = """
     TopBar {
@@ -42,26 +51,52 @@ class TopBar(Static):
         self.current = current
 
     def render(self) -> Text:
-        """The tab strip, the health badge at the right."""
+        """The tab strip; the read-only and health badges at the right."""
         pal = palette_for(self.app.theme_variables)
         width = self.size.width
-        full = width >= 100
-        text = Text(" DTQ ", style="bold")
-        for key, label, mode in self.tabs:
-            current = mode == self.current
-            shown = label if full or current else SHORT.get(label, label)
-            text.append(" ")
-            text.append(f"{key} {shown}", "reverse bold" if current else "")
+        badge = Text()
+        if getattr(self.app, "read_only", False):
+            badge.append(" READ-ONLY ", style=pal.role("warn") + Style(bold=True, reverse=True))
         if self.health is not None:
             role = role_of(self.health)
-            badge = Text(f" {ROLE_GLYPHS[role]} {self.health} ", style=pal.role(role))
-            if text.cell_len + badge.cell_len > width:
-                badge = Text(f" {ROLE_GLYPHS[role]} ", style=pal.role(role))
-            pad = width - text.cell_len - badge.cell_len
-            if pad >= 0:
-                text.append(" " * pad)
-                text.append_text(badge)
+            badge.append(f" {ROLE_GLYPHS[role]} {self.health} ", style=pal.role(role))
+        text = Text()
+        for style in ("full", "short", "keys"):
+            text, spans = self._tabs(style)
+            if text.cell_len + badge.cell_len <= width:
+                break
+        self.tab_spans = spans
+        pad = width - text.cell_len - badge.cell_len
+        if pad >= 0:
+            text.append(" " * pad)
+            text.append_text(badge)
         return text
+
+    def _tabs(self, style: str) -> tuple[Text, list[tuple[int, int, str]]]:
+        """The strip with ``full``, ``short`` or ``keys``-only labels, and each tab's cells."""
+        text = Text(" DTQ ", style="bold")
+        spans: list[tuple[int, int, str]] = []
+        for key, label, mode in self.tabs:
+            current = mode == self.current
+            if current or style == "full":
+                shown = f"{key} {label}"
+            elif style == "short":
+                shown = f"{key} {SHORT.get(label, label)}"
+            else:
+                shown = key
+            text.append(" ")
+            start = text.cell_len
+            text.append(shown, "reverse bold" if current else "")
+            spans.append((start, text.cell_len, mode))
+        return text, spans
+
+    def on_click(self, event: Click) -> None:
+        """A click on a tab goes to its screen."""
+        for start, end, mode in getattr(self, "tab_spans", []):
+            if start <= event.x < end:
+                event.stop()
+                self.call_later(self.app.run_action, f"goto('{mode}')")
+                return
 
 
 #: Tab labels on a narrow terminal.
@@ -87,7 +122,13 @@ class ConnectionBanner(Static):
 
     def show_error(self, error: str, retry_in: float) -> None:
         """Show the error and that the console keeps retrying."""
-        self.update(f"⚠ connection lost: {error} - reconnecting (every {retry_in:.1f}s or so)…")
+        self.update(
+            plain(
+                f"⚠ connection lost: {error} - reconnecting (every {retry_in:.1f}s or so)…",
+                multiline=True,
+                limit=1000,
+            )
+        )
         self.add_class("-visible")
 
     def clear_error(self) -> None:
@@ -96,11 +137,16 @@ class ConnectionBanner(Static):
 
 
 class StatusLine(Static):
-    """One line of context: backend, uptime, the screen's own status and filter."""
+    """Context (backend, uptime, filter) at the left, the screen's own status at the right.
+
+    When both do not fit on one line the status folds onto a second line (right-aligned)
+    instead of being clipped; a line longer than the terminal wraps.
+    """
 
     DEFAULT_CSS = """
     StatusLine {
-        height: 1;
+        height: auto;
+        max-height: 4;
         background: $boost;
         color: $text-muted;
         padding: 0 1;
@@ -109,25 +155,32 @@ class StatusLine(Static):
 
     def show(self, left: str, right: str = "") -> None:
         """Left-aligned context and right-aligned screen status."""
-        width = max(0, self.size.width - 2)
-        text = Text(left, no_wrap=True, overflow="ellipsis")
+        width = max(1, self.size.width - 2) if self.size.width else 10_000
+        text = plain(left, multiline=True, limit=None)
+        text.no_wrap = False
+        shown: Text | Group = text
         if right:
-            pad = width - len(left) - len(right)
-            if pad >= 1:
+            tail = plain(right, multiline=True, limit=None)
+            tail.no_wrap = False
+            pad = width - text.cell_len - tail.cell_len
+            if pad >= 3:
                 text.append(" " * pad)
-                text.append(right)
+                text.append_text(tail)
             else:
-                text.append("  " + right)
-        text.truncate(max(1, width), overflow="ellipsis")
-        update_static(self, text)
+                tail.justify = "right"
+                shown = Group(text, tail)
+        update_static(self, shown, (left, right, width), layout=True)
 
 
 class DTQFooter(Footer):
-    """The key footer, with ``READ-ONLY`` at its right when actions are disabled."""
+    """The key footer, with ``READ-ONLY`` first when actions are disabled.
+
+    In read-only mode, the screen's ``check_action`` answers ``None`` for actions that
+    change state, so Textual shows their keys dimmed (and the top bar carries the badge).
+    """
 
     DEFAULT_CSS = """
     DTQFooter .read-only {
-        dock: right;
         background: $warning;
         color: $text;
         text-style: bold;
@@ -136,7 +189,7 @@ class DTQFooter(Footer):
     """
 
     def compose(self) -> ComposeResult:
-        """The keys, then the read-only badge."""
+        """The read-only badge, then the keys."""
         if getattr(self.app, "read_only", False):
             yield FooterLabel("READ-ONLY", classes="read-only")
         yield from super().compose()

@@ -9,6 +9,7 @@ from textual.widget import Widget
 from dtq_core.snapshot import LatencySnapshot
 from dtq_tui.fmt import count, duration
 from dtq_tui.palette import palette_for
+from dtq_tui.plain import plain
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -42,7 +43,7 @@ class HistogramView(Widget):
         if h is None:
             return Text("no histogram selected", style="italic")
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"{h.scope} {h.key}", "bold")
+        text.append_text(plain(f"{h.scope} {h.key}", style="bold"))
         text.append(f"  {'queue wait' if h.kind == 'wait' else 'run time'}")
         text.append(f"  last {duration(h.window_s)}  n={count(h.count)}\n", pal.role("muted"))
         marks = [
@@ -78,16 +79,19 @@ class HistogramView(Widget):
         peak = max(b[2] for b in shown)
         label_w = 17
         count_w = 7
-        tags_w = 14  # " ◀ P50,P95" after the count
+        tags_of = [
+            [lbl for lbl, value, _ in marks if low <= value <= high] for low, high, _ in shown
+        ]
+        # Room for the longest " ◀ P95,P99,max" after the count: labels never wrap nor cut.
+        tags_w = max((len(" ◀ " + ",".join(t)) for t in tags_of if t), default=0)
         width = max(4, (self.size.width or 60) - label_w - count_w - 4 - tags_w)
-        for low, high, n in shown:
+        for (low, high, n), tags in zip(shown, tags_of, strict=True):
             text.append(f"{duration(low):>7}-{duration(high):<8}", pal.role("muted"))
             text.append(" │")
             # Bars past P95 are the tail: warn; past P99: bad.
             role = "bad" if low > h.p99 else "warn" if low > h.p95 else "active"
             text.append(f"{bar(n, peak, width):<{width}}", pal.role(role))
             text.append(f" {count(n):>{count_w}}")
-            tags = [lbl for lbl, value, _ in marks if low <= value <= high]
             if tags:
                 text.append(" ◀ " + ",".join(tags), "bold")
             text.append("\n")

@@ -14,6 +14,7 @@ from dtq_core.task import TaskState
 from dtq_tui.alerts import alerts
 from dtq_tui.fmt import count, rate
 from dtq_tui.palette import ROLE_GLYPHS, palette_for, role_of
+from dtq_tui.plain import plain
 from dtq_tui.widgets.memo import update_static
 
 
@@ -119,7 +120,7 @@ class HealthPanel(Static):
         text = Text(no_wrap=True, overflow="ellipsis")
         for i, (lrole, line, bold) in enumerate(lines):
             style = pal.role(lrole) if lrole else Style()
-            text.append(line, style + Style(bold=True) if bold else style)
+            text.append_text(plain(line, style=style + Style(bold=True) if bold else style))
             if i < len(lines) - 1:
                 text.append("\n")
         update_static(self, text)

@@ -29,7 +29,7 @@ def test_group_by_cause(dtq, dead: list[str]) -> None:
     group = data[0]
     assert set(group) == {
         "key", "task", "exc_type", "message", "count", "first_seen", "last_seen", "task_ids",
-        "reasons", "beside",
+        "reasons", "beside", "replayed_ids",
     }  # fmt: skip
     assert group["count"] == 3 and group["message"] == "bad value <n>"
     text = dtq("dlq", "list", "--group-by", "cause").stdout
@@ -54,7 +54,17 @@ def test_replay_by_filter_dry_run_changes_nothing(dtq, dead: list[str], broker: 
     data = dtq.json("dlq", "replay", "task:boom", "text:value 1", "--dry-run")
     assert data["dry_run"] is True and data["count"] == 1
     plan = data["plans"][0]
-    assert set(plan) == {"dead_id", "name", "queue", "args", "kwargs", "new_id", "edited"}
+    assert set(plan) == {
+        "dead_id",
+        "name",
+        "queue",
+        "args",
+        "kwargs",
+        "new_id",
+        "edited",
+        "replayed_to",
+        "skipped",
+    }
     assert plan["dead_id"] == dead[1] and plan["new_id"] is None and plan["args"] == [1]
     assert len(broker.control.tasks(None, 0, 1000)) == before
     assert dead_ids(broker) == set(dead)
@@ -144,3 +154,28 @@ def test_purge_ids_and_nothing_matching(dtq, dead: list[str], broker: Broker) ->
     result = dtq("dlq", "purge", "task:add", "--yes")
     assert result.exit_code == 0
     assert "nothing to purge" in result.stderr
+
+
+def test_replaying_twice_needs_again(dtq, dead: list[str], broker: Broker) -> None:
+    assert dtq("dlq", "replay", dead[0], "--yes").exit_code == 0
+    first = broker.control.task(dead[0]).replayed_to
+    result = dtq("dlq", "replay", dead[0], "--yes")
+    assert result.exit_code == 2  # refused, as every CLI error
+    assert f"{dead[0]} was already replayed as {first[0]}" in result.stderr
+    assert "pass --again" in result.stderr
+    assert broker.control.task(dead[0]).replayed_to == first
+    result = dtq("dlq", "replay", dead[0], "--again", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert len(broker.control.task(dead[0]).replayed_to) == 2
+
+
+def test_replaying_a_filter_twice_enqueues_nothing_twice(
+    dtq, dead: list[str], broker: Broker
+) -> None:
+    assert dtq.json("dlq", "replay", "task:boom", "--yes")["count"] == 3
+    result = dtq("dlq", "replay", "task:boom", "--yes")
+    assert result.exit_code == 0
+    assert "left out 3 matching dead task(s) replayed before" in result.stderr
+    assert "nothing to replay" in result.stderr
+    assert all(len(broker.control.task(i).replayed_to) == 1 for i in dead)
+    assert dtq.json("dlq", "replay", "task:boom", "--again", "--yes")["count"] == 3

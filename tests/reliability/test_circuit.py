@@ -350,7 +350,7 @@ def test_set_breaker_open_holds_until_closed_by_hand(
     assert breaker(inline).held >= 1
     inline.control.set_breaker("svc", "closed")
     b = breaker(inline)
-    assert (b.state, b.manual) == ("closed", False)
+    assert (b.state, b.manual) == ("closed", True)  # closed by hand: the console says "hand"
     advance_and_work(inline, clock, RESET)
     assert res.state is SUCCESS
 
@@ -383,8 +383,19 @@ def test_outcomes_are_ignored_while_forced_open(
         inline.work()
         inline.control.set_breaker("svc", "closed")
     b = breaker(inline)
-    assert (b.state, b.failures, b.manual) == ("closed", 0, False)
+    assert (b.state, b.failures, b.manual) == ("closed", 0, True)
     assert svc.ran() == list(range(THRESHOLD))
+
+
+def test_a_breaker_closed_by_hand_trips_again_and_is_then_auto(
+    inline: Broker, clock: FakeClock, svc: Service
+) -> None:
+    trip(inline, svc)
+    inline.control.set_breaker("svc", "closed")
+    assert breaker(inline).manual
+    trip(inline, svc)
+    b = breaker(inline)
+    assert (b.state, b.manual) == ("open", False)
 
 
 def test_set_breaker_on_an_undeclared_key_and_bad_states(inline: Broker) -> None:

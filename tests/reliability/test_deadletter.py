@@ -301,3 +301,36 @@ def test_purging_a_replayed_dead_task_keeps_its_replay(
     assert inline.dlq.purge([dead_id]) == 1
     new = inline.backend.get(plan.new_id)
     assert new is not None and new.state is PENDING and new.replayed_from == dead_id
+
+
+def test_a_replay_happens_once_unless_asked_again(inline: Broker, tasks: Tasks) -> None:
+    dead_id = bury(inline, tasks.div, 1, 0)
+    [first] = inline.dlq.replay([dead_id])
+    assert first.new_id and not first.skipped
+    # The same replay again: skipped, saying where it went; nothing enqueued.
+    [second] = inline.dlq.replay([dead_id])
+    assert second.skipped and second.new_id is None
+    assert second.replayed_to == (first.new_id,)
+    [dry] = inline.dlq.replay([dead_id], dry_run=True)
+    assert dry.skipped and dry.replayed_to == (first.new_id,)
+    assert inline.backend.get(dead_id).replayed_to == (first.new_id,)
+    # Asked for explicitly: replayed a second time.
+    [third] = inline.dlq.replay([dead_id], again=True)
+    assert third.new_id and not third.skipped
+    assert inline.backend.get(dead_id).replayed_to == (first.new_id, third.new_id)
+
+
+def test_an_edit_that_changes_nothing_is_not_an_edit(inline: Broker, tasks: Tasks) -> None:
+    dead_id = bury(inline, tasks.div, 1, 0)
+    [plan] = inline.dlq.replay([dead_id], args=[1, 0], kwargs={}, note="looked fine")
+    assert not plan.edited
+    assert inline.backend.get(dead_id).edits == ()
+
+
+def test_replay_matching_skips_what_was_replayed(inline: Broker, tasks: Tasks) -> None:
+    ids = [bury(inline, tasks.div, i, 0) for i in range(3)]
+    first = inline.dlq.replay_matching("task:div")
+    assert sorted(p.dead_id for p in first) == sorted(ids)
+    assert inline.dlq.replay_matching("task:div") == []
+    again = inline.dlq.replay_matching("task:div", again=True)
+    assert len(again) == 3 and all(p.new_id for p in again)

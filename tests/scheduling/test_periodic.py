@@ -280,7 +280,9 @@ def test_after_downtime_skip_skips_the_missed_ticks(
     after.tick()
     assert cron_ids(after) == [tick_id("hourly", at(13, 0))]
     snap = after.control.snapshot().schedules[0]
-    assert snap.last_fire == at(17, 0), "the skipped ticks count as handled"
+    # The skipped ticks are handled (not sent later) but are not fires: "last" is still
+    # the 13:00 tick, paired with its own task.
+    assert (snap.last_fire, snap.last_task_id) == (at(13, 0), tick_id("hourly", at(13, 0)))
     clock.set(at(18, 0))
     after.tick()
     assert cron_ids(after) == [tick_id("hourly", at(13, 0)), tick_id("hourly", at(18, 0))]
@@ -333,6 +335,24 @@ def test_pause_and_resume_through_the_console(
     assert cron_ids(broker) == [tick_id("beat", at(12, 1)), tick_id("beat", at(12, 5))]
 
 
+def test_a_paused_schedules_last_stays_paired_with_its_task(
+    scheduler: Any, clock: FakeClock, every_minute: Any
+) -> None:
+    broker = scheduler()
+    broker.open()
+    clock.set(at(12, 1))
+    broker.tick()
+    broker.control.pause_schedule("beat")
+    clock.set(at(12, 3))
+    broker.tick()  # 12:02 and 12:03 are skipped: not fires
+    snap = broker.control.snapshot().schedules[0]
+    assert (snap.last_fire, snap.last_task_id) == (at(12, 1), tick_id("beat", at(12, 1)))
+    clock.set(at(12, 3, 20))
+    manual = broker.control.trigger_schedule("beat")
+    snap = broker.control.snapshot().schedules[0]
+    assert (snap.last_fire, snap.last_task_id, snap.last_manual) == (at(12, 3, 20), manual, True)
+
+
 def test_a_pause_is_seen_by_every_scheduler_on_the_backend(
     scheduler: Any, clock: FakeClock, every_minute: Any
 ) -> None:
@@ -378,7 +398,7 @@ def test_trigger_enqueues_now_without_moving_the_schedule(
     snap = broker.control.snapshot().schedules[0]
     assert snap.last_task_id == task_id
     assert snap.last_state == "PENDING"
-    assert snap.last_fire is None
+    assert (snap.last_fire, snap.last_manual) == (clock.now(), True)  # paired with its task
     assert snap.fired == 0
     broker.work()
     assert ran == [(1, "x")]

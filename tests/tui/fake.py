@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,6 +187,11 @@ def records() -> list[TaskRecord]:
         _rec(11, "send_email", "email", S.CANCELLED, ["c@example.com"], age=80),
         _rec(12, "resize_image", "default", S.SUCCESS, ["img-12.png", 1200], age=90, ran=2.4),
     ]
+    # One dead letter was replayed already (the console marks it and asks before again).
+    recs[5] = dataclasses.replace(recs[5], replayed_to=("0f3a9c1e000000000099",))
+    # A delayed task (due in 5 min) and a retry due in 8 s: the Scheduled and Retry lists.
+    recs[1] = dataclasses.replace(recs[1], eta=NOW + 300)
+    recs[8] = dataclasses.replace(recs[8], eta=NOW + 8)
     for i in range(13, 40):
         recs.append(
             _rec(
@@ -504,10 +510,25 @@ def events() -> list[Event]:
 class FakeConsole:
     """The Console API over fixed data; actions are recorded in :attr:`calls`."""
 
-    def __init__(self, *, without: Sequence[str] = (), fail: bool = False) -> None:
+    def __init__(
+        self, *, without: Sequence[str] = (), fail: bool = False, empty: bool = False
+    ) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.records = {r.id: r for r in records()}
+        self.records = {} if empty else {r.id: r for r in records()}
         self._snap = snapshot()
+        if empty:  # nothing to select anywhere: every table is empty
+            self._snap = dataclasses.replace(
+                self._snap,
+                queues=(),
+                workers=(),
+                latency=(),
+                breakers=(),
+                limits=(),
+                schedules=(),
+                workflows=(),
+                dedup=None,
+                dead_letters=0,
+            )
         self.fail = fail
         for name in without:
             setattr(self, name, None)
@@ -563,11 +584,22 @@ class FakeConsole:
         kwargs: dict[str, Any] | None = None,
         note: str = "",
         dry_run: bool = False,
+        again: bool = False,
     ) -> list[ReplayPlan]:
-        self._log("replay", list(task_ids), args=args, kwargs=kwargs, note=note, dry_run=dry_run)
+        self._log(
+            "replay",
+            list(task_ids),
+            args=args,
+            kwargs=kwargs,
+            note=note,
+            dry_run=dry_run,
+            again=again,
+        )
         plans = []
         for i, tid in enumerate(task_ids):
             rec = self.records[tid]
+            edited = args is not None and args != rec.args
+            skip = bool(rec.replayed_to) and not again and not edited
             plans.append(
                 ReplayPlan(
                     tid,
@@ -575,8 +607,10 @@ class FakeConsole:
                     rec.queue,
                     args or rec.args,
                     kwargs or rec.kwargs,
-                    None if dry_run else f"new-{i}",
-                    args is not None,
+                    None if dry_run or skip else f"new-{i}",
+                    edited,
+                    rec.replayed_to,
+                    skip,
                 )
             )
         return plans
@@ -588,6 +622,10 @@ class FakeConsole:
     def cancel(self, task_id: str) -> bool:
         self._log("cancel", task_id)
         return True
+
+    def run_now(self, task_id: str) -> str:
+        self._log("run_now", task_id)
+        return "now-" + task_id
 
     def enqueue(
         self,

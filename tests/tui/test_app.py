@@ -6,6 +6,7 @@ import pytest
 
 from dtq_tui.app import DTQApp
 from dtq_tui.connection import ReconnectingConsole
+from dtq_tui.dialogs.confirm import ConfirmDialog
 from dtq_tui.dialogs.help import HelpDialog
 from dtq_tui.dialogs.prompt import PromptDialog
 from dtq_tui.launch import run
@@ -69,6 +70,11 @@ async def test_actions_reach_the_console(fake: FakeConsole, fake_app: DTQApp) ->
         await until(pilot, lambda: fake_app.screen.snapshot is not None)
         await pilot.press("p")  # bulk, the first queue, is running: pause it
         await pilot.press("6", "t", "7", "o")
+        # Forcing a breaker asks first, naming it; nothing happens before the answer.
+        await until(pilot, lambda: isinstance(fake_app.screen, ConfirmDialog))
+        assert "would force breaker payments open" in fake_app.screen.message
+        assert len(fake.calls) == 2
+        await pilot.press("y")
         await until(pilot, lambda: len(fake.calls) >= 3)
     names = [c[0] for c in fake.calls]
     assert names == ["pause_queue", "trigger_schedule", "set_breaker"]

@@ -43,6 +43,13 @@ async def test_replay_a_dead_task_runs_it_to_success(engine: Engine) -> None:
     async with app.run_test() as pilot:
         await open_group(pilot, app)
         await pilot.press("r")
+        # Asks first, naming the task and its queue, in the CLI's --dry-run words.
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert app.screen.title_text == "Replay 1 dead task?"
+        assert "would replay 1 dead task (selected in flaky" in app.screen.message
+        assert f"from queue default: {dead_id}." in app.screen.message
+        assert engine.record(dead_id).replayed_to == ()
+        await pilot.press("y")
         await until_engine(lambda: engine.record(dead_id).replayed_to)
         new_id = engine.record(dead_id).replayed_to[0]
         rec = await asyncio.to_thread(engine.broker.wait, new_id, 10)
@@ -94,6 +101,10 @@ async def test_tag_three_and_replay_them(engine: Engine) -> None:
         assert len(screen.tagged) == 3
         tagged = set(screen.tagged)
         await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert app.screen.title_text == "Replay 3 dead tasks?"
+        assert all(i in app.screen.message for i in tagged)
+        await pilot.press("y")
         await until_engine(lambda: all(engine.record(i).replayed_to for i in tagged))
     for dead_id in tagged:
         rec = engine.broker.wait(engine.record(dead_id).replayed_to[0], 10)
@@ -111,6 +122,7 @@ async def test_purge_asks_with_the_count_and_cancel_keeps_everything(engine: Eng
         await pilot.press("a", "d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert app.screen.title_text == "Purge 2 dead tasks?"
+        assert "would purge 2 dead tasks (tagged in flaky · ValueError" in app.screen.message
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, DeadGroupScreen))
         assert len(engine.console.dead_letters()) == 2
@@ -128,7 +140,7 @@ async def test_read_only_refuses_every_change(engine: Engine) -> None:
     engine.broken = False
     app = DTQApp(engine.console, read_only=True, refresh_s=REFRESH)
     async with app.run_test() as pilot:
-        assert app.screen.query_one(DTQFooter).query(".read-only")
+        await until(pilot, lambda: app.screen.query_one(DTQFooter).query(".read-only"))
         await open_group(pilot, app)
         await pilot.press("r", "R", "e", "d")
         await pilot.pause(0.2)

@@ -16,13 +16,15 @@ from dtq_tui.dialogs.confirm import ConfirmDialog
 from dtq_tui.dialogs.edit_args import EditArgsDialog
 from dtq_tui.dialogs.help import HelpDialog
 from dtq_tui.dialogs.replay_preview import ReplayPreviewDialog
+from dtq_tui.dialogs.row import RowDialog
 from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen
 from dtq_tui.screens.task_detail import TaskDetailScreen
 from dtq_tui.screens.tasks import TasksScreen
+from dtq_tui.screens.waiting import WaitingScreen
 from tests.tui.conftest import until
 from tests.tui.fake import FakeConsole
 
-SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+SIZES = {"80x24": (80, 24), "100x30": (100, 30), "160x50": (160, 50)}
 
 #: Screen key -> a condition that says the screen shows its data.
 SCREENS = {
@@ -145,3 +147,64 @@ def test_event_log(snap_compare: Any) -> None:
         await pilot.press("l")
 
     assert snap_compare(make_app(), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_edit_trail_as_a_diff(snap_compare: Any) -> None:
+    import dataclasses
+
+    console = FakeConsole()
+    dead = next(r for r in console.records.values() if r.state.value == "DEAD")
+    edit = {
+        "at": dead.finished_at,
+        "note": "amount was in cents",
+        "old_args": [17, "EUR"],
+        "old_kwargs": {"card_token": "tok_abc"},
+        "args": [1700, "EUR"],
+        "kwargs": {"card_token": "tok_abc"},
+    }
+    console.records[dead.id] = dataclasses.replace(dead, edits=(edit,))
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        pilot.app.open_task(dead.id)
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, TaskDetailScreen)
+                and pilot.app.screen.record is not None
+            ),
+        )
+        pilot.app.screen.query_one("#detail-scroll").scroll_end(animate=False)
+        await pilot.pause()
+
+    app = make_app(console=console, screen="dead")
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+@pytest.mark.parametrize("kind", ["t", "R"], ids=["scheduled", "retry"])
+def test_waiting_lists(snap_compare: Any, kind: str) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: isinstance(pilot.app.screen, TasksScreen))
+        await pilot.press(kind)
+        await until(
+            pilot, lambda: isinstance(pilot.app.screen, WaitingScreen) and pilot.app.screen.loaded
+        )
+
+    assert snap_compare(make_app(screen="tasks"), terminal_size=(100, 24), run_before=run_before)
+
+
+def test_replay_again_confirmation(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("a", "r")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
+
+    assert snap_compare(make_app(screen="dead"), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_row_view(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open_group(pilot)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(pilot.app.screen, RowDialog))
+
+    assert snap_compare(make_app(screen="dead"), terminal_size=(80, 24), run_before=run_before)
