@@ -18,6 +18,7 @@ ARGS: dict[str, tuple[Any, ...]] = {
     "replay": (["x"],),
     "purge": (["x"],),
     "cancel": ("x",),
+    "run_now": ("x",),
     "enqueue": ("add",),
     "pause_queue": ("q",),
     "resume_queue": ("q",),
