@@ -37,6 +37,16 @@ CONSOLE_WRITES = frozenset(
 )
 
 
+def changes_state(name: str, kwargs: dict[str, Any]) -> bool:
+    """Whether a call of Console API method ``name`` changes state.
+
+    A dry run of a replay only describes what it would do: a read-only session may ask.
+    """
+    if name == "replay" and kwargs.get("dry_run"):
+        return False
+    return name in CONSOLE_WRITES
+
+
 class ConsoleAPI(Protocol):
     """Queries and commands for operators' tools.
 

@@ -8,10 +8,11 @@ itself, :class:`ConsoleAPI`, lives in :mod:`dtq_core.console_api` and is re-expo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dtq_core.console_api import CONSOLE_WRITES, ConsoleAPI
+from dtq_core.console_api import CONSOLE_WRITES, ConsoleAPI, changes_state
 from dtq_core.errors import BackendError, ConfigError, ReadOnlyError
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
@@ -66,7 +67,7 @@ class LocalConsole:
         self.read_only = read_only
         if read_only:
             for name in CONSOLE_WRITES:
-                setattr(self, name, _refuse(name))
+                setattr(self, name, _refuse(name, getattr(self, name)))
 
     def snapshot(self) -> SystemSnapshot:
         """The dashboard's state."""
@@ -393,9 +394,13 @@ class LocalConsole:
         self._hook(BreakerHook, "circuit breaking").force(self.broker, key, state)
 
 
-def _refuse(name: str) -> Callable[..., Any]:
+def _refuse(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    params = list(inspect.signature(real).parameters)
+
     def refused(*args: Any, **kwargs: Any) -> Any:
-        raise ReadOnlyError(f"{name} changes state: this session is read-only")
+        if changes_state(name, dict(zip(params, args, strict=False)) | kwargs):
+            raise ReadOnlyError(f"{name} changes state: this session is read-only")
+        return real(*args, **kwargs)  # e.g. a replay's dry run
 
     refused.__name__ = name
     return refused

@@ -88,3 +88,34 @@ def test_the_protocol_declares_read_only_and_every_write_exists() -> None:
     assert "read_only" in ConsoleAPI.__annotations__
     for name in CONSOLE_WRITES:
         assert inspect.isfunction(getattr(ConsoleAPI, name)), name
+
+
+def test_a_read_only_session_may_preview_a_replay(tmp_path: Any) -> None:
+    """A dry run changes nothing: read-only consoles, local and over the socket, may ask."""
+    reg = Registry()
+
+    @task(name="bad", registry=reg, max_retries=0)
+    def bad() -> None:
+        raise ValueError("no")
+
+    owner = Broker(
+        BrokerConfig(backend=f"embedded://{tmp_path / 'data'}", num_workers=1, registry=reg)
+    ).start()
+    try:
+        r = owner.send("bad")
+        with pytest.raises(Exception, match="no"):
+            r.get(timeout=10)
+        for console in (
+            LocalConsole(owner, read_only=True),
+            connect(owner.backend.url, read_only=True),
+        ):
+            (plan,) = console.replay([r.id], dry_run=True)
+            assert plan.new_id is None  # a dry run: nothing was enqueued
+            (plan,) = console.replay([r.id], None, None, "", True)  # positional too
+            with pytest.raises(ReadOnlyError, match="replay changes state"):
+                console.replay([r.id])
+            if hasattr(console, "close") and not isinstance(console, LocalConsole):
+                console.close()
+        assert owner.backend.get(r.id).replayed_to == ()
+    finally:
+        owner.stop()

@@ -31,7 +31,7 @@ import msgspec
 from dtq_core import errors
 from dtq_core.backends.base import Backend, Delivery
 from dtq_core.backends.embedded import wire
-from dtq_core.console_api import CONSOLE_WRITES
+from dtq_core.console_api import changes_state
 
 if TYPE_CHECKING:
     from dtq_core.control import LocalConsole
@@ -228,14 +228,16 @@ class StoreServer:
             method = methods.get(name)
             if method is None:
                 raise errors.ConfigError(f"unknown {role} method {name!r}")
-            if read_only and (
-                name not in wire.BACKEND_READS if role == "backend" else name in CONSOLE_WRITES
-            ):
-                raise errors.ReadOnlyError(f"{name} changes state: this session is read-only")
             try:
                 args, kwargs = method.unpack(raw)
             except msgspec.ValidationError as exc:
                 raise errors.ConfigError(f"bad arguments for {name}: {exc}") from None
+            if read_only and (
+                name not in wire.BACKEND_READS
+                if role == "backend"
+                else changes_state(name, dict(zip(method.params, args, strict=False)) | kwargs)
+            ):
+                raise errors.ReadOnlyError(f"{name} changes state: this session is read-only")
             if role == "backend":
                 return wire.ok(self._backend_call(name, args, kwargs))
             assert self.console is not None
