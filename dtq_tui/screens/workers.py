@@ -1,4 +1,4 @@
-"""Workers: state, current task and its run time, processed/failed, heartbeat age."""
+"""Workers: their processes (host, pid, RSS, CPU, version), then every worker thread."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 
 from dtq_core.snapshot import SystemSnapshot
 from dtq_tui.alerts import SILENT_WORKER_S
-from dtq_tui.fmt import count, duration, short_id
+from dtq_tui.fmt import count, duration, rate, short_id
 from dtq_tui.palette import palette_for
 from dtq_tui.plain import plain
 from dtq_tui.screens.base import DTQScreen, matches
@@ -28,8 +28,31 @@ class WorkersScreen(DTQScreen):
     TITLE = "Workers"
     FILTER_HINT = "worker id, pool, state or task name"
 
+    DEFAULT_CSS = """
+    WorkersScreen #processes {
+        height: auto;
+        max-height: 9;
+    }
+    """
+
     def compose_body(self) -> ComposeResult:
-        """One table."""
+        """Processes (from every host), then their workers (grouped by process)."""
+        yield TablePane(
+            [
+                ("Process", "proc", FLEX),
+                ("Role", "role", 8, 3),
+                ("Pool", "pool", 7, 4),
+                ("Conc", "conc", 4, 5),
+                ("Busy", "busy", 4, 6),
+                ("Tasks/s", "rate", 7, 6),
+                ("RSS", "rss", 7, 5),
+                ("CPU%", "cpu", 5, 5),
+                ("Version", "version", 8, 2),
+                ("Beat", "beat", 6, 4),
+            ],
+            empty_text="no worker process has published its record yet",
+            id="processes",
+        )
         yield TablePane(
             [
                 ("Worker", "id", 13),
@@ -50,8 +73,35 @@ class WorkersScreen(DTQScreen):
         return self.query_one("#workers", TablePane)
 
     def render_snapshot(self, snap: SystemSnapshot) -> None:
-        """One row per worker."""
+        """One row per process, then one per worker (ids sort by host and process)."""
         pal = palette_for(self.app.theme_variables)
+        procs: list[tuple[str, list[Any]]] = []
+        for p in snap.processes:
+            if not matches(self.filter_text, p.id, p.host, p.pool, p.role, p.version):
+                continue
+            beat = Text(duration(p.heartbeat_age), justify="right")
+            if p.heartbeat_age > SILENT_WORKER_S:
+                beat.stylize(pal.role("warn"))
+            procs.append(
+                (
+                    p.id,
+                    [
+                        plain(p.id),
+                        plain(p.role or "-"),
+                        plain(p.pool),
+                        Text(str(p.concurrency), justify="right"),
+                        Text(str(p.busy), justify="right"),
+                        Text(rate(p.tasks_per_s), justify="right"),
+                        Text(_bytes(p.rss_bytes), justify="right"),
+                        Text(f"{p.cpu_percent:.0f}", justify="right"),
+                        plain(p.version),
+                        beat,
+                    ],
+                )
+            )
+        self.query_one("#processes", TablePane).sync(
+            procs, "no processes match the filter" if snap.processes else None
+        )
         rows: list[tuple[str, list[Any]]] = []
         for w in snap.workers:
             if not matches(self.filter_text, w.id, w.pool, w.state, w.task_name, w.task_id):
@@ -83,11 +133,18 @@ class WorkersScreen(DTQScreen):
         self.worker_table.sync(rows, "no workers match the filter" if snap.workers else None)
 
     def status_text(self) -> str:
-        """Busy / total."""
+        """Busy / total, and processes."""
         snap = self.snapshot
         if snap is None:
             return ""
-        return f"{snap.workers_busy} busy of {len(snap.workers)}"
+        hosts = len({p.host for p in snap.processes})
+        n = len(snap.processes)
+        procs = (
+            f", {n} process{'es' if n != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''}"
+            if n
+            else ""
+        )
+        return f"{snap.workers_busy} busy of {len(snap.workers)}{procs}"
 
     def on_data_table_row_selected(self) -> None:
         """Open the running task's detail."""
@@ -106,3 +163,12 @@ def _state(text: Text, restarts: int) -> Text:
         text = text.copy()
         text.append(f" ↻{restarts}")
     return text
+
+
+def _bytes(n: int) -> str:
+    """``512K``, ``48M``, ``1.2G``."""
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return str(n)

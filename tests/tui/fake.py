@@ -17,6 +17,7 @@ from dtq_core.snapshot import (
     Health,
     LatencySnapshot,
     LimiterSnapshot,
+    ProcessSnapshot,
     QueueSnapshot,
     Rates,
     ScheduleSnapshot,
@@ -386,6 +387,28 @@ def snapshot() -> SystemSnapshot:
             21.0,
         ),
     )
+    processes = tuple(
+        ProcessSnapshot(
+            id=f"host:{pid}",
+            host="host",
+            pid=pid,
+            version="0.1.0",
+            pool=pool,
+            concurrency=conc,
+            queues=(),
+            busy=busy,
+            tasks_per_s=tps,
+            rss_bytes=rss * 2**20,
+            cpu_percent=cpu,
+            started_at=NOW - up,
+            heartbeat_age=beat,
+            role=role,
+        )
+        for pid, pool, conc, busy, tps, rss, cpu, up, beat, role in (
+            (101, "thread", 3, 2, 41.5, 96, 62.0, 3700, 0.4, "owner"),
+            (202, "process", 1, 1, 0.3, 310, 98.0, 600, 21.0, "attached"),
+        )
+    )
     counts = {
         "PENDING": 12284,
         "RUNNING": 6,
@@ -403,6 +426,7 @@ def snapshot() -> SystemSnapshot:
         counts=counts,
         queues=tuple(q),
         workers=workers,
+        processes=processes,
         in_flight=6,
         workers_busy=3,
         throughput=Throughput(
