@@ -173,6 +173,20 @@ def stats_blocks(snap: SystemSnapshot) -> list[Block]:
                 title="Latency",
             )
         )  # fmt: skip
+    if snap.processes:
+        blocks.append(
+            TableBlock(
+                ["process", "role", "version", "pool", _right("concurrency"), _right("busy"),
+                 _right("tasks/s"), _right("RSS MiB"), _right("CPU %"), _right("heartbeat")],
+                [
+                    [p.id, p.role, p.version, p.pool, p.concurrency, p.busy,
+                     f"{p.tasks_per_s:.1f}", f"{p.rss_bytes / 2**20:.0f}",
+                     f"{p.cpu_percent:.0f}", fmt_duration(p.heartbeat_age) + " ago"]
+                    for p in snap.processes
+                ],
+                title="Processes",
+            )
+        )  # fmt: skip
     blocks.append(
         TableBlock(
             ["worker", "pool", Column("state", style=state_style), "task", _right("running for"),

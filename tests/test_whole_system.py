@@ -142,6 +142,17 @@ def test_the_whole_system_from_any_process(system: dict[str, Any]) -> None:
     ]
     assert sum(x["count"] for x in lat if x["scope"] == "task") == 2 * N
 
+    table = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--backend", url, "stats"],
+        cwd=system["dir"],
+        env=system["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "Processes" in table.stdout and all(pid in table.stdout for pid in pids)
+
     close = getattr(console, "close", None)
     if close is not None:
         close()
