@@ -109,13 +109,16 @@ def read_total(backend: Backend, now: float) -> Merged:
 
 
 def by_scope(merged: Merged) -> dict[tuple[str, str, str], Histogram]:
-    """Histograms by ``(scope, key, kind)``: per queue and per task, merged from pairs."""
+    """Histograms by ``(scope, key, kind)``, merged from the pairs.
+
+    Scopes: per queue, per task, and the whole system (scope ``system``, key ``all``).
+    """
     out: dict[tuple[str, str, str], Histogram] = {}
     for (kind, queue, task), counts in merged.items():
         h = Histogram.from_counts(counts)
         if not h.count:
             continue
-        for ident in (("queue", queue, kind), ("task", task, kind)):
+        for ident in (("queue", queue, kind), ("task", task, kind), ("system", "all", kind)):
             have = out.get(ident)
             if have is None:
                 out[ident] = h.copy()

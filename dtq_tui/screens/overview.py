@@ -25,11 +25,13 @@ class OverviewScreen(DTQScreen):
     | Key | Action |
     | :- | :- |
     | `p` | Pause or resume the selected queue. |
+    | `w` | Throughput per second (1 s, 10 s, 60 s) or per window (1 m, 10 m, 1 h, 24 h). |
     | `enter` | Show the selected queue's tasks. |
     """
 
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume", id="overview.pause"),
+        Binding("w", "toggle_windows", "Windows", id="overview.windows"),
     ]
 
     MODE = "overview"
@@ -142,6 +144,14 @@ class OverviewScreen(DTQScreen):
             self.notify(f"queue {q.name} {'paused' if pause else 'resumed'}")
 
         self.feed.set_queue_paused(q.name, pause, done)
+
+    def action_toggle_windows(self) -> None:
+        """Switch the throughput panel between per-second rates and the long windows."""
+        panel = self.query_one(ThroughputPanel)
+        panel.view = "windows" if panel.view == "rates" else "rates"
+        panel.border_title = "throughput" if panel.view == "rates" else "done, all processes"
+        if self.snapshot is not None:
+            panel.show(self.snapshot)
 
     def on_data_table_row_selected(self) -> None:
         """``enter``: the selected queue's tasks."""

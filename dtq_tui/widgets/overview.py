@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -12,7 +14,7 @@ from textual.widgets import Sparkline, Static
 from dtq_core.snapshot import Rates, SystemSnapshot
 from dtq_core.task import TaskState
 from dtq_tui.alerts import alerts
-from dtq_tui.fmt import count, rate
+from dtq_tui.fmt import count, duration, rate
 from dtq_tui.palette import ROLE_GLYPHS, palette_for, role_of
 from dtq_tui.plain import plain
 from dtq_tui.widgets.memo import update_static
@@ -44,8 +46,15 @@ class ThroughputPanel(Vertical):
         yield Static(id="throughput-figures")
         yield Sparkline([], id="throughput-spark")
 
+    #: ``rates``: per second over 1 s, 10 s and 60 s; ``windows``: every process's
+    #: finished tasks and run times over 1 m, 10 m, 1 h and 24 h.
+    view = "rates"
+
     def show(self, snap: SystemSnapshot) -> None:
         """Render ``snap``."""
+        if self.view == "windows":
+            self._show_windows(snap)
+            return
         pal = palette_for(self.app.theme_variables)
         t = snap.throughput
         table = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
@@ -78,6 +87,34 @@ class ThroughputPanel(Vertical):
             for i, v in enumerate(q.done_series[-60:]):
                 series[i + 60 - len(q.done_series[-60:])] += v
         self.query_one("#throughput-spark", Sparkline).data = series
+
+    def _show_windows(self, snap: SystemSnapshot) -> None:
+        """Tasks finished, their rate and run-time percentiles per window (all processes)."""
+        pal = palette_for(self.app.theme_variables)
+        windows = (60, 600, 3600, 86_400)
+        heads = ("1m", "10m", "1h", "24h")
+        run = {
+            h.window_s: h
+            for h in snap.latency
+            if (h.scope, h.key, h.kind) == ("system", "all", "run")
+        }
+        table = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
+        table.add_column("done", style="bold", no_wrap=True)
+        for head in heads:
+            table.add_column(head, justify="right", no_wrap=True)
+
+        def cells(fn: Any) -> list[str]:
+            return [fn(run[w], w) if w in run else "-" for w in windows]
+
+        table.add_row(Text("tasks", pal.role("good")), *cells(lambda h, w: count(h.count)))
+        table.add_row(Text("/s", pal.role("good")), *cells(lambda h, w: rate(h.count / w)))
+        table.add_row(Text("p50 run"), *cells(lambda h, w: duration(h.p50)))
+        table.add_row(Text("p99 run"), *cells(lambda h, w: duration(h.p99)))
+        grid = Table.grid(expand=True)
+        grid.add_row(table)
+        grid.add_row(Text(" every worker process (w: per second)", pal.role("muted")))
+        key = (tuple(sorted(run.items())), _theme(self), "windows")
+        update_static(self.query_one("#throughput-figures", Static), grid, key)
 
 
 class StatesPanel(Static):

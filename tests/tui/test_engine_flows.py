@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from textual import events
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from dtq_core.backends import memory_index
 from dtq_core.task import TaskState
@@ -302,3 +302,34 @@ async def test_a_search_past_the_scan_budget_goes_on_with_the_next_page(
             await until(pilot, lambda n=pages: len(screen.cursors) == n + 1 and screen.loaded)
             await until(pilot, lambda n=pages: screen.last_page.next_after != screen.cursors[n - 1])
         assert [r.id for r in screen.records] == [needle]
+
+
+async def test_overview_windows_show_every_process_finished_tasks(engine: Engine) -> None:
+    """`w` on Overview: tasks finished, per second and run-time percentiles over 1 m,
+    10 m, 1 h and 24 h, from the published histograms."""
+    ids = [engine.send("echo", i) for i in range(7)]
+    for tid in ids:
+        await asyncio.to_thread(engine.broker.wait, tid, 10)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, OverviewScreen) and app.screen.snapshot)
+        await pilot.press("w")
+        panel = app.screen.query_one("#throughput")
+        assert panel.border_title == "done, all processes"
+
+        await until(pilot, lambda: "24h" in _text(app) and "p99 run" in _text(app))
+        text = _text(app)
+        row = next(line for line in text.splitlines() if "tasks" in line)
+        assert row.split()[-4:] == ["7", "7", "7", "7"], row
+        await pilot.press("w")
+        assert panel.border_title == "throughput"
+
+
+def _text(app: DTQApp) -> str:
+    """What the throughput panel shows, as plain text."""
+    from rich.console import Console
+
+    static = app.screen.query_one("#throughput-figures", Static)
+    console = Console(width=60, record=True, color_system=None)
+    console.print(static.content)
+    return console.export_text()
