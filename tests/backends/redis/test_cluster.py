@@ -1,0 +1,249 @@
+"""DTQ on a real Redis Cluster of 3 masters (``redis+cluster://``, one seed node).
+
+The contract suite runs on the same cluster (``tests/backends/conftest.py``); these tests
+cover what only a cluster shows: queues on different masters, task ids across nodes,
+waits on queues of several nodes, worker processes killed, the URL and its errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dtq_core import ConfigError
+from dtq_core.backends import make_backend
+from dtq_core.backends.base import NewTask
+from dtq_core.backends.redis.backend import RedisBackend
+from dtq_core.errors import BackendUnavailable, DTQError
+from dtq_core.task import TaskState
+from tests.backends.redis.cluster import wait_for
+from tests.backends.redis.conftest import ClusterFactory
+from tests.backends.redis.rcluster import RedisCluster
+from tests.backends.redis.server import free_port
+
+pytestmark = pytest.mark.redis
+
+S = TaskState
+
+
+@pytest.fixture
+def cbe(redis_cluster: RedisCluster, prefix: str) -> Iterator[RedisBackend]:
+    be = make_backend(redis_cluster.url(prefix))
+    assert isinstance(be, RedisBackend)
+    be.open()
+    yield be
+    be.close()
+
+
+def queues_on_masters(be: RedisBackend, n: int = 3) -> list[str]:
+    """One queue name per master (the first names whose hash tag lands on each)."""
+    by_node: dict[str, str] = {}
+    i = 0
+    while len(by_node) < n:
+        q = f"q{i}"
+        by_node.setdefault(be.r.get_node_from_key(be.keys.tag(q)).name, q)
+        i += 1
+    return list(by_node.values())
+
+
+def test_queues_spread_over_the_masters(cbe: RedisBackend) -> None:
+    names = [f"queue-{i}" for i in range(30)]
+    nodes = {cbe.r.get_node_from_key(cbe.keys.tag(q)).name for q in names}
+    assert len(nodes) == 3
+    assert cbe.info()["cluster_masters"] == 3
+
+
+def test_same_id_in_a_queue_on_another_node_is_refused(cbe: RedisBackend) -> None:
+    a, b, c = queues_on_masters(cbe)
+    now = time.time()
+    cbe.enqueue(NewTask("same-id", "app.x", a, 0, b"first"), now)
+    with pytest.raises(DTQError, match="exists in queue"):
+        cbe.enqueue(NewTask("same-id", "app.x", b, 0, b"second"), now)
+    # A batch holding one such id is refused whole, and frees the ids it claimed.
+    with pytest.raises(DTQError, match="exists in queue"):
+        cbe.enqueue_many(
+            [NewTask("fresh", "app.x", c, 0, b"x"), NewTask("same-id", "app.x", c, 0, b"y")],
+            now,
+        )
+    assert cbe.get("fresh") is None
+    cbe.enqueue(NewTask("fresh", "app.x", b, 0, b"z"), now)
+    rec = cbe.get("same-id")
+    assert rec is not None
+    assert (rec.queue, rec.payload) == (a, b"first")
+    assert {q.name: q.ready for q in cbe.queue_stats()} == {a: 1, b: 1}
+    # Same queue: the queue's own script refuses it.
+    with pytest.raises(DTQError):
+        cbe.enqueue(NewTask("same-id", "app.x", a, 0, b"again"), now)
+
+
+def test_an_id_is_free_again_once_its_record_is_gone(cbe: RedisBackend) -> None:
+    a, b, _ = queues_on_masters(cbe)
+    now = time.time()
+    cbe.enqueue(NewTask("reused", "app.x", a, 0, b"1"), now)
+    [d] = cbe.claim([a], "w", 30, 1, now)
+    cbe.ack_many([(d.task_id, d.token, 1)], now)
+    later = now + cbe.result_ttl + 1
+    with pytest.raises(DTQError, match="exists in queue"):
+        cbe.enqueue(NewTask("reused", "app.x", b, 0, b"2"), now)
+    assert cbe.expire(later) == 1  # the record expires, its owner key goes with it
+    assert cbe.get("reused") is None
+    cbe.enqueue(NewTask("reused", "app.x", b, 0, b"2"), later)
+    rec = cbe.get("reused")
+    assert rec is not None and rec.queue == b
+
+
+def test_a_stale_claim_is_taken_over(cbe: RedisBackend) -> None:
+    """An owner key whose queue never wrote the record (its producer died) is stale."""
+    a, b, _ = queues_on_masters(cbe)
+    now = time.time()
+    cbe.r.set(cbe.keys.owner("orphan"), f"{now - 3600!r}|{a}")
+    cbe.enqueue(NewTask("orphan", "app.x", b, 0, b"x"), now)
+    assert cbe._q("orphan") == b
+    # A fresh claim (a producer's script may be on its way) is honoured.
+    cbe.r.set(cbe.keys.owner("busy"), f"{now!r}|{a}")
+    with pytest.raises(DTQError, match="exists in queue"):
+        cbe.enqueue(NewTask("busy", "app.x", b, 0, b"x"), now)
+
+
+def test_a_wait_on_queues_of_every_node_wakes_on_an_enqueue(cbe: RedisBackend) -> None:
+    names = queues_on_masters(cbe)
+    now = time.time()
+    for q in names:  # the queues exist (a producer used them)
+        cbe.enqueue(NewTask(f"seed-{q}", "app.x", q, 0, b""), now)
+        [d] = cbe.claim([q], "seed", 30, 1, now)
+        cbe.ack_many([(d.task_id, d.token, None)], now)
+    got: list[Any] = []
+
+    def waiter() -> None:
+        t0 = time.monotonic()
+        got.append(cbe.claim(names, "waiter", 30, 4, time.time(), wait=8.0))
+        got.append(time.monotonic() - t0)
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    idle = [cbe.keys.queue(q)["idle"] for q in names]
+    wait_for(lambda: all(cbe.r.zcard(k) for k in idle), 5, "the waiter to register")
+    t_enq = time.monotonic()
+    cbe.enqueue(NewTask("wake", "app.x", names[-1], 0, b"payload"), time.time())
+    th.join(10)
+    assert not th.is_alive()
+    deliveries, elapsed = got
+    assert [d.task_id for d in deliveries] == ["wake"]
+    assert deliveries[0].payload == b"payload"
+    assert time.monotonic() - t_enq < 2.0, elapsed  # woken, not at the 8 s timeout
+    # Every registration ended with the wait, on every node.
+    assert [cbe.r.zcard(k) for k in idle] == [0, 0, 0]
+    assert cbe.get_state("wake") is S.RUNNING
+
+
+def test_find_ids_and_listings_fan_out_over_the_nodes(cbe: RedisBackend) -> None:
+    names = queues_on_masters(cbe)
+    now = time.time()
+    for i, q in enumerate(names):
+        cbe.enqueue(NewTask(f"abc-{i}", "app.x", q, 0, b""), now)
+    cbe.enqueue(NewTask("abd-0", "app.x", names[0], 0, b""), now)
+    assert cbe.find_ids("abc-") == ["abc-0", "abc-1", "abc-2"]
+    assert cbe.find_ids("abd-0") == ["abd-0"]
+    assert cbe.find_ids("zzz") == []
+    from dtq_core.filters import parse_filter
+
+    listed = cbe.list_tasks(parse_filter(""), now, limit=10)
+    assert {r.id for r in listed} == {"abc-0", "abc-1", "abc-2", "abd-0"}
+    assert cbe.count_by_state()[S.PENDING] == 4
+
+
+def test_bad_cluster_urls_are_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="redis\\+cluster://"):
+        make_backend("redis+cluster://127.0.0.1:7000/3")
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_backend("redis+cluster://127.0.0.1:7000?nope=1")
+    with pytest.raises(ConfigError, match="wait_replicas"):
+        make_backend("redis+cluster://127.0.0.1:7000?wait_replicas=x")
+
+
+def test_an_unreachable_cluster_fails_in_bounded_time() -> None:
+    be = make_backend(f"redis+cluster://127.0.0.1:{free_port()}?retry_s=0.5")
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        be.enqueue(NewTask("x", "app.x", "q", 0, b""), time.time())
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_sigkilled_workers_on_the_cluster_lose_nothing(
+    make_cluster: ClusterFactory, redis_cluster: RedisCluster
+) -> None:
+    n = 120
+    c = make_cluster(server=redis_cluster)
+    p = c.producer()
+    names = queues_on_masters(c.backend)
+    ids = [
+        p.send("rt.rec", [i], {"sleep": 0.02}, task_id=f"k{i:04d}", queue=names[i % 3]).id
+        for i in range(n)
+    ]
+    workers = [c.spawn(2, queues=",".join(names)) for _ in range(3)]
+    c.wait_ready(*workers)
+    wait_for(lambda: len(c.records()) >= n // 4, 30, "a quarter of the tasks to start")
+    workers[0].kill()
+    wait_for(lambda: len(c.records()) >= n // 2, 30, "half of the tasks to start")
+    workers[1].kill()
+    for i, tid in enumerate(ids):
+        rec = p.wait(tid, timeout=30)
+        assert rec.state is S.SUCCESS, rec
+        assert rec.result == i
+    counts = c.executions()
+    assert set(counts) == set(range(n))
+    # Only what the killed workers held ran twice: at most 2 threads + 2 acks pending each.
+    assert sum(k - 1 for k in counts.values()) <= 8
+    assert workers[2].alive()
+
+
+def test_retries_and_delays_through_a_worker_on_the_cluster(
+    make_cluster: ClusterFactory, redis_cluster: RedisCluster
+) -> None:
+    c = make_cluster(server=redis_cluster)
+    p = c.producer()
+    names = queues_on_masters(c.backend)
+    flaky = [p.send("rt.flaky", [i, 0.3], queue=names[i % 3]).id for i in range(3)]
+    later = p.send("rt.rec", [99], queue=names[1], countdown=0.5).id
+    w = c.spawn(2, queues=",".join(names))
+    for tid in flaky:
+        rec = p.wait(tid, timeout=20)
+        assert rec.state is S.SUCCESS and rec.result == 2, rec
+    rec = p.wait(later, timeout=20)
+    assert rec.state is S.SUCCESS
+    assert rec.started_at is not None and rec.started_at >= rec.enqueued_at + 0.5
+    assert w.alive()
+
+
+def test_dtq_stats_and_an_unreachable_cluster_from_the_command_line(
+    cbe: RedisBackend, redis_cluster: RedisCluster, prefix: str
+) -> None:
+    import json
+    import subprocess
+
+    from tests.backends.redis.cluster import REPO, dtq_command
+
+    names = queues_on_masters(cbe)
+    for i, q in enumerate(names):
+        cbe.enqueue(NewTask(f"cli-{i}", "app.x", q, 0, b""), time.time())
+    out = subprocess.run(
+        [*dtq_command(), "--backend", redis_cluster.url(prefix), "stats", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = json.dumps(json.loads(out.stdout))
+    assert all(q in text for q in names)
+    down = f"redis+cluster://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [*dtq_command(), "--backend", down, "stats"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 3, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert "unreachable" in out.stderr
+    assert time.monotonic() - t0 < 15
