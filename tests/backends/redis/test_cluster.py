@@ -173,6 +173,7 @@ def test_an_unreachable_cluster_fails_in_bounded_time() -> None:
     assert time.monotonic() - t0 < 5.0
 
 
+@pytest.mark.soak  # faults/test_redis_faults.py kills a worker on the cluster in every run
 def test_sigkilled_workers_on_the_cluster_lose_nothing(
     make_cluster: ClusterFactory, redis_cluster: RedisCluster
 ) -> None:

@@ -20,7 +20,9 @@ from tests.backends.redis.conftest import FAST, ClusterFactory
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
+# On the cluster under -m soak: the fault suite's kills run there in the normal suite
+# (tests/faults/test_redis_faults.py), and the whole suite must stay under 5 minutes.
+@pytest.fixture(params=["redis", pytest.param("redis-cluster", marks=pytest.mark.soak)])
 def make_cluster(request: pytest.FixtureRequest, make_cluster: ClusterFactory) -> ClusterFactory:
     """The worker-fault suite on one Redis and on the session's Redis Cluster."""
     if request.param == "redis":
