@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from typing import Any
 
 from dtq_core.backends.base import Delivery, Transition
@@ -154,6 +155,17 @@ class LeaseMixin(RedisClient):
         """
         woke = threading.Lock()
 
+        def wake_others(q: str) -> None:
+            if not woke.acquire(blocking=False):
+                return  # another wait woke them already
+            wake = self.r.pipeline(transaction=False)
+            for other in names:
+                if other != q:
+                    wake.rpush(self.keys.inbox(other, worker_id), "!")
+                    wake.pexpire(self.keys.inbox(other, worker_id), 60_000)
+            with contextlib.suppress(Exception):  # they end at their timeout anyway
+                wake.execute()
+
         def one(q: str) -> list[Any]:
             tag = self.keys.script_keys(q)
             pipe = self.r.pipeline(transaction=False)
@@ -161,18 +173,22 @@ class LeaseMixin(RedisClient):
             pipe.blpop([self.keys.inbox(q, worker_id), self.keys.queue(q)["notify"]],
                        timeout=max(0.01, wait))  # fmt: skip
             self._in(pipe, self._claim, tag, end)
-            out = list(pipe.execute())
-            if out[1] is not None and woke.acquire(blocking=False):
-                wake = self.r.pipeline(transaction=False)
-                for other in names:
-                    if other != q:
-                        wake.rpush(self.keys.inbox(other, worker_id), "!")
-                        wake.pexpire(self.keys.inbox(other, worker_id), 60_000)
-                wake.execute()
+            try:
+                out = list(pipe.execute())
+            except Exception:
+                # This queue's node failed: the others need not wait out their timeout.
+                # (What was handed to this worker there is still leased to it: the next
+                # wait collects it, or its lease runs out and it is delivered again.)
+                wake_others(q)
+                raise
+            if out[1] is not None:
+                wake_others(q)
             return out
 
         pool = self._wait_pool(len(names))
-        outs = [f.result() for f in [pool.submit(one, q) for q in names]]
+        futures = [pool.submit(one, q) for q in names]
+        wait_all(futures)  # every wait has ended before a failure is raised
+        outs = [f.result() for f in futures]
         popped = [o[1] for o in outs if o[1] is not None]
         return [*(o[0] for o in outs), popped, *(o[2] for o in outs)]
 
