@@ -248,3 +248,54 @@ def test_dtq_stats_and_an_unreachable_cluster_from_the_command_line(
     assert "Traceback" not in out.stderr
     assert "unreachable" in out.stderr
     assert time.monotonic() - t0 < 15
+
+
+def test_wait_replicas_waits_for_a_replica_and_says_when_none_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One Redis and its replica: enqueues and acks WAIT for it; without it they refuse."""
+    import redis
+
+    from dtq_core.backends.redis import client
+    from tests.backends.redis.server import RedisServer, unique_prefix
+
+    master = RedisServer()
+    master_args = master.args
+    # The replica syncs at once (the default waits 5 s for more replicas to share a sync).
+    master.args = lambda: [*master_args(), "--repl-diskless-sync-delay", "0"]  # type: ignore[method-assign]
+    master.start()
+    replica = RedisServer()
+    replica_args = replica.args
+    replica.args = lambda: [*replica_args(), "--replicaof", "127.0.0.1", str(master.port)]  # type: ignore[method-assign]
+    replica.start()
+    try:
+        m = redis.Redis(port=master.port)
+        wait_for(lambda: m.info("replication").get("connected_slaves") == 1, 10, "the replica")
+        url = master.url(unique_prefix("wait")) + "&wait_replicas=1"
+        be = make_backend(url)
+        assert isinstance(be, RedisBackend)
+
+        def waits() -> int:
+            return int(m.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+        be._load_scripts()  # (no NOSCRIPT retry muddles the count)
+        now = time.time()
+        be.enqueue(NewTask("w1", "app.x", "q", 0, b""), now)
+        assert waits() == 1
+        [d] = be.claim(["q"], "w", 30, 1, now)
+        assert be.ack_many([(d.task_id, d.token, 1)], now)[0]
+        assert waits() == 2
+        r = redis.Redis(port=replica.port)
+        assert r.hget(be.keys.record("q", "w1"), "state") == b"SUCCESS"  # on the replica
+        # No replica: the write is refused with the reason, within the WAIT's bound.
+        replica.stop()
+        wait_for(lambda: m.info("replication").get("connected_slaves") == 0, 10, "no replica")
+        monkeypatch.setattr(client, "WAIT_MS", 200)
+        with pytest.raises(DTQError, match="0 of 1 replica"):
+            be.enqueue(NewTask("w2", "app.x", "q", 0, b""), now)
+        be.close()
+        m.close()
+        r.close()
+    finally:
+        replica.cleanup()
+        master.cleanup()
