@@ -117,7 +117,17 @@ class RedisCluster:
         return self.nodes[0].port
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
-        """Start every node, form the cluster, wait until it serves every slot."""
+        """Start every node, form the cluster, wait until it serves every slot.
+
+        A cluster that does not form is stopped (no node outlives a failed start).
+        """
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self, timeout: float) -> RedisCluster:
         for n in self.nodes:
             n.start()
         for n in self.nodes:
