@@ -144,8 +144,17 @@ class RedisClient:
                 raise BackendError(f"redis error: {self._say(exc)}") from None
             except errors.RedisClusterException as exc:
                 # Raised by the cluster client itself: no node reachable, or no node
-                # serving a slot (a failover not finished yet). Both pass.
+                # serving a slot (a failover not finished yet). Both pass; a refused
+                # password, which it reports the same way, does not.
                 self.connected = False
+                said = self._say(exc)
+                if isinstance(exc.__cause__, errors.AuthenticationError) or any(
+                    w in said for w in ("username-password", "WRONGPASS", "NOAUTH")
+                ):
+                    raise BackendUnavailable(
+                        f"redis at {self._shown()} refused the credentials: {said} "
+                        "(check the password: URL, password_file or DTQ_REDIS_PASSWORD)"
+                    ) from None
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(
                         f"redis at {self._shown()} unreachable: {self._say(exc)}"

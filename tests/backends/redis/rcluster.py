@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -56,8 +57,9 @@ def cluster_port() -> int:
 class ClusterNode:
     """One ``redis-server --cluster-enabled yes`` process."""
 
-    def __init__(self, binary: str, base: Path) -> None:
+    def __init__(self, binary: str, base: Path, password: str = "") -> None:
         self.binary = binary
+        self.password = password
         self.port = cluster_port()
         self.dir = base / str(self.port)
         self.dir.mkdir(parents=True)
@@ -71,6 +73,8 @@ class ClusterNode:
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
+                *(["--requirepass", self.password, "--masterauth", self.password]
+                  if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -80,7 +84,12 @@ class ClusterNode:
         """A plain (non-cluster) client of this node."""
         import redis
 
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            port=self.port,
+            password=self.password or None,
+            decode_responses=True,
+            socket_timeout=5,
+        )
 
     def kill(self) -> None:
         """SIGKILL the node."""
@@ -104,12 +113,22 @@ class ClusterNode:
 class RedisCluster:
     """A local Redis Cluster of ``masters`` masters with ``replicas`` replicas each."""
 
-    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, password: str = "") -> None:
         binary = redis_binary()
         self.cli = redis_cli()
         self._tmp = tempfile.mkdtemp(prefix="dtq-rcluster-")
-        self.nodes = [ClusterNode(binary, Path(self._tmp)) for _ in range(masters * (1 + replicas))]
+        self.nodes = [
+            ClusterNode(binary, Path(self._tmp), password) for _ in range(masters * (1 + replicas))
+        ]
         self.replicas = replicas
+        self.password = password
+
+    def _env(self) -> dict[str, str]:
+        """redis-cli's environment: the password in ``REDISCLI_AUTH``, not on its args."""
+        env = dict(os.environ)
+        if self.password:
+            env["REDISCLI_AUTH"] = self.password
+        return env
 
     @property
     def port(self) -> int:
@@ -142,6 +161,7 @@ class RedisCluster:
             [self.cli, "--cluster", "create", *addrs, "--cluster-replicas",
              str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+            env=self._env(),
         )  # fmt: skip
         self.wait_ok(timeout)
         if self.replicas:
@@ -229,7 +249,7 @@ class RedisCluster:
         live = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
         text = subprocess.run(
             [self.cli, "-p", str(live.port), "cluster", "nodes"],
-            check=True, capture_output=True, text=True, timeout=10,
+            check=True, capture_output=True, text=True, timeout=10, env=self._env(),
         ).stdout  # fmt: skip
         out = []
         for line in text.splitlines():
@@ -266,6 +286,7 @@ class RedisCluster:
              "--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target),
              "--cluster-slots", str(slots), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+            env=self._env(),
         )  # fmt: skip
 
     #: Added to every URL :meth:`url` makes (``&wait_replicas=1``, say).
@@ -273,8 +294,9 @@ class RedisCluster:
 
     def url(self, prefix: str, retry_s: float = 30.0) -> str:
         """A ``redis+cluster://`` backend URL on the seed node under ``prefix``."""
+        auth = f":{self.password}@" if self.password else ""
         return (
-            f"redis+cluster://127.0.0.1:{self.port}?prefix={prefix}&retry_s={retry_s:g}"
+            f"redis+cluster://{auth}127.0.0.1:{self.port}?prefix={prefix}&retry_s={retry_s:g}"
             + self.options
         )
 

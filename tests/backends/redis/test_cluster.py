@@ -299,3 +299,31 @@ def test_wait_replicas_waits_for_a_replica_and_says_when_none_answers(
     finally:
         replica.cleanup()
         master.cleanup()
+
+
+def test_a_cluster_with_a_password_from_the_environment_never_shows_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cret-cluster-pw"
+    rc = RedisCluster(masters=3, password=secret).start()
+    try:
+        monkeypatch.setenv("DTQ_REDIS_PASSWORD", secret)
+        be = make_backend(f"redis+cluster://127.0.0.1:{rc.port}?prefix=pw")
+        assert isinstance(be, RedisBackend)
+        names = queues_on_masters(be)
+        now = time.time()
+        for i, q in enumerate(names):
+            be.enqueue(NewTask(f"pw-{i}", "app.x", q, 0, b""), now)
+        assert {q.name for q in be.queue_stats()} == set(names)
+        be.close()
+        shown = make_backend(rc.url("pw"))
+        assert isinstance(shown, RedisBackend)
+        assert secret not in shown.safe_url and "***" in shown.safe_url
+        monkeypatch.delenv("DTQ_REDIS_PASSWORD")
+        wrong = make_backend(f"redis+cluster://:nope@127.0.0.1:{rc.port}?prefix=pw&retry_s=0.5")
+        with pytest.raises(BackendUnavailable, match="refused the credentials") as err:
+            wrong.enqueue(NewTask("x", "app.x", "q", 0, b""), now)
+        assert "nope" not in str(err.value) and secret not in str(err.value)
+        assert secret not in caplog.text
+    finally:
+        rc.cleanup()
