@@ -327,3 +327,57 @@ def test_a_cluster_with_a_password_from_the_environment_never_shows_it(
         assert secret not in caplog.text
     finally:
         rc.cleanup()
+
+
+def test_a_workflow_over_queues_of_every_node_with_dedup_and_a_rate_limit(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """The broker's hooks on a cluster: DAG release, dedup and a rate limit."""
+    from dtq_core import Broker, BrokerConfig, task
+    from dtq_core.client import Task
+    from dtq_core.registry import Registry
+    from dtq_core.scheduling.dag import Workflow, get_workflow, run_workflow
+
+    reg = Registry()
+    Task(lambda: None, "cluster_sentinel", {}, reg)  # (an empty registry is falsy)
+    broker = Broker(BrokerConfig(backend=redis_cluster.url(prefix), num_workers=0, registry=reg))
+    broker.open()
+    try:
+        a, b, c = queues_on_masters(broker.backend)  # type: ignore[arg-type]
+
+        @task(name="c.const", registry=reg, queue=a)
+        def const(value: int) -> int:
+            return value
+
+        @task(name="c.add", registry=reg, queue=b, rate_limit="1000/s")
+        def add(upstream: dict[str, int]) -> int:
+            return sum(upstream.values())
+
+        @task(name="c.once", registry=reg, queue=c)
+        def once(x: int) -> int:
+            return x
+
+        wf = Workflow("spread")
+        top = wf.node("top", const, args=[1])
+        left = wf.node("left", "c.const", args=[10], after=top)
+        wf.node("bottom", "c.add", after=[top, left], pass_results=True)
+        run_id = run_workflow(broker, wf)
+        first = once.apply_async((5,), dedup_key="k1", broker=broker)
+        again = once.apply_async((5,), dedup_key="k1", broker=broker)
+        assert again.id == first.id
+
+        def finished() -> Any:
+            # work() returns when nothing is ready in the queues it knows; the queue of
+            # a node released later is known within a second (the queue list's cache).
+            broker.work()
+            snap = get_workflow(broker, run_id)
+            return snap if snap is not None and snap.state != "running" else None
+
+        snap = wait_for(finished, 15, "the workflow to finish", step=0.1)
+        assert snap.state == "success", snap
+        bottom = next(n for n in snap.nodes if n.id == "bottom")
+        assert bottom.task_id is not None
+        assert broker.result(bottom.task_id).get(timeout=5) == 11
+        assert first.get(timeout=5) == 5
+    finally:
+        broker.stop(drain_timeout=0)
