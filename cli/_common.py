@@ -77,8 +77,8 @@ BackendOpt = Annotated[
         "-b",
         envvar="DTQ_BACKEND",
         metavar="URL",
-        help="Backend URL: memory://, embedded://PATH or redis://HOST:PORT/DB "
-        "[env: DTQ_BACKEND; default: the engine's default].",
+        help="Backend URL: memory://, embedded://PATH, redis://HOST:PORT/DB or "
+        "redis+cluster://HOST:PORT [env: DTQ_BACKEND; default: the engine's default].",
         show_envvar=False,
         show_default=False,
     ),

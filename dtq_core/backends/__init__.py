@@ -13,6 +13,8 @@ SCHEMES = {
     "worker process owns it, every other process attaches to it",
     "redis": "a Redis server shared by many machines (redis://host:port/db)",
     "rediss": "Redis over TLS",
+    "redis+cluster": "a Redis Cluster, from one seed node (redis+cluster://host:port)",
+    "rediss+cluster": "a Redis Cluster over TLS",
 }
 
 
@@ -39,7 +41,7 @@ def make_backend(url: str, clock: Clock = SYSTEM_CLOCK) -> Backend:
         from dtq_core.backends.embedded.store import EmbeddedStore
 
         return EmbeddedStore(url, clock)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from dtq_core.backends.redis.backend import RedisBackend
 
         return RedisBackend(url, clock)

@@ -70,6 +70,13 @@ BACKEND_FACTORIES = [
         id="redis",
         marks=pytest.mark.redis,
     ),
+    pytest.param(
+        lambda c, p: __import__(
+            "tests.backends.redis.rcluster", fromlist=["_"]
+        ).contract_cluster_backend(c, p),
+        id="redis-cluster",
+        marks=pytest.mark.redis,
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends.redis.conftest import be, make_be, plain, prefix, redis_server
+from tests.backends.redis.conftest import be, make_be, plain, prefix, redis_cluster, redis_server
 from tests.backends.redis.server import RedisServer, unique_prefix
 from tests.faults.harness import System
 
@@ -31,8 +31,9 @@ def aof_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
 
 
 #: The Redis suite's fixtures, shared here (``be``: a backend under this test's prefix on
-#: the session's in-memory server, ``plain``: a raw client on it).
-__all__ = ["be", "make_be", "plain", "prefix", "redis_server"]
+#: the session's in-memory server, ``plain``: a raw client on it, ``redis_cluster``: the
+#: session's Redis Cluster).
+__all__ = ["be", "make_be", "plain", "prefix", "redis_cluster", "redis_server"]
 
 SystemFactory = Callable[..., System]
 

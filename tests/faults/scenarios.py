@@ -145,7 +145,8 @@ def malformed_redis(s: System, n: int) -> Verdict:
     s.send(0, n, sleep=0.005)
     be = s.client().backend
     assert isinstance(be, RedisBackend)
-    plain = redis.Redis(port=be.r.connection_pool.connection_kwargs["port"])
+    # On a cluster the backend's own client routes each key to its node.
+    plain = be.r if be.cluster else redis.Redis(port=be.r.connection_pool.connection_kwargs["port"])
     try:
         step = max(1, n // len(CORRUPTIONS))
         for k, (field, value) in enumerate(CORRUPTIONS):
@@ -158,7 +159,8 @@ def malformed_redis(s: System, n: int) -> Verdict:
             else:
                 plain.hset(key, field, value)
     finally:
-        plain.close()
+        if not be.cluster:
+            plain.close()
     workers = [s.spawn_worker(2), s.spawn_worker(2, pool="async")]
     s.settle(SETTLE_S)
     for w in workers:

@@ -1,7 +1,9 @@
 """Faults injected into a running Redis system: kills, a restart, stalls.
 
 Every test runs real ``dtq worker`` processes on a redis-server with AOF
-``appendfsync always`` and asserts the guarantees on the verdict of its run.
+``appendfsync always`` and asserts the guarantees on the verdict of its run; the kills,
+malformed records and a poison task also run on the session's Redis Cluster (a restart
+and stalls of one server have their cluster counterparts in ``test_cluster_failover.py``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,34 @@ import time
 
 import pytest
 
-from tests.backends.redis.server import RedisServer
+from tests.backends.redis.rcluster import RedisCluster
+from tests.backends.redis.server import RedisServer, unique_prefix
 from tests.faults import scenarios
 from tests.faults.conftest import SystemFactory
 from tests.faults.harness import until
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """A backend URL on the session's Redis Cluster under a prefix of this test only."""
+    return redis_cluster.url(unique_prefix("cfault"))
+
+
+def test_sigkill_of_a_worker_on_a_cluster(make_system: SystemFactory, cluster_url: str) -> None:
+    v = scenarios.worker_sigkill(make_system(cluster_url), 120)
+    v.check()
+
+
+def test_sigkill_of_a_producer_on_a_cluster(make_system: SystemFactory, cluster_url: str) -> None:
+    v = scenarios.producer_sigkill(make_system(cluster_url), 150)
+    v.check(duplicates=False)
+
+
+def test_malformed_records_on_a_cluster(make_system: SystemFactory, cluster_url: str) -> None:
+    v = scenarios.malformed_redis(make_system(cluster_url), 80)
+    v.check(duplicates=False, dead=len(scenarios.CORRUPTIONS))
 
 
 def test_sigkill_of_a_worker(make_system: SystemFactory, redis_url: str) -> None:

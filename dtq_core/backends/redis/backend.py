@@ -4,6 +4,11 @@ The password may also come from ``?password_file=PATH`` or ``DTQ_REDIS_PASSWORD`
 :mod:`.auth`); it never appears in an output: URLs are shown redacted and every error
 message is scrubbed of it.
 
+``redis+cluster://[:password@]host:port[?prefix=dtq]`` (``rediss+cluster://``: TLS) is a
+Redis Cluster reached from one seed node: every script touches one slot (a queue's keys
+share its hash tag) and what spans queues is read by fan-out (see ``keys.py``).
+``?wait_replicas=N`` makes enqueues and acks wait for N replicas (``WAIT``).
+
 Every task state change is one Lua script on its queue's slot (nothing is ever popped
 into client memory only): claims lease tasks in a sorted set by deadline; acks carry the
 lease token; expired leases are reclaimed by any worker; delayed tasks and retries wait
@@ -41,18 +46,43 @@ from dtq_core.redact import redact_text, redact_url
 from dtq_core.task import TaskState
 
 log = logging.getLogger("dtq.redis")
+#: Seconds an id's claim by a queue is honoured even though that queue holds no record
+#: of it yet (its script is on its way); after that, a claim without a record is stale.
+OWNER_GRACE_S = 60.0
 S = TaskState
 _LOOPBACK = ("localhost", "127.0.0.1", "::1", "")
 
 
 #: Query options of our own, read here and not passed to redis-py.
-OUR_OPTIONS = ("prefix", "maxlen", "retry_s", "password_file")
+OUR_OPTIONS = ("prefix", "maxlen", "retry_s", "password_file", "wait_replicas")
 #: redis-py connection options a URL may carry besides the ones it parses itself.
 _REDIS_PY_OPTIONS = frozenset(
     {"db", "username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
      "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password"}
 )  # fmt: skip
 _EXPECTED = "expected redis://[:PASSWORD@]HOST:PORT/DB[?prefix=NAME], e.g. redis://localhost:6379/0"
+_EXPECTED_CLUSTER = (
+    "expected redis+cluster://[:PASSWORD@]HOST:PORT[?prefix=NAME] (one seed node; a "
+    "cluster has no database numbers), e.g. redis+cluster://10.0.0.5:7000"
+)
+
+
+def split_cluster(url: str) -> tuple[str, bool]:
+    """``redis+cluster://`` / ``rediss+cluster://`` to the plain scheme, and whether it was.
+
+    Raises:
+        ConfigError: A cluster URL naming a database other than 0.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("redis+cluster", "rediss+cluster"):
+        return url, False
+    plain = scheme.split("+")[0] + sep + rest
+    db = urlsplit(plain).path.strip("/")
+    if db not in ("", "0"):
+        raise ConfigError(
+            f"bad redis URL {redact_url(url)!r}: database {db!r}; {_EXPECTED_CLUSTER}"
+        )
+    return plain, True
 
 
 def _redis_py_options() -> frozenset[str]:
@@ -122,20 +152,24 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
                 "source checkout (pip install 'dtq[redis]' from an index)"
             ) from None
         self._redis_mod = redis
-        plain, ours = parse_url(url)
+        base, self.cluster = split_cluster(url)
+        plain, ours = parse_url(base)
         shown = redact_url(url)
         self.keys = Keys(ours.get("prefix", "dtq"))
         self._listed: set[str] = set()  # queues whose listing set is known complete
         try:
             self.maxlen = int(ours.get("maxlen", "10000"))
             self.retry_s = float(ours.get("retry_s", "30"))
+            self.wait_replicas = int(ours.get("wait_replicas", "0"))
         except ValueError:
             raise ConfigError(
-                f"bad redis URL {shown!r}: maxlen must be a whole number and retry_s a number "
-                "of seconds"
+                f"bad redis URL {shown!r}: maxlen and wait_replicas must be whole numbers and "
+                "retry_s a number of seconds"
             ) from None
-        if self.maxlen < 1 or self.retry_s < 0:
-            raise ConfigError(f"bad redis URL {shown!r}: maxlen must be >= 1 and retry_s >= 0")
+        if self.maxlen < 1 or self.retry_s < 0 or self.wait_replicas < 0:
+            raise ConfigError(
+                f"bad redis URL {shown!r}: maxlen must be >= 1, retry_s >= 0 and wait_replicas >= 0"
+            )
         parts = urlsplit(plain)
         given = unquote(parts.password) if parts.password else None
         password = password_for(given, ours.get("password_file"))
@@ -151,13 +185,7 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             )
         try:
             extra: dict[str, Any] = {} if parts.password or not password else {"password": password}
-            self.r: Any = redis.Redis.from_url(
-                plain,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                health_check_interval=15,
-                **extra,
-            )
+            self.r: Any = self._connect(redis, plain, extra)
         except ValueError as exc:
             raise ConfigError(
                 f"bad redis URL {shown!r}: {redact_text(str(exc), self.secrets)}"
@@ -165,7 +193,8 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         self._scripts = []
 
         def reg(text: str) -> Any:
-            script = self.r.register_script(text)
+            # Script(), not register_script(): the lazy cluster client is not made here.
+            script = redis.commands.core.Script(self.r, text)
             self._scripts.append(script)
             return script
 
@@ -190,6 +219,9 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         self._kv_setnx = reg(scripts.KV_SETNX)
         self._kv_set = reg(scripts.KV_SET)
         self._add_counts_script = reg(scripts.ADD_COUNTS)
+        self._owner_take = reg(scripts.OWNER_TAKE)
+        self._owner_release = reg(scripts.OWNER_RELEASE)
+        self._kv_del = reg(scripts.KV_DEL)
         self._queues_cache: tuple[float, list[str]] = (0.0, [])
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -198,6 +230,18 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         self._claimed: dict[str, tuple[str, str]] = {}
         self._claimed_by: dict[str, tuple[str, int]] = {}
         self.connected = True
+
+    def _connect(self, redis: Any, plain: str, extra: dict[str, Any]) -> Any:
+        """A client of one Redis, or of a Redis Cluster reached from its seed node.
+
+        The cluster client is built lazily: it asks the seed node for the slot map on
+        the first command, so an unreachable cluster fails like an unreachable Redis
+        (within ``retry_s``), not in this constructor.
+        """
+        opts: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5, **extra}
+        if not self.cluster:
+            return redis.Redis.from_url(plain, health_check_interval=15, **opts)
+        return _LazyCluster(redis, plain, opts)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -208,22 +252,28 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         return time.perf_counter() - t0
 
     def info(self) -> dict[str, Any]:
-        """Server facts for the snapshot."""
+        """Server facts for the snapshot (on a cluster: the seed's, and the masters)."""
         try:
             i = self._call(lambda: self.r.info("server"), retry=False)
             p = self._call(lambda: self.r.info("persistence"), retry=False)
         except BackendError:
             return {"connected": False}
-        return {
+        out = {
             "connected": True,
             "redis_version": i.get("redis_version"),
             "aof_enabled": bool(p.get("aof_enabled")),
             "prefix": self.keys.prefix,
         }
+        if self.cluster:
+            out["cluster_masters"] = len(self.r.get_primaries())
+        return out
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the threads of cluster waits)."""
         self.r.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _ensure_queue(self, queue: str, pipe: Any) -> None:
         if queue not in self._known:
@@ -254,10 +304,18 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         return self.enqueue_many([task], now)
 
     def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
-        """Store tasks: one script per queue, all in one pipeline (one round trip)."""
+        """Store tasks: claim their ids, then one script per queue (two round trips).
+
+        Each id's owner key (its own slot, see :meth:`Keys.owner`) is claimed with
+        ``SET NX`` first; an id owned by another queue is refused before anything is
+        written (see :meth:`_claim_ids`). The queue scripts then create the records,
+        one per queue, all in one pipeline.
+        """
         by_q: dict[str, list[NewTask]] = {}
         for t in tasks:
             by_q.setdefault(t.queue, []).append(t)
+        self._claim_ids([(t.id, t.queue) for t in tasks], now)
+        waits = self._n_waits(by_q)
 
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
@@ -266,13 +324,89 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
                 argv: list[Any] = [repr(now), self.maxlen]
                 for t in ts:
                     argv.extend(self._args(t))
-                self._in(pipe, self._enqueue, [self.keys.tag(q)], argv)
-                pipe.hset(self.keys.index, mapping={t.id: q for t in ts})
+                self._in(pipe, self._enqueue, self.keys.script_keys(q), argv)
+            self._wait_replicas(pipe, by_q)
             return pipe.execute()
 
         # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
-        self._call(run, idempotent_dup=True)
+        out = self._call(run, idempotent_dup=True)
+        if out is not None:
+            self._check_waited(out, waits)
         return [Transition(t.id, t.name, t.queue, None, S.PENDING) for t in tasks]
+
+    def _claim_ids(self, ids: Sequence[tuple[str, str]], now: float) -> None:
+        """Claim each id's owner key (``<claimed at>|<queue>``) for its queue, or refuse.
+
+        An id already owned by its own queue passes (that queue's script refuses a live
+        duplicate, and a retry after a lost reply is recognised). One owned by another
+        queue is refused, unless the claim is stale: older than :data:`OWNER_GRACE_S`
+        and that queue holds no record of the id (the owner key outlived a purge or an
+        expiry that died half way, or a producer died between the claim and its
+        script). A stale claim is taken over with a compare-and-set. The grace keeps a
+        claim whose script is still on its way from being taken: the id is never held
+        by two queues.
+
+        Raises:
+            BackendError: An id is held by another queue (nothing was stored).
+        """
+        mark = f"{now!r}|"
+
+        def claim() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for tid, q in ids:
+                pipe.set(self.keys.owner(tid), mark + q, nx=True, get=True)
+            return pipe.execute()
+
+        held: list[tuple[str, str, str, str, float]] = []
+        for (tid, q), old in zip(ids, self._call(claim), strict=True):
+            if old is not None:
+                at, _, other = _s(old).partition("|")
+                if other != q:
+                    held.append((tid, q, other, _s(old), float(at or 0)))
+        if not held:
+            return
+
+        def check() -> Any:
+            # Does the other queue still hold the record? If not, the claim may be stale.
+            pipe = self.r.pipeline(transaction=False)
+            for tid, _, other, _, _ in held:
+                pipe.exists(self.keys.record(other, tid))
+            return pipe.execute()
+
+        live: list[tuple[str, str, str, str, float]] = []
+        stale: list[tuple[str, str, str, str, float]] = []
+        for h, there in zip(held, self._call(check), strict=True):
+            (live if there or now - h[4] < OWNER_GRACE_S else stale).append(h)
+        if stale:
+
+            def take() -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for tid, q, _, raw, _ in stale:
+                    self._in(pipe, self._owner_take, [self.keys.owner(tid)], [raw, mark + q])
+                return pipe.execute()
+
+            live += [h for h, ok in zip(stale, self._call(take), strict=True) if not int(ok)]
+        if live:
+            refused = {h[0] for h in live}
+            self._release_ids([(tid, q) for tid, q in ids if tid not in refused])
+            tid, q, other = live[0][:3]
+            raise BackendError(
+                f"task id {tid!r} exists in queue {other!r}: a task id is unique across "
+                f"queues (refused for queue {q!r})"
+            )
+
+    def _release_ids(self, ids: Sequence[tuple[str, str]]) -> None:
+        """Delete the owner keys of ``ids`` that their queue still owns (one pipeline)."""
+        if not ids:
+            return
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for tid, q in ids:
+                self._in(pipe, self._owner_release, [self.keys.owner(tid)], [q])
+            return pipe.execute()
+
+        self._call(run)
 
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
         """Requeue expired leases in every queue; DEAD (worker_lost) past the limit."""
@@ -318,7 +452,7 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         q = where[0]
         old = self._call(
             lambda: self._cancel(
-                keys=[self.keys.tag(q)],
+                keys=self.keys.script_keys(q),
                 args=[task_id, repr(now), repr(now + self.result_ttl), self.maxlen],
             )
         )
@@ -346,14 +480,11 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
 
     def expire(self, now: float) -> int:
         """Drop finished records past their TTL in every queue."""
-        n = 0
-        ids: list[str] = []
-        for _, rows in self._per_queue(self._expire, [repr(now), 1000, self.max_results]):
-            ids.extend(_s(i) for i in rows)
-        if ids:
-            self._call(lambda: self.r.hdel(self.keys.index, *ids))
-            n = len(ids)
-        return n
+        ids: list[tuple[str, str]] = []
+        for q, rows in self._per_queue(self._expire, [repr(now), 1000, self.max_results]):
+            ids.extend((_s(i), q) for i in rows)
+        self._release_ids(ids)
+        return len(ids)
 
     def sweep_orphans(self, now: float) -> list[tuple[str, str]]:
         """Put back, or dead-letter, records that sit in no structure (see ``sweep``)."""
@@ -369,13 +500,14 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
         if q is None:
             raise TaskNotFound(f"no dead task {task_id!r}")
         new_task.queue = q
+        self._claim_ids([(new_task.id, q)], now)
 
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
             self._in(
                 pipe,
                 self._replay,
-                [self.keys.tag(q)],
+                self.keys.script_keys(q),
                 [
                     task_id,
                     json.dumps(edit) if edit else "",
@@ -384,26 +516,28 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
                     *self._args(new_task),
                 ],
             )
-            pipe.hset(self.keys.index, new_task.id, q)
             return pipe.execute()
 
-        self._call(run)
+        try:
+            self._call(run)
+        except TaskNotFound:
+            self._release_ids([(new_task.id, q)])
+            raise
         return [Transition(new_task.id, new_task.name, q, None, S.PENDING)]
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records."""
         if not task_ids:
             return 0
-        qs = self._call(lambda: self.r.hmget(self.keys.index, list(task_ids)))
         by_q: dict[str, list[str]] = {}
-        for tid, q in zip(task_ids, qs, strict=True):
+        for tid, q in zip(task_ids, self._qs(task_ids), strict=True):
             if q is not None:
-                by_q.setdefault(_s(q), []).append(tid)
+                by_q.setdefault(q, []).append(tid)
         n = 0
         for q, ids in by_q.items():
-            done = self._call(functools.partial(self._purge, keys=[self.keys.tag(q)], args=ids))
-            if done:
-                self._call(functools.partial(self.r.hdel, self.keys.index, *[_s(i) for i in done]))
+            keys = self.keys.script_keys(q)
+            done = self._call(functools.partial(self._purge, keys=keys, args=ids))
+            self._release_ids([(_s(i), q) for i in done])
             n += len(done)
         return n
 
@@ -411,3 +545,45 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
 
     def wakeup(self) -> None:
         """Wake claimers blocked on notify lists (ours stop at their timeout anyway)."""
+
+
+class _LazyCluster:
+    """A ``RedisCluster`` made on first use (its constructor asks the seed for the slots).
+
+    Attribute access builds it, inside the backend's :meth:`_call`, so a seed that is
+    down is retried within ``retry_s`` and reported as unreachable.
+    """
+
+    def __init__(self, redis: Any, url: str, opts: dict[str, Any]) -> None:
+        self._redis = redis
+        self._url = url
+        #: Connection options of the client to be made (bounded by ``limit_waits``).
+        self.opts = opts
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> bool:
+        """Whether the client exists yet."""
+        return self._client is not None
+
+    def __getattr__(self, name: str) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._redis.RedisCluster.from_url(self._url, **self.opts)
+                client = self._client
+        return getattr(client, name)
+
+    def get_encoder(self) -> Any:
+        """The encoder scripts hash their text with (the client's defaults)."""
+        import redis.connection
+
+        encoder: Any = getattr(redis.connection, "Encoder")  # noqa: B009 (not exported)
+        return encoder("utf-8", "strict", False)
+
+    def close(self) -> None:
+        """Close the client if it was made."""
+        if self._client is not None:
+            self._client.close()

@@ -1,10 +1,15 @@
-"""The connection plumbing the parts of the Redis backend share: retries, scans, lookups."""
+"""The connection plumbing the parts of the Redis backend share: retries, scans, lookups.
+
+One Redis (``redis://``) or a Redis Cluster (``redis+cluster://``, redis-py's cluster
+client, which follows ``MOVED`` and ``ASK`` and refreshes its slot map after a failover):
+both take the same pipelines and scripts, since every script touches one slot.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from dtq_core.backends.redis.keys import Keys
@@ -15,6 +20,9 @@ from dtq_core.redact import redact_text
 
 R = TypeVar("R")
 log = logging.getLogger("dtq.redis")
+
+#: How long a write waits for its replicas with ``?wait_replicas=N`` (milliseconds).
+WAIT_MS = 5000
 
 
 class RedisClient:
@@ -41,6 +49,10 @@ class RedisClient:
     connected: bool
     _redis_mod: Any
     _queues_cache: tuple[float, list[str]]
+    #: A Redis Cluster (``redis+cluster://``) rather than one Redis.
+    cluster: bool = False
+    #: Replicas a write waits for (``?wait_replicas=N``; 0: no WAIT).
+    wait_replicas: int = 0
 
     def _call(self, fn: Callable[[], R], retry: bool = True, idempotent_dup: bool = False) -> R:
         """Run ``fn``, retrying connection errors with backoff for up to ``retry_s``.
@@ -94,8 +106,30 @@ class RedisClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 retried = True
+            except (errors.ClusterError, errors.TryAgainError) as exc:
+                # A failover or a slot migration under way (CLUSTERDOWN, or TRYAGAIN until
+                # redis-py's redirection budget ran out): the cluster client refreshes
+                # its slot map; the call is tried again within the same budget.
+                self.connected = False
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"redis at {self._shown()} unavailable: {self._say(exc)}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                retried = True
             except errors.ResponseError as exc:
                 msg = self._say(exc)
+                if self.cluster and ("used with replica" in msg or "READONLY" in msg):
+                    # A WAIT (or a write) sent to a master that a failover has just made
+                    # a replica: the slot map is refreshed and the call tried again.
+                    if time.monotonic() + delay > deadline:
+                        raise BackendUnavailable(f"redis at {self._shown()}: {msg}") from None
+                    self.r.nodes_manager.initialize()
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    retried = True
+                    continue
                 if "NOSCRIPT" in msg:
                     reload = True
                     continue
@@ -108,6 +142,26 @@ class RedisClient:
                 raise BackendError(f"redis error: {msg}") from None
             except errors.RedisError as exc:
                 raise BackendError(f"redis error: {self._say(exc)}") from None
+            except errors.RedisClusterException as exc:
+                # Raised by the cluster client itself: no node reachable, or no node
+                # serving a slot (a failover not finished yet). Both pass; a refused
+                # password, which it reports the same way, does not.
+                self.connected = False
+                said = self._say(exc)
+                if isinstance(exc.__cause__, errors.AuthenticationError) or any(
+                    w in said for w in ("username-password", "WRONGPASS", "NOAUTH")
+                ):
+                    raise BackendUnavailable(
+                        f"redis at {self._shown()} refused the credentials: {said} "
+                        "(check the password: URL, password_file or DTQ_REDIS_PASSWORD)"
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"redis at {self._shown()} unreachable: {self._say(exc)}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                retried = True
 
     def _shown(self) -> str:
         return self.safe_url or redact_text(self.url, self.secrets)
@@ -124,22 +178,93 @@ class RedisClient:
         """
         self.retry_s = min(self.retry_s, seconds)
         self.quiet_retries = True
-        pool = self.r.connection_pool
-        kwargs = pool.connection_kwargs
-        bounded = {
-            key: min(float(kwargs.get(key) or seconds), seconds)
-            for key in ("socket_connect_timeout", "socket_timeout")
-        }
-        # redis-py keeps the originals aside for its maintenance handling: keep them equal.
-        bounded.update({f"orig_{k}": v for k, v in bounded.items() if f"orig_{k}" in kwargs})
-        pool.update_connection_kwargs(**bounded)
+        if self.cluster and not self.r.made:
+            # Not connected yet: the client is made with the bounded options.
+            for key in ("socket_connect_timeout", "socket_timeout"):
+                self.r.opts[key] = min(float(self.r.opts.get(key) or seconds), seconds)
+            return
+        if self.cluster:
+            # New node connections take the bounded options; made ones are re-made.
+            kwargs = self.r.nodes_manager.connection_kwargs
+            for key in ("socket_connect_timeout", "socket_timeout"):
+                kwargs[key] = min(float(kwargs.get(key) or seconds), seconds)
+            pools = [
+                n.redis_connection.connection_pool
+                for n in self.r.get_nodes()
+                if n.redis_connection is not None
+            ]
+        else:
+            pools = [self.r.connection_pool]
+        for pool in pools:
+            kwargs = pool.connection_kwargs
+            bounded = {
+                key: min(float(kwargs.get(key) or seconds), seconds)
+                for key in ("socket_connect_timeout", "socket_timeout")
+            }
+            # redis-py keeps the originals aside for its maintenance handling: keep them
+            # equal.
+            bounded.update({f"orig_{k}": v for k, v in bounded.items() if f"orig_{k}" in kwargs})
+            pool.update_connection_kwargs(**bounded)
 
     def _scan(self, pattern: str) -> list[Any]:
+        # On a cluster, scan_iter walks every primary in turn.
         return list(self.r.scan_iter(match=pattern, count=1000))
 
     def _q(self, task_id: str) -> str | None:
-        q = self._call(lambda: self.r.hget(self.keys.index, task_id))
-        return _s(q) if q is not None else None
+        raw = self._call(lambda: self.r.get(self.keys.owner(task_id)))
+        return _s(raw).partition("|")[2] if raw is not None else None
+
+    def _qs(self, task_ids: Sequence[str]) -> list[str | None]:
+        """The queues of several tasks, from their owner keys (one pipeline)."""
+        if not task_ids:
+            return []
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for tid in task_ids:
+                pipe.get(self.keys.owner(tid))
+            return pipe.execute()
+
+        return [None if raw is None else _s(raw).partition("|")[2] for raw in self._call(run)]
+
+    def _wait_replicas(self, pipe: Any, queues: Iterable[str]) -> None:
+        """End ``pipe`` with a ``WAIT`` on the node of each queue it wrote (``wait_replicas``).
+
+        ``WAIT`` covers the writes made before it on the same connection: on a cluster it
+        is sent to each queue's node, where the pipeline's commands for that node went.
+        """
+        n = self.wait_replicas
+        if n <= 0:
+            return
+        if not self.cluster:
+            pipe.execute_command("WAIT", n, WAIT_MS)
+            return
+        nodes = {}
+        for q in queues:
+            node = self.r.get_node_from_key(self.keys.tag(q))
+            nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command("WAIT", n, WAIT_MS, target_nodes=node)
+
+    def _check_waited(self, replies: Sequence[Any], count: int) -> None:
+        """Raise unless every ``WAIT`` among the last ``count`` replies reached enough replicas."""
+        if count <= 0:
+            return
+        for got in replies[-count:]:
+            if int(got) < self.wait_replicas:
+                raise BackendError(
+                    f"redis at {self._shown()}: only {got} of {self.wait_replicas} replica(s) "
+                    f"acknowledged the write within {WAIT_MS} ms (wait_replicas): it is "
+                    "stored on the master but may be lost by a failover"
+                )
+
+    def _n_waits(self, queues: Iterable[str]) -> int:
+        """How many ``WAIT`` replies :meth:`_wait_replicas` adds for ``queues``."""
+        if self.wait_replicas <= 0:
+            return 0
+        if not self.cluster:
+            return 1
+        return len({self.r.get_node_from_key(self.keys.tag(q)).name for q in queues})
 
     def _known_queues(self, fresh: bool = False) -> list[str]:
         at, names = self._queues_cache
@@ -172,7 +297,7 @@ class RedisClient:
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
             for q in names:
-                self._in(pipe, script, [self.keys.tag(q)], args)
+                self._in(pipe, script, self.keys.script_keys(q), args)
             return pipe.execute()
 
         return list(zip(names, self._call(run), strict=True)) if names else []

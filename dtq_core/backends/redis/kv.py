@@ -8,22 +8,21 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.keys import KV_BUCKETS, kv_bucket, namespace
 from dtq_core.backends.redis.records import _opt, _s
 
-
-def namespace(key: str) -> str:
-    """The indexed namespace of a generic key: its first two segments (``dtq:rl:``)."""
-    parts = key.split(":", 2)
-    return f"{parts[0]}:{parts[1]}:" if len(parts) == 3 else ""
+__all__ = ["KeyValueMixin", "namespace"]
 
 
 class KeyValueMixin(RedisClient):
     """Keys with TTLs, GCRA reservations, worker heartbeats and registered task names.
 
     All are shared by every process; key TTLs are checked by scripts on the injected
-    clock. Generic keys are listed in a sorted set per namespace (by expiry), written in
-    the same round trip as the key: :meth:`scan_keys` reads that set instead of
-    scanning the whole keyspace, which on a shared Redis may hold millions of keys.
+    clock. The generic keys of a namespace are spread over :data:`KV_BUCKETS` hash tags
+    (slots), each bucket with a sorted set of its keys by expiry in the same slot,
+    written by the key's own script: :meth:`scan_keys` reads the buckets' sets (one
+    pipeline) instead of scanning the whole keyspace, which on a shared Redis may hold
+    millions of keys, and nothing is written across slots.
     Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
     the scripts in its constructor.
     """
@@ -31,33 +30,24 @@ class KeyValueMixin(RedisClient):
     _kv_get: Any
     _kv_setnx: Any
     _kv_set: Any
+    _kv_del: Any
     _cas: Any
     _reserve: Any
     _add_counts_script: Any
 
     # -- keys and counters -------------------------------------------------------------
 
-    def _indexed(
-        self, key: str, script: Any, args: list[Any], ttl_s: float | None, now: float, gt: bool
-    ) -> Any:
-        """Run a key's script and index the key in one round trip."""
-        idx = self.keys.kv_index(namespace(key))
-        score = "+inf" if ttl_s is None else repr(now + ttl_s)
-
-        def run() -> Any:
-            pipe = self.r.pipeline(transaction=False)
-            self._in(pipe, script, [self.keys.kv(key)], args)
-            pipe.zadd(idx, {key: score}, gt=gt)
-            # Expired entries go with every write: the index stays the size of the
-            # namespace's live keys (dedup keys come and go all the time).
-            pipe.zremrangebyscore(idx, "-inf", f"({now!r}")
-            return pipe.execute()[0]
-
-        return self._call(run)
+    def _indexed(self, key: str, script: Any, args: list[Any]) -> Any:
+        """Run a key's write script, which indexes the key in its bucket too."""
+        ns = namespace(key)
+        keys = [self.keys.kv(key)]
+        if ns:
+            keys.append(self.keys.kv_index(ns, kv_bucket(key)))
+        return self._call(functools.partial(script, keys=keys, args=[*args, key]))
 
     def set_if_absent(self, key: str, value: str, ttl_s: float, now: float) -> str | None:
         """Set unless a live value exists; return the existing value if any."""
-        old = self._indexed(key, self._kv_setnx, [value, repr(now), repr(ttl_s)], ttl_s, now, True)
+        old = self._indexed(key, self._kv_setnx, [value, repr(now), repr(ttl_s)])
         return _s(old) if old is not None else None
 
     def get_key(self, key: str, now: float) -> str | None:
@@ -67,7 +57,7 @@ class KeyValueMixin(RedisClient):
 
     def set_key(self, key: str, value: str, ttl_s: float | None, now: float) -> None:
         """Set ``key``."""
-        self._indexed(key, self._kv_set, [value, repr(now), _opt(ttl_s)], ttl_s, now, False)
+        self._indexed(key, self._kv_set, [value, repr(now), _opt(ttl_s)])
 
     def add_counts(
         self,
@@ -100,14 +90,12 @@ class KeyValueMixin(RedisClient):
 
     def delete_key(self, key: str) -> None:
         """Remove ``key``."""
-
-        def run() -> Any:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.delete(self.keys.kv(key))
-            pipe.zrem(self.keys.kv_index(namespace(key)), key)
-            return pipe.execute()
-
-        self._call(run)
+        ns = namespace(key)
+        if not ns:
+            self._call(functools.partial(self.r.delete, self.keys.kv(key)))
+            return
+        index = self.keys.kv_index(ns, kv_bucket(key))
+        self._call(functools.partial(self._kv_del, keys=[self.keys.kv(key), index], args=[key]))
 
     def compare_and_set(
         self, key: str, expected: str | None, value: str, ttl_s: float | None, now: float
@@ -115,51 +103,48 @@ class KeyValueMixin(RedisClient):
         """Atomic compare-and-set (a script)."""
         has = "0" if expected is None else "1"
         args = [has, expected or "", value, repr(now), _opt(ttl_s)]
-        # gt: a refused CAS must not lower the entry of the live key below its expiry.
-        return bool(self._indexed(key, self._cas, args, ttl_s, now, True))
+        return bool(self._indexed(key, self._cas, args))
 
     def scan_keys(self, prefix: str, now: float, limit: int = 10_000) -> list[str]:
-        """Live keys starting with ``prefix`` (from the namespace's index)."""
+        """Live keys starting with ``prefix`` (from the indexes of the namespace's buckets)."""
         ns = namespace(prefix)
         if not ns:
             return self._verify(self._scan_names(prefix), now)[:limit]
-        idx = self.keys.kv_index(ns)
+        idxs = [self.keys.kv_index(ns, b) for b in range(KV_BUCKETS)]
 
         def read() -> Any:
             pipe = self.r.pipeline(transaction=False)
-            pipe.zremrangebyscore(idx, "-inf", f"({now!r}")
-            pipe.zrangebyscore(idx, repr(now), "+inf")
-            pipe.exists(idx + ":built")
+            for idx in idxs:
+                pipe.zremrangebyscore(idx, "-inf", f"({now!r}")
+                pipe.zrangebyscore(idx, repr(now), "+inf")
             return pipe.execute()
 
-        _, members, built = self._call(read)
-        names = [n for n in (_s(m) for m in members) if n.startswith(prefix)]
-        if not built:
-            # Keys written without an index entry (older versions): found by a scan, then
-            # indexed.
-            old = self._scan_names(ns)
-
-            def build() -> Any:
-                pipe = self.r.pipeline(transaction=False)
-                if old:
-                    pipe.zadd(idx, dict.fromkeys(old, "+inf"), nx=True)
-                # Looked for again every hour: a process of an older version may still
-                # write keys without indexing them during a rolling upgrade.
-                pipe.set(idx + ":built", 1, ex=3600)
-                return pipe.execute()
-
-            self._call(build)
-            names = sorted({*names, *(n for n in old if n.startswith(prefix))})
-        live = self._verify(sorted(names), now)
+        got = self._call(read)
+        names = sorted(
+            n for members in got[1::2] for n in (_s(m) for m in members) if n.startswith(prefix)
+        )
+        live = self._verify(names, now)
         dead = set(names) - set(live)
         if dead:
-            self._call(lambda: self.r.zrem(idx, *dead))
+
+            def prune() -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for n in dead:
+                    pipe.zrem(self.keys.kv_index(ns, kv_bucket(n)), n)
+                return pipe.execute()
+
+            self._call(prune)
         return live[:limit]
 
     def _scan_names(self, prefix: str) -> list[str]:
-        base = self.keys.kv("")
-        found = self._call(functools.partial(self._scan, base + prefix + "*"))
-        return sorted(_s(k)[len(base) :] for k in found)
+        """Generic key names starting with ``prefix``, by a scan of the keyspace.
+
+        Only for a prefix with no namespace (no index to read): the keys of every
+        namespace and bucket carry ``{prefix:kv:`` before their name's tag ends.
+        """
+        found = self._call(functools.partial(self._scan, self.keys.kv_pattern()))
+        names = (_s(k).partition("}")[2] for k in found)
+        return sorted(n for n in names if n.startswith(prefix))
 
     def _verify(self, names: list[str], now: float) -> list[str]:
         """The names whose keys hold a live value."""

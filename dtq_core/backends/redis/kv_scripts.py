@@ -1,6 +1,8 @@
 """Lua scripts of generic keys: values with an expiry on the injected clock, GCRA, CAS.
 
-Each script gets ``KEYS[1]`` = the key itself, so it touches one cluster slot.
+Each script gets ``KEYS[1]`` = the key itself and, for the writes, ``KEYS[2]`` = the
+index of its namespace's bucket, which shares its hash tag: a key and its index entry
+are written by one script, on one cluster slot.
 """
 
 from __future__ import annotations
@@ -30,6 +32,20 @@ local function live(key, now)
     return nil
   end
   return string.sub(raw, bar + 1)
+end
+-- Index `name` (the key's name without its tag) in KEYS[2] by its expiry; `gt` only
+-- raises an entry (a refused write must not lower the live key's expiry). Expired
+-- entries go with every write: the index stays the size of the live keys.
+local function index(name, now, ttl, gt)
+  if not KEYS[2] then return end
+  local score = '+inf'
+  if ttl ~= '' then score = string.format('%.17g', tonumber(now) + tonumber(ttl)) end
+  if gt then
+    redis.call('ZADD', KEYS[2], 'GT', score, name)  -- GT still adds a new member
+  else
+    redis.call('ZADD', KEYS[2], score, name)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '('..now)
 end
 local function put(key, value, now, ttl)
   if ttl == '' then
@@ -66,27 +82,40 @@ return live(KEYS[1], ARGV[1])
 """
 )
 
-#: KEYS[1]: key. ARGV: value, now, ttl_s. Sets unless live; returns the existing value.
+#: KEYS[1]: key, KEYS[2]: its index. ARGV: value, now, ttl_s, name. Sets unless live;
+#: returns the existing value.
 KV_SETNX = (
     KV
     + r"""
 local cur = live(KEYS[1], ARGV[2])
-if cur then return cur end
+if cur then
+  return cur
+end
 put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+index(ARGV[4], ARGV[2], ARGV[3], true)
 return nil
 """
 )
 
-#: KEYS[1]: key. ARGV: value, now, ttl_s ('' = none).
+#: KEYS[1]: key, KEYS[2]: its index. ARGV: value, now, ttl_s ('' = none), name.
 KV_SET = (
     KV
     + r"""
 put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+index(ARGV[4], ARGV[2], ARGV[3], false)
 return 1
 """
 )
 
-#: KEYS[1]: key. ARGV: has_expected (0/1), expected, value, now, ttl_s ('' = none).
+#: KEYS[1]: key, KEYS[2]: its index. ARGV: name. Deletes the key and its index entry.
+KV_DEL = r"""
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+#: KEYS[1]: key, KEYS[2]: its index. ARGV: has_expected (0/1), expected, value, now,
+#: ttl_s ('' = none), name.
 CAS = (
     KV
     + r"""
@@ -97,9 +126,30 @@ elseif cur ~= ARGV[2] then
   return 0
 end
 put(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
+index(ARGV[6], ARGV[4], ARGV[5], true)
 return 1
 """
 )
+
+#: KEYS[1]: a task id's owner key (``<claimed at>|<queue>``). ARGV: the value expected,
+#: the new one. A stale claim taken over by another queue: 1, or 0 if it changed.
+OWNER_TAKE = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+#: KEYS[1]: a task id's owner key. ARGV: queue. Deleted if that queue still owns it.
+OWNER_RELEASE = r"""
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local bar = string.find(v, '|', 1, true)
+if bar and string.sub(v, bar + 1) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
 
 #: KEYS[1]: a hash of counts. ARGV: ttl_s ('' = none), n, then n (field, increment)
 #: pairs, then (field, value) pairs each raised to at least that value. One key: any

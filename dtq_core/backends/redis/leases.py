@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from typing import Any
 
 from dtq_core.backends.base import Delivery, Transition
@@ -41,6 +44,8 @@ class LeaseMixin(RedisClient):
     _extend: Any
     _claimed: dict[str, tuple[str, str]]
     _claimed_by: dict[str, tuple[str, int]]
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
 
     def _trs(
         self, task_id: str, name: str, queue: str, path: Sequence[Any], note: str | None = None
@@ -84,28 +89,23 @@ class LeaseMixin(RedisClient):
             # the wait cross slots on Redis Cluster.)
             watch.append(self.keys.new_queues)
         idle = [end[-1], repr(now), repr(now + wait), worker_id]
-
-        def run() -> Any:
-            # Register, block, then end the registration everywhere and collect what was
-            # handed over meanwhile: the commands after the BLPOP run when it returns,
-            # so all of it is one round trip and no registration outlives the wait.
-            pipe = self.r.pipeline(transaction=False)
-            for q in names:
-                self._in(pipe, self._idle, [self.keys.tag(q)], idle)
-            pipe.blpop(watch, timeout=max(0.01, wait))
-            for q in names:
-                self._in(pipe, self._claim, [self.keys.tag(q)], end)
-            return pipe.execute()
-
-        res = self._call(run, retry=False)
+        if self.cluster and len(names) > 1:
+            # One BLPOP cannot wait on keys of several slots: one wait per queue, side
+            # by side; the first to wake ends the others (see _wait_apart).
+            res = self._call(
+                lambda: self._wait_apart(names, worker_id, idle, end, wait), retry=False
+            )
+        else:
+            res = self._call(
+                lambda: self._wait_together(names, watch, idle, end, wait), retry=False
+            )
         n = len(names)
-        popped = res[n]
         got = self.clock.now()
         # Left over from before the wait (IDLE's reply), handed over during it (the
         # BLPOP and the claims after it): every one still leased to this worker.
         for q, (_, left), (_, boxed) in zip(names, res[:n], res[n + 1 :], strict=True):
             out.extend(self._unbox(q, bytes(b), worker_id, got) for b in (*left, *boxed))
-        if popped:
+        for popped in res[n]:
             key, value = _s(popped[0]), bytes(popped[1])
             if key == self.keys.new_queues:
                 self._known_queues(fresh=True)
@@ -122,6 +122,88 @@ class LeaseMixin(RedisClient):
             return out
         return self._claim_any(queues, worker_id, lease_s, limit, self.clock.now())
 
+    def _wait_together(
+        self, names: list[str], watch: list[str], idle: list[Any], end: list[Any], wait: float
+    ) -> list[Any]:
+        """Register, block on every queue at once, end the registrations: one round trip.
+
+        The commands after the BLPOP run when it returns, so no registration outlives
+        the wait. Replies: IDLE per queue, a list of what the BLPOP popped (none or
+        one), CLAIM per queue.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for q in names:
+            self._in(pipe, self._idle, self.keys.script_keys(q), idle)
+        pipe.blpop(watch, timeout=max(0.01, wait))
+        for q in names:
+            self._in(pipe, self._claim, self.keys.script_keys(q), end)
+        out = list(pipe.execute())
+        n = len(names)
+        out[n] = [out[n]] if out[n] is not None else []
+        return out
+
+    def _wait_apart(
+        self, names: list[str], worker_id: str, idle: list[Any], end: list[Any], wait: float
+    ) -> list[Any]:
+        """The same wait on a cluster: one pipeline per queue (its slot), all at once.
+
+        Each queue's IDLE, BLPOP (its inbox and notify list) and CLAIM run on its own
+        connection to the queue's node. The first wait to wake pushes a mark into the
+        other queues' inboxes, which ends their BLPOPs at once (their CLAIMs drop the
+        mark). Replies are laid out as :meth:`_wait_together`'s, with what each BLPOP
+        popped.
+        """
+        woke = threading.Lock()
+
+        def wake_others(q: str) -> None:
+            if not woke.acquire(blocking=False):
+                return  # another wait woke them already
+            wake = self.r.pipeline(transaction=False)
+            for other in names:
+                if other != q:
+                    wake.rpush(self.keys.inbox(other, worker_id), "!")
+                    wake.pexpire(self.keys.inbox(other, worker_id), 60_000)
+            with contextlib.suppress(Exception):  # they end at their timeout anyway
+                wake.execute()
+
+        def one(q: str) -> list[Any]:
+            tag = self.keys.script_keys(q)
+            pipe = self.r.pipeline(transaction=False)
+            self._in(pipe, self._idle, tag, idle)
+            pipe.blpop([self.keys.inbox(q, worker_id), self.keys.queue(q)["notify"]],
+                       timeout=max(0.01, wait))  # fmt: skip
+            self._in(pipe, self._claim, tag, end)
+            try:
+                out = list(pipe.execute())
+            except Exception:
+                # This queue's node failed: the others need not wait out their timeout.
+                # (What was handed to this worker there is still leased to it: the next
+                # wait collects it, or its lease runs out and it is delivered again.)
+                wake_others(q)
+                raise
+            if out[1] is not None:
+                wake_others(q)
+            return out
+
+        pool = self._wait_pool(len(names))
+        futures = [pool.submit(one, q) for q in names]
+        wait_all(futures)  # every wait has ended before a failure is raised
+        outs = [f.result() for f in futures]
+        popped = [o[1] for o in outs if o[1] is not None]
+        return [*(o[0] for o in outs), popped, *(o[2] for o in outs)]
+
+    def _wait_pool(self, n: int) -> ThreadPoolExecutor:
+        """Threads for :meth:`_wait_apart`, at least ``n`` (one per queue waited on)."""
+        with self._pool_lock:
+            pool = self._pool
+            if pool is None or pool._max_workers < n:
+                if pool is not None:
+                    pool.shutdown(wait=False)
+                pool = self._pool = ThreadPoolExecutor(
+                    max_workers=max(n, 4), thread_name_prefix="dtq-redis-wait"
+                )
+            return pool
+
     def leave(
         self, queues: Sequence[str] | None, worker_id: str, lease_s: float, now: float
     ) -> list[Delivery]:
@@ -134,7 +216,7 @@ class LeaseMixin(RedisClient):
         def run() -> Any:
             pipe = self.r.pipeline(transaction=False)
             for q in names:
-                self._in(pipe, self._claim, [self.keys.tag(q)], args)
+                self._in(pipe, self._claim, self.keys.script_keys(q), args)
             return pipe.execute()
 
         out: list[Delivery] = []
@@ -251,7 +333,7 @@ class LeaseMixin(RedisClient):
             rows, boxed = self._call(
                 functools.partial(
                     self._claim,
-                    keys=[self.keys.tag(q)],
+                    keys=self.keys.script_keys(q),
                     args=self._claim_args(
                         worker_id, lease_s, min(MAX_BATCH, limit - len(out)), now
                     ),
@@ -307,7 +389,7 @@ class LeaseMixin(RedisClient):
             return None
         q = where[0]
         try:
-            return where, self._call(lambda: script(keys=[self.keys.tag(q)], args=args))
+            return where, self._call(lambda: script(keys=self.keys.script_keys(q), args=args))
         finally:
             self._forget(task_id, token)
 
@@ -354,11 +436,14 @@ class LeaseMixin(RedisClient):
                     mine = claimed_by.get(tid)
                     worker = mine[0] if mine is not None and mine[1] == token else ""
                     argv += (tid, token, json.dumps(result), worker)
-                self._in(pipe, self._ack_many, [self.keys.tag(q)], argv)
+                self._in(pipe, self._ack_many, self.keys.script_keys(q), argv)
+            self._wait_replicas(pipe, by_q)
             return pipe.execute()
 
         replies = self._call(run)
-        for (q, idx), rep in zip(chunks, replies, strict=True):
+        waits = self._n_waits(by_q)
+        self._check_waited(replies, waits)
+        for (q, idx), rep in zip(chunks, replies[: len(replies) - waits], strict=True):
             for i, ok in zip(idx, rep, strict=True):
                 tid = acks[i][0]
                 self._forget(tid, acks[i][1])
@@ -440,15 +525,21 @@ class LeaseMixin(RedisClient):
         if not items:
             return
 
+        # The queues of tasks claimed here are known; others are looked up.
+        known = {tid: self._claimed[tid][0] for tid, _ in items if tid in self._claimed}
+        unknown = [tid for tid, _ in items if tid not in known]
+        known.update(
+            (tid, q) for tid, q in zip(unknown, self._qs(unknown), strict=True) if q is not None
+        )
+        by_q: dict[str, list[Any]] = {}
+        for tid, token in items:
+            if tid in known:
+                by_q.setdefault(known[tid], []).extend([tid, token])
+
         def run() -> Any:
-            qs = self.r.hmget(self.keys.index, [i for i, _ in items])
-            by_q: dict[str, list[Any]] = {}
-            for (tid, token), q in zip(items, qs, strict=True):
-                if q is not None:
-                    by_q.setdefault(_s(q), []).extend([tid, token])
             pipe = self.r.pipeline(transaction=False)
             for q, args in by_q.items():
-                self._in(pipe, self._extend, [self.keys.tag(q)], [repr(now + lease_s), *args])
+                self._in(pipe, self._extend, self.keys.script_keys(q), [repr(now + lease_s), *args])
             return pipe.execute()
 
         self._call(run)

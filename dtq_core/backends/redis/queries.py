@@ -77,37 +77,45 @@ class QueryMixin(RedisClient):
         recs = self._records(q, [task_id])
         return recs[0] if recs else None
 
-    #: Index entries a prefix lookup reads at most (HSCAN pages of 1,000).
+    #: Ids a prefix lookup reads at most, over every queue (ZSCAN pages of 1,000).
     FIND_SCAN_LIMIT = 500_000
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
-        """Ids starting with ``prefix`` (an exact id alone), from the id index.
+        """Ids starting with ``prefix`` (an exact id alone).
 
-        An exact id is one HEXISTS. A prefix is an HSCAN of the index with MATCH, pages
-        of 1,000 (the index holds retained records only); it stops once ``limit`` + 1
-        ids are found (ambiguous anyway) and refuses past :attr:`FIND_SCAN_LIMIT`
-        entries rather than call a prefix unique that it did not check everywhere.
+        An exact id is one GET of its owner key. A prefix is a ``ZSCAN`` with MATCH of
+        every queue's listing set (``{prefix:queue}:all``, in the queue's slot), pages of
+        1,000 fanned out over the queues in one pipeline per page; it stops once
+        ``limit`` + 1 ids are found (ambiguous anyway) and refuses past
+        :attr:`FIND_SCAN_LIMIT` ids rather than call a prefix unique that it did not
+        check everywhere.
 
         Raises:
-            BackendError: The index is larger than :attr:`FIND_SCAN_LIMIT`.
+            BackendError: More than :attr:`FIND_SCAN_LIMIT` ids to look through.
         """
-        index = self.keys.index
-        if self._call(lambda: self.r.hexists(index, prefix)):
+        if self._q(prefix) is not None:
             return [prefix]
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        cursors: dict[str, int] = dict.fromkeys(self._known_queues(fresh=True), 0)
         found: set[str] = set()
-        cursor, read = 0, 0
+        read = 0
+        while cursors and len(found) <= limit:
+            names = list(cursors)
 
-        def page_at(at: int) -> Any:
-            return self._call(lambda: self.r.hscan(index, at, match=pattern, count=1000))
+            def page(names: list[str] = names) -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for q in names:
+                    pipe.zscan(self.keys.queue(q)["all"], cursors[q], match=pattern, count=1000)
+                return pipe.execute()
 
-        while True:
-            cursor, page = page_at(cursor)
-            found.update(_s(k) for k in page)
-            read += 1000
-            if not cursor or len(found) > limit:
-                break
-            if read >= self.FIND_SCAN_LIMIT:
+            for q, (cursor, rows) in zip(names, self._call(page), strict=True):
+                found.update(_s(member) for member, _ in rows)
+                if cursor:
+                    cursors[q] = cursor
+                else:
+                    del cursors[q]
+            read += 1000 * len(names)
+            if cursors and read >= self.FIND_SCAN_LIMIT and len(found) <= limit:
                 raise BackendError(
                     f"more than {self.FIND_SCAN_LIMIT:,} task ids to search for {prefix!r}: "
                     "give more of the id"

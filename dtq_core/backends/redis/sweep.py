@@ -101,6 +101,7 @@ def sweep_orphans(be: RedisBackend, now: float) -> list[tuple[str, str]]:
         keys: list[Any] = be._call(functools.partial(be._scan, _glob(head) + "*"))
         ids = [_s(k)[len(head) :] for k in keys if not _s(k).endswith(":malformed")]
         for k in range(0, len(ids), BATCH):
-            call = functools.partial(script, keys=[be.keys.tag(q)], args=args + ids[k : k + BATCH])
+            batch = args + ids[k : k + BATCH]
+            call = functools.partial(script, keys=be.keys.script_keys(q), args=batch)
             out.extend((_s(i), _s(what)) for i, what in be._call(call))
     return out

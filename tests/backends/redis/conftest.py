@@ -17,6 +17,7 @@ import pytest
 from dtq_core.backends import make_backend
 from dtq_core.backends.redis.backend import RedisBackend
 from tests.backends.redis.cluster import Cluster
+from tests.backends.redis.rcluster import RedisCluster, shared_cluster, stop_shared_cluster
 from tests.backends.redis.server import RedisServer, shared_server, stop_shared, unique_prefix
 
 
@@ -25,6 +26,13 @@ def redis_server() -> Iterator[RedisServer]:
     """The session's in-memory redis-server (``--save '' --appendonly no``)."""
     yield shared_server()
     stop_shared()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """The session's Redis Cluster of 3 masters (shared with the contract suite)."""
+    yield shared_cluster()
+    stop_shared_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -97,13 +105,14 @@ def make_cluster(
 ) -> Iterator[ClusterFactory]:
     """Build :class:`Cluster` objects; their workers are killed at teardown.
 
-    Keyword arguments: ``server`` (default: the session's server), ``config`` (added
-    to :data:`FAST`), ``retry_s``.
+    Keyword arguments: ``server`` (default: the session's server; a
+    :class:`RedisCluster` runs the workers on a Redis Cluster), ``config`` (added to
+    :data:`FAST`), ``retry_s``.
     """
     made: list[Cluster] = []
 
     def make(
-        server: RedisServer | None = None,
+        server: RedisServer | RedisCluster | None = None,
         config: dict[str, Any] | None = None,
         retry_s: float = 30.0,
     ) -> Cluster:

@@ -153,13 +153,6 @@ def test_passwordless_remote_url_warns_and_loopback_does_not(
     assert "no password" in caplog.records[0].getMessage()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redis/lua_common.py create() checks EXISTS only on the record key of the "
-    "new task's own queue ({prefix:queue}:t:id), so the same id in another queue is "
-    "accepted; redis/backend.py:178 enqueue_many then overwrites the id->queue index and "
-    "the first task is shadowed (get/cancel/ack lookups reach the second)",
-)
 def test_duplicate_id_in_another_queue_is_refused(url: str) -> None:
     backend = make_backend(url)
     assert isinstance(backend, RedisBackend)

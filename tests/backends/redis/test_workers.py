@@ -1,4 +1,5 @@
-"""Several ``dtq worker`` processes on one Redis: crashes, long tasks, poison tasks.
+"""Several ``dtq worker`` processes on one Redis and on a Redis Cluster: crashes, long
+tasks, poison tasks.
 
 Every worker is a real ``dtq worker`` subprocess running ``app_module`` with 2 s leases
 renewed every 0.5 s; the reclaim sweep of each worker runs every ``min(1, lease/4)``
@@ -17,6 +18,23 @@ from tests.backends.redis.cluster import Cluster, wait_for
 from tests.backends.redis.conftest import FAST, ClusterFactory
 
 pytestmark = pytest.mark.redis
+
+
+# On the cluster under -m soak: the fault suite's kills run there in the normal suite
+# (tests/faults/test_redis_faults.py), and the whole suite must stay under 5 minutes.
+@pytest.fixture(params=["redis", pytest.param("redis-cluster", marks=pytest.mark.soak)])
+def make_cluster(request: pytest.FixtureRequest, make_cluster: ClusterFactory) -> ClusterFactory:
+    """The worker-fault suite on one Redis and on the session's Redis Cluster."""
+    if request.param == "redis":
+        return make_cluster
+    rc = request.getfixturevalue("redis_cluster")
+
+    def on_cluster(**kw: object) -> Cluster:
+        kw.setdefault("server", rc)
+        return make_cluster(**kw)
+
+    return on_cluster
+
 
 S = TaskState
 LEASE = FAST["lease_s"]
