@@ -48,17 +48,35 @@ broker.stop()
 """
 
 
-@pytest.fixture(params=["redis", "embedded"])
+PASSWORD = "s3cr3t-Pa55word"
+
+
+@pytest.fixture(params=["redis", "redis-password", "embedded"])
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    server = None
     if request.param == "redis":
         from tests.backends.redis.server import shared_server, unique_prefix
 
         url = shared_server().url(unique_prefix("system"))
+    elif request.param == "redis-password":
+        from tests.backends.redis.server import RedisServer, unique_prefix
+
+        server = RedisServer(password=PASSWORD).start()
+        url = server.url(unique_prefix("system"))
     else:
         url = f"embedded://{tmp_path / 'data'}"
-    with process_site(tmp_path, {"sysapp.py": APP, "producer.py": PRODUCER}) as site:
-        site["url"] = url
-        yield site
+    try:
+        with process_site(tmp_path, {"sysapp.py": APP, "producer.py": PRODUCER}) as site:
+            site["url"] = url
+            site["outputs"] = []
+            yield site
+            # The password appears in no output of any process of the system.
+            for text in site["outputs"]:
+                assert PASSWORD not in text
+    finally:
+        if server is not None:
+            server.stop()
+            server.cleanup()
 
 
 def console_of(url: str) -> Any:
@@ -104,12 +122,14 @@ def test_the_whole_system_from_any_process(system: dict[str, Any]) -> None:
 
     producer = spawn("producer.py", url, str(N), "0")
     out, err = producer.communicate(timeout=120)
+    system["outputs"] += [out, err]
     assert producer.returncode == 0, err[-3000:]
     assert int(out) == sum(range(N))
 
     # The merged latency counts equal the tasks run (published within a second or two).
     wait_until(lambda: run_count(console.snapshot()) == N, 20)
     first = scrape(console)
+    system["outputs"] += [console.metrics_text(), repr(console.snapshot()), repr(console.health())]
     assert first['dtq_task_run_seconds_count{queue="default",task="sys.work"}'] == N
     assert first['dtq_task_run_seconds_bucket{le="+Inf",queue="default",task="sys.work"}'] == N
 
@@ -133,6 +153,7 @@ def test_the_whole_system_from_any_process(system: dict[str, Any]) -> None:
         timeout=60,
     )
     assert stats.returncode == 0, stats.stderr
+    system["outputs"] += [stats.stdout, stats.stderr]
     data = json.loads(stats.stdout)
     assert {str(p["pid"]) for p in data["processes"]} >= pids
     lat = [
@@ -151,6 +172,7 @@ def test_the_whole_system_from_any_process(system: dict[str, Any]) -> None:
         timeout=60,
     )
     assert table.returncode == 0, table.stderr
+    system["outputs"] += [table.stdout, table.stderr]
     assert "Processes" in table.stdout and all(pid in table.stdout for pid in pids)
 
     close = getattr(console, "close", None)
@@ -165,4 +187,5 @@ def test_the_whole_system_from_any_process(system: dict[str, Any]) -> None:
             w.kill()
             _, werr = w.communicate(timeout=10)
             raise AssertionError(f"worker did not stop: {werr[-3000:]}") from None
+        system["outputs"].append(werr)
         assert w.returncode == 0, werr[-2000:]
