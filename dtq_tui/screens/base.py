@@ -235,7 +235,7 @@ class DTQScreen(Screen[None]):
             self.notify("nothing selected to copy", severity="warning")
             return
         self.app.copy_to_clipboard(ident)
-        self.notify(f"copied {ident} to the clipboard (OSC 52)", title="Copied")
+        self.notify(f"copied {ident} to the clipboard (OSC 52)", title="Copied", markup=False)
 
     def action_view_row(self) -> None:
         """``v``: the selected row's whole text, every column (hidden ones too)."""

@@ -160,7 +160,7 @@ class DeadActions(DTQScreen):
         """Open the args editor for a dead task; replay with the edit and its note."""
         args, kwargs, problem = decoded_args(rec)
         if problem:
-            self.notify(f"{problem}: start from empty args", severity="warning")
+            self.notify(f"{problem}: start from empty args", severity="warning", markup=False)
 
         def answered(edit: ArgsEdit | None) -> None:
             if edit is None:
@@ -181,7 +181,9 @@ class DeadActions(DTQScreen):
                     )
                 else:
                     new = plan.new_id if plan else None
-                    self.notify(f"replayed {rec.id} with edited args as {new}", title="Replay")
+                    self.notify(
+                        f"replayed {rec.id} with edited args as {new}", title="Replay", markup=False
+                    )
                 if then is not None:
                     then(plans)
 
@@ -205,7 +207,7 @@ class DeadActions(DTQScreen):
                 return
 
             def done(count: Any) -> None:
-                self.notify(f"purged {tasks_word(int(count or 0))}", title="Purge")
+                self.notify(f"purged {tasks_word(int(count or 0))}", title="Purge", markup=False)
                 if then is not None:
                     then(count)
 

@@ -211,7 +211,7 @@ class LimitsScreen(DTQScreen):
                 lim.key,
                 rate,
                 burst,
-                lambda _: self.notify(f"{lim.scope} {lim.key}: {rate:g}/s"),
+                lambda _: self.notify(f"{lim.scope} {lim.key}: {rate:g}/s", markup=False),
             )
 
         self.app.push_screen(
@@ -239,7 +239,9 @@ class LimitsScreen(DTQScreen):
         def answered(yes: bool | str | None) -> None:
             if yes is True:
                 self.feed.set_breaker(
-                    b.key, state, lambda _: self.notify(f"breaker {b.key} forced {state}")
+                    b.key,
+                    state,
+                    lambda _: self.notify(f"breaker {b.key} forced {state}", markup=False),
                 )
 
         self.app.push_screen(

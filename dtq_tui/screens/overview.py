@@ -141,7 +141,7 @@ class OverviewScreen(DTQScreen):
         pause = not q.paused
 
         def done(_: object) -> None:
-            self.notify(f"queue {q.name} {'paused' if pause else 'resumed'}")
+            self.notify(f"queue {q.name} {'paused' if pause else 'resumed'}", markup=False)
 
         self.feed.set_queue_paused(q.name, pause, done)
 

@@ -143,7 +143,9 @@ class SchedulesScreen(DTQScreen):
             return
         pause = not s.paused
         self.feed.pause_schedule(
-            s.name, pause, lambda _: self.notify(f"{s.name} {'paused' if pause else 'resumed'}")
+            s.name,
+            pause,
+            lambda _: self.notify(f"{s.name} {'paused' if pause else 'resumed'}", markup=False),
         )
 
     def action_trigger(self) -> None:
@@ -152,4 +154,6 @@ class SchedulesScreen(DTQScreen):
         if s is None:
             self.notify("select a schedule first", severity="warning")
             return
-        self.feed.trigger_schedule(s.name, lambda tid: self.notify(f"{s.name}: enqueued {tid}"))
+        self.feed.trigger_schedule(
+            s.name, lambda tid: self.notify(f"{s.name}: enqueued {tid}", markup=False)
+        )

@@ -112,7 +112,9 @@ class TaskDetailScreen(DeadActions):
         if rec is None:
             return
         if rec.state not in (TaskState.PENDING, TaskState.RETRY):
-            self.notify(f"a {rec.state.value} task cannot be cancelled", severity="warning")
+            self.notify(
+                f"a {rec.state.value} task cannot be cancelled", severity="warning", markup=False
+            )
             return
 
         confirm_cancel(self, rec, lambda: self.load(force=True))

@@ -259,7 +259,7 @@ class TasksScreen(DTQScreen):
         key = str(event.column_key.value)
         if key not in SORT_KEYS:
             sortable = ", ".join(label for label, k, *_ in COLUMNS if k in SORT_KEYS)
-            self.notify(f"the backend sorts by {sortable}", severity="warning")
+            self.notify(f"the backend sorts by {sortable}", severity="warning", markup=False)
             return
         if self.sort_key == key:
             self._sort_by(key, not self.descending)
@@ -316,7 +316,9 @@ def confirm_cancel(screen: DTQScreen, rec: TaskRecord, then: Callable[[], None])
     """Ask (naming the task and its queue), then cancel a task that has not started."""
 
     def done(ok: Any) -> None:
-        screen.notify(f"cancelled {rec.id}" if ok else f"{rec.id} had already started")
+        screen.notify(
+            f"cancelled {rec.id}" if ok else f"{rec.id} had already started", markup=False
+        )
         then()
 
     def answered(yes: bool | str | None) -> None:

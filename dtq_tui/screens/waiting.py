@@ -182,7 +182,7 @@ class WaitingScreen(DTQScreen):
             return
 
         def done(new_id: Any) -> None:
-            self.notify(f"{rec.id} runs now as {new_id}", title="Run now")
+            self.notify(f"{rec.id} runs now as {new_id}", title="Run now", markup=False)
             self.load(force=True)
 
         def answered(yes: bool | str | None) -> None:

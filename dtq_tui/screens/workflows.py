@@ -165,7 +165,7 @@ class WorkflowsScreen(DTQScreen):
         if node is not None and node.task_id:
             self.dtq.open_task(node.task_id)
         elif node is not None:
-            self.notify(f"node {node.id} has no task yet ({node.state})")
+            self.notify(f"node {node.id} has no task yet ({node.state})", markup=False)
 
     def action_node(self, step: int) -> None:
         """Move the highlight through the nodes (by level, then id)."""
@@ -199,5 +199,7 @@ class WorkflowsScreen(DTQScreen):
             return
         self.feed.retry_workflow(
             run.id,
-            lambda nodes: self.notify(f"retrying {run.id}: {', '.join(nodes or []) or 'no nodes'}"),
+            lambda nodes: self.notify(
+                f"retrying {run.id}: {', '.join(nodes or []) or 'no nodes'}", markup=False
+            ),
         )
