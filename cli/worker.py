@@ -130,7 +130,7 @@ def worker(
     tasks = ", ".join(broker.registry.names()) or "none"
     from dtq_core.redact import redact_url
 
-    role = broker.backend.info().get("role")
+    role = broker.backend.role
     info(
         f"dtq worker: {concurrency} {pool.value} worker(s) on "
         f"{', '.join(names) if names else 'every queue'} at {redact_url(broker.config.backend)}"

@@ -132,6 +132,14 @@ class Backend(ABC):
     def wakeup(self) -> None:  # noqa: B027 - optional hook
         """Wake every claimer blocked in :meth:`claim` (used when stopping)."""
 
+    @property
+    def role(self) -> str:
+        """``owner`` or ``attached`` for a store with one owner process; empty otherwise.
+
+        Known locally (no round trip): process records and banners read it often.
+        """
+        return ""
+
     def serve_console(self, console: Any) -> None:  # noqa: B027 - optional hook
         """The Console API this process serves to others while it owns the store."""
 

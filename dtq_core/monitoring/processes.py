@@ -74,7 +74,6 @@ def record(broker: Broker, meter: ProcessMeter, now: float) -> dict[str, Any]:
     workers = pool.workers if pool is not None else []
     done = sum(w.processed + w.failed for w in workers)
     cpu, rate = meter.sample(done)
-    info = broker.backend.info()
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -88,7 +87,7 @@ def record(broker: Broker, meter: ProcessMeter, now: float) -> dict[str, Any]:
         "cpu_percent": round(cpu, 1),
         "started_at": broker.started_at or now,
         "heartbeat": now,
-        "role": str(info.get("role", "")),
+        "role": broker.backend.role,
         "restarts": sum(int(getattr(w, "restarts", 0)) for w in workers),
     }
 

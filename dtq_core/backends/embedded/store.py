@@ -120,6 +120,11 @@ class EmbeddedStore(Backend):
         return self._local is not None
 
     @property
+    def role(self) -> str:
+        """``owner`` while this process owns the store, else ``attached``."""
+        return "owner" if self._local is not None else "attached"
+
+    @property
     def local(self) -> EmbeddedBackend | None:
         """The owned store (``None`` while attached)."""
         return self._local
@@ -331,7 +336,7 @@ class EmbeddedStore(Backend):
     def info(self) -> dict[str, Any]:
         """The owner's recovery and log figures, and this process's role."""
         out = dict(self._do("info"))
-        out["role"] = "owner" if self._local is not None else "attached"
+        out["role"] = self.role
         if self.takeovers:
             out["takeovers"] = self.takeovers
         return out
