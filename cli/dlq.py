@@ -23,16 +23,14 @@ from cli._common import (
     KwargsOpt,
     LimitOpt,
     YesOpt,
-    filter_text,
     make_group,
     open_console,
-    parse_json,
     resolve_id,
     run_alone,
-    split_targets,
     want_json,
 )
 from cli._errors import CliError
+from cli._input import filter_text, parse_json, split_targets
 from cli._output import (
     Column,
     confirm,

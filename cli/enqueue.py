@@ -15,10 +15,10 @@ from cli._common import (
     KwargsOpt,
     command_app,
     open_console,
-    parse_json,
     want_json,
 )
 from cli._errors import EXIT_FAILED, CliError, fail
+from cli._input import parse_json
 from cli._output import print_json, to_json, write_line
 
 if TYPE_CHECKING:
