@@ -88,7 +88,7 @@ def record(broker: Broker, meter: ProcessMeter, now: float) -> dict[str, Any]:
         "started_at": broker.started_at or now,
         "heartbeat": now,
         "role": broker.backend.role,
-        "restarts": sum(int(getattr(w, "restarts", 0)) for w in workers),
+        "restarts": sum(w.restarts for w in workers),
     }
 
 

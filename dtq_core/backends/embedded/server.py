@@ -272,7 +272,7 @@ class StoreServer:
             for d in result:
                 started(d, worker)
         if name in _DELAYS:
-            due = self.backend.next_due()
+            due = _due(name, args, kwargs)
             if due is not None:
                 broker.wake_scheduler(due)
         return result
@@ -284,3 +284,22 @@ class StoreServer:
         with contextlib.suppress(TimeoutError, errors.TaskNotFound):
             self.console.broker.wait(task_id, max(0.0, min(timeout, MAX_WAIT_S)))
         return True
+
+
+def _due(name: str, args: list[Any], kwargs: dict[str, Any]) -> float | None:
+    """When a delayed task this call stored is due (read from its arguments), if any.
+
+    The owner's scheduler must look by then; reading it here costs nothing, where
+    asking the store (``next_due``) would take its lock on every remote enqueue.
+    """
+    if name == "enqueue":
+        return args[0].eta  # type: ignore[no-any-return]
+    if name == "enqueue_many":
+        return min((t.eta for t in args[0] if t.eta is not None), default=None)
+    if name == "replay":
+        return args[1].eta  # type: ignore[no-any-return]
+    if name == "fail":
+        return kwargs.get("retry_at")
+    if name == "release":
+        return args[3] if len(args) > 3 else None
+    return None

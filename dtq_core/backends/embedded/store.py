@@ -113,11 +113,6 @@ class EmbeddedStore(ForwardingBackend):
     # -- roles -------------------------------------------------------------------------
 
     @property
-    def owner(self) -> bool:
-        """Whether this process owns the store now."""
-        return self._local is not None
-
-    @property
     def role(self) -> str:
         """``owner`` while this process owns the store, else ``attached``."""
         return "owner" if self._local is not None else "attached"
