@@ -7,7 +7,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +18,9 @@ from dtq_core.errors import BackendUnavailable, TaskNotFound
 from dtq_core.rpc import RemoteConsole
 from dtq_core.task import TaskRecord, TaskState
 from tests.backends.embedded.crash_worker import Child
+from tests.processes_util import wait_until
 
 S = TaskState
-
-
-def wait_until(what: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def state_of(console: Any, task_id: str) -> str | None:
