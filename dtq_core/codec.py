@@ -1,16 +1,24 @@
 """Message codec: a versioned JSON envelope (msgpack optional). Never pickle.
 
 A payload is the bytes of one task message: ``{"v": 1, "id", "task", "args", "kwargs",
-"opts"}``. Decoding checks the envelope before anything else reads it, and a payload that
-looks like a pickle is refused with a clear error; nothing in a message is ever imported.
+"opts"}``, compact UTF-8 JSON. Decoding checks the envelope before anything else reads
+it, and a payload that looks like a pickle is refused with a clear error; nothing in a
+message is ever imported.
+
+Encoding and decoding are msgspec's. What may travel is JSON's data model, as the
+standard library's ``json`` saw it: ``None``, ``bool``, ``int``, finite ``float``,
+``str``, lists and tuples (they arrive as lists), dicts with ``str`` or number keys
+(they arrive as strings), and subclasses of these. msgspec would also encode sets,
+bytes, dates, dataclasses and more, each into some JSON form the task would get back
+changed: :func:`_strict_json` refuses them, naming why.
 """
 
 from __future__ import annotations
 
-import json
-import json.scanner
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+import math
 from typing import Any
+
+import msgspec
 
 from dtq_core.errors import SerializationError
 
@@ -19,40 +27,97 @@ ENVELOPE_VERSION = 1
 #: First byte of a msgpack payload (JSON payloads start with ``{``).
 MSGPACK_MARK = b"M"
 
-_decoder = json.JSONDecoder()
-_scan_once: Any = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
-_loads = json.loads
+_NAN = "NaN and Infinity are not JSON"
+_TYPE = "no JSON form for this type"
+_CYCLE = "it contains itself"
+_DEEP = "it is nested too deeply"
+_SCALARS = frozenset({type(None), bool, int, str})
 
 
-def _loads_payload(payload: bytes) -> Any:
-    # The C scanner directly: json.loads(bytes) sniffs the encoding and wraps twice.
-    text = payload.decode()
+def _plain(obj: Any) -> Any:
+    """Encode what msgspec does not know: subclasses of ``str``, ``int`` and ``float``.
+
+    Anything else is refused (:func:`_strict_json` then names why).
+    """
+    for base in (str, int, float):
+        if isinstance(obj, base):
+            return base(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_plain).encode
+_decode = msgspec.json.decode
+
+
+def _flaw(value: Any, active: set[int], binary: bool = False) -> str | None:
+    """Why ``value`` cannot travel as JSON, or ``None`` when it can.
+
+    ``active`` holds the ids of the containers being walked, so a cycle is named as
+    such instead of recursing until the stack runs out. ``binary``: the msgpack
+    format's wider model, which also carries bytes and NaN.
+    """
+    if type(value) in _SCALARS:
+        return None
+    if isinstance(value, float):
+        return None if binary or math.isfinite(value) else _NAN
+    if binary and isinstance(value, bytes):
+        return None
+    if isinstance(value, str | int):  # subclasses: str and int enums included
+        return None
+    if isinstance(value, dict):
+        for key in value:
+            if isinstance(key, float) and not (binary or math.isfinite(key)):
+                return _NAN
+            if isinstance(key, bool) or not isinstance(key, str | int | float):
+                return _TYPE
+        items: Any = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return _TYPE
+    if not value:
+        return None
+    key = id(value)
+    if key in active:
+        return _CYCLE
+    active.add(key)
     try:
-        obj, end = _scan_once(text, 0)
-    except StopIteration:
-        raise ValueError("no JSON value at the start") from None
-    if end != len(text) and text[end:].strip():
-        raise ValueError(f"extra data after the JSON value at offset {end}")
-    return obj
+        for item in items:
+            if type(item) not in _SCALARS:
+                why = _flaw(item, active, binary)
+                if why is not None:
+                    return why
+    finally:
+        active.discard(key)
+    return None
 
 
-if c_make_encoder is not None:
-    # One C encoder built once: JSONEncoder.encode builds a new one on every call.
-    # No circular-reference markers: a cycle ends in RecursionError, caught below.
-    _c_encoder = c_make_encoder(None, None, encode_basestring, None, ":", ",", False, False, False)
-
-    def _dumps(value: Any) -> str:
-        if type(value) is str:
-            return str(encode_basestring(value))
-        return "".join(_c_encoder(value, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _py_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-    def _dumps(value: Any) -> str:
-        return _py_encoder.encode(value)
+def _why_not(value: Any, binary: bool = False) -> str | None:
+    """:func:`_flaw` from the top, a stack overflow included."""
+    try:
+        return _flaw(value, set(), binary)
+    except RecursionError:
+        return _DEEP
 
 
-_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
+def _strict_json(value: Any) -> bytes | str:
+    """``value`` in JSON, or why it cannot travel as JSON.
+
+    msgspec encodes more than JSON's model (a set as an array, bytes as base64): the
+    encoded value decoded again must equal ``value``, which costs two C passes. Only
+    when it does not (tuples, number keys, or a value to refuse) is it walked in
+    Python to tell which.
+    """
+    try:
+        out = _encode(value)
+        if _decode(out) == value:
+            return out
+    except (TypeError, ValueError, RecursionError):
+        out = b""
+    why = _why_not(value)
+    if why is not None:
+        return why
+    return out or _encode(value)
 
 
 def encode_message(
@@ -73,10 +138,10 @@ def encode_message(
         msg["opts"] = opts
     if fmt == "msgpack":
         return _encode_msgpack(msg)
-    try:
-        return _dumps(msg).encode()
-    except _ENCODE_ERRORS as exc:
-        raise SerializationError(_explain(name, args, kwargs, exc)) from None
+    out = _strict_json(msg)
+    if isinstance(out, str):
+        raise SerializationError(_explain(name, args, kwargs, out))
+    return out
 
 
 def decode_message(payload: bytes) -> dict[str, Any]:
@@ -94,8 +159,8 @@ def decode_message(payload: bytes) -> dict[str, Any]:
         msg = _decode_msgpack(payload)
     else:
         try:
-            msg = _loads_payload(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            msg = _decode(payload)
+        except msgspec.DecodeError as exc:
             raise SerializationError(f"payload is not valid JSON: {exc}") from None
     if type(msg) is not dict or msg.get("v") != ENVELOPE_VERSION:
         raise SerializationError(f"payload is not a DTQ v{ENVELOPE_VERSION} message envelope")
@@ -108,31 +173,22 @@ def decode_message(payload: bytes) -> dict[str, Any]:
 
 def dumps(value: Any) -> str:
     """Encode any JSON value compactly (results, records, snapshots)."""
-    try:
-        return _dumps(value)
-    except _ENCODE_ERRORS as exc:
-        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
+    return _to_json(value, "value").decode()
 
 
 def loads(text: str | bytes) -> Any:
     """Decode a JSON value."""
     try:
-        return _loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return _decode(text)
+    except msgspec.DecodeError as exc:
         raise SerializationError(f"not valid JSON: {exc}") from None
-
-
-_SCALARS = frozenset({type(None), bool, int, str})
 
 
 def check_json(value: Any, what: str) -> None:
     """Raise a clear error if ``value`` cannot travel as JSON (e.g. a task result)."""
     if type(value) in _SCALARS:
         return
-    try:
-        _dumps(value)
-    except _ENCODE_ERRORS as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+    _to_json(value, what)
 
 
 def json_form(value: Any, what: str) -> Any:
@@ -146,51 +202,49 @@ def json_form(value: Any, what: str) -> Any:
     """
     if type(value) in _SCALARS:
         return value
-    try:
-        return _loads(_dumps(value))
-    except _ENCODE_ERRORS as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+    return _decode(_to_json(value, what))
 
 
-def _explain(name: str, args: Any, kwargs: Any, exc: Exception) -> str:
+def _to_json(value: Any, what: str) -> bytes:
+    out = _strict_json(value)
+    if isinstance(out, str):
+        raise SerializationError(f"{what} is not JSON-serializable: {out}")
+    return out
+
+
+def _explain(name: str, args: Any, kwargs: Any, why: str) -> str:
+    """The refusal of a message, naming the first argument that cannot travel."""
     for i, arg in enumerate(args if isinstance(args, list | tuple) else ()):
-        try:
-            _dumps(arg)
-        except _ENCODE_ERRORS as inner:
+        inner = _why_not(arg)
+        if inner is not None:
             return (
                 f"task {name!r}: argument {i} ({type(arg).__name__}) is not JSON-serializable "
-                f"({_why(inner)}); pass plain data (str, int, float, bool, None, list, dict)"
+                f"({inner}); pass plain data (str, int, float, bool, None, list, dict)"
             )
     for key, val in kwargs.items() if isinstance(kwargs, dict) else ():
-        try:
-            _dumps(val)
-        except _ENCODE_ERRORS as inner:
+        inner = _why_not(val)
+        if inner is not None:
             return (
                 f"task {name!r}: keyword argument {key!r} ({type(val).__name__}) is not "
-                f"JSON-serializable ({_why(inner)}); pass plain data (str, int, float, bool, "
+                f"JSON-serializable ({inner}); pass plain data (str, int, float, bool, "
                 "None, list, dict)"
             )
-    return f"task {name!r}: arguments are not JSON-serializable: {exc}"
+    return f"task {name!r}: the message is not JSON-serializable: {why}"
 
 
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
-        return "it contains itself"
-    if isinstance(exc, ValueError):
-        return "NaN and Infinity are not JSON"
-    return "no JSON form for this type"
+_msgpack_encode = msgspec.msgpack.Encoder().encode
+_msgpack_decode = msgspec.msgpack.decode
 
 
 def _encode_msgpack(msg: dict[str, Any]) -> bytes:
+    # JSON's values, plus bytes and NaN; a set or a date is refused as with JSON (it
+    # would arrive as something else).
+    why = _why_not(msg, binary=True)
+    if why is not None:
+        raise SerializationError(f"task {msg['task']!r}: arguments are not msgpack-able: {why}")
     try:
-        import msgpack  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise SerializationError(
-            "codec 'msgpack' needs the msgpack package: pip install msgpack"
-        ) from None
-    try:
-        return MSGPACK_MARK + bytes(msgpack.packb(msg, use_bin_type=True))
-    except (TypeError, ValueError) as exc:
+        return MSGPACK_MARK + _msgpack_encode(msg)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(
             f"task {msg['task']!r}: arguments are not msgpack-able: {exc}"
         ) from None
@@ -198,10 +252,6 @@ def _encode_msgpack(msg: dict[str, Any]) -> bytes:
 
 def _decode_msgpack(payload: bytes) -> Any:
     try:
-        import msgpack
-    except ImportError:
-        raise SerializationError("a msgpack payload arrived but msgpack is not installed") from None
-    try:
-        return msgpack.unpackb(payload[1:], raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
+        return _msgpack_decode(payload[1:])
+    except msgspec.DecodeError as exc:
         raise SerializationError(f"payload is not valid msgpack: {exc}") from None

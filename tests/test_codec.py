@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
+import datetime
+import decimal
+import enum
 import json
 import math
 import pickle
+import uuid
+from collections import OrderedDict, namedtuple
 from typing import Any
 
 import hypothesis.strategies as st
+import msgspec
 import pytest
 from hypothesis import given, settings
 
@@ -19,11 +25,10 @@ from dtq_core.codec import (
     decode_message,
     dumps,
     encode_message,
+    json_form,
     loads,
 )
 from dtq_core.errors import SerializationError
-
-HAS_MSGPACK = importlib.util.find_spec("msgpack") is not None
 
 # JSON values that survive a round trip unchanged (no NaN, string keys, lists not tuples).
 JSON_SCALARS = st.one_of(
@@ -115,6 +120,31 @@ def test_decode_tolerates_trailing_whitespace() -> None:
 
 class Opaque:
     pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+class Mode(str, enum.Enum):  # noqa: UP042 - the pre-StrEnum idiom users have
+    FAST = "fast"
+
+
+class Name(str):
+    pass
+
+
+PointTuple = namedtuple("PointTuple", "x y")
 
 
 def test_non_serializable_positional_arg_is_named_by_index() -> None:
@@ -257,7 +287,6 @@ def test_task_name_and_id_are_required_strings(field: str, value: Any) -> None:
 # -- msgpack -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not HAS_MSGPACK, reason="msgpack is not installed")
 @settings(max_examples=25, deadline=None)
 @given(args=ARGS, kwargs=KWARGS, opts=OPTS)
 def test_msgpack_round_trip(args: list[Any], kwargs: dict[str, Any], opts: dict[str, Any]) -> None:
@@ -271,14 +300,102 @@ def test_msgpack_round_trip(args: list[Any], kwargs: dict[str, Any], opts: dict[
     assert msg.get("opts", {}) == opts
 
 
-@pytest.mark.skipif(not HAS_MSGPACK, reason="msgpack is not installed")
 def test_msgpack_errors() -> None:
     with pytest.raises(SerializationError, match="msgpack"):
         encode_message("t1", "x", [Opaque()], {}, fmt="msgpack")
     with pytest.raises(SerializationError, match="msgpack"):
         decode_message(MSGPACK_MARK + b"\xc1\xc1")
-    import msgpack
-
-    wrong = MSGPACK_MARK + msgpack.packb({"v": 2, "id": "t", "task": "x", "args": [], "kwargs": {}})
+    wrong = MSGPACK_MARK + msgspec.msgpack.encode(
+        {"v": 2, "id": "t", "task": "x", "args": [], "kwargs": {}}
+    )
     with pytest.raises(SerializationError, match="envelope"):
         decode_message(wrong)
+
+
+# -- only JSON's data model travels (msgspec would encode more) ----------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1, 2},
+        frozenset({1}),
+        b"raw",
+        bytearray(b"x"),
+        datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        uuid.UUID(int=1),
+        decimal.Decimal("1.5"),
+        Point(1, 2),
+        Colour.RED,
+        {True: 1},
+    ],
+    ids=[
+        "set",
+        "frozenset",
+        "bytes",
+        "bytearray",
+        "datetime",
+        "uuid",
+        "decimal",
+        "dataclass",
+        "plain-enum",
+        "bool-key",
+    ],
+)
+def test_values_that_would_arrive_changed_are_refused(value: Any) -> None:
+    with pytest.raises(SerializationError, match=r"argument 1 .*no JSON form"):
+        encode_message("t1", "x", ["ok", [value]], {})
+    with pytest.raises(SerializationError, match="task result"):
+        check_json({"r": value}, "task result")
+
+
+def test_values_json_always_took_travel_as_before() -> None:
+    args = [
+        (1, 2),
+        {1: "a", 2.5: "b"},
+        Size.BIG,
+        Mode.FAST,
+        Name("alice"),
+        2**80,
+        OrderedDict(a=1),
+        PointTuple(1, 2),
+    ]
+    msg = decode_message(encode_message("t1", "x", args, {}))
+    assert msg["args"] == [
+        [1, 2],
+        {"1": "a", "2.5": "b"},
+        3,
+        "fast",
+        "alice",
+        2**80,
+        {"a": 1},
+        [1, 2],
+    ]
+    assert json_form({"t": (1, (2,))}, "r") == {"t": [1, [2]]}
+    assert dumps([Name("x"), 1.5]) == '["x",1.5]'
+
+
+def test_deep_nesting_is_refused_with_a_reason() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(SerializationError, match=r"argument 0 .*nested too deeply"):
+        encode_message("t1", "x", [deep], {})
+
+
+def test_messages_written_by_the_standard_library_still_decode() -> None:
+    """Payloads stored by earlier versions (json.dumps, any spacing, ASCII escapes)."""
+    old = json.dumps(
+        {"v": 1, "id": "t1", "task": "app.greet", "args": ["héllo", 1.5], "kwargs": {"n": None}}
+    ).encode()
+    assert b"\\u00e9" in old and b", " in old
+    msg = decode_message(old)
+    assert msg["args"] == ["héllo", 1.5]
+    assert msg["kwargs"] == {"n": None}
+
+
+def test_msgpack_carries_bytes_and_refuses_sets() -> None:
+    msg = decode_message(encode_message("t1", "x", [b"\x00\xff", math.inf], {}, fmt="msgpack"))
+    assert msg["args"] == [b"\x00\xff", math.inf]
+    with pytest.raises(SerializationError, match="msgpack"):
+        encode_message("t1", "x", [{1, 2}], {}, fmt="msgpack")

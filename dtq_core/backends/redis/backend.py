@@ -31,15 +31,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dtq_core.backends.base import Backend, Capabilities, NewTask, Transition
-from dtq_core.backends.redis import fetch_scripts, scripts, sweep
+from dtq_core.backends.redis import enqueue_scripts, fetch_scripts, scripts, sweep
 from dtq_core.backends.redis.auth import password_for
+from dtq_core.backends.redis.enqueue import EnqueueMixin
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
 from dtq_core.backends.redis.leases import LeaseMixin
 from dtq_core.backends.redis.metrics import MetricsMixin
 from dtq_core.backends.redis.pages import PageMixin
 from dtq_core.backends.redis.queries import QueryMixin
-from dtq_core.backends.redis.records import _opt, _s
+from dtq_core.backends.redis.records import _s
 from dtq_core.backends.redis.urls import (
     _LazyCluster,
     parse_url,
@@ -51,14 +52,13 @@ from dtq_core.redact import redact_text, redact_url
 from dtq_core.task import TaskState
 
 log = logging.getLogger("dtq.redis")
-#: Seconds an id's claim by a queue is honoured even though that queue holds no record
-#: of it yet (its script is on its way); after that, a claim without a record is stale.
-OWNER_GRACE_S = 60.0
 S = TaskState
 _LOOPBACK = ("localhost", "127.0.0.1", "::1", "")
 
 
-class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend):
+class RedisBackend(
+    EnqueueMixin, LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixin, Backend
+):
     """Queues, leases, dead letters and keys in Redis, shared by every process."""
 
     capabilities = Capabilities(
@@ -121,7 +121,8 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             self._scripts.append(script)
             return script
 
-        self._enqueue = reg(scripts.ENQUEUE)
+        self._enqueue = reg(enqueue_scripts.ENQUEUE)
+        self._enqueue_owned = reg(enqueue_scripts.ENQUEUE_OWNED)
         self._claim = reg(fetch_scripts.CLAIM)
         self._idle = reg(fetch_scripts.IDLE)
         self._ack_many = reg(fetch_scripts.ACK_MANY)
@@ -198,138 +199,7 @@ class RedisBackend(LeaseMixin, PageMixin, QueryMixin, KeyValueMixin, MetricsMixi
             self._pool.shutdown(wait=False)
             self._pool = None
 
-    def _ensure_queue(self, queue: str, pipe: Any) -> None:
-        if queue not in self._known:
-            pipe.sadd(self.keys.queues, queue)
-            pipe.rpush(self.keys.new_queues, queue)
-            pipe.ltrim(self.keys.new_queues, -64, -1)
-            self._known.add(queue)
-
-    def _args(self, t: NewTask) -> list[Any]:
-        return [
-            t.id,
-            t.name,
-            t.queue,
-            t.priority,
-            t.payload,
-            _opt(t.eta),
-            t.max_retries,
-            _opt(t.time_limit),
-            t.dedup_key or "",
-            t.replayed_from or "",
-            t.workflow or "",
-        ]
-
     # -- queue -------------------------------------------------------------------------
-
-    def enqueue(self, task: NewTask, now: float) -> list[Transition]:
-        """Store a new task (one round trip with its index entry)."""
-        return self.enqueue_many([task], now)
-
-    def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
-        """Store tasks: claim their ids, then one script per queue (two round trips).
-
-        Each id's owner key (its own slot, see :meth:`Keys.owner`) is claimed with
-        ``SET NX`` first; an id owned by another queue is refused before anything is
-        written (see :meth:`_claim_ids`). The queue scripts then create the records,
-        one per queue, all in one pipeline.
-        """
-        by_q: dict[str, list[NewTask]] = {}
-        for t in tasks:
-            by_q.setdefault(t.queue, []).append(t)
-        self._claim_ids([(t.id, t.queue) for t in tasks], now)
-        waits = self._n_waits(by_q)
-
-        def run() -> Any:
-            pipe = self.r.pipeline(transaction=False)
-            for q, ts in by_q.items():
-                self._ensure_queue(q, pipe)
-                argv: list[Any] = [repr(now), self.maxlen]
-                for t in ts:
-                    argv.extend(self._args(t))
-                self._in(pipe, self._enqueue, self.keys.script_keys(q), argv)
-            self._wait_replicas(pipe, by_q)
-            return pipe.execute()
-
-        # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
-        out = self._call(run, idempotent_dup=True)
-        if out is not None:
-            self._check_waited(out, waits)
-        return [Transition(t.id, t.name, t.queue, None, S.PENDING) for t in tasks]
-
-    def _claim_ids(self, ids: Sequence[tuple[str, str]], now: float) -> None:
-        """Claim each id's owner key (``<claimed at>|<queue>``) for its queue, or refuse.
-
-        An id already owned by its own queue passes (that queue's script refuses a live
-        duplicate, and a retry after a lost reply is recognised). One owned by another
-        queue is refused, unless the claim is stale: older than :data:`OWNER_GRACE_S`
-        and that queue holds no record of the id (the owner key outlived a purge or an
-        expiry that died half way, or a producer died between the claim and its
-        script). A stale claim is taken over with a compare-and-set. The grace keeps a
-        claim whose script is still on its way from being taken: the id is never held
-        by two queues.
-
-        Raises:
-            BackendError: An id is held by another queue (nothing was stored).
-        """
-        mark = f"{now!r}|"
-
-        def claim() -> Any:
-            pipe = self.r.pipeline(transaction=False)
-            for tid, q in ids:
-                pipe.set(self.keys.owner(tid), mark + q, nx=True, get=True)
-            return pipe.execute()
-
-        held: list[tuple[str, str, str, str, float]] = []
-        for (tid, q), old in zip(ids, self._call(claim), strict=True):
-            if old is not None:
-                at, _, other = _s(old).partition("|")
-                if other != q:
-                    held.append((tid, q, other, _s(old), float(at or 0)))
-        if not held:
-            return
-
-        def check() -> Any:
-            # Does the other queue still hold the record? If not, the claim may be stale.
-            pipe = self.r.pipeline(transaction=False)
-            for tid, _, other, _, _ in held:
-                pipe.exists(self.keys.record(other, tid))
-            return pipe.execute()
-
-        live: list[tuple[str, str, str, str, float]] = []
-        stale: list[tuple[str, str, str, str, float]] = []
-        for h, there in zip(held, self._call(check), strict=True):
-            (live if there or now - h[4] < OWNER_GRACE_S else stale).append(h)
-        if stale:
-
-            def take() -> Any:
-                pipe = self.r.pipeline(transaction=False)
-                for tid, q, _, raw, _ in stale:
-                    self._in(pipe, self._owner_take, [self.keys.owner(tid)], [raw, mark + q])
-                return pipe.execute()
-
-            live += [h for h, ok in zip(stale, self._call(take), strict=True) if not int(ok)]
-        if live:
-            refused = {h[0] for h in live}
-            self._release_ids([(tid, q) for tid, q in ids if tid not in refused])
-            tid, q, other = live[0][:3]
-            raise BackendError(
-                f"task id {tid!r} exists in queue {other!r}: a task id is unique across "
-                f"queues (refused for queue {q!r})"
-            )
-
-    def _release_ids(self, ids: Sequence[tuple[str, str]]) -> None:
-        """Delete the owner keys of ``ids`` that their queue still owns (one pipeline)."""
-        if not ids:
-            return
-
-        def run() -> Any:
-            pipe = self.r.pipeline(transaction=False)
-            for tid, q in ids:
-                self._in(pipe, self._owner_release, [self.keys.owner(tid)], [q])
-            return pipe.execute()
-
-        self._call(run)
 
     def reclaim_expired(self, now: float, max_deliveries: int) -> list[Transition]:
         """Requeue expired leases in every queue; DEAD (worker_lost) past the limit."""

@@ -40,15 +40,15 @@ end
 local function tick(now, counter, n)
   n = n or 1
   local k = T..':sec:'..math.floor(tonumber(now))
-  redis.call('HINCRBY', k, counter, n)
-  redis.call('EXPIRE', k, 120)
+  -- The second's hash is made by its first increment: its expiry is set then, once.
+  if redis.call('HINCRBY', k, counter, n) == n then redis.call('EXPIRE', k, 120) end
   redis.call('HINCRBY', T..':totals', counter, n)
 end
 local function ready(id, priority)
   local seq = redis.call('INCR', T..':seq')
   redis.call('ZADD', T..':ready', tonumber(priority) * 17179869184 + seq, id)
-  redis.call('RPUSH', T..':notify', 1)
-  redis.call('LTRIM', T..':notify', -64, -1)
+  -- Wakes blocked claimers (a BLPOP takes one each); 64 are enough to wake them all.
+  if redis.call('LLEN', T..':notify') < 64 then redis.call('RPUSH', T..':notify', 1) end
 end
 -- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
 local function jsonf(raw, default)
@@ -171,6 +171,8 @@ end
 -- trip of a claim after its wake-up. False: nobody is waiting (or the queue is paused).
 local function handoff(id, name, now, maxlen)
   if string.find(id, '\n', 1, true) or string.find(name, '\n', 1, true) then return false end
+  -- Nobody waiting (the usual case while producers outpace workers): one O(1) read.
+  if redis.call('ZCARD', T..':idle') == 0 then return false end
   if redis.call('EXISTS', T..':paused') == 1 then return false end
   -- Tasks already ready (a retry or promotion just landed) go first, in priority order.
   if redis.call('ZCARD', T..':ready') > 0 then return false end
@@ -212,16 +214,23 @@ local function unbox(worker)
   redis.call('DEL', box)
   return boxed
 end
+-- create's optional fields, a[9] to a[12].
+local OPTIONAL = {'dedup_key', 'replayed_from', 'workflow', 'edits'}
 local function create(a, now, maxlen)
   -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
   --    replayed_from, workflow, edits
   local rec = T..':t:'..a[1]
   if redis.call('EXISTS', rec) == 1 then return false end
+  -- Empty optional fields are left out (a missing one reads as empty everywhere):
+  -- fewer fields make the most frequent script cheaper.
   redis.call('HSET', rec, 'id', a[1], 'name', a[2], 'queue', a[3], 'priority', a[4],
              'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
-             'eta', '', 'max_retries', a[7], 'time_limit', a[8], 'attempt', 0,
-             'deliveries', 0, 'dedup_key', a[9], 'replayed_from', a[10], 'workflow', a[11],
-             'lease_token', 0, 'edits', a[12] or '')
+             'max_retries', a[7], 'time_limit', a[8], 'attempt', 0, 'deliveries', 0,
+             'lease_token', 0)
+  for j, field in ipairs(OPTIONAL) do
+    local v = a[j + 8]
+    if v and v ~= '' then redis.call('HSET', rec, field, v) end
+  end
   redis.call('HINCRBY', T..':counts', 'PENDING', 1)
   redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
   tick(now, 'enqueued')

@@ -8,6 +8,7 @@ stream (trimmed to ``maxlen``).
 
 from __future__ import annotations
 
+from dtq_core.backends.redis.enqueue_scripts import ENQUEUE
 from dtq_core.backends.redis.kv_scripts import (
     ADD_COUNTS,
     CAS,
@@ -47,25 +48,6 @@ __all__ = [
     "RESERVE",
 ]
 
-
-#: ARGV: now, maxlen, then 11 fields per task (see ``create``). Returns created count;
-#: an existing id is an error.
-ENQUEUE = (
-    COMMON
-    + r"""
-local now, maxlen = ARGV[1], ARGV[2]
-local n = 0
-for i = 3, #ARGV, 11 do
-  local a = {}
-  for j = 0, 10 do a[j + 1] = ARGV[i + j] end
-  if not create(a, now, maxlen) then
-    return redis.error_reply('DUP task id '..a[1]..' exists')
-  end
-  n = n + 1
-end
-return n
-"""
-)
 
 #: ARGV: id, token, error JSON, now, retry_at, dead_reason, expires_at, maxlen, worker,
 #: note. Returns the states passed through ({} when stale).

@@ -1,0 +1,251 @@
+"""Storing new tasks in Redis, each id claimed for its queue through its owner key.
+
+A task id is unique across queues: each id has an owner key (``{prefix:id:ID}``, value
+``<claimed at>|<queue>``, see :meth:`Keys.owner`) naming the queue that holds it, which
+is also how a task is found by id alone.
+
+- On one Redis, the owner keys and the queue's keys can be in one script:
+  ``ENQUEUE_OWNED`` claims the ids and creates the records atomically, in one round
+  trip (a batch of one queue: every single enqueue).
+- On a Redis Cluster, an owner key is in a slot of its own: the ids are claimed first
+  (``SET NX GET``, one pipeline), then each queue's ``ENQUEUE`` script creates the
+  records: two round trips. So is a batch over several queues on one Redis, which is
+  refused whole when one id is held elsewhere.
+
+Either way an id held by another queue is refused before anything is written, unless
+the claim is stale (older than :data:`OWNER_GRACE_S` and that queue holds no record of
+it: an expiry or purge died before deleting the owner key, or a producer died between
+its claim and its script), which is taken over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from dtq_core.backends.base import NewTask, Transition
+from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.enqueue_scripts import HELD
+from dtq_core.backends.redis.records import _opt, _s
+from dtq_core.errors import BackendError
+from dtq_core.task import TaskState
+
+#: Seconds an id's claim by a queue is honoured even though that queue holds no record
+#: of it yet (its script is on its way); after that, a claim without a record is stale.
+OWNER_GRACE_S = 60.0
+
+
+class EnqueueMixin(RedisClient):
+    """``enqueue`` and ``enqueue_many``, and the owner keys of task ids.
+
+    Mixed into :class:`~dtq_core.backends.redis.backend.RedisBackend`, which registers
+    the scripts in its constructor.
+    """
+
+    _enqueue: Any
+    _enqueue_owned: Any
+    _owner_take: Any
+    _owner_release: Any
+    #: Queues this process has added to the queue list (see :meth:`_ensure_queue`).
+    _known: set[str]
+
+    def enqueue(self, task: NewTask, now: float) -> list[Transition]:
+        """Store a new task (one round trip on one Redis, two on a cluster)."""
+        return self.enqueue_many([task], now)
+
+    def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
+        """Store tasks, each id claimed for its queue (see the module docstring).
+
+        Raises:
+            BackendError: An id is held by another queue (nothing was stored), or this
+                queue already holds it.
+        """
+        if not tasks:
+            return []
+        q = tasks[0].queue
+        if not self.cluster and all(t.queue == q for t in tasks):
+            self._enqueue_one_trip(q, tasks, now)
+        else:
+            self._enqueue_claimed(tasks, now)
+        pending = TaskState.PENDING
+        return [Transition(t.id, t.name, t.queue, None, pending) for t in tasks]
+
+    def _enqueue_one_trip(self, q: str, tasks: Sequence[NewTask], now: float) -> None:
+        """One Redis: ``ENQUEUE_OWNED`` claims the ids and stores the tasks of queue ``q``."""
+        keys = self.keys.script_keys(q)
+        keys.extend(self.keys.owner(t.id) for t in tasks)
+        argv: list[Any] = [_pack([repr(now), self.maxlen, OWNER_GRACE_S, self.keys.prefix])]
+        for t in tasks:
+            argv += _task_args(t)
+        sha = self._enqueue_owned.sha
+        direct = q in self._known and self.wait_replicas <= 0
+
+        def run() -> Any:
+            if direct:  # the usual case: no pipeline to build for one command
+                return [self.r.evalsha(sha, len(keys), *keys, *argv)]
+            pipe = self.r.pipeline(transaction=False)
+            self._ensure_queue(q, pipe)
+            pipe.evalsha(sha, len(keys), *keys, *argv)
+            self._wait_replicas(pipe, (q,))
+            return pipe.execute()
+
+        # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
+        out = self._call(run, idempotent_dup=True)
+        if out is None:
+            return
+        waits = 1 if self.wait_replicas > 0 else 0
+        reply = out[-1 - waits]
+        if isinstance(reply, list) and _s(reply[0]) == HELD:
+            raise _held(_s(reply[1]), q, _s(reply[2]))
+        self._check_waited(out, waits)
+
+    def _enqueue_claimed(self, tasks: Sequence[NewTask], now: float) -> None:
+        """Claim the ids' owner keys, then one ``ENQUEUE`` per queue (two round trips)."""
+        by_q: dict[str, list[NewTask]] = {}
+        for t in tasks:
+            by_q.setdefault(t.queue, []).append(t)
+        self._claim_ids([(t.id, t.queue) for t in tasks], now)
+        waits = self._n_waits(by_q)
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for q, ts in by_q.items():
+                self._ensure_queue(q, pipe)
+                argv: list[Any] = [_pack([repr(now), self.maxlen])]
+                for t in ts:
+                    argv += _task_args(t)
+                self._in(pipe, self._enqueue, self.keys.script_keys(q), argv)
+            self._wait_replicas(pipe, by_q)
+            return pipe.execute()
+
+        out = self._call(run, idempotent_dup=True)
+        if out is not None:
+            self._check_waited(out, waits)
+
+    def _ensure_queue(self, queue: str, pipe: Any) -> None:
+        """Add ``queue`` to the queue list on ``pipe`` (once per process and queue)."""
+        if queue not in self._known:
+            pipe.sadd(self.keys.queues, queue)
+            pipe.rpush(self.keys.new_queues, queue)
+            pipe.ltrim(self.keys.new_queues, -64, -1)
+            self._known.add(queue)
+
+    @staticmethod
+    def _args(t: NewTask) -> list[Any]:
+        """The 11 script arguments of a new task (see ``create`` in the scripts)."""
+        return [
+            t.id,
+            t.name,
+            t.queue,
+            t.priority,
+            t.payload,
+            _opt(t.eta),
+            t.max_retries,
+            _opt(t.time_limit),
+            t.dedup_key or "",
+            t.replayed_from or "",
+            t.workflow or "",
+        ]
+
+    def _claim_ids(self, ids: Sequence[tuple[str, str]], now: float) -> None:
+        """Claim each id's owner key (``<claimed at>|<queue>``) for its queue, or refuse.
+
+        An id already owned by its own queue passes (that queue's script refuses a live
+        duplicate, and a retry after a lost reply is recognised). One owned by another
+        queue is refused, unless the claim is stale (see the module docstring): then it
+        is taken over with a compare-and-set. The grace keeps a claim whose script is
+        still on its way from being taken: the id is never held by two queues.
+
+        Raises:
+            BackendError: An id is held by another queue (nothing was stored).
+        """
+        mark = f"{now!r}|"
+
+        def claim() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for tid, q in ids:
+                pipe.set(self.keys.owner(tid), mark + q, nx=True, get=True)
+            return pipe.execute()
+
+        held: list[tuple[str, str, str, str, float]] = []
+        for (tid, q), old in zip(ids, self._call(claim), strict=True):
+            if old is not None:
+                at, _, other = _s(old).partition("|")
+                if other != q:
+                    held.append((tid, q, other, _s(old), float(at or 0)))
+        if not held:
+            return
+
+        def check() -> Any:
+            # Does the other queue still hold the record? If not, the claim may be stale.
+            pipe = self.r.pipeline(transaction=False)
+            for tid, _, other, _, _ in held:
+                pipe.exists(self.keys.record(other, tid))
+            return pipe.execute()
+
+        live: list[tuple[str, str, str, str, float]] = []
+        stale: list[tuple[str, str, str, str, float]] = []
+        for h, there in zip(held, self._call(check), strict=True):
+            (live if there or now - h[4] < OWNER_GRACE_S else stale).append(h)
+        if stale:
+
+            def take() -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for tid, q, _, raw, _ in stale:
+                    self._in(pipe, self._owner_take, [self.keys.owner(tid)], [raw, mark + q])
+                return pipe.execute()
+
+            live += [h for h, ok in zip(stale, self._call(take), strict=True) if not int(ok)]
+        if live:
+            refused = {h[0] for h in live}
+            self._release_ids([(tid, q) for tid, q in ids if tid not in refused])
+            tid, q, other = live[0][:3]
+            raise _held(tid, q, other)
+
+    def _release_ids(self, ids: Sequence[tuple[str, str]]) -> None:
+        """Delete the owner keys of ``ids`` that their queue still owns (one pipeline)."""
+        if not ids:
+            return
+
+        def run() -> Any:
+            pipe = self.r.pipeline(transaction=False)
+            for tid, q in ids:
+                self._in(pipe, self._owner_release, [self.keys.owner(tid)], [q])
+            return pipe.execute()
+
+        self._call(run)
+
+
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def _task_args(t: NewTask) -> tuple[bytes, bytes]:
+    """A new task as the enqueue scripts take it: its fields in msgpack, its payload.
+
+    Two arguments instead of eleven: redis-py encodes every argument in Python, which
+    was a fifth of a single enqueue's time. Times travel as ``repr`` strings (the
+    record keeps them exactly); ``False`` holds the payload's place.
+    """
+    fields = [
+        t.id,
+        t.name,
+        t.queue,
+        t.priority,
+        False,
+        _opt(t.eta),
+        t.max_retries,
+        _opt(t.time_limit),
+        t.dedup_key or "",
+        t.replayed_from or "",
+        t.workflow or "",
+    ]
+    return _pack(fields), t.payload
+
+
+def _held(task_id: str, queue: str, other: str) -> BackendError:
+    return BackendError(
+        f"task id {task_id!r} exists in queue {other!r}: a task id is unique across "
+        f"queues (refused for queue {queue!r})"
+    )
