@@ -133,6 +133,8 @@ def encode_message(
     Raises:
         SerializationError: When an argument is not JSON-serializable, naming it.
     """
+    if type(args) is tuple:  # the usual call (``delay(*args)``): compared as a list below
+        args = list(args)
     msg = {"v": ENVELOPE_VERSION, "id": task_id, "task": name, "args": args, "kwargs": kwargs}
     if opts:
         msg["opts"] = opts
