@@ -19,11 +19,10 @@ import collections.abc
 import inspect
 import socket
 import struct
-import types
 import typing
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import msgspec
 
@@ -108,7 +107,18 @@ BACKEND_READS = frozenset(
     }
 )
 
-encode = msgspec.msgpack.Encoder().encode
+
+def _iterable(value: Any) -> Any:
+    """What msgpack has no type for, as a list: iterators, generators, dict views.
+
+    The encoder's fallback (sets, tuples and every other value msgspec encodes itself).
+    """
+    if isinstance(value, collections.abc.Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} cannot travel to the owner")
+
+
+encode = msgspec.msgpack.Encoder(enc_hook=_iterable).encode
 
 
 class Hello(msgspec.Struct, forbid_unknown_fields=False):
@@ -155,7 +165,7 @@ class Method:
                 extra[key] = value
         if self.var_keyword is not None:
             out[self.params.index(self.var_keyword)] = extra
-        return [_plain(v) for v in out]
+        return out
 
     def unpack(self, raw: bytes | msgspec.Raw) -> tuple[list[Any], dict[str, Any]]:
         """Decoded, type-checked ``(args, kwargs)`` of a request."""
@@ -170,30 +180,6 @@ class Method:
             else:
                 args.append(value)
         return args, kwargs
-
-
-def _plain(value: Any) -> Any:
-    """Values msgpack cannot carry as they are: sets and iterators become lists."""
-    if isinstance(value, set | frozenset | collections.abc.Iterator | types.GeneratorType):
-        return list(value)
-    return value
-
-
-def _wire_type(tp: Any) -> Any:
-    """The type a hint travels as: abstract collections become lists."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        inner = tuple(dict.fromkeys(_wire_type(a) for a in get_args(tp)))
-        return inner[0] if len(inner) == 1 else Union[inner]  # noqa: UP007
-    if origin in (collections.abc.Sequence, collections.abc.Iterable):
-        (item,) = get_args(tp)
-        return list[_wire_type(item)]  # type: ignore[misc]
-    if origin in (list, set, frozenset):
-        (item,) = get_args(tp)
-        return origin[_wire_type(item)]
-    if origin is tuple:
-        return tuple[tuple(_wire_type(a) for a in get_args(tp))]  # type: ignore[misc]
-    return tp
 
 
 def _method(cls: type, name: str) -> Method:
@@ -213,7 +199,7 @@ def _method(cls: type, name: str) -> Method:
             continue
         if p.kind is p.KEYWORD_ONLY:
             keywords.add(p.name)
-        tp = _wire_type(hints.get(p.name, Any))
+        tp = hints.get(p.name, Any)
         if p.default is p.empty:
             fields.append((p.name, tp, msgspec.NODEFAULT))
             defaults.append(None)
@@ -231,7 +217,7 @@ def _method(cls: type, name: str) -> Method:
         var_keyword,
         tuple(defaults),
         msgspec.msgpack.Decoder(struct_type),
-        msgspec.msgpack.Decoder(Any if ret is None else _wire_type(ret)),
+        msgspec.msgpack.Decoder(Any if ret is None else ret),
     )
 
 
