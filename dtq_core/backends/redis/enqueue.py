@@ -93,6 +93,7 @@ class EnqueueMixin(RedisClient):
 
         # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
         out = self._call(run, idempotent_dup=True)
+        self._known.add(q)
         if out is None:
             return
         waits = 1 if self.wait_replicas > 0 else 0
@@ -121,16 +122,20 @@ class EnqueueMixin(RedisClient):
             return pipe.execute()
 
         out = self._call(run, idempotent_dup=True)
+        self._known.update(by_q)
         if out is not None:
             self._check_waited(out, waits)
 
     def _ensure_queue(self, queue: str, pipe: Any) -> None:
-        """Add ``queue`` to the queue list on ``pipe`` (once per process and queue)."""
+        """Add ``queue`` to the queue list on ``pipe`` unless this process did already.
+
+        The caller marks it known once the pipeline ran: a pipeline lost to a dropped
+        connection is sent again whole, the queue's listing with it.
+        """
         if queue not in self._known:
             pipe.sadd(self.keys.queues, queue)
             pipe.rpush(self.keys.new_queues, queue)
             pipe.ltrim(self.keys.new_queues, -64, -1)
-            self._known.add(queue)
 
     @staticmethod
     def _args(t: NewTask) -> list[Any]:

@@ -57,15 +57,22 @@ local function jsonf(raw, default)
   if ok and type(v) == type(default) then return v end
   return default
 end
-local STATES = {PENDING = 1, RUNNING = 1, SUCCESS = 1, FAILED = 1, RETRY = 1, DEAD = 1,
-                CANCELLED = 1}
--- The fields every transition of a task reads, and what each must hold.
-local FIELDS = {'state', 'name', 'payload', 'enqueued_at', 'time_limit', 'max_retries',
-                'attempt', 'deliveries', 'priority', 'lease_token', 'queue', 'id'}
-local KINDS = {state = 'state', name = 'text', payload = 'any', enqueued_at = 'number',
-               time_limit = 'number?', max_retries = 'integer', attempt = 'integer',
-               deliveries = 'integer', priority = 'integer', lease_token = 'integer',
-               queue = 'any', id = 'any'}
+-- The task states; the fields every transition of a task reads, and what each must
+-- hold. Built by `tables()` on a script's first `read` only: building them on every
+-- call cost more than the rest of this prelude (an enqueue with nobody waiting never
+-- reads a record). Code that reads them runs after a `read`.
+local STATES, FIELDS, KINDS
+local function tables()
+  if STATES then return end
+  STATES = {PENDING = 1, RUNNING = 1, SUCCESS = 1, FAILED = 1, RETRY = 1, DEAD = 1,
+            CANCELLED = 1}
+  FIELDS = {'state', 'name', 'payload', 'enqueued_at', 'time_limit', 'max_retries',
+            'attempt', 'deliveries', 'priority', 'lease_token', 'queue', 'id'}
+  KINDS = {state = 'state', name = 'text', payload = 'any', enqueued_at = 'number',
+           time_limit = 'number?', max_retries = 'integer', attempt = 'integer',
+           deliveries = 'integer', priority = 'integer', lease_token = 'integer',
+           queue = 'any', id = 'any'}
+end
 local function flaw_of(name, v)
   local kind = KINDS[name]
   if v == false then return "field '"..name.."' is missing" end
@@ -89,6 +96,7 @@ end
 -- Every script reads a record through this before it writes anything: Redis does not
 -- roll a script back, so a failure half-way would leave a record in no structure.
 local function read(id)
+  tables()
   local f = redis.pcall('HMGET', T..':t:'..id, unpack(FIELDS))
   if f.err then return {}, 'the record is not a hash' end
   if f[1] == false and redis.call('EXISTS', T..':t:'..id) == 0 then return f, nil end
@@ -102,6 +110,7 @@ end
 -- and an error naming what is wrong. A key that is not a hash is kept beside as
 -- `<key>:malformed` and a record is written in its place. Returns the task's name.
 local function malformed(id, why, now, maxlen)
+  tables()
   local rec = T..':t:'..id
   redis.call('ZREM', T..':ready', id)
   redis.call('ZREM', T..':delayed', id)
@@ -214,8 +223,6 @@ local function unbox(worker)
   redis.call('DEL', box)
   return boxed
 end
--- create's optional fields, a[9] to a[12].
-local OPTIONAL = {'dedup_key', 'replayed_from', 'workflow', 'edits'}
 local function create(a, now, maxlen)
   -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
   --    replayed_from, workflow, edits
@@ -227,10 +234,10 @@ local function create(a, now, maxlen)
              'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
              'max_retries', a[7], 'time_limit', a[8], 'attempt', 0, 'deliveries', 0,
              'lease_token', 0)
-  for j, field in ipairs(OPTIONAL) do
-    local v = a[j + 8]
-    if v and v ~= '' then redis.call('HSET', rec, field, v) end
-  end
+  if a[9] ~= '' then redis.call('HSET', rec, 'dedup_key', a[9]) end
+  if a[10] ~= '' then redis.call('HSET', rec, 'replayed_from', a[10]) end
+  if a[11] ~= '' then redis.call('HSET', rec, 'workflow', a[11]) end
+  if a[12] and a[12] ~= '' then redis.call('HSET', rec, 'edits', a[12]) end
   redis.call('HINCRBY', T..':counts', 'PENDING', 1)
   redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
   tick(now, 'enqueued')
