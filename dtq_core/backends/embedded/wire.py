@@ -22,7 +22,7 @@ import struct
 import typing
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -182,6 +182,18 @@ class Method:
         return args, kwargs
 
 
+def _wire_type(tp: Any) -> Any:
+    """A hint as msgspec decodes it: ``Iterable[X]`` as ``list[X]``.
+
+    msgspec takes every other hint of the protocols as it is (dataclasses, named
+    tuples, enums, unions, ``Sequence``), but an ``Iterable`` it decodes unchecked.
+    """
+    if get_origin(tp) in (collections.abc.Iterable, collections.abc.Iterator):
+        (item,) = get_args(tp)
+        return list[_wire_type(item)]  # type: ignore[misc]
+    return tp
+
+
 def _method(cls: type, name: str) -> Method:
     fn = getattr(cls, name)
     hints = get_type_hints(fn)
@@ -199,7 +211,7 @@ def _method(cls: type, name: str) -> Method:
             continue
         if p.kind is p.KEYWORD_ONLY:
             keywords.add(p.name)
-        tp = hints.get(p.name, Any)
+        tp = _wire_type(hints.get(p.name, Any))
         if p.default is p.empty:
             fields.append((p.name, tp, msgspec.NODEFAULT))
             defaults.append(None)
