@@ -112,12 +112,11 @@ def _strict_json(value: Any) -> bytes | str:
         out = _encode(value)
         if _decode(out) == value:
             return out
-    except (TypeError, ValueError, RecursionError):
-        out = b""
+    except (TypeError, ValueError, RecursionError, msgspec.MsgspecError) as exc:
+        why = _why_not(value)
+        return f"no JSON form ({exc})" if why is None else why
     why = _why_not(value)
-    if why is not None:
-        return why
-    return out or _encode(value)
+    return out if why is None else why
 
 
 def encode_message(

@@ -58,9 +58,9 @@ local function jsonf(raw, default)
   return default
 end
 -- The task states; the fields every transition of a task reads, and what each must
--- hold. Built by `tables()` on a script's first `read` only: building them on every
--- call cost more than the rest of this prelude (an enqueue with nobody waiting never
--- reads a record). Code that reads them runs after a `read`.
+-- hold. Built by `tables()` on a script's first `read` only: they were most of the
+-- cost of this prelude, paid by every script call, and an enqueue with nobody waiting
+-- never reads a record. Code that reads them runs after a `read`.
 local STATES, FIELDS, KINDS
 local function tables()
   if STATES then return end
