@@ -216,15 +216,15 @@ def _to_json(value: Any, what: str) -> bytes:
 def _explain(name: str, args: Any, kwargs: Any, why: str) -> str:
     """The refusal of a message, naming the first argument that cannot travel."""
     for i, arg in enumerate(args if isinstance(args, list | tuple) else ()):
-        inner = _why_not(arg)
-        if inner is not None:
+        inner = _strict_json(arg)
+        if isinstance(inner, str):
             return (
                 f"task {name!r}: argument {i} ({type(arg).__name__}) is not JSON-serializable "
                 f"({inner}); pass plain data (str, int, float, bool, None, list, dict)"
             )
     for key, val in kwargs.items() if isinstance(kwargs, dict) else ():
-        inner = _why_not(val)
-        if inner is not None:
+        inner = _strict_json(val)
+        if isinstance(inner, str):
             return (
                 f"task {name!r}: keyword argument {key!r} ({type(val).__name__}) is not "
                 f"JSON-serializable ({inner}); pass plain data (str, int, float, bool, "

@@ -399,3 +399,12 @@ def test_msgpack_carries_bytes_and_refuses_sets() -> None:
     assert msg["args"] == [b"\x00\xff", math.inf]
     with pytest.raises(SerializationError, match="msgpack"):
         encode_message("t1", "x", [{1, 2}], {}, fmt="msgpack")
+
+
+def test_a_value_whose_conversion_fails_is_refused_in_one_line() -> None:
+    class Weird(str):
+        def __str__(self) -> str:
+            raise TypeError("no text for you")
+
+    with pytest.raises(SerializationError, match=r"argument 0 \(Weird\).*no text for you"):
+        encode_message("t1", "x", [Weird("w")], {})
