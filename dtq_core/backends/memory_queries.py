@@ -1,4 +1,8 @@
-"""Read-only views of the in-memory backend (queues, records, dead letters), as a mixin."""
+"""Read-only views of the in-memory tasks: queues, records, dead letters.
+
+:class:`TaskQueries` reads a :class:`~dtq_core.backends.memory_tasks.TaskTable` under its
+owner's lock and returns copies, never the live records. It holds no state of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,23 @@ import dataclasses
 import threading
 
 from dtq_core.backends.base import QueueStats
-from dtq_core.backends.memory_index import TaskIndex
+from dtq_core.backends.memory_tasks import TaskTable
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor
-from dtq_core.queue import IndexedHeap
 from dtq_core.task import TaskRecord, TaskState
 
 
-class QueryMixin:
+class TaskQueries:
     """Queue depths, peeks, record lookups and listings, and dead-letter listings.
 
-    Mixed into :class:`~dtq_core.backends.memory.MemoryBackend`, which creates the state
-    in its constructor; every method returns copies, never the live records.
+    Args:
+        tasks: The tasks to read.
+        lock: The lock their owner changes them under.
     """
 
-    _lock: threading.Lock | threading.RLock
-    _records: dict[str, TaskRecord]
-    _index: TaskIndex
-    _ready: dict[str, IndexedHeap]
-    _delayed: IndexedHeap
-    _dead: dict[str, None]
-    _paused: set[str]
-    _counts: dict[TaskState, int]
-    _running: dict[str, int]
+    def __init__(self, tasks: TaskTable, lock: threading.Lock) -> None:
+        self._t = tasks
+        self._lock = lock
 
     # -- queues ------------------------------------------------------------------------
 
@@ -36,18 +34,18 @@ class QueryMixin:
         """Depth figures of every known queue."""
         with self._lock:
             delayed: dict[str, int] = {}
-            if len(self._delayed) <= 50_000:  # beyond that, count delayed lazily as 0/queue
-                for task_id in self._delayed:
-                    q = self._records[task_id].queue
+            if len(self._t.delayed) <= 50_000:  # beyond that, count delayed lazily as 0/queue
+                for task_id in self._t.delayed:
+                    q = self._t.records[task_id].queue
                     delayed[q] = delayed.get(q, 0) + 1
-            names = set(self._ready) | set(self._running) | self._paused | set(delayed)
+            names = set(self._t.ready) | set(self._t.running) | self._t.paused | set(delayed)
             return [
                 QueueStats(
                     name,
-                    len(self._ready.get(name, ())),
+                    len(self._t.ready.get(name, ())),
                     delayed.get(name, 0),
-                    self._running.get(name, 0),
-                    name in self._paused,
+                    self._t.running.get(name, 0),
+                    name in self._t.paused,
                 )
                 for name in sorted(names)
             ]
@@ -55,31 +53,31 @@ class QueryMixin:
     def peek(self, queue: str, limit: int) -> list[TaskRecord]:
         """The next ``limit`` ready tasks of ``queue``."""
         with self._lock:
-            heap = self._ready.get(queue)
+            heap = self._t.ready.get(queue)
             if heap is None:
                 return []
-            return [dataclasses.replace(self._records[i]) for i, _ in heap.smallest(limit)]
+            return [dataclasses.replace(self._t.records[i]) for i, _ in heap.smallest(limit)]
 
     # -- records -----------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord | None:
         """A copy of the record."""
         with self._lock:
-            rec = self._records.get(task_id)
+            rec = self._t.records.get(task_id)
             return None if rec is None else dataclasses.replace(rec)
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids starting with ``prefix`` (an exact id alone), from the record index."""
         with self._lock:
-            if prefix in self._records:
+            if prefix in self._t.records:
                 return [prefix]
             # Copy the keys under the lock (about 1 ms per 100,000); match outside it.
-            ids = list(self._records)
+            ids = list(self._t.records)
         return sorted(i for i in ids if i.startswith(prefix))[:limit]
 
     def get_state(self, task_id: str) -> TaskState | None:
         """Only the state (no copy)."""
-        rec = self._records.get(task_id)
+        rec = self._t.records.get(task_id)
         return None if rec is None else rec.state
 
     def list_tasks(
@@ -101,12 +99,12 @@ class QueryMixin:
         """A sorted page of the records matching ``flt``, from the sort index."""
         after = check_cursor(sort, after)
         with self._lock:
-            page = self._index.page(flt, now, sort, descending, after, offset, max(0, limit))
+            page = self._t.index.page(flt, now, sort, descending, after, offset, max(0, limit))
             return dataclasses.replace(page, records=[dataclasses.replace(r) for r in page.records])
 
     def count_by_state(self) -> dict[TaskState, int]:
         """Retained records per state."""
-        return dict(self._counts)
+        return dict(self._t.counts)
 
     # -- dead letters ------------------------------------------------------------------
 
@@ -115,7 +113,7 @@ class QueryMixin:
     ) -> list[TaskRecord]:
         """Dead tasks matching ``flt``, newest first."""
         with self._lock:
-            recs = [self._records[i] for i in reversed(self._dead)]
+            recs = [self._t.records[i] for i in reversed(self._t.dead)]
         return self._page(recs, flt, now, offset, limit)
 
     def _page(
@@ -141,7 +139,7 @@ class QueryMixin:
     def count_dead(self, flt: TaskFilter | None = None, now: float = 0.0) -> int:
         """How many dead tasks match."""
         if flt is None or flt.is_empty():
-            return len(self._dead)
+            return len(self._t.dead)
         with self._lock:
-            recs = [self._records[i] for i in self._dead]
+            recs = [self._t.records[i] for i in self._t.dead]
         return sum(1 for r in recs if flt.matches(r, now))

@@ -13,8 +13,11 @@ Recovery: newest valid checkpoint, then replay of the later records, then every 
 that was RUNNING is requeued with its delivery counted (dead-lettered as
 ``worker_lost`` past the delivery limit).
 
-This module owns the directory (lock, recovery, checkpoints); the logged operations
-and their replay are in :mod:`.logged`, the record types and bodies in :mod:`.oplog`.
+The backend composes the in-memory state machine and the log: it is a
+:class:`~dtq_core.backends.local.LocalBackend` (the same state machine as ``memory://``)
+whose journal is the write-ahead log (:mod:`.journal`). This module owns the directory
+(lock, recovery, checkpoints); replay is in :mod:`.replay`, the record codec in
+:mod:`.oplog`, version-1 data in :mod:`.legacy`, and the format in ``FORMAT.md``.
 """
 
 from __future__ import annotations
@@ -29,27 +32,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from dtq_core.backends.base import Capabilities
+from dtq_core.backends.base import Capabilities, Transition
 from dtq_core.backends.embedded.checkpoint import (
     load_latest_checkpoint,
     prune_checkpoints,
     write_checkpoint,
 )
-from dtq_core.backends.embedded.logged import LoggedMemoryBackend
-from dtq_core.backends.embedded.oplog import (
-    OP_CALL,
-    OP_CLAIM,
-    OP_ENQ,
-    OP_KVDEL,
-    OP_KVSET,
-    OP_NAMES,
-    OP_NAMES_BY_TYPE,
-    OP_PROMOTE,
-    OP_RECLAIM,
-)
+from dtq_core.backends.embedded.journal import WalJournal
+from dtq_core.backends.embedded.oplog import LOG_FORMAT
+from dtq_core.backends.embedded.replay import Replayer
 from dtq_core.backends.embedded.state import dump_state, load_state
 from dtq_core.backends.embedded.wal import FsyncFn, FsyncMode, WriteAheadLog
-from dtq_core.backends.memory import MemoryBackend
+from dtq_core.backends.local import LocalBackend
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.errors import (
     BackendError,
@@ -99,27 +93,26 @@ def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
     return Path(path).expanduser(), opts
 
 
-class EmbeddedBackend(LoggedMemoryBackend):
+class EmbeddedBackend(LocalBackend):
     """The default backend: a local data directory with a write-ahead log."""
 
     capabilities = Capabilities(
         durable=True, cross_process=False, blocking_claim=True, batch_acks=True
     )
-    reentrant = True
     #: Deliveries after which a task found RUNNING at recovery is dead-lettered.
     max_deliveries = 5
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK, fsync_fn: FsyncFn = os.fsync) -> None:
-        super().__init__(url, clock)
-        self.path, opts = parse_url(url)
+        path, opts = parse_url(url)
+        self._log = WalJournal(path)
+        super().__init__(url, clock, self._log)
+        self.path = path
         self.fsync: FsyncMode = opts.get("fsync", "always")
         self.interval_ms = int(opts.get("interval_ms", 50))
         self.checkpoint_bytes = int(opts.get("checkpoint_mb", 64) * 2**20)
         self.checkpoint_s = float(opts.get("checkpoint_s", 300))
         self.segment_bytes = int(opts.get("segment_mb", 16) * 2**20)
         self.fsync_fn = fsync_fn
-        self._wal: WriteAheadLog | None = None
-        self._replaying = False
         self._lock_fd = -1
         self._stats: dict[str, Any] = {}
         self._ckpt_at_bytes = 0
@@ -127,7 +120,11 @@ class EmbeddedBackend(LoggedMemoryBackend):
         self._ckpt_lsn = 0
         self._stop = threading.Event()
         self._ckpt_thread: threading.Thread | None = None
-        self._claim_lsn = threading.local()
+
+    @property
+    def _wal(self) -> WriteAheadLog | None:
+        """The open log (``None`` while the store is closed)."""
+        return self._log.wal
 
     # -- ownership, recovery, checkpoints ----------------------------------------------
 
@@ -193,69 +190,74 @@ class EmbeddedBackend(LoggedMemoryBackend):
             self._lock_fd = -1
 
     def _recover(self) -> None:
-        if self._records or self._kv or self._names:  # reopened after close(): start clean
-            MemoryBackend.__init__(self, self.url, self.clock)
-            self._ckpt_lsn = 0
+        if self._state.tasks.records or self._state.keys.kv or self._state.keys.names:
+            # Reopened after close(): start from a clean state machine.
+            LocalBackend.__init__(self, self.url, self.clock, self._log)
+        self._ckpt_lsn = 0
         ckpt = load_latest_checkpoint(self.path / "checkpoints")
         if ckpt is not None:
-            load_state(self, ckpt.body)
+            load_state(self._state, ckpt.body, ckpt.version)
             self._ckpt_lsn = ckpt.lsn
-        self._wal = WriteAheadLog(
+        wal = WriteAheadLog(
             self.path / "wal", self.fsync, self.interval_ms, self.segment_bytes, self.fsync_fn
         )
-        first = self._wal.recovery.first_lsn
-        if ckpt is not None and first > self._ckpt_lsn + 1 and self._wal.recovery.segments:
+        first = wal.recovery.first_lsn
+        if ckpt is not None and first > self._ckpt_lsn + 1 and wal.recovery.segments:
             # The segments between this checkpoint and the log were deleted after a newer
             # checkpoint that is now unreadable: replaying would skip them silently.
-            self._wal.close()
-            self._wal = None
+            wal.close()
             raise StoreCorrupted(
                 f"{self.path}: the newest valid checkpoint is at lsn {self._ckpt_lsn} but the "
                 f"log starts at lsn {first}; records in between are gone. Run `dtq wal verify "
                 f"{self.path}` and restore the newer checkpoint (skipped: "
-                f"{', '.join(str(p) for p in getattr(ckpt, 'skipped', ())) or 'none'})"
+                f"{', '.join(str(p) for p in ckpt.skipped) or 'none'})"
             )
-        replayed = 0
-        max_token = 0
-        self._replaying = True
+        replayer = Replayer(self._state, self.path)
         try:
-            for rec in self._wal.replay(self._ckpt_lsn + 1):
-                max_token = max(max_token, self._replay_record(rec.lsn, rec.rtype, rec.body))
-                replayed += 1
-        finally:
-            self._replaying = False
-        if max_token:
-            self._bump_tokens(max_token)
-        running = self._counts[TaskState.RUNNING]
-        with self._lock:
-            for task_id in list(self._leases):
-                self._leases.push(task_id, float("-inf"))
-        requeued = self.reclaim_expired(self.clock.now(), self.max_deliveries)
-        cut = self._wal.tail_cut
+            for rec in wal.replay(self._ckpt_lsn + 1):
+                replayer.apply(rec.lsn, rec.rtype, rec.body)
+        except BaseException:
+            wal.close()
+            raise
+        self._log.wal = wal
+        running = self._state.tasks.counts[TaskState.RUNNING]
+        requeued = self._requeue_running()
+        cut = wal.tail_cut
+        found = 1 if replayer.v1_records or (ckpt is not None and ckpt.version == 1) else 2
         self._stats.update(
             checkpoint_lsn=self._ckpt_lsn,
-            replayed_records=replayed,
-            recovered_tasks=sum(self._counts[s] for s in (TaskState.PENDING, TaskState.RETRY)),
+            replayed_records=replayer.records,
+            recovered_tasks=sum(
+                self._state.tasks.counts[s] for s in (TaskState.PENDING, TaskState.RETRY)
+            ),
             requeued_running=running,
             worker_lost=sum(1 for t in requeued if t.new is TaskState.DEAD),
-            dropped_bytes=getattr(cut, "dropped_bytes", 0) if cut else 0,
-            broken_copy=str(getattr(cut, "broken_copy", "")) if cut else "",
+            dropped_bytes=cut.dropped_bytes if cut else 0,
+            broken_copy=str(cut.broken_copy or "") if cut else "",
+            format_found=found,
+            format_version=LOG_FORMAT,
+            converted_records=replayer.v1_records,
+            converted_checkpoint=ckpt is not None and ckpt.version == 1,
         )
+        if replayer.malformed:
+            self._stats["malformed_records"] = replayer.malformed
         self._ckpt_at_bytes = 0
         self._ckpt_at_time = time.monotonic()
+        if found < LOG_FORMAT:
+            # The conversion: the state goes to a version-2 checkpoint, and what recovery
+            # reads from now on is version 2 only.
+            self._stats["converted_at_lsn"] = self.checkpoint()
 
-    def _bump_tokens(self, max_token: int) -> None:
-        import itertools
-
-        nxt = next(self._tokens)
-        self._tokens = itertools.count(max(nxt, max_token + 1))
+    def _requeue_running(self) -> list[Transition]:
+        """Requeue every task found RUNNING (its worker died with the old owner), logged."""
+        return self._leases.reclaim_all(self.clock.now(), self.max_deliveries)
 
     def checkpoint(self) -> int:
         """Write a checkpoint of the live state and drop the log segments it covers."""
-        wal = self._require_wal()
+        wal = self._log.require()
         with self._lock:
             lsn = wal.next_lsn - 1
-            body = dump_state(self)
+            body = dump_state(self._state)
         wal.sync()  # the log is durable up to the checkpoint before the checkpoint exists
         root = self.path / "checkpoints"
         write_checkpoint(root, lsn, body, self.fsync_fn)
@@ -292,7 +294,7 @@ class EmbeddedBackend(LoggedMemoryBackend):
                 if wal is not None:
                     wal.close()
             finally:
-                self._wal = None
+                self._log.wal = None
                 self._release_ownership()
 
     def info(self) -> dict[str, Any]:
@@ -337,17 +339,4 @@ def lock_holder(path: Path) -> int | None:
         os.close(fd)
 
 
-__all__ = [
-    "OP_CALL",
-    "OP_CLAIM",
-    "OP_ENQ",
-    "OP_KVDEL",
-    "OP_KVSET",
-    "OP_NAMES",
-    "OP_NAMES_BY_TYPE",
-    "OP_PROMOTE",
-    "OP_RECLAIM",
-    "EmbeddedBackend",
-    "lock_holder",
-    "parse_url",
-]
+__all__ = ["EmbeddedBackend", "lock_holder", "parse_url"]

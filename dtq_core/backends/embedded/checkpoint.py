@@ -26,8 +26,10 @@ from dtq_core.errors import StoreCorrupted, StoreFailed
 
 #: First bytes of every checkpoint file.
 MAGIC = b"DTQCKPT\n"
-#: Checkpoint layout version.
-FORMAT_VERSION = 1
+#: Checkpoint version written: it is also the version of the body (see ``.state``).
+FORMAT_VERSION = 2
+#: Versions read: 1 (a JSON body, converted when the store opens) and 2.
+READ_VERSIONS = frozenset({1, 2})
 #: Checkpoint file names: ``checkpoint-`` + the LSN, zero-padded to 16 digits, + ``.ckpt``.
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d{16})\.ckpt$")
 
@@ -55,6 +57,8 @@ class Checkpoint:
     body: bytes
     path: Path
     skipped: tuple[SkippedCheckpoint, ...] = ()
+    #: The format version of the file and its body.
+    version: int = FORMAT_VERSION
 
 
 def checkpoint_name(lsn: int) -> str:
@@ -116,14 +120,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
     magic, version, lsn, length = _HEADER.unpack_from(data)
     (crc,) = _CRC.unpack_from(data, _HEADER.size)
     body = data[_HEADER_SIZE:]
-    if magic != MAGIC or version != FORMAT_VERSION:
+    if magic != MAGIC or version not in READ_VERSIONS:
         raise StoreCorrupted(f"checkpoint {path} has a bad magic or version")
     if length != len(body) or zlib.crc32(body, zlib.crc32(data[: _HEADER.size])) != crc:
         raise StoreCorrupted(f"checkpoint {path} fails its checksum")
     match = CHECKPOINT_NAME.match(path.name)
     if match is None or int(match[1]) != lsn:
         raise StoreCorrupted(f"checkpoint {path} holds lsn {lsn}, not the one in its name")
-    return Checkpoint(lsn, body, path)
+    return Checkpoint(lsn, body, path, version=version)
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -156,7 +160,7 @@ def load_latest_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint | No
             log.warning("skipping invalid checkpoint %s: %s", path, exc)
             skipped.append(SkippedCheckpoint(path, str(exc)))
             continue
-        return Checkpoint(found.lsn, found.body, found.path, tuple(skipped))
+        return Checkpoint(found.lsn, found.body, found.path, tuple(skipped), found.version)
     if skipped:
         names = ", ".join(s.path.name for s in skipped)
         raise StoreCorrupted(f"no valid checkpoint in {directory}; invalid: {names}")

@@ -134,10 +134,21 @@ def verify(directory: str | os.PathLike[str]) -> VerifyReport:
 
 def inspect(directory: str | os.PathLike[str], limit: int | None = None) -> Iterator[InspectRow]:
     """Yield the valid records of a log (as :func:`verify` finds them), at most ``limit``."""
+    for row, _ in inspect_bodies(directory, limit):
+        yield row
+
+
+def inspect_bodies(
+    directory: str | os.PathLike[str], limit: int | None = None
+) -> Iterator[tuple[InspectRow, bytes]]:
+    """As :func:`inspect`, each row with the record's body."""
     if limit is not None and limit <= 0:
         return
     for count, (path, frame) in enumerate(_walk(Path(directory)), start=1):
-        yield InspectRow(frame.lsn, frame.rtype, len(frame.body), path.name, frame.offset)
+        yield (
+            InspectRow(frame.lsn, frame.rtype, len(frame.body), path.name, frame.offset),
+            frame.body,
+        )
         if count == limit:
             return
 

@@ -15,6 +15,28 @@ from dtq_core.errors import BackendUnavailable, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
+class UpgradeReport:
+    """What ``upgrade`` found and did: the store opened, converting older data."""
+
+    directory: Path
+    #: The oldest format version found in what recovery read (checkpoint and log).
+    found_version: int
+    #: The version the store is at now.
+    version: int
+    #: Version-1 log records converted to typed records.
+    converted_records: int
+    #: Whether a version-1 checkpoint was converted.
+    converted_checkpoint: bool
+    #: The checkpoint that holds the converted state (0 when nothing was converted).
+    checkpoint_lsn: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was converted."""
+        return self.found_version < self.version
+
+
+@dataclass(frozen=True, slots=True)
 class CompactReport:
     """What ``compact`` did: a checkpoint, then the log segments it covers deleted."""
 
@@ -95,13 +117,18 @@ class WalTools:
         return wal.verify(_wal_dir(_store(path)))
 
     def inspect(self, path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-        """Records as ``lsn, type, kind, length, segment, offset`` rows."""
-        from dtq_core.backends.embedded.backend import OP_NAMES_BY_TYPE
+        """Records as ``lsn, type, version, kind, length, segment, offset`` rows.
+
+        ``kind`` is the record's type (``enqueue``, ``ack``...; ``v1 call`` and the like
+        for version-1 records), ``version`` its format version.
+        """
+        from dtq_core.backends.embedded import oplog
 
         rows = []
-        for r in wal.inspect(_wal_dir(_store(path)), limit):
+        for r, body in wal.inspect_bodies(_wal_dir(_store(path)), limit):
             row = r._asdict()
-            row["kind"] = OP_NAMES_BY_TYPE.get(r.rtype, "hole" if r.rtype == 0 else "?")
+            row["version"] = oplog.version_of(r.rtype)
+            row["kind"] = oplog.kind(r.rtype, body)
             rows.append(row)
         return rows
 
@@ -110,6 +137,32 @@ class WalTools:
         path = _store(path)
         with _unowned(path):
             return wal.repair(_wal_dir(path))
+
+    def upgrade(self, path: Path) -> UpgradeReport:
+        """Open the store (which converts older data to the current format) and close it.
+
+        Refuses while a process owns the store, as the other tools that change it do.
+        """
+        from dtq_core.backends.embedded.backend import EmbeddedBackend
+
+        path = _store(path)
+        with _unowned(path):
+            pass  # a clear refusal naming the owner, before the open below tries
+        backend = EmbeddedBackend(f"embedded://{path}")
+        backend.open()
+        try:
+            info = backend.info()
+        finally:
+            backend.close()
+        converted = int(info["format_found"]) < int(info["format_version"])
+        return UpgradeReport(
+            path,
+            int(info["format_found"]),
+            int(info["format_version"]),
+            int(info["converted_records"]),
+            bool(info["converted_checkpoint"]),
+            int(info.get("converted_at_lsn", 0)) if converted else 0,
+        )
 
     def compact(self, path: Path) -> CompactReport:
         """Open the store, write a checkpoint and drop the segments it covers."""

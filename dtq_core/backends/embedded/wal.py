@@ -40,6 +40,7 @@ from dtq_core.backends.embedded.salvage import (
     VerifyReport,
     finish_interrupted_repair,
     inspect,
+    inspect_bodies,
     repair,
     verify,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "finish_interrupted_repair",
     "fsync_directory",
     "inspect",
+    "inspect_bodies",
     "list_segments",
     "read_log",
     "repair",

@@ -384,7 +384,7 @@ def mode_ckpt(cfg: dict[str, Any]) -> None:
     b = open_backend(cfg["url"], clock, fsync_fn=fsync_fn)
     expect = deterministic_workload(b, clock)
     say("EXPECT", json.dumps(expect))
-    say("SEGMENTS", len(b._require_wal().segments()))
+    say("SEGMENTS", len(b._log.require().segments()))
 
     real_write_all = checkpoint_mod.write_all
     real_replace = os.replace

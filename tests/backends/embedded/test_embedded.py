@@ -502,4 +502,4 @@ def test_expired_keys_are_swept_without_being_read(tmp_path: Path) -> None:
         b.set_key(f"k{i}", "v", 60, clock.now())
     clock.advance(3600)
     b.expire(clock.now())
-    assert len(b._kv) == 0
+    assert not b._state.keys.kv

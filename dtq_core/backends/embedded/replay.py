@@ -1,0 +1,94 @@
+"""Replay of the log at recovery: each record decoded by its schema and applied.
+
+A version-2 record is decoded by one ``msgspec`` decoder of the union of all record
+types and applied by the state machine's function for its type; a version-1 record is
+first mapped to typed records by :mod:`.legacy` (and counted: the store converts it).
+A record that cannot be applied is handled as :mod:`.malformed` says: a task it names is
+dead-lettered, anything else is skipped, counted and logged. Records are checked before
+they change anything, so a skipped one leaves no half of itself behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dtq_core.backends.changes import Enqueue
+from dtq_core.backends.embedded import oplog
+from dtq_core.backends.embedded.legacy import decode_v1
+from dtq_core.backends.embedded.malformed import (
+    MALFORMED,
+    MalformedTasks,
+    placeholder,
+    v2_enqueue,
+)
+from dtq_core.backends.memory_state import StateMachine
+from dtq_core.task import ErrorInfo
+
+log = logging.getLogger("dtq.embedded")
+
+
+class Replayer:
+    """Applies logged records to a state machine and counts what it met.
+
+    Args:
+        state: The state to apply them to (nothing else touches it during recovery).
+        path: The store's directory (for warnings).
+    """
+
+    def __init__(self, state: StateMachine, path: Path) -> None:
+        self._state = state
+        self._path = path
+        #: Records applied (or skipped) so far.
+        self.records = 0
+        #: Version-1 records among them (converted to typed records).
+        self.v1_records = 0
+        #: Records skipped as unusable.
+        self.malformed = 0
+
+    def apply(self, lsn: int, rtype: int, body: bytes) -> None:
+        """Apply one logged record; a malformed one is dead-lettered or skipped."""
+        self.records += 1
+        try:
+            self._apply(rtype, body)
+        except MALFORMED as exc:
+            self.malformed += 1
+            log.warning(
+                "%s: log record lsn %d (%s) cannot be applied and was skipped: %s: %s",
+                self._path,
+                lsn,
+                oplog.kind(rtype, body),
+                type(exc).__name__,
+                exc,
+            )
+
+    def _apply(self, rtype: int, body: bytes) -> None:
+        state = self._state
+        try:
+            if rtype == oplog.RECORD_V2:
+                try:
+                    change = oplog.DECODER.decode(body)
+                except oplog.DECODE_ERRORS:
+                    found = v2_enqueue(body)
+                    if found is None:
+                        raise
+                    raise found from None
+                state.apply(change)
+                return
+            self.v1_records += 1
+            for change in decode_v1(rtype, body):
+                state.apply(change)
+        except MalformedTasks as bad:
+            self._bury(bad)
+
+    def _bury(self, bad: MalformedTasks) -> None:
+        """Enqueue the good tasks of a malformed enqueue, dead-letter the named bad ones."""
+        tasks = self._state.tasks
+        marks = [placeholder(d) for d, _ in bad.bad]
+        fresh = [t for t in bad.good + marks if t.id not in tasks.records]
+        if len({t.id for t in fresh}) != len(fresh) or len(fresh) != len(bad.good) + len(marks):
+            raise ValueError("a malformed task reuses an existing id")
+        self._state.apply(Enqueue(bad.now, fresh))
+        for (_, why), mark in zip(bad.bad, marks, strict=True):
+            error = ErrorInfo("MalformedRecord", why)
+            tasks.bury_pending(mark.id, error, "malformed record", bad.now)

@@ -1,0 +1,133 @@
+"""What a local backend does with each change once applied: nothing, or log it.
+
+:class:`~dtq_core.backends.local.LocalBackend` hands every change record to a
+:class:`Journal` through its :class:`WritePath`: ``memory://`` uses :class:`NoJournal`,
+the embedded store its write-ahead log
+(:class:`~dtq_core.backends.embedded.journal.WalJournal`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from dtq_core.backends.base import NewTask
+from dtq_core.backends.changes import Change, TaskSpec
+from dtq_core.backends.memory_state import StateMachine
+
+
+class Journal(Protocol):
+    """Where a backend's changes go once applied (the embedded store's log)."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether the journal failed stop (changes are refused from then on)."""
+
+    def check(self) -> None:
+        """Raise :class:`~dtq_core.errors.StoreFailed` once the journal failed."""
+
+    def encode(self, change: Change) -> bytes:
+        """The record's bytes; raises :class:`~dtq_core.errors.SerializationError`."""
+
+    def submit(self, raw: bytes) -> int:
+        """Append an encoded record (lock held); its position, or 0 if not kept."""
+
+    def wait(self, lsn: int) -> None:
+        """Return once ``lsn`` is durable (lock not held)."""
+
+    def wait_written(self, lsn: int) -> None:
+        """Return once ``lsn`` is written to the OS (lock not held)."""
+
+
+class NoJournal:
+    """The journal of ``memory://``: changes are applied and forgotten."""
+
+    failed = False
+
+    def check(self) -> None:
+        """Never failed."""
+
+    def encode(self, change: Change) -> bytes:
+        """Nothing to encode."""
+        return b""
+
+    def submit(self, raw: bytes) -> int:
+        """Nothing kept."""
+        return 0
+
+    def wait(self, lsn: int) -> None:
+        """Nothing to wait for."""
+
+    def wait_written(self, lsn: int) -> None:
+        """Nothing to wait for."""
+
+
+def spec_of(t: NewTask) -> TaskSpec:
+    """A new task as its change record holds it."""
+    return TaskSpec(
+        t.id,
+        t.name,
+        t.queue,
+        t.priority,
+        t.payload,
+        t.eta,
+        t.max_retries,
+        t.time_limit,
+        t.dedup_key,
+        t.replayed_from,
+        t.workflow,
+    )
+
+
+class WritePath:
+    """The state machine, the lock and condition it is changed under, and its journal.
+
+    Every change of a local backend goes through :meth:`change` (or
+    :meth:`change_locked`): encoded, applied and submitted under the one lock, so the
+    journal's order is the state's order; the wait for durability happens outside it.
+
+    Args:
+        journal: Where applied changes go.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.lock = threading.Lock()
+        #: Claimers blocked waiting for work wait on this.
+        self.cond = threading.Condition(self.lock)
+        #: How many claimers wait on :attr:`cond`.
+        self.waiting = 0
+        self.state = StateMachine(self.wake)
+        self.journal = journal
+
+    def wake(self, everyone: bool) -> None:
+        """A task became ready (or a queue resumed): wake one waiting claimer, or all."""
+        if self.waiting:
+            if everyone:
+                self.cond.notify_all()
+            else:
+                self.cond.notify()
+
+    def change(self, change: Change, *, wait: bool = True) -> Any:
+        """Encode, apply and submit ``change``; wait for durability unless told not to.
+
+        The record is encoded before anything changes, so a record the journal refuses
+        refuses the change. A change whose result is falsy changed nothing and is not
+        logged.
+        """
+        j = self.journal
+        raw = j.encode(change)
+        j.check()
+        with self.lock:
+            j.check()  # again under the lock: no change after a failure
+            out = self.state.apply(change)
+            lsn = j.submit(raw) if out else 0
+        if wait:
+            j.wait(lsn)
+        return out
+
+    def change_locked(self, change: Change) -> tuple[Any, int]:
+        """Apply and submit ``change`` with the lock held (no wait): result and lsn."""
+        j = self.journal
+        raw = j.encode(change)
+        out = self.state.apply(change)
+        return out, (j.submit(raw) if out else 0)

@@ -1,0 +1,197 @@
+"""Leases of the in-memory tasks: claims, acknowledgements, failures, lost workers.
+
+The task changes that start and end a lease, as functions of the
+:class:`~dtq_core.backends.memory_tasks.TaskTable` they change (called with the owner's
+lock held), one per record type of :mod:`dtq_core.backends.changes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from dtq_core.backends.base import Delivery, Transition
+from dtq_core.backends.changes import Ack, Bury, Claim, Fail, Reclaim, Release
+from dtq_core.backends.memory_tasks import TaskTable
+from dtq_core.queue import IndexedHeap
+from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+
+S = TaskState
+
+
+def pick(t: TaskTable, queues: Sequence[str] | None, limit: int) -> list[str]:
+    """Take up to ``limit`` ready ids off their heaps, best first (for a claim)."""
+    out: list[str] = []
+    while len(out) < limit:
+        heap = _best(t, queues)
+        if heap is None:
+            break
+        task_id = heap.pop()
+        assert task_id is not None
+        out.append(task_id)
+    return out
+
+
+def _best(t: TaskTable, queues: Sequence[str] | None) -> IndexedHeap | None:
+    ready, paused = t.ready, t.paused
+    if queues is None:
+        best: IndexedHeap | None = None
+        best_order: tuple[float, int] | None = None
+        for name, heap in ready.items():
+            if not heap or name in paused:
+                continue
+            order = heap.head_order()
+            if best_order is None or (order is not None and order < best_order):
+                best, best_order = heap, order
+        return best
+    for name in queues:
+        found = ready.get(name)
+        if found and name not in paused:
+            return found
+    return None
+
+
+def claim(t: TaskTable, c: Claim) -> list[Delivery]:
+    """Lease the named tasks (taken off their ready heaps if still there)."""
+    records = t.records
+    for task_id, _ in c.tasks:  # all known, or nothing is applied
+        records[task_id]
+    out = []
+    for task_id, token in c.tasks:
+        rec = records[task_id]
+        heap = t.ready.get(rec.queue)
+        if heap is not None:
+            heap.remove(task_id)
+        out.append(_start(t, rec, c.worker, token, c.deadline, c.now))
+        if token >= t.next_token:
+            t.next_token = token + 1
+    return out
+
+
+def _start(
+    t: TaskTable, rec: TaskRecord, worker_id: str, token: int, deadline: float, now: float
+) -> Delivery:
+    t.move(rec, S.RUNNING)
+    rec.attempt += 1
+    rec.deliveries += 1
+    rec.worker = worker_id
+    rec.started_at = now
+    rec.finished_at = None
+    rec.lease_token = token
+    rec.lease_deadline = deadline
+    t.leases.push(rec.id, deadline)
+    return Delivery(
+        rec.id,
+        token,
+        rec.name,
+        rec.queue,
+        rec.payload,
+        rec.attempt,
+        rec.deliveries,
+        rec.enqueued_at,
+        now,
+        rec.time_limit,
+        rec.max_retries,
+    )
+
+
+def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
+    """RUNNING -> SUCCESS per ack; an empty list for a stale token."""
+    out: list[list[Transition]] = []
+    for task_id, token, result in c.acks:
+        rec = t.leased(task_id, token)
+        if rec is None:
+            out.append([])
+            continue
+        rec.result = result
+        rec.error = None
+        t.finish(rec, c.now)
+        out.append([t.move(rec, S.SUCCESS)])
+    return out
+
+
+def fail(t: TaskTable, c: Fail) -> list[Transition]:
+    """RUNNING -> FAILED, then -> RETRY or -> DEAD."""
+    rec = t.leased(c.task_id, c.token)
+    if rec is None:
+        return []
+    now, error = c.now, c.error
+    rec.error = error
+    rec.finished_at = now
+    out = [t.move(rec, S.FAILED, f"{error.type}: {error.message}")]
+    if c.retry_at is not None:
+        t.close_attempt(rec, S.FAILED.value)
+        out.append(t.move(rec, S.RETRY))
+        if c.retry_at > now:
+            t.schedule(rec, c.retry_at, now)
+        else:  # due at once: straight back to its queue
+            out.append(t.move(rec, S.PENDING))
+            t.schedule(rec, None, now)
+    elif c.dead_reason is not None:
+        rec.dead_reason = c.dead_reason
+        out.append(t.move(rec, S.DEAD, c.dead_reason))
+        t.dead[rec.id] = None
+    else:
+        t.finish(rec, now)
+    return out
+
+
+def bury(t: TaskTable, c: Bury) -> list[Transition]:
+    """RUNNING -> DEAD."""
+    rec = t.leased(c.task_id, c.token)
+    if rec is None:
+        return []
+    return [t.bury_record(rec, c.error, c.reason, c.now)]
+
+
+def release(t: TaskTable, c: Release) -> list[Transition]:
+    """RUNNING -> PENDING without counting an attempt."""
+    rec = t.leased(c.task_id, c.token)
+    if rec is None:
+        return []
+    rec.attempt -= 1
+    rec.deliveries -= 1
+    # Not an attempt: forget this start, so no phantom attempt shows.
+    rec.started_at = rec.worker = None
+    if rec.history:
+        last = rec.history[-1]
+        rec.started_at, rec.finished_at, rec.worker = (
+            last.started_at,
+            last.finished_at,
+            last.worker,
+        )
+    tr = t.move(rec, S.PENDING, c.note or None)
+    t.schedule(rec, c.eta, c.now)
+    return [tr]
+
+
+def extend(t: TaskTable, leases: Iterable[tuple[str, int]], deadline: float) -> None:
+    """Renew leases (not a logged change: leases do not survive a restart)."""
+    for task_id, token in leases:
+        rec = t.leased(task_id, token)
+        if rec is not None:
+            rec.lease_deadline = deadline
+            t.leases.push(task_id, deadline)
+
+
+def reclaim(t: TaskTable, c: Reclaim) -> list[Transition]:
+    """Requeue or dead-letter tasks whose lease ran out."""
+    records, now = t.records, c.now
+    for task_id, _ in c.tasks:
+        t.leases.remove(task_id)
+        t.lost.add(records[task_id])
+    out: list[Transition] = []
+    for task_id, bury in c.tasks:
+        rec = records[task_id]
+        lost = ErrorInfo("WorkerLost", f"lease expired on worker {rec.worker}")
+        if bury:
+            running = (records[i] for i in t.leases)
+            lost = replace(lost, beside=t.lost.beside(rec, running))
+            out.append(t.bury_record(rec, lost, "worker_lost", now))
+            continue
+        rec.error = lost
+        rec.finished_at = now
+        t.close_attempt(rec, "LOST")
+        out.append(t.move(rec, S.PENDING, "lease expired: requeued"))
+        t.schedule(rec, None, now)
+    return out

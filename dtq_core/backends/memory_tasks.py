@@ -1,0 +1,277 @@
+"""The tasks of the in-memory state machine: records, queues, leases, dead letters.
+
+:class:`TaskTable` owns every structure that holds a task and applies the task changes of
+:mod:`dtq_core.backends.changes`, one method per record type (the changes of leases are
+functions of the table, in :mod:`~dtq_core.backends.memory_leases`). It never locks: its owner
+(:class:`~dtq_core.backends.local.LocalBackend`) calls it with its lock held.
+
+Invariants: every record is in ``records`` and the sort ``index``; a PENDING task is in
+exactly one of its queue's ``ready`` heap or ``delayed`` (by eta); a RETRY task is in
+``delayed``; a RUNNING task is in ``leases`` (by deadline); a DEAD task is in ``dead``
+(in order of death); a finished task has an entry in ``expiry``. ``counts`` and
+``running`` count records per state and RUNNING tasks per queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dtq_core.backends.base import Transition
+from dtq_core.backends.changes import (
+    Cancel,
+    Enqueue,
+    Expire,
+    Pause,
+    Promote,
+    Purge,
+    Replay,
+    TaskSpec,
+)
+from dtq_core.backends.lost import LostLog
+from dtq_core.backends.memory_index import TaskIndex
+from dtq_core.errors import BackendError, IllegalTransition, TaskNotFound
+from dtq_core.queue import IndexedHeap
+from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
+
+S = TaskState
+#: Final states whose records expire (DEAD stays until purged).
+LIVE_END = frozenset({S.SUCCESS, S.FAILED, S.CANCELLED})
+
+
+def new_record(spec: TaskSpec, now: float, **extra: Any) -> TaskRecord:
+    """A PENDING record for ``spec`` enqueued at ``now``."""
+    return TaskRecord(
+        spec.id,
+        spec.name,
+        spec.queue,
+        spec.priority,
+        spec.payload,
+        S.PENDING,
+        now,
+        now,
+        max_retries=spec.max_retries,
+        time_limit=spec.time_limit,
+        dedup_key=spec.dedup_key,
+        replayed_from=spec.replayed_from,
+        workflow=spec.workflow,
+        **extra,
+    )
+
+
+class TaskTable:
+    """Every task structure, and the changes that move tasks between them.
+
+    Args:
+        wake: Called when a task becomes ready (``True``: wake every waiting claimer).
+    """
+
+    def __init__(self, wake: Callable[[bool], None]) -> None:
+        self.records: dict[str, TaskRecord] = {}
+        self.index = TaskIndex(self.records, self._state_members)
+        self.ready: dict[str, IndexedHeap] = {}
+        self.delayed = IndexedHeap()
+        self.leases = IndexedHeap()
+        self.lost = LostLog()
+        self.dead: dict[str, None] = {}  # insertion order = time of death
+        self.paused: set[str] = set()
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self.running: dict[str, int] = {}
+        self.expiry: deque[tuple[float, str]] = deque()
+        #: The lease token the next claim gives (tokens never repeat, across restarts).
+        self.next_token = 1
+        #: Seconds a finished record is kept; read when the task finishes.
+        self.result_ttl = 600.0
+        #: Finished records kept at most.
+        self.max_results = 100_000
+        self._wake = wake
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def move(self, rec: TaskRecord, new: TaskState, note: str | None = None) -> Transition:
+        """Change ``rec``'s state, keeping counts, the index and the leases in step."""
+        old = rec.state
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(rec.id, old.value, new.value)
+        counts = self.counts
+        counts[old] -= 1
+        counts[new] += 1
+        rec.state = new
+        self.index.moved(rec, old)
+        if old is S.RUNNING:
+            self.running[rec.queue] -= 1
+            self.leases.remove(rec.id)
+            rec.lease_deadline = None
+        elif new is S.RUNNING:
+            self.running[rec.queue] = self.running.get(rec.queue, 0) + 1
+        return Transition(rec.id, rec.name, rec.queue, old, new, note)
+
+    def schedule(self, rec: TaskRecord, eta: float | None, now: float) -> None:
+        """Put a PENDING or RETRY task in ``delayed`` (until ``eta``) or its ready heap."""
+        if eta is not None and eta > now:
+            rec.eta = eta
+            self.delayed.push(rec.id, eta)
+            return
+        rec.eta = None
+        heap = self.ready.get(rec.queue)
+        if heap is None:
+            heap = self.ready[rec.queue] = IndexedHeap()
+        heap.push(rec.id, rec.priority)
+        self._wake(False)
+
+    def leased(self, task_id: str, token: int) -> TaskRecord | None:
+        """The record if it is RUNNING under ``token``."""
+        rec = self.records.get(task_id)
+        if rec is None or rec.state is not S.RUNNING or rec.lease_token != token:
+            return None
+        return rec
+
+    def finish(self, rec: TaskRecord, now: float) -> None:
+        """Stamp the end of a task and queue its record for expiry."""
+        rec.finished_at = now
+        self.expiry.append((now + self.result_ttl, rec.id))
+
+    def close_attempt(self, rec: TaskRecord, outcome: str) -> None:
+        """Move the current attempt into the history with ``outcome``."""
+        rec.history = (
+            *rec.history,
+            Attempt(rec.attempt, rec.worker, rec.started_at, rec.finished_at, outcome, rec.error),
+        )
+
+    def _state_members(self, state: TaskState) -> Iterable[str]:
+        """Ids that may be in ``state`` (a superset), from the structures that hold them."""
+        if state is S.RUNNING:
+            return iter(self.leases)
+        if state is S.DEAD:
+            return iter(self.dead)
+        if state is S.RETRY:
+            return iter(self.delayed)
+        if state is S.PENDING:
+            return itertools.chain(self.delayed, *self.ready.values())
+        return (task_id for _, task_id in self.expiry)
+
+    def bury_record(self, rec: TaskRecord, error: ErrorInfo, reason: str, now: float) -> Transition:
+        """Dead-letter ``rec`` (its state must allow DEAD) for ``reason``."""
+        rec.error = error
+        rec.finished_at = now
+        rec.dead_reason = reason
+        self.dead[rec.id] = None
+        return self.move(rec, S.DEAD, reason)
+
+    def bury_pending(self, task_id: str, error: ErrorInfo, reason: str, now: float) -> None:
+        """PENDING -> DEAD (a logged task that cannot be read; see ``malformed``)."""
+        rec = self.records[task_id]
+        if not self.delayed.remove(task_id):
+            self.ready[rec.queue].remove(task_id)
+        self.bury_record(rec, error, reason, now)
+
+    def insert(self, rec: TaskRecord, eta: float | None, now: float) -> Transition:
+        """Add a new PENDING record (its id is known to be free)."""
+        self.records[rec.id] = rec
+        self.index.add(rec)
+        self.counts[S.PENDING] += 1
+        self.schedule(rec, eta, now)
+        return Transition(rec.id, rec.name, rec.queue, None, S.PENDING)
+
+    # -- queue ---------------------------------------------------------------------------
+
+    def enqueue(self, c: Enqueue) -> list[Transition]:
+        """Store new tasks; none is stored when one id exists already."""
+        seen: set[str] = set()
+        for spec in c.tasks:
+            if spec.id in self.records or spec.id in seen:
+                raise BackendError(f"task id {spec.id!r} already exists")
+            seen.add(spec.id)
+        return [self.insert(new_record(t, c.now), t.eta, c.now) for t in c.tasks]
+
+    def promote(self, c: Promote) -> list[Transition]:
+        """Move due delayed tasks into their ready queues (RETRY -> PENDING)."""
+        out: list[Transition] = []
+        for task_id in c.task_ids:
+            rec = self.records[task_id]
+            self.delayed.remove(task_id)
+            if rec.state is S.RETRY:
+                out.append(self.move(rec, S.PENDING))
+            self.schedule(rec, None, c.now)
+        return out
+
+    def cancel(self, c: Cancel) -> list[Transition]:
+        """PENDING/RETRY -> CANCELLED."""
+        rec = self.records.get(c.task_id)
+        if rec is None or rec.state not in (S.PENDING, S.RETRY):
+            return []
+        if not self.delayed.remove(c.task_id):
+            self.ready[rec.queue].remove(c.task_id)
+        self.finish(rec, c.now)
+        return [self.move(rec, S.CANCELLED, "cancelled")]
+
+    def pause(self, c: Pause) -> bool:
+        """Pause or resume a queue; whether anything changed."""
+        if c.paused == (c.queue in self.paused):
+            return False
+        if c.paused:
+            self.paused.add(c.queue)
+        else:
+            self.paused.discard(c.queue)
+            self._wake(True)
+        return True
+
+    # -- dead letters and expiry -----------------------------------------------------------
+
+    def replay(self, c: Replay) -> list[Transition]:
+        """Enqueue ``c.task`` as the replay of dead ``c.dead_id``."""
+        old = self.records.get(c.dead_id)
+        if old is None or old.state is not S.DEAD:
+            raise TaskNotFound(f"no dead task {c.dead_id!r}")
+        if c.task.id in self.records:
+            raise BackendError(f"task id {c.task.id!r} already exists")
+        edit = c.edit
+        rec = new_record(c.task, c.now, edits=(edit,) if edit else ())
+        rec.replayed_from, rec.dedup_key = c.dead_id, None
+        tr = self.insert(rec, c.task.eta, c.now)
+        old.replayed_to = (*old.replayed_to, c.task.id)
+        if edit:
+            old.edits = (*old.edits, {**edit, "new_task": c.task.id})
+        return [tr]
+
+    def purge(self, c: Purge) -> int:
+        """Delete dead records; how many."""
+        n = 0
+        for task_id in c.task_ids:
+            if task_id in self.dead:
+                del self.dead[task_id]
+                self._drop(task_id)
+                n += 1
+        return n
+
+    def _drop(self, task_id: str) -> None:
+        rec = self.records[task_id]
+        self.index.discard(rec)
+        del self.records[task_id]
+        self.counts[rec.state] -= 1
+
+    def due_expired(self, now: float) -> list[str]:
+        """The finished ids an :class:`Expire` change drops now, taken off the queue.
+
+        Those past the result TTL, and the oldest past ``max_results``.
+        """
+        out: list[str] = []
+        exp, records = self.expiry, self.records
+        while exp and (exp[0][0] <= now or len(exp) > self.max_results):
+            _, task_id = exp.popleft()
+            rec = records.get(task_id)
+            if rec is not None and rec.state in LIVE_END:
+                out.append(task_id)
+        return out
+
+    def expire(self, c: Expire) -> list[str]:
+        """Delete these records if they are finished; the ids deleted."""
+        out = []
+        for task_id in c.task_ids:
+            rec = self.records.get(task_id)
+            if rec is not None and rec.state in LIVE_END:
+                self._drop(task_id)
+                out.append(task_id)
+        return out
