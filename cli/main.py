@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "queues": ("cli.queues:app", "List queues (the default); pause and resume consumption."),
     "cron": ("cli.cron:app", "Cron schedules: list (the default), check and explain."),
     "dag": ("cli.dag:app", "DAG workflows: validate a file, start a run, show a run."),
-    "wal": ("cli.wal:app", "The embedded store's log: verify, repair, inspect, compact."),
+    "wal": ("cli.wal:app", "The embedded store's log: verify, repair, inspect, compact, upgrade."),
     "tui": ("cli.tui:app", "Start the live console (dtq-tui)."),
 }
 

@@ -1,8 +1,9 @@
-"""``dtq wal``: verify, repair, inspect and compact an embedded store's write-ahead log.
+"""``dtq wal``: verify, repair, inspect, compact and upgrade an embedded store's log.
 
 The CLI may not import backend modules; it reaches the log's tools through the facade
 ``dtq_core.control.wal_tools()``, whose ``verify(path)``, ``repair(path)``,
-``inspect(path, limit)`` and ``compact(path)`` wrap the embedded backend's functions.
+``inspect(path, limit)``, ``compact(path)`` and ``upgrade(path)`` wrap the embedded
+backend's functions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cli._output import (
     write_line,
 )
 
-app = make_group("wal", "The embedded store's log: verify, repair, inspect, compact.")
+app = make_group("wal", "The embedded store's log: verify, repair, inspect, compact, upgrade.")
 
 PathArg = Annotated[
     Path,
@@ -151,15 +152,16 @@ def inspect(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the log's valid records: lsn, type, length, segment and offset."""
-    rows = list(_tool("inspect")(_directory(path), limit))
+    """List the log's valid records: lsn, kind, format version, length, segment, offset."""
+    rows = [_as_dict(r) for r in _tool("inspect")(_directory(path), limit)]
     if want_json(json_out):
-        print_json([_as_dict(r) for r in rows])
+        print_json(rows)
         return
     print_table(
-        [Column("lsn", justify="right"), Column("type", justify="right"),
+        [Column("lsn", justify="right"), "kind", Column("version", justify="right"),
          Column("length", justify="right"), "segment", Column("offset", justify="right")],
-        [[r.lsn, r.rtype, r.length, r.segment, r.offset] for r in rows],
+        [[r.get("lsn"), r.get("kind", r.get("rtype")), r.get("version", ""), r.get("length"),
+          r.get("segment"), r.get("offset")] for r in rows],
         empty="no records",
     )  # fmt: skip
 
@@ -176,6 +178,29 @@ def compact(path: PathArg, json_out: JsonOpt = False) -> None:
         print_fields_from(data, f"Compacted {path}")
     else:
         write_line(f"compacted {path}: {data}")
+
+
+@app.command("upgrade")
+def upgrade(path: PathArg, json_out: JsonOpt = False) -> None:
+    """Convert a store written by an older release to the current format (not running)."""
+    report = _tool("upgrade")(_directory(path))
+    if want_json(json_out):
+        data = _as_dict(report)
+        data["changed"] = bool(getattr(report, "changed", False))
+        print_json(data)
+        return
+    version = getattr(report, "version", "?")
+    if not getattr(report, "changed", False):
+        write_line(f"{path} is already at version {version}: nothing to convert")
+        return
+    parts = [f"{getattr(report, 'converted_records', 0)} log record(s)"]
+    if getattr(report, "converted_checkpoint", False):
+        parts.append("the checkpoint")
+    write_line(
+        f"upgraded {path} from version {getattr(report, 'found_version', '?')} to {version}: "
+        f"converted {' and '.join(parts)}; the state is in the checkpoint at lsn "
+        f"{getattr(report, 'checkpoint_lsn', '?')}"
+    )
 
 
 def print_fields_from(data: dict[str, Any], title: str) -> None:

@@ -372,7 +372,7 @@ def connect(
 
 
 def wal_tools() -> Any:
-    """Offline tools for an embedded store (``dtq wal``): verify, repair, inspect, compact."""
+    """Offline tools for an embedded store (``dtq wal``): verify, repair, inspect, compact..."""
     from dtq_core.backends.embedded.tools import WalTools
 
     return WalTools()

@@ -1,4 +1,4 @@
-"""Offline tools for an embedded store's directory: verify, repair, inspect, compact."""
+"""Offline tools for an embedded store's directory: verify, repair, inspect, compact, upgrade."""
 
 from __future__ import annotations
 
