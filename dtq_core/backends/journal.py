@@ -125,9 +125,13 @@ class WritePath:
             j.wait(lsn)
         return out
 
-    def change_locked(self, change: Change) -> tuple[Any, int]:
-        """Apply and submit ``change`` with the lock held (no wait): result and lsn."""
+    def change_locked(self, change: Change, *, always: bool = False) -> tuple[Any, int]:
+        """Apply and submit ``change`` with the lock held (no wait): result and lsn.
+
+        ``always``: log it even if its result is falsy (a promotion of PENDING tasks
+        moves them without a state transition to report).
+        """
         j = self.journal
         raw = j.encode(change)
         out = self.state.apply(change)
-        return out, (j.submit(raw) if out else 0)
+        return out, (j.submit(raw) if out or always else 0)

@@ -151,7 +151,7 @@ class LocalBackend(Backend):
             ids = self._state.tasks.delayed.pop_until(now, limit)
             if not ids:
                 return []
-            out, _ = self._write.change_locked(Promote(now, ids))
+            out, _ = self._write.change_locked(Promote(now, ids), always=True)
         return out  # type: ignore[no-any-return]
 
     def cancel(self, task_id: str, now: float) -> list[Transition]:

@@ -503,3 +503,25 @@ def test_expired_keys_are_swept_without_being_read(tmp_path: Path) -> None:
     clock.advance(3600)
     b.expire(clock.now())
     assert not b._state.keys.kv
+
+
+def test_a_promoted_delayed_task_is_ready_after_a_crash(tmp_path: Path, clock: FakeClock) -> None:
+    """A PENDING task promoted from ``delayed`` has no transition to report: it is logged."""
+    b = EmbeddedBackend(url_of(tmp_path / "data"), clock)
+    b.open()
+    put(b, "later", T0, eta=T0 + 5)
+    assert b.promote_due(T0 + 10) == []  # no state change, yet a change of the state
+    put(b, "sync", T0 + 10)  # a waited record: the promotion before it is durable too
+    assert b._wal is not None
+    b._wal.close()  # a crash: no checkpoint
+    b._log.wal = None
+    b._release_ownership()
+    again = EmbeddedBackend(url_of(tmp_path / "data"), clock)
+    again.open()
+    try:
+        rec = again.get("later")
+        assert rec is not None and rec.state is S.PENDING and rec.eta is None
+        assert again.next_due() is None
+        assert {d.task_id for d in again.claim(None, "w", 30.0, 5, T0 + 10)} == {"later", "sync"}
+    finally:
+        again.close()
