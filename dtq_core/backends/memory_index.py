@@ -27,10 +27,9 @@ through the same methods as live changes.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
 
+from dtq_core.backends.memory_walk import MAX_CHAR, Group, Walk, before, count_ids, walk_ids
 from dtq_core.filters import TaskFilter
 from dtq_core.ordered_ids import OrderedIds
 from dtq_core.paging import (
@@ -46,40 +45,10 @@ from dtq_core.task import TaskRecord, TaskState
 #: Rows a query may examine against terms no index answers (text, errors, time, an id
 #: prefix shared by many), for its page and its total together: about 0.1 s.
 SCAN_BUDGET = 25_000
+
 #: Candidates few enough to sort outright rather than walk an index in order.
 FEW = 20_000
 _ALL_STATES = frozenset(TaskState)
-_MAX_CHAR = "\U0010ffff"
-
-
-class _Walk:
-    """What a walk for one page has spent, and where the streams it cut short stopped."""
-
-    __slots__ = ("budgeted", "frontiers", "spent")
-
-    def __init__(self, budgeted: bool) -> None:
-        # A filter that only checks states is cheap enough (well under 0.1 s per million
-        # rows) to walk to the end; the budget is for the terms no index answers.
-        self.budgeted = budgeted
-        self.spent = 0
-        #: ``(sort value, id)`` of the last row examined by each stream cut short.
-        self.frontiers: list[Cursor] = []
-
-
-class _Group:
-    """The tasks of one ``(queue, name)``: two orders and counts per state."""
-
-    __slots__ = ("by_enq", "by_id", "counts", "name", "queue")
-
-    def __init__(self, queue: str, name: str, by_enq: OrderedIds, by_id: OrderedIds) -> None:
-        self.queue = queue
-        self.name = name
-        self.by_enq = by_enq
-        self.by_id = by_id
-        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
-
-    def count(self, states: frozenset[TaskState]) -> int:
-        return sum(self.counts[s] for s in states)
 
 
 class TaskIndex:
@@ -99,7 +68,7 @@ class TaskIndex:
         #: Ids that may be in a state (a superset is fine), from the backend's own
         #: structures: lets a filter on a rare state skip the walk.
         self._members = members
-        self._groups: dict[tuple[str, str], _Group] = {}
+        self._groups: dict[tuple[str, str], Group] = {}
 
         def enq_key(task_id: str) -> tuple[float, str]:
             return (records[task_id].enqueued_at, task_id)
@@ -112,7 +81,7 @@ class TaskIndex:
         """A new record (already in ``records``)."""
         g = self._groups.get((rec.queue, rec.name))
         if g is None:
-            g = self._groups[(rec.queue, rec.name)] = _Group(
+            g = self._groups[(rec.queue, rec.name)] = Group(
                 rec.queue, rec.name, OrderedIds(self._enq_key), OrderedIds()
             )
         g.by_enq.add(rec.id)
@@ -147,11 +116,11 @@ class TaskIndex:
                 entry = found[(rec.queue, rec.name)] = ([], dict.fromkeys(TaskState, 0))
             entry[0].append((rec.enqueued_at, rec.id))
             entry[1][rec.state] += 1
-        groups: dict[tuple[str, str], _Group] = {}
+        groups: dict[tuple[str, str], Group] = {}
         for (queue, name), (pairs, counts) in found.items():
             pairs.sort()
             by_enq = [i for _, i in pairs]
-            g = groups[(queue, name)] = _Group(
+            g = groups[(queue, name)] = Group(
                 queue,
                 name,
                 OrderedIds.from_sorted(by_enq, self._enq_key),
@@ -206,8 +175,10 @@ class TaskIndex:
             return page_of(matches, sort, descending, after, offset, limit)
         need = offset + limit + 1
         out: list[str] = []
-        walk = _Walk(residual is not None or prefix is not None)
-        for task_id in self._walk(groups, states, keep, sort, descending, after, walk):
+        walk = Walk(residual is not None or prefix is not None, SCAN_BUDGET)
+        for task_id in walk_ids(
+            recs, self._enq_key, groups, states, keep, sort, descending, after, walk
+        ):
             out.append(task_id)
             if len(out) >= need:
                 break
@@ -216,7 +187,7 @@ class TaskIndex:
             # Every stream was read up to ``reached``, no further: rows past it may be
             # out of order. Keep those before it; the next page starts after it.
             reached = max(walk.frontiers) if descending else min(walk.frontiers)
-            out = [i for i in out if _before(cursor_of(recs[i], sort), reached, descending)]
+            out = [i for i in out if before(cursor_of(recs[i], sort), reached, descending)]
             if len(out) <= offset + limit:
                 nxt = reached
         rows = out[offset : offset + limit]
@@ -225,18 +196,18 @@ class TaskIndex:
         if residual is None and prefix is None:
             total, exact = sum(g.count(states) for g in groups), True
         elif residual is None and prefix is not None and states == _ALL_STATES:
-            hi = prefix + _MAX_CHAR
+            hi = prefix + MAX_CHAR
             total, exact = sum(g.by_id.count_between(prefix, hi) for g in groups), True
         elif walk.frontiers:  # the budget is spent: what the walk saw is all we know
             total, exact = len(out), False
         else:
-            total, exact = self._count(groups, keep, prefix, SCAN_BUDGET - walk.spent)
+            total, exact = count_ids(groups, keep, prefix, SCAN_BUDGET - walk.spent)
             total = max(total, len(out))  # a bound never below what the page shows
         return TaskPage([recs[i] for i in rows], total, exact, nxt, sort, descending)
 
     def _candidates(
         self,
-        groups: list[_Group],
+        groups: list[Group],
         states: frozenset[TaskState],
         prefix: str | None,
     ) -> list[str] | None:
@@ -246,7 +217,7 @@ class TaskIndex:
         own per-state structures, e.g. its leases for RUNNING).
         """
         if prefix is not None:
-            hi = prefix + _MAX_CHAR
+            hi = prefix + MAX_CHAR
             if sum(g.by_id.count_between(prefix, hi) for g in groups) > FEW:
                 return None
             return [i for g in groups for i in g.by_id.between(prefix, hi)]
@@ -288,118 +259,3 @@ class TaskIndex:
         if states != _ALL_STATES:
             return lambda ids: [i for i in ids if recs[i].state in states]
         return lambda ids: ids
-
-    def _stream(
-        self,
-        lst: OrderedIds,
-        after: Any,
-        descending: bool,
-        keep: Callable[[list[str]], list[str]],
-        walk: _Walk,
-        frontier: Callable[[str], Cursor],
-    ) -> Iterator[str]:
-        last: str | None = None
-        for chunk in lst.chunks(after, descending):
-            if last is not None and walk.budgeted and walk.spent > SCAN_BUDGET:
-                walk.frontiers.append(frontier(last))
-                return
-            walk.spent += len(chunk)
-            last = chunk[-1] if chunk else last
-            yield from keep(chunk)
-
-    def _walk(
-        self,
-        groups: list[_Group],
-        states: frozenset[TaskState],
-        keep: Callable[[list[str]], list[str]],
-        sort: str,
-        descending: bool,
-        after: Cursor | None,
-        walk: _Walk,
-    ) -> Iterator[str]:
-        """Matching ids in ``(sort value, id)`` order, strictly after ``after``.
-
-        Stops after the first segment in which the budget ran out (``walk.frontiers``).
-        """
-        recs = self._records
-        if sort in ("enqueued", "id"):
-            start: Any = None
-            mkey: Callable[[str], Any] | None = None
-            if sort == "enqueued":
-                start = None if after is None else (float(after[0]), after[1])
-                lists = [g.by_enq for g in groups]
-                mkey = self._enq_key
-            else:
-                start = None if after is None else after[1]
-                lists = [g.by_id for g in groups]
-
-            def frontier(i: str) -> Cursor:
-                return cursor_of(recs[i], sort)
-
-            streams = [self._stream(lst, start, descending, keep, walk, frontier) for lst in lists]
-            yield from heapq.merge(*streams, key=mkey, reverse=descending)
-            return
-        segments: list[tuple[str, list[_Group], Callable[[list[str]], list[str]]]] = []
-        if sort == "state":
-            for s in sorted(states, key=lambda s: s.value, reverse=descending):
-                members = [g for g in groups if g.counts[s]]
-                if members:
-                    segments.append((s.value, members, _narrow(keep, recs, s)))
-        else:
-            by_value: dict[str, list[_Group]] = {}
-            for g in groups:
-                by_value.setdefault(g.queue if sort == "queue" else g.name, []).append(g)
-            for v in sorted(by_value, reverse=descending):
-                segments.append((v, by_value[v], keep))
-        for value, members, seg_keep in segments:
-            start_id: str | None = None
-            if after is not None:
-                cv = str(after[0])
-                if (value < cv) if not descending else (value > cv):
-                    continue
-                if value == cv:
-                    start_id = after[1]
-
-            def seg_frontier(i: str, value: str = value) -> Cursor:
-                return (value, i)
-
-            streams = [
-                self._stream(g.by_id, start_id, descending, seg_keep, walk, seg_frontier)
-                for g in members
-            ]
-            yield from heapq.merge(*streams, reverse=descending)
-            if walk.frontiers:
-                return
-
-    def _count(
-        self,
-        groups: list[_Group],
-        keep: Callable[[list[str]], list[str]],
-        prefix: str | None,
-        budget: int,
-    ) -> tuple[int, bool]:
-        n = seen = 0
-        for g in groups:
-            if prefix is not None:
-                ids = g.by_id.between(prefix, prefix + _MAX_CHAR)
-                parts = [ids[i : i + 1000] for i in range(0, len(ids), 1000)]
-            else:
-                parts = list(g.by_id.chunks())
-            for chunk in parts:
-                if seen >= budget:
-                    return n, False
-                seen += len(chunk)
-                n += len(keep(chunk))
-        return n, True
-
-
-def _before(key: Cursor, reached: Cursor, descending: bool) -> bool:
-    """Whether ``key`` is at or before ``reached`` in the walk's direction."""
-    return key >= reached if descending else key <= reached
-
-
-def _narrow(
-    keep: Callable[[list[str]], list[str]], recs: dict[str, TaskRecord], state: TaskState
-) -> Callable[[list[str]], list[str]]:
-    """``keep`` restricted to one state (the segments of a sort by state)."""
-    return lambda ids: [i for i in keep(ids) if recs[i].state is state]

@@ -23,13 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.backends.base import (
-    Backend,
-    Capabilities,
-    Delivery,
-    NewTask,
-    Transition,
-)
+from dtq_core.backends.base import Backend, Capabilities, Delivery, NewTask, Transition
 from dtq_core.backends.embedded.backend import EmbeddedBackend, lock_holder, parse_url
 from dtq_core.backends.embedded.client import Client, OwnerGone
 from dtq_core.backends.embedded.forwarding import ForwardingBackend
@@ -109,8 +103,6 @@ class EmbeddedStore(ForwardingBackend):
         local = self.__dict__.get("_local")
         if local is not None:
             setattr(local, name, value)
-
-    # -- roles -------------------------------------------------------------------------
 
     @property
     def role(self) -> str:
@@ -262,8 +254,6 @@ class EmbeddedStore(ForwardingBackend):
             local.close()
         if client is not None:
             client.close()
-
-    # -- dispatch ----------------------------------------------------------------------
 
     def _do(self, name: str, *args: Any, block_s: float = 0.0, **kwargs: Any) -> Any:
         local = self._local

@@ -31,17 +31,15 @@ from dtq_core.backends.embedded.recovery import (
     TailCut,
     read_log,
 )
+from dtq_core.backends.embedded.repair import RepairReport, finish_interrupted_repair, repair
 from dtq_core.backends.embedded.salvage import (
     InspectRow,
     Problem,
     ProblemKind,
-    RepairReport,
     SegmentReport,
     VerifyReport,
-    finish_interrupted_repair,
     inspect,
     inspect_bodies,
-    repair,
     verify,
 )
 from dtq_core.backends.embedded.write_path import WritePath
@@ -298,40 +296,6 @@ class WriteAheadLog(WritePath):
         """
         return self.recovery.records(from_lsn, include_holes=include_holes)
 
-    def truncate_before(self, lsn: int) -> list[Path]:
-        """Delete the segments whose records all have LSNs below ``lsn``.
-
-        Used after a checkpoint covering everything before ``lsn``. The active segment
-        is never deleted.
-
-        Returns:
-            The deleted segment files.
-
-        Raises:
-            StoreFailed: The directory fsync failed (the log fails stop).
-        """
-        with self._cond:
-            self._check_writable()
-            doomed: list[Path] = []
-            while len(self._segments) > 1 and self._segments[1][0] <= lsn:
-                doomed.append(self._segments.pop(0)[1])
-        if not doomed:
-            return doomed
-        try:
-            for path in doomed:
-                path.unlink(missing_ok=True)
-            fsync_directory(self._dir, self._fsync)
-        except OSError as exc:
-            with self._cond:
-                self._failed = self._failed or exc
-            raise StoreFailed(f"could not remove old WAL segments: {exc}") from exc
-        return doomed
-
-    def segments(self) -> list[Path]:
-        """The segment files of the log, oldest first; the last one is active."""
-        with self._cond:
-            return [path for _, path in self._segments]
-
     def close(self) -> None:
         """Write and fsync what is buffered, stop the flusher and close the file.
 
@@ -362,57 +326,6 @@ class WriteAheadLog(WritePath):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def directory(self) -> Path:
-        """The log directory."""
-        return self._dir
-
-    @property
-    def epoch(self) -> int:
-        """The epoch new records are written in."""
-        return self._epoch
-
-    @property
-    def next_lsn(self) -> int:
-        """The LSN the next append will get."""
-        with self._cond:
-            return self._next_lsn
-
-    @property
-    def durable_lsn(self) -> int:
-        """The highest LSN known fsynced; never advances once the log has failed."""
-        with self._cond:
-            return self._durable
-
-    @property
-    def failed(self) -> bool:
-        """Whether the log has failed stop."""
-        with self._cond:
-            return self._failed is not None
-
-    @property
-    def failure(self) -> str | None:
-        """The I/O error the log failed stop on (``None`` while it works)."""
-        with self._cond:
-            exc = self._failed
-        if exc is None:
-            return None
-        if isinstance(exc, OSError) and exc.strerror:
-            return f"{type(exc).__name__}: {exc.strerror}"
-        return f"{type(exc).__name__}: {exc}"
-
-    @property
-    def bytes_written(self) -> int:
-        """Record bytes handed to the OS since open."""
-        with self._cond:
-            return self._bytes_written
-
-    @property
-    def fsync_count(self) -> int:
-        """Successful fsync calls since open (files and directories)."""
-        with self._stats_lock:
-            return self._fsyncs
 
 
 def _check_record(rtype: int, body: bytes) -> None:

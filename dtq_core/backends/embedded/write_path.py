@@ -19,8 +19,9 @@ class WritePath:
     """The I/O machinery behind :class:`~dtq_core.backends.embedded.wal.WriteAheadLog`.
 
     It opens the active segment after recovery (cutting a torn tail), creates and
-    rotates segments atomically, and runs group commit with its writer and syncer roles
-    and fail-stop. The state is set up by the log's constructor.
+    rotates segments atomically, runs group commit with its writer and syncer roles and
+    fail-stop, deletes segments a checkpoint covers, and reports the log's figures. The
+    state is set up by the log's constructor.
     """
 
     _dir: Path
@@ -231,3 +232,90 @@ class WritePath:
                         self._await(self._next_lsn - 1, durable=True)
                     except StoreFailed:
                         return  # recorded in self._failed; the next append reports it
+
+    # -- segments and figures -------------------------------------------------------
+
+    def truncate_before(self, lsn: int) -> list[Path]:
+        """Delete the segments whose records all have LSNs below ``lsn``.
+
+        Used after a checkpoint covering everything before ``lsn``. The active segment
+        is never deleted.
+
+        Returns:
+            The deleted segment files.
+
+        Raises:
+            StoreFailed: The directory fsync failed (the log fails stop).
+        """
+        with self._cond:
+            self._check_writable()
+            doomed: list[Path] = []
+            while len(self._segments) > 1 and self._segments[1][0] <= lsn:
+                doomed.append(self._segments.pop(0)[1])
+        if not doomed:
+            return doomed
+        try:
+            for path in doomed:
+                path.unlink(missing_ok=True)
+            fsync_directory(self._dir, self._fsync)
+        except OSError as exc:
+            with self._cond:
+                self._failed = self._failed or exc
+            raise StoreFailed(f"could not remove old WAL segments: {exc}") from exc
+        return doomed
+
+    def segments(self) -> list[Path]:
+        """The segment files of the log, oldest first; the last one is active."""
+        with self._cond:
+            return [path for _, path in self._segments]
+
+    @property
+    def directory(self) -> Path:
+        """The log directory."""
+        return self._dir
+
+    @property
+    def epoch(self) -> int:
+        """The epoch new records are written in."""
+        return self._epoch
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next append will get."""
+        with self._cond:
+            return self._next_lsn
+
+    @property
+    def durable_lsn(self) -> int:
+        """The highest LSN known fsynced; never advances once the log has failed."""
+        with self._cond:
+            return self._durable
+
+    @property
+    def failed(self) -> bool:
+        """Whether the log has failed stop."""
+        with self._cond:
+            return self._failed is not None
+
+    @property
+    def failure(self) -> str | None:
+        """The I/O error the log failed stop on (``None`` while it works)."""
+        with self._cond:
+            exc = self._failed
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.strerror:
+            return f"{type(exc).__name__}: {exc.strerror}"
+        return f"{type(exc).__name__}: {exc}"
+
+    @property
+    def bytes_written(self) -> int:
+        """Record bytes handed to the OS since open."""
+        with self._cond:
+            return self._bytes_written
+
+    @property
+    def fsync_count(self) -> int:
+        """Successful fsync calls since open (files and directories)."""
+        with self._stats_lock:
+            return self._fsyncs
