@@ -12,11 +12,12 @@ from dataclasses import replace
 
 from dtq_core.backends.base import Delivery, Transition
 from dtq_core.backends.changes import Ack, Bury, Claim, Fail, Reclaim, Release
-from dtq_core.backends.memory_tasks import TaskTable
+from dtq_core.backends.memory_tasks import TaskTable, make_tuple
 from dtq_core.queue import IndexedHeap
-from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+from dtq_core.task import ErrorInfo, TaskState
 
 S = TaskState
+RUNNING, SUCCESS = S.RUNNING, S.SUCCESS
 
 
 def pick(t: TaskTable, queues: Sequence[str] | None, limit: int) -> list[str]:
@@ -53,60 +54,48 @@ def _best(t: TaskTable, queues: Sequence[str] | None) -> IndexedHeap | None:
 
 def claim(t: TaskTable, c: Claim) -> list[Delivery]:
     """Lease the named tasks (taken off their ready heaps if still there)."""
-    records = t.records
+    records, ready, leases = t.records, t.ready, t.leases
     for task_id, _ in c.tasks:  # all known, or nothing is applied
-        records[task_id]
+        records[task_id]  # a KeyError refuses the record
+    worker, deadline, now = c.worker, c.deadline, c.now
     out = []
     for task_id, token in c.tasks:
         rec = records[task_id]
-        heap = t.ready.get(rec.queue)
+        heap = ready.get(rec.queue)
         if heap is not None:
             heap.remove(task_id)
-        out.append(_start(t, rec, c.worker, token, c.deadline, c.now))
+        t.move(rec, RUNNING)
+        rec.attempt += 1
+        rec.deliveries += 1
+        rec.worker = worker
+        rec.started_at = now
+        rec.finished_at = None
+        rec.lease_token = token
+        rec.lease_deadline = deadline
+        leases.push(task_id, deadline)
         if token >= t.next_token:
             t.next_token = token + 1
+        head = (task_id, token, rec.name, rec.queue, rec.payload, rec.attempt)
+        tail = (rec.deliveries, rec.enqueued_at, now, rec.time_limit, rec.max_retries, None)
+        out.append(make_tuple(Delivery, head + tail))
     return out
-
-
-def _start(
-    t: TaskTable, rec: TaskRecord, worker_id: str, token: int, deadline: float, now: float
-) -> Delivery:
-    t.move(rec, S.RUNNING)
-    rec.attempt += 1
-    rec.deliveries += 1
-    rec.worker = worker_id
-    rec.started_at = now
-    rec.finished_at = None
-    rec.lease_token = token
-    rec.lease_deadline = deadline
-    t.leases.push(rec.id, deadline)
-    return Delivery(
-        rec.id,
-        token,
-        rec.name,
-        rec.queue,
-        rec.payload,
-        rec.attempt,
-        rec.deliveries,
-        rec.enqueued_at,
-        now,
-        rec.time_limit,
-        rec.max_retries,
-    )
 
 
 def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
     """RUNNING -> SUCCESS per ack; an empty list for a stale token."""
     out: list[list[Transition]] = []
+    records, expiry, move, now = t.records, t.expiry, t.move, c.now
+    expires = now + t.result_ttl
     for task_id, token, result in c.acks:
-        rec = t.leased(task_id, token)
-        if rec is None:
+        rec = records.get(task_id)
+        if rec is None or rec.state is not RUNNING or rec.lease_token != token:
             out.append([])
             continue
         rec.result = result
         rec.error = None
-        t.finish(rec, c.now)
-        out.append([t.move(rec, S.SUCCESS)])
+        rec.finished_at = now
+        expiry.append((expires, task_id))
+        out.append([move(rec, SUCCESS)])
     return out
 
 

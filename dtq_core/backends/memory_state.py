@@ -54,7 +54,8 @@ class StateMachine:
         self.tasks = TaskTable(wake)
         self.keys = KeyValueStore()
         t, k = self.tasks, self.keys
-        self._appliers: dict[type[Any], Callable[[Any], Any]] = {
+        #: The function that applies each type of change.
+        self.appliers: dict[type[Any], Callable[[Any], Any]] = {
             Enqueue: t.enqueue,
             Claim: partial(leases.claim, t),
             Ack: partial(leases.ack, t),
@@ -83,8 +84,4 @@ class StateMachine:
             BackendError: The change is refused (an id that exists already...); nothing
                 was changed.
         """
-        return self._appliers[type(change)](change)
-
-    def applier(self, kind: type[Any]) -> Callable[[Any], Any]:
-        """The function that applies changes of type ``kind`` (for tight replay loops)."""
-        return self._appliers[kind]
+        return self.appliers[type(change)](change)

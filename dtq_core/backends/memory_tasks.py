@@ -37,28 +37,40 @@ from dtq_core.queue import IndexedHeap
 from dtq_core.task import TRANSITIONS, Attempt, ErrorInfo, TaskRecord, TaskState
 
 S = TaskState
+PENDING, RUNNING = S.PENDING, S.RUNNING
 #: Final states whose records expire (DEAD stays until purged).
 LIVE_END = frozenset({S.SUCCESS, S.FAILED, S.CANCELLED})
+#: Builds a named tuple from a plain one without its Python-level ``__new__``: the
+#: appliers make one per change, at replay a few million.
+make_tuple = tuple.__new__
 
 
 def new_record(spec: TaskSpec, now: float, **extra: Any) -> TaskRecord:
     """A PENDING record for ``spec`` enqueued at ``now``."""
+    if extra:
+        return TaskRecord(
+            spec.id,
+            spec.name,
+            spec.queue,
+            spec.priority,
+            spec.payload,
+            PENDING,
+            now,
+            now,
+            max_retries=spec.max_retries,
+            time_limit=spec.time_limit,
+            dedup_key=spec.dedup_key,
+            replayed_from=spec.replayed_from,
+            workflow=spec.workflow,
+            **extra,
+        )
+    # Every field by position: about twice as fast as keywords, and this is the
+    # enqueue path (live and at replay).
     return TaskRecord(
-        spec.id,
-        spec.name,
-        spec.queue,
-        spec.priority,
-        spec.payload,
-        S.PENDING,
-        now,
-        now,
-        max_retries=spec.max_retries,
-        time_limit=spec.time_limit,
-        dedup_key=spec.dedup_key,
-        replayed_from=spec.replayed_from,
-        workflow=spec.workflow,
-        **extra,
-    )
+        spec.id, spec.name, spec.queue, spec.priority, spec.payload, PENDING, now, now,
+        None, spec.max_retries, spec.time_limit, 0, 0, None, None, None, None, (),
+        spec.replayed_from, (), None, None, 0, None, (), spec.dedup_key, spec.workflow,
+    )  # fmt: skip
 
 
 class TaskTable:
@@ -100,13 +112,14 @@ class TaskTable:
         counts[new] += 1
         rec.state = new
         self.index.moved(rec, old)
-        if old is S.RUNNING:
+        if old is RUNNING:
             self.running[rec.queue] -= 1
             self.leases.remove(rec.id)
             rec.lease_deadline = None
-        elif new is S.RUNNING:
-            self.running[rec.queue] = self.running.get(rec.queue, 0) + 1
-        return Transition(rec.id, rec.name, rec.queue, old, new, note)
+        elif new is RUNNING:
+            running = self.running
+            running[rec.queue] = running.get(rec.queue, 0) + 1
+        return make_tuple(Transition, (rec.id, rec.name, rec.queue, old, new, note))
 
     def schedule(self, rec: TaskRecord, eta: float | None, now: float) -> None:
         """Put a PENDING or RETRY task in ``delayed`` (until ``eta``) or its ready heap."""
@@ -124,7 +137,7 @@ class TaskTable:
     def leased(self, task_id: str, token: int) -> TaskRecord | None:
         """The record if it is RUNNING under ``token``."""
         rec = self.records.get(task_id)
-        if rec is None or rec.state is not S.RUNNING or rec.lease_token != token:
+        if rec is None or rec.state is not RUNNING or rec.lease_token != token:
             return None
         return rec
 
@@ -171,20 +184,26 @@ class TaskTable:
         """Add a new PENDING record (its id is known to be free)."""
         self.records[rec.id] = rec
         self.index.add(rec)
-        self.counts[S.PENDING] += 1
+        self.counts[PENDING] += 1
         self.schedule(rec, eta, now)
-        return Transition(rec.id, rec.name, rec.queue, None, S.PENDING)
+        return make_tuple(Transition, (rec.id, rec.name, rec.queue, None, PENDING, None))
 
     # -- queue ---------------------------------------------------------------------------
 
     def enqueue(self, c: Enqueue) -> list[Transition]:
         """Store new tasks; none is stored when one id exists already."""
-        seen: set[str] = set()
-        for spec in c.tasks:
-            if spec.id in self.records or spec.id in seen:
-                raise BackendError(f"task id {spec.id!r} already exists")
-            seen.add(spec.id)
-        return [self.insert(new_record(t, c.now), t.eta, c.now) for t in c.tasks]
+        records, tasks, now = self.records, c.tasks, c.now
+        if len(tasks) == 1:
+            if tasks[0].id in records:
+                raise BackendError(f"task id {tasks[0].id!r} already exists")
+        else:
+            seen: set[str] = set()
+            for spec in tasks:
+                if spec.id in records or spec.id in seen:
+                    raise BackendError(f"task id {spec.id!r} already exists")
+                seen.add(spec.id)
+        insert = self.insert
+        return [insert(new_record(t, now), t.eta, now) for t in tasks]
 
     def promote(self, c: Promote) -> list[Transition]:
         """Move due delayed tasks into their ready queues (RETRY -> PENDING)."""

@@ -214,8 +214,7 @@ class EmbeddedBackend(LocalBackend):
             )
         replayer = Replayer(self._state, self.path)
         try:
-            for rec in wal.replay(self._ckpt_lsn + 1):
-                replayer.apply(rec.lsn, rec.rtype, rec.body)
+            replayer.replay(wal.recovery.raw(self._ckpt_lsn + 1, include_holes=True))
         except BaseException:
             wal.close()
             raise
