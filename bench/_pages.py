@@ -99,5 +99,5 @@ def _median_ms(fn: Callable[[], Any], runs: int) -> float:
 def index_bytes(backend: Backend) -> int | None:
     """Bytes held by the sort index of a memory or owned embedded backend."""
     inner = getattr(backend, "local", None) or backend
-    index = getattr(inner, "_index", None)
-    return None if index is None else int(index.nbytes())
+    state = getattr(inner, "_state", None)  # a LocalBackend's state machine
+    return None if state is None else int(state.tasks.index.nbytes())

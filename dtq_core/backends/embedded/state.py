@@ -7,6 +7,8 @@ The sort index is not saved: it is derived from the records when a body is loade
 
 from __future__ import annotations
 
+from sys import intern
+
 import msgspec
 
 from dtq_core.backends.embedded.legacy import load_state_v1
@@ -88,6 +90,7 @@ def load_state(state: StateMachine, body: bytes, version: int) -> None:
         raise StoreCorrupted(f"checkpoint state version {data.version} unknown")
     t, k = state.tasks, state.keys
     for rec in data.records:
+        rec.name, rec.queue = intern(rec.name), intern(rec.queue)  # one copy, not one a task
         t.records[rec.id] = rec
         t.counts[rec.state] += 1
         if rec.state is TaskState.RUNNING:
