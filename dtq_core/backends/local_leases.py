@@ -42,9 +42,9 @@ class LocalLeases:
     ) -> list[Delivery]:
         """Lease up to ``limit`` ready tasks (PENDING -> RUNNING).
 
-        The claim record reaches the OS before the task runs (no fsync wait): a task
-        that kills its process still has its delivery counted, so it ends dead as
-        ``worker_lost`` instead of looping.
+        With a log, the claim record reaches the OS before the task runs (no fsync
+        wait): a task that kills its process still has its delivery counted, so it ends
+        dead as ``worker_lost`` instead of looping.
         """
         self._w.journal.check()
         with self._w.lock:

@@ -191,8 +191,10 @@ class EmbeddedBackend(LocalBackend):
 
     def _recover(self) -> None:
         if self._state.tasks.records or self._state.keys.kv or self._state.keys.names:
-            # Reopened after close(): start from a clean state machine.
+            # Reopened after close(): start from a clean state machine (same settings).
+            ttl, most = self.result_ttl, self.max_results
             LocalBackend.__init__(self, self.url, self.clock, self._log)
+            self.result_ttl, self.max_results = ttl, most
         self._ckpt_lsn = 0
         ckpt = load_latest_checkpoint(self.path / "checkpoints")
         if ckpt is not None:

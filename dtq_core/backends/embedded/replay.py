@@ -65,23 +65,20 @@ class Replayer:
         gc.disable()
         try:
             for lsn, rtype, body in records:
+                if rtype != v2:
+                    if rtype:  # a version-1 record (0 is a hole a repair left: nothing)
+                        self.apply(lsn, rtype, body)
+                    continue
+                try:
+                    change = decode(body)
+                except errors:
+                    self.apply(lsn, rtype, body)  # malformed: the careful path
+                    continue
                 n += 1
-                if rtype == v2:
-                    try:
-                        change = decode(body)
-                    except errors:
-                        self.apply(lsn, rtype, body)  # malformed: the careful path
-                        n -= 1
-                        continue
-                    try:
-                        appliers[type(change)](change)
-                    except MALFORMED as exc:
-                        self._skip(lsn, rtype, body, exc)
-                elif rtype:  # a version-1 record (0 is a hole a repair left: nothing)
-                    self.apply(lsn, rtype, body)
-                    n -= 1
-                else:
-                    n -= 1
+                try:
+                    appliers[type(change)](change)
+                except MALFORMED as exc:
+                    self._skip(lsn, rtype, body, exc)
         finally:
             if collecting:
                 gc.enable()

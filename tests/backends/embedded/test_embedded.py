@@ -439,12 +439,14 @@ def test_second_open_in_the_same_process_is_refused(opened: Any, tmp_path: Path)
 
 def test_reopening_the_same_instance_after_close(tmp_path: Path, clock: FakeClock) -> None:
     b = EmbeddedBackend(url_of(tmp_path / "data"), clock)
+    b.result_ttl, b.max_results = 7.0, 9
     b.open()
     put(b, "a", clock.now())
     put(b, "b", clock.now())
     b.close()
     b.open()
     try:
+        assert (b.result_ttl, b.max_results) == (7.0, 9)  # settings outlive the reset
         assert b.count_by_state()[S.PENDING] == 2
         assert sum(q.ready for q in b.queue_stats()) == 2
         assert len(b.claim(None, "w", 30, 10, clock.now())) == 2
