@@ -126,26 +126,9 @@ class WriteAheadLog(WritePath):
             raise ConfigError("interval_ms must be positive")
         if segment_bytes <= HEADER_SIZE:
             raise ConfigError(f"segment_bytes must exceed the {HEADER_SIZE} byte header")
-        self._dir = Path(directory)
+        super().__init__(Path(directory), interval_ms / 1000, segment_bytes, fsync_fn)
         self._mode: FsyncMode = fsync
-        self._interval = interval_ms / 1000
-        self._segment_bytes = segment_bytes
-        self._fsync_fn = fsync_fn
-        self._cond = threading.Condition(threading.Lock())
-        self._stats_lock = threading.Lock()
-        self._fsyncs = 0
-        self._bytes_written = 0
-        self._buf = bytearray()
-        self._writing = False
-        self._syncing = False
-        self._failed: BaseException | None = None
-        self._closing = False
-        self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        self._segments: list[tuple[int, Path]] = []
-        self._fd = -1
-        self._seg_size = 0
-        self._epoch = 0
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
             finish_interrupted_repair(self._dir, self._fsync)
@@ -159,8 +142,7 @@ class WriteAheadLog(WritePath):
             if self._fd >= 0:
                 os.close(self._fd)
             raise StoreFailed(f"cannot open the write-ahead log in {self._dir}: {exc}") from exc
-        self._next_lsn = self.recovery.next_lsn
-        self._written = self._durable = self._next_lsn - 1
+        self._start_at(self.recovery.next_lsn)
         if fsync == "interval":
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="dtq-wal-flusher", daemon=True

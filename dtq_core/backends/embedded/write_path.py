@@ -20,31 +20,43 @@ class WritePath:
 
     It opens the active segment after recovery (cutting a torn tail), creates and
     rotates segments atomically, runs group commit with its writer and syncer roles and
-    fail-stop, deletes segments a checkpoint covers, and reports the log's figures. The
-    state is set up by the log's constructor.
+    fail-stop, deletes segments a checkpoint covers, and reports the log's figures.
+
+    Args:
+        directory: The log directory.
+        interval_s: Flush period of the ``interval`` fsync mode.
+        segment_bytes: Size past which the active segment is rotated.
+        fsync_fn: Called for every file and directory fsync.
     """
 
-    _dir: Path
-    _segment_bytes: int
-    _fsync_fn: FsyncFn
-    _interval: float
-    _cond: threading.Condition
-    _stats_lock: threading.Lock
-    _fsyncs: int
-    _bytes_written: int
-    _buf: bytearray
-    _writing: bool
-    _syncing: bool
-    _failed: BaseException | None
-    _closing: bool
-    _stop: threading.Event
-    _segments: list[tuple[int, Path]]
-    _fd: int
-    _seg_size: int
-    _epoch: int
-    _next_lsn: int
-    _written: int
-    _durable: int
+    def __init__(
+        self, directory: Path, interval_s: float, segment_bytes: int, fsync_fn: FsyncFn
+    ) -> None:
+        self._dir = directory
+        self._interval = interval_s
+        self._segment_bytes = segment_bytes
+        self._fsync_fn = fsync_fn
+        self._cond = threading.Condition(threading.Lock())
+        self._stats_lock = threading.Lock()
+        self._fsyncs = 0
+        self._bytes_written = 0
+        self._buf = bytearray()
+        self._writing = False
+        self._syncing = False
+        self._failed: BaseException | None = None
+        self._closing = False
+        self._stop = threading.Event()
+        self._segments: list[tuple[int, Path]] = []
+        self._fd = -1
+        self._seg_size = 0
+        self._epoch = 0
+        # Set once recovery has read the log (see :meth:`_start_at`).
+        self._next_lsn = self._written = self._durable = 0
+
+    def _start_at(self, next_lsn: int) -> None:
+        """Appends continue at ``next_lsn``; everything before it is on disk."""
+        self._next_lsn = next_lsn
+        self._written = self._durable = next_lsn - 1
 
     # -- opening ---------------------------------------------------------------------
 
