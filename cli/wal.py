@@ -193,7 +193,8 @@ def upgrade(path: PathArg, json_out: JsonOpt = False) -> None:
     if not getattr(report, "changed", False):
         write_line(f"{path} is already at version {version}: nothing to convert")
         return
-    parts = [f"{getattr(report, 'converted_records', 0)} log record(s)"]
+    records = getattr(report, "converted_records", 0)
+    parts = [f"{records} log record(s)"] if records else []
     if getattr(report, "converted_checkpoint", False):
         parts.append("the checkpoint")
     write_line(

@@ -14,6 +14,7 @@ from dtq_core.clock import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 V1_KILLED = REPO / "tests" / "fixtures" / "datadirs" / "v1-killed" / "data"
+V1_CLEAN = REPO / "tests" / "fixtures" / "datadirs" / "v1-clean" / "data"
 NOW = 1_800_000_000.0
 
 
@@ -64,6 +65,16 @@ def test_upgrade_converts_once_then_reports_nothing_to_do(dtq, tmp_path: Path) -
     report = dtq.json("wal", "upgrade", str(data))
     assert report["found_version"] == 2 and report["version"] == 2
     assert report["changed"] is False and report["converted_records"] == 0
+
+
+def test_upgrade_of_a_clean_store_converts_its_checkpoint(dtq, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(V1_CLEAN, data)
+    result = dtq("wal", "upgrade", str(data))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(
+        f"upgraded {data} from version 1 to 2: converted the checkpoint; the state is in"
+    )
 
 
 def test_upgrade_json_reports_the_conversion(dtq, tmp_path: Path) -> None:
