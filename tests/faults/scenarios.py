@@ -386,6 +386,9 @@ def embedded_owner_sigkill(s: System, n: int) -> Verdict:
     owner.kill()
     restarted = s.spawn_worker(2)
     p.wait(SETTLE_S)
+    # The producer may have sent everything before the kill: then nothing waited for a
+    # new owner, and this process (which never owns) would find the store ownerless.
+    until(lambda: lock_holder(directory) is not None, SETTLE_S, "a worker to own the store")
     s.settle(SETTLE_S)
     v = s.verdict("embedded store: SIGKILL of the owner (an attached worker takes over)")
     # The attached worker, or the restarted one if it came up first: a worker either way.
