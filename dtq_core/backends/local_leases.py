@@ -8,7 +8,7 @@ record down the backend's write path. It holds no state of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dtq_core.backends import memory_leases
@@ -145,11 +145,28 @@ class LocalLeases:
             due = tasks.leases.pop_until(now, 10_000)
             return self._reclaim(due, now, max_deliveries)
 
-    def reclaim_all(self, now: float, max_deliveries: int) -> list[Transition]:
-        """Reclaim every lease, expired or not (recovery: their workers are gone)."""
+    def reclaim_all(
+        self, now: float, max_deliveries: int, keep: Callable[[str | None], bool] | None = None
+    ) -> list[Transition]:
+        """Reclaim every lease, expired or not, but those whose worker ``keep`` accepts.
+
+        Recovery: the leases' workers died with the old owner. A kept lease (its holder
+        still runs) is renewed for its own length from ``now``, so the holder has time to
+        renew it with the new owner before it can expire.
+        """
         self._w.journal.check()
         with self._w.lock:
-            return self._reclaim(list(self._w.state.tasks.leases), now, max_deliveries)
+            tasks = self._w.state.tasks
+            due: list[str] = []
+            for task_id in list(tasks.leases):
+                rec = tasks.records[task_id]
+                if keep is None or not keep(rec.worker):
+                    due.append(task_id)
+                    continue
+                start = rec.started_at if rec.started_at is not None else now
+                length = max((rec.lease_deadline or now) - start, 1.0)
+                memory_leases.extend(tasks, [(task_id, rec.lease_token)], now + length)
+            return self._reclaim(due, now, max_deliveries)
 
     def _reclaim(self, due: list[str], now: float, max_deliveries: int) -> list[Transition]:
         """Reclaim the leases of ``due`` (lock held); logged without a wait."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import struct
 import threading
@@ -38,6 +39,7 @@ from dtq_core.backends.embedded.checkpoint import (
     prune_checkpoints,
     write_checkpoint,
 )
+from dtq_core.backends.embedded.holders import lease_holder_alive
 from dtq_core.backends.embedded.journal import WalJournal
 from dtq_core.backends.embedded.oplog import LOG_FORMAT
 from dtq_core.backends.embedded.replay import Replayer
@@ -45,12 +47,7 @@ from dtq_core.backends.embedded.state import dump_state, load_state
 from dtq_core.backends.embedded.wal import FsyncFn, FsyncMode, WriteAheadLog
 from dtq_core.backends.local import LocalBackend
 from dtq_core.clock import SYSTEM_CLOCK, Clock
-from dtq_core.errors import (
-    BackendError,
-    ConfigError,
-    StoreCorrupted,
-    StoreLocked,
-)
+from dtq_core.errors import BackendError, ConfigError, StoreCorrupted, StoreLocked
 from dtq_core.task import TaskState
 
 # Data directories open in this process (resolved paths).
@@ -101,6 +98,9 @@ class EmbeddedBackend(LocalBackend):
     )
     #: Deliveries after which a task found RUNNING at recovery is dead-lettered.
     max_deliveries = 5
+    #: Set before :meth:`open` by a process that takes the store over from a dead owner
+    #: while its own workers run: recovery keeps this process's leases.
+    took_over = False
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK, fsync_fn: FsyncFn = os.fsync) -> None:
         path, opts = parse_url(url)
@@ -250,8 +250,13 @@ class EmbeddedBackend(LocalBackend):
             self._stats["converted_at_lsn"] = self.checkpoint()
 
     def _requeue_running(self) -> list[Transition]:
-        """Requeue every task found RUNNING (its worker died with the old owner), logged."""
-        return self._leases.reclaim_all(self.clock.now(), self.max_deliveries)
+        """Requeue every task found RUNNING whose worker's process is gone, logged.
+
+        A lease of a live process (an attached worker, or this process's own after a
+        takeover) is kept: requeueing it would run the task twice.
+        """
+        alive = functools.partial(lease_holder_alive, this_process=self.took_over)
+        return self._leases.reclaim_all(self.clock.now(), self.max_deliveries, keep=alive)
 
     def checkpoint(self) -> int:
         """Write a checkpoint of the live state and drop the log segments it covers."""

@@ -140,10 +140,11 @@ class EmbeddedStore(ForwardingBackend):
             )
         self._attach(time.monotonic() + self.attach_timeout)
 
-    def _try_own(self) -> bool:
+    def _try_own(self, took_over: bool = False) -> bool:
         local = EmbeddedBackend(self.url, self.clock)
         for name, value in self._settings.items():
             setattr(local, name, value)
+        local.took_over = took_over
         try:
             local.open()
         except StoreLocked:
@@ -205,7 +206,7 @@ class EmbeddedStore(ForwardingBackend):
             attempt = 0
             while not self._closed and not self._stopping.is_set():
                 attempt += 1
-                if self.may_own and self._try_own():
+                if self.may_own and self._try_own(took_over=True):
                     self.takeovers += 1
                     self._client = None
                     log.warning(
