@@ -1,11 +1,14 @@
 """End-to-end throughput and enqueue->start latency of no-op tasks, in memory.
 
-    python bench/throughput.py [--n 50000] [--runs 3] [--threads 1,4,8]
+    python bench/throughput.py [--n 50000] [--runs 3] [--threads 1,4,8] [--latency-runs 3]
 
 Prints, per worker-thread count, the median of ``--runs`` runs of:
 - enqueue: tasks/s for ``apply_async`` alone;
 - e2e: tasks/s from the first enqueue to the last result collected (enqueue N, run N,
   every ``AsyncResult.get``);
+- raw loop: tasks/s of the same flood through a bare heap + condition + threads loop
+  (:func:`run_raw`), run alternately with the e2e runs, and e2e/raw: the median of
+  the ratios of each pair (the figure to compare across machines and loads);
 - inline: tasks/s when the calling thread runs them (``broker.work()``), no thread handoff;
 - latency: enqueue->start p50/p99 in ms at a steady paced rate (not a flood, so the figure
   is the engine's hand-off time, not time spent queued behind a backlog);
@@ -15,9 +18,12 @@ and the cost of one event publication with 0 and 3 extra subscribers.
 from __future__ import annotations
 
 import argparse
+import heapq
+import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +57,53 @@ def run_e2e(n: int, threads: int) -> tuple[float, float]:
             r.get(timeout=120)
         t2 = time.perf_counter()
     return n / (t1 - t0), n / (t2 - t0)
+
+
+def run_raw(n: int, threads: int) -> float:
+    """The floor of thread hand-off: a heap, a condition and ``threads`` threads.
+
+    The same shape as the engine's path without the engine: the producer pushes each
+    no-op call on a heap under a condition and notifies; workers pop, call it and put
+    its result in a dict; the caller waits for every result. Tasks/s.
+    """
+    heap: list[tuple[int, int, int, Callable[[], None]]] = []
+    cond = threading.Condition()
+    done = threading.Condition()
+    results: dict[int, None] = {}
+    stopped = False
+
+    def work() -> None:
+        while True:
+            with cond:
+                while not heap and not stopped:
+                    cond.wait()
+                if not heap:
+                    return
+                _, _, i, fn = heapq.heappop(heap)
+            r = fn()
+            with done:
+                results[i] = r
+                if len(results) == n:
+                    done.notify_all()
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    t0 = time.perf_counter()
+    for i in range(n):
+        with cond:
+            heapq.heappush(heap, (0, i, i, noop.fn))
+            cond.notify()
+    with done:
+        while len(results) < n:
+            done.wait()
+    dt = time.perf_counter() - t0
+    with cond:
+        stopped = True
+        cond.notify_all()
+    for t in workers:
+        t.join()
+    return n / dt
 
 
 def run_inline(n: int) -> float:
@@ -113,21 +166,44 @@ def main() -> None:
     ap.add_argument("--threads", default="1,4,8")
     ap.add_argument("--rate", type=float, default=1000.0, help="paced rate for latency")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--latency-runs", type=int, default=3, help="paced runs (median p50/p99)")
     args = ap.parse_args()
+    if min(args.n, args.runs, args.latency_runs) < 1 or args.rate <= 0 or args.seconds <= 0:
+        sys.exit("throughput.py: --n, --runs, --latency-runs, --rate and --seconds must be > 0")
     rows = []
     for threads in [int(x) for x in args.threads.split(",")]:
-        runs = [run_e2e(args.n, threads) for _ in range(args.runs)]
-        enq = sorted(r[0] for r in runs)[len(runs) // 2]
-        e2e = sorted(r[1] for r in runs)[len(runs) // 2]
-        p50, p99 = run_latency(threads, args.rate, args.seconds)
-        rows.append((threads, enq, e2e, p50, p99))
-        print(f"  threads={threads}: e2e runs {[round(r[1]) for r in runs]}", flush=True)
+        # Interleaved, so both see the same load: the machine is shared and noisy.
+        runs, raws = [], []
+        for _ in range(args.runs):
+            runs.append(run_e2e(args.n, threads))
+            raws.append(run_raw(args.n, threads))
+        enq = statistics.median(r[0] for r in runs)
+        e2e = statistics.median(r[1] for r in runs)
+        raw = statistics.median(raws)
+        ratio = statistics.median(r[1] / w for r, w in zip(runs, raws, strict=True))
+        lat = [run_latency(threads, args.rate, args.seconds) for _ in range(args.latency_runs)]
+        p50 = statistics.median(x[0] for x in lat)
+        p99 = statistics.median(x[1] for x in lat)
+        rows.append((threads, enq, e2e, raw, f"{ratio:.3f}", p50, p99))
+        print(
+            f"  threads={threads}: e2e runs {[round(r[1]) for r in runs]}, "
+            f"raw runs {[round(w) for w in raws]}, p99 runs {[round(x[1], 2) for x in lat]}",
+            flush=True,
+        )
     inline, inline_runs = median_of(args.runs, lambda: run_inline(args.n))
     print()
     print(f"no-op tasks, memory://, N={args.n}, median of {args.runs} runs")
     print(
         table(
-            ["threads", "enqueue/s", "e2e tasks/s", f"start p50 ms @{args.rate:g}/s", "p99 ms"],
+            [
+                "threads",
+                "enqueue/s",
+                "e2e tasks/s",
+                "raw loop/s",
+                "e2e/raw",
+                f"start p50 ms @{args.rate:g}/s",
+                "p99 ms",
+            ],
             rows,
         )
     )

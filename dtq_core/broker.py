@@ -108,7 +108,7 @@ class Broker(ProducerMixin, EventsMixin):
         self.metrics = Metrics()
         #: CPU % and tasks/s of this process between two published process records.
         self.process_meter = ProcessMeter()
-        self.events.subscribe(self.metrics.on_event)
+        self.events.subscribe_batch(self.metrics.on_batch)
         self.pool: Pool | None = None
         self.maintenance = Maintenance(self)
         self._waiters: dict[str, threading.Event] = {}

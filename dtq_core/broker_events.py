@@ -88,19 +88,20 @@ class EventsMixin:
         """Publish one event per transition and wake result waiters."""
         if not transitions:
             return
-        now = self.clock.now()
-        publish = self.events.publish
+        self.events.publish_many(self.clock.now(), transitions, worker)
         waiters = self._waiters
-        for tr in transitions:
-            publish(now, tr.task_id, tr.name, tr.queue, tr.old, tr.new, worker, tr.note)
-            if waiters and tr.new in TERMINAL:
-                ev = waiters.pop(tr.task_id, None)
-                if ev is not None:
-                    ev.set()
+        if waiters:
+            for tr in transitions:
+                if tr.new in TERMINAL:
+                    ev = waiters.pop(tr.task_id, None)
+                    if ev is not None:
+                        ev.set()
 
     def emit_started(self, d: Delivery, worker: str) -> None:
         """Publish the PENDING -> RUNNING event of a claimed task."""
-        self.events.publish(d.started_at, d.task_id, d.name, d.queue, _PENDING, _RUNNING, worker)
+        self.events.publish_many(
+            d.started_at, ((d.task_id, d.name, d.queue, _PENDING, _RUNNING, None),), worker
+        )
 
     def wake_scheduler(self, when: float) -> None:
         """A delayed task is due at ``when``: make sure the scheduler looks by then."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 log = logging.getLogger("dtq.events")
 
@@ -33,12 +32,23 @@ class Event(NamedTuple):
 Subscriber = Callable[[Event], None]
 
 
+#: Called once per published batch: ``(ts, transitions, worker)``; each transition is a
+#: :class:`~dtq_core.backends.base.Transition` (or a tuple in its field order).
+BatchSubscriber = Callable[[float, Sequence[Sequence[Any]], "str | None"], None]
+
+
 class EventBus:
     """Publishes events to subscribers and keeps the last ``history`` for late readers.
 
-    Publishing is a tuple, a deque append and one call per subscriber: subscribers run
-    on the publishing thread, so they must be quick (queue work elsewhere if not). A
-    subscriber that raises is logged and kept.
+    Publishing a batch of transitions (:meth:`publish_many`) takes one lock, numbers the
+    batch and keeps it as it is: :class:`Event` objects are made only for subscribers
+    of single events and for readers of :meth:`since`, so events nobody reads cost a
+    lock and an append per batch, whatever its size. Batch subscribers
+    (:meth:`subscribe_batch`: the metrics, the DAG runs) receive the transitions
+    themselves, once per batch.
+
+    Subscribers run on the publishing thread, so they must be quick (queue work
+    elsewhere if not). A subscriber that raises is logged and kept.
 
     Workers publish from many threads while consoles read: numbering and appending
     happen under one lock, so the ring is always in sequence order, and readers copy
@@ -50,8 +60,12 @@ class EventBus:
 
     def __init__(self, history: int = 10_000) -> None:
         self._subs: tuple[Subscriber, ...] = ()
-        self._ring: deque[Event] = deque(maxlen=history)
-        self._seq = itertools.count(1)
+        self._batch_subs: tuple[BatchSubscriber, ...] = ()
+        # Batches as published: (first seq, ts, worker, transitions), oldest first.
+        self._ring: deque[tuple[int, float, str | None, Sequence[Sequence[Any]]]] = deque()
+        self._history = max(0, history)
+        self._held = 0  # events in the ring
+        self._last = 0  # seq of the newest event
         self._sub_lock = threading.Lock()
         self._ring_lock = threading.Lock()
 
@@ -67,15 +81,48 @@ class EventBus:
         note: str | None = None,
     ) -> Event:
         """Create, record and deliver one event."""
+        seq = self.publish_many(ts, ((task_id, name, queue, old, new, note),), worker)
+        return Event(seq, ts, task_id, name, queue, old, new, worker, note)
+
+    def publish_many(
+        self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None = None
+    ) -> int:
+        """Record and deliver one event per transition, all at ``ts`` by ``worker``.
+
+        Each transition is ``(task_id, name, queue, old, new, note)`` (a
+        :class:`~dtq_core.backends.base.Transition`). Returns the sequence number of
+        the first (0 when there was none).
+        """
+        n = len(transitions)
+        if not n:
+            return 0
+        history = self._history
         with self._ring_lock:
-            ev = Event(next(self._seq), ts, task_id, name, queue, old, new, worker, note)
-            self._ring.append(ev)
-        for cb in self._subs:
+            first = self._last + 1
+            self._last += n
+            if history:
+                ring = self._ring
+                ring.append((first, ts, worker, transitions))
+                held = self._held + n
+                # Keep at least ``history`` events; whole batches fall off the front.
+                while held - len(ring[0][3]) >= history:
+                    held -= len(ring.popleft()[3])
+                self._held = held
+        for bcb in self._batch_subs:
             try:
-                cb(ev)
+                bcb(ts, transitions, worker)
             except Exception:
-                log.exception("event subscriber %r failed", cb)
-        return ev
+                log.exception("event subscriber %r failed", bcb)
+        subs = self._subs
+        if subs:
+            for i, t in enumerate(transitions):
+                ev = Event(first + i, ts, t[0], t[1], t[2], t[3], t[4], worker, t[5])
+                for cb in subs:
+                    try:
+                        cb(ev)
+                    except Exception:
+                        log.exception("event subscriber %r failed", cb)
+        return first
 
     def subscribe(self, cb: Subscriber) -> Callable[[], None]:
         """Call ``cb`` for every future event; returns a function that unsubscribes."""
@@ -88,21 +135,45 @@ class EventBus:
 
         return unsubscribe
 
+    def subscribe_batch(self, cb: BatchSubscriber) -> Callable[[], None]:
+        """Call ``cb(ts, transitions, worker)`` once per published batch.
+
+        For subscribers that aggregate (counters): no :class:`Event` is made for them.
+        Returns a function that unsubscribes.
+        """
+        with self._sub_lock:
+            self._batch_subs = (*self._batch_subs, cb)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                self._batch_subs = tuple(s for s in self._batch_subs if s is not cb)
+
+        return unsubscribe
+
     def since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above ``seq`` (oldest first, at most ``limit``)."""
         if limit <= 0:
             return []
         with self._ring_lock:
-            ring = self._ring
-            if not ring or ring[-1].seq <= seq:
+            last = self._last
+            # The oldest kept: the last ``history`` events, at most ``limit`` of them.
+            lo = max(seq, last - self._history, last - limit) + 1
+            if lo > last:
                 return []
-            # Sequence numbers are consecutive in the ring: the index is arithmetic.
-            first = max(0, seq - ring[0].seq + 1, len(ring) - limit)
-            return list(itertools.islice(ring, first, None))
+            picked = []
+            for chunk in reversed(self._ring):
+                picked.append(chunk)
+                if chunk[0] <= lo:
+                    break
+        out: list[Event] = []
+        for first, ts, worker, trs in reversed(picked):
+            for i in range(max(0, lo - first), len(trs)):
+                t = trs[i]
+                out.append(Event(first + i, ts, t[0], t[1], t[2], t[3], t[4], worker, t[5]))
+        return out
 
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest event (0 when none)."""
         with self._ring_lock:
-            ring = self._ring
-            return ring[-1].seq if ring else 0
+            return self._last if self._held else 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from dtq_core.monitoring.rates import RollingCounter
 from dtq_core.task import TaskState
@@ -53,7 +54,8 @@ class _Series:
 class Metrics:
     """Counts what the event stream says happened, per queue and in total.
 
-    Subscribe :meth:`on_event` to a broker's :class:`~dtq_core.events.EventBus`.
+    Subscribe :meth:`on_batch` to a broker's :class:`~dtq_core.events.EventBus` with
+    ``subscribe_batch`` (or :meth:`on_event` with ``subscribe``: the same counts).
     """
 
     def __init__(self) -> None:
@@ -66,14 +68,46 @@ class Metrics:
         name = _MEANING.get(ev.new, _NONE).get(ev.old)
         if name is None:
             return
+        self._count(ev.queue, name, 1, ev.ts)
+
+    def on_batch(self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None) -> None:
+        """Count a batch of transitions published at ``ts`` (one lock for the batch).
+
+        Subscribed with :meth:`EventBus.subscribe_batch
+        <dtq_core.events.EventBus.subscribe_batch>`: no event object is made for it. Each
+        transition is ``(task_id, name, queue, old, new, note)``; counts equal those of
+        :meth:`on_event` for each.
+        """
+        meaning = _MEANING
+        if len(transitions) == 1:
+            t = transitions[0]
+            name = meaning.get(t[4], _NONE).get(t[3])
+            if name is not None:
+                self._count(t[2], name, 1, ts)
+            return
+        tally: dict[tuple[str, str], int] = {}
+        for t in transitions:
+            name = meaning.get(t[4], _NONE).get(t[3])
+            if name is not None:
+                key = (t[2], name)
+                tally[key] = tally.get(key, 0) + 1
         with self._lock:
-            q = self._queues.get(ev.queue)
-            if q is None:
-                q = self._queues[ev.queue] = _Series()
-            q.counts[name] += 1
-            rc = q.rolling.get(name)
-            if rc is not None:
-                rc.add(1, ev.ts)
+            for (queue, name), n in tally.items():
+                self._add(queue, name, n, ts)
+
+    def _count(self, queue: str, name: str, n: int, ts: float) -> None:
+        with self._lock:
+            self._add(queue, name, n, ts)
+
+    def _add(self, queue: str, name: str, n: int, ts: float) -> None:
+        # Lock held.
+        q = self._queues.get(queue)
+        if q is None:
+            q = self._queues[queue] = _Series()
+        q.counts[name] += n
+        rc = q.rolling.get(name)
+        if rc is not None:
+            rc.add(n, ts)
 
     def incr(self, name: str, n: int = 1) -> None:
         """Bump a counter that no state change expresses (throttled, deduplicated...)."""

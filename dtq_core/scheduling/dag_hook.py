@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +102,7 @@ class DagHook(Hook):
 
     def attach(self, broker: Broker) -> None:
         """Subscribe to the broker's events."""
-        self._unsubscribe = broker.events.subscribe(partial(self.on_event, broker))
+        self._unsubscribe = broker.events.subscribe_batch(partial(self.on_batch, broker))
 
     def detach(self, broker: Broker) -> None:
         """Unsubscribe."""
@@ -216,6 +216,14 @@ class DagHook(Hook):
         """Move the node of a node task's event (other tasks are ignored at once)."""
         if ev.task_id.startswith(RUN_PREFIX):
             self.observe(broker, ev.task_id, TaskState(ev.new), ev.ts)
+
+    def on_batch(
+        self, broker: Broker, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None
+    ) -> None:
+        """:meth:`on_event` for each of a batch of transitions published at ``ts``."""
+        for t in transitions:
+            if t[0].startswith(RUN_PREFIX):
+                self.observe(broker, t[0], TaskState(t[4]), ts)
 
     def observe(self, broker: Broker, task_id: str, state: TaskState, ts: float) -> None:
         """Apply a node task's new ``state`` to its run (idempotent)."""

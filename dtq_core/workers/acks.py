@@ -29,6 +29,8 @@ log = logging.getLogger("dtq.worker")
 
 #: Called for each stored ack: ``(context, transitions)``.
 Finish = Callable[["RunContext", "list[Transition]"], None]
+#: Called once per stored batch with every ``(context, transitions)`` of it, in order.
+FinishMany = Callable[["list[tuple[RunContext, list[Transition]]]"], None]
 
 
 class AckBuffer:
@@ -42,10 +44,14 @@ class AckBuffer:
         delay: float,
         max_batch: int = 256,
         fatal: Callable[[BaseException], None] | None = None,
+        finish_many: FinishMany | None = None,
     ) -> None:
         self.backend = backend
         self.now = now
         self.finish = finish
+        #: When set, called once per batch instead of ``finish`` per ack (one event
+        #: batch for the whole of it); it handles its own errors per ack.
+        self.finish_many = finish_many
         #: Told when the store failed stop (the acks waiting can never be stored here).
         self.fatal = fatal
         self.delay = delay
@@ -111,6 +117,12 @@ class AckBuffer:
                     self._oldest = time.monotonic()
                     self._retry = True
                 raise
+        if self.finish_many is not None:
+            try:
+                self.finish_many([(ctx, trs) for (ctx, _), trs in zip(items, results, strict=True)])
+            except Exception:
+                log.exception("after the acks of %d tasks", len(items))
+            return
         for (ctx, _), trs in zip(items, results, strict=True):
             try:
                 self.finish(ctx, trs)

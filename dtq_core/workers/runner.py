@@ -7,6 +7,7 @@ dead-letter, and emits the events. Pools only supply the call in between.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from dtq_core.errors import (
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
 from dtq_core.workers.acks import AckBuffer
+
+log = logging.getLogger("dtq.worker")
 
 if TYPE_CHECKING:
     from dtq_core.backends.base import Delivery, Transition
@@ -71,11 +74,23 @@ class Runner:
         self._workers: dict[str, WorkerInfo] = {}
 
     def batch_acks(self) -> None:
-        """Store successes in batches when the backend benefits (a round trip per call)."""
+        """Store successes in batches (unless ``ack_delay_s`` is 0).
+
+        On a backend where a call is a round trip (Redis, an attached embedded store)
+        a batch saves round trips; on a store in this process (memory, the embedded
+        owner) it saves taking the store's lock, publishing and counting once per task:
+        a busy pool does each once per batch.
+        """
         delay = self.broker.config.ack_delay_s
-        if self.backend.capabilities.batch_acks and delay > 0 and self.acks is None:
+        caps = self.backend.capabilities
+        if delay > 0 and self.acks is None and (caps.batch_acks or not caps.cross_process):
             self.acks = AckBuffer(
-                self.backend, self.now, self._finish, delay, fatal=self.broker.fail_stop
+                self.backend,
+                self.now,
+                self._finish,
+                delay,
+                fatal=self.broker.fail_stop,
+                finish_many=self._finish_many,
             )
 
     def close(self) -> None:
@@ -177,6 +192,30 @@ class Runner:
         self.broker.emit(trs, ctx.worker_id)
         for hook in self.after_run:
             hook.after_run(ctx, exc, trs)
+
+    def _finish_many(self, done: list[tuple[RunContext, list[Transition]]]) -> None:
+        """:meth:`_finish` for a batch of stored successes: one event batch per worker."""
+        workers = self._workers
+        by_worker: dict[str, list[Transition]] = {}
+        for ctx, trs in done:
+            if trs:
+                info = workers.get(ctx.worker_id)
+                if info is not None:
+                    info.processed += 1
+                got = by_worker.get(ctx.worker_id)
+                if got is None:
+                    by_worker[ctx.worker_id] = list(trs)
+                else:
+                    got.extend(trs)
+        emit = self.broker.emit
+        for worker_id, trs in by_worker.items():
+            emit(trs, worker_id)
+        for ctx, trs in done:
+            try:
+                for hook in self.after_run:
+                    hook.after_run(ctx, None, trs)
+            except Exception:
+                log.exception("after the ack of task %s", ctx.delivery.task_id)
 
     def requeue(self, d: Delivery, worker_id: str, note: str) -> None:
         """Give a claimed task back (shutdown); it runs again, no attempt counted.

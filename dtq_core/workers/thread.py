@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from dtq_core.hooks import RunContext
 
 
+#: Longest an idle thread waits in the pool for the claiming thread before it looks
+#: again (a stop wakes it at once).
+IDLE_WAIT_S = 1.0
+
+
 class LoopThread:
     """A private event loop in a daemon thread, for ``async def`` tasks of sync pools."""
 
@@ -76,6 +81,11 @@ class ThreadPool(Pool):
         self._threads: list[threading.Thread] = []
         # Tasks claimed ahead (prefetch), taken by whichever thread is free first.
         self._ahead: deque[Delivery] = deque()
+        # On a store in this process, one idle thread at a time claims (the others wait
+        # here for what it claims ahead): see _take_local.
+        self._handoff = threading.Condition()
+        self._claiming = False
+        self._idle = 0
         self._avg_runtime: float | None = None
         self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
@@ -106,17 +116,14 @@ class ThreadPool(Pool):
         Tasks claimed ahead wait in one queue shared by the pool's threads, so a long
         task holds up only its own thread: the others take the rest.
         """
+        if not self.broker.backend.capabilities.cross_process:
+            return self._take_local(info, limit)
         try:
             d = self._ahead.popleft()
         except IndexError:
             pass
         else:
-            # Its wait is measured to when it starts, not to when it was claimed (the
-            # lease still counts from the claim).
-            return d._replace(
-                started_at=self.broker.clock.now(),
-                leased_at=d.started_at if d.leased_at is None else d.leased_at,
-            )
+            return self._from_ahead(d)
         cfg = self.broker.config
         batch = self.broker.backend.claim(
             cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
@@ -125,6 +132,60 @@ class ThreadPool(Pool):
             return None
         self._ahead.extend(batch[1:])
         return batch[0]
+
+    def _take_local(self, info: WorkerInfo, limit: int) -> Delivery | None:
+        """:meth:`_take` on a store in this process (memory, the embedded owner).
+
+        One idle thread at a time claims, a batch at once, and blocks in the store when
+        nothing is ready; the other idle threads wait in the pool for the tasks it
+        claimed ahead. So a producer wakes a thread only when one is idle (the one
+        waiting in the store), a busy pool takes the store's lock once per batch, and
+        the claimer wakes one waiting thread per task claimed ahead, plus one to claim
+        next. Successes waiting in the ack buffer are stored before the claim, so a
+        pool that runs out of work leaves no result waiting.
+        """
+        handoff = self._handoff
+        with handoff:
+            while True:
+                if self._ahead:
+                    return self._from_ahead(self._ahead.popleft())
+                if self.stopping.is_set():
+                    return None
+                if not self._claiming:
+                    self._claiming = True
+                    break
+                self._idle += 1
+                try:
+                    handoff.wait(IDLE_WAIT_S)
+                finally:
+                    self._idle -= 1
+        batch: list[Delivery] = []
+        try:
+            acks = self.acks
+            if acks is not None and len(acks):
+                acks.flush()
+            cfg = self.broker.config
+            batch = self.broker.backend.claim(
+                cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
+            )
+        finally:
+            with handoff:
+                self._claiming = False
+                if batch:
+                    self._ahead.extend(batch[1:])
+                if self._idle:
+                    # One per task claimed ahead, and one to claim next (or, after a
+                    # failed claim, to try again itself).
+                    handoff.notify(min(self._idle, len(batch) or 1))
+        return batch[0] if batch else None
+
+    def _from_ahead(self, d: Delivery) -> Delivery:
+        # Its wait is measured to when it starts, not to when it was claimed (the lease
+        # still counts from the claim).
+        return d._replace(
+            started_at=self.broker.clock.now(),
+            leased_at=d.started_at if d.leased_at is None else d.leased_at,
+        )
 
     def _work(self, info: WorkerInfo) -> None:
         broker = self.broker
@@ -135,7 +196,8 @@ class ThreadPool(Pool):
         backoff = Backoff(stopping, broker.fail_stop)
         # prefetch=None adapts on backends where a claim is a round trip: batches of
         # about PREFETCH_BUDGET_S of work, by the moving average of run times.
-        adaptive = cfg.prefetch is None and broker.backend.capabilities.batch_acks
+        caps = broker.backend.capabilities
+        adaptive = cfg.prefetch is None and (caps.batch_acks or not caps.cross_process)
         limit = cfg.prefetch or 1
         while not stopping.is_set():
             try:
@@ -255,6 +317,8 @@ class ThreadPool(Pool):
         """Stop claiming, drain up to ``drain_timeout``, then interrupt and requeue."""
         self.stopping.set()
         self.broker.backend_wakeup()
+        with self._handoff:
+            self._handoff.notify_all()
         deadline = time.monotonic() + drain_timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -268,6 +332,8 @@ class ThreadPool(Pool):
     def hard_stop(self) -> None:
         """Interrupt every running task now (it is requeued)."""
         self.stopping.set()
+        with self._handoff:
+            self._handoff.notify_all()
         self._interrupt_stragglers()
         self._requeue_ahead("hard stop: requeued")
         self.runner.close()

@@ -454,12 +454,24 @@ def batching(make_broker: BrokerFactory, **overrides: Any) -> Any:
     return broker
 
 
-def test_runner_batches_only_when_the_backend_asks_and_a_delay_is_set(
+def test_runner_batches_on_local_stores_and_when_the_backend_asks_if_a_delay_is_set(
     make_broker: BrokerFactory,
 ) -> None:
-    plain = Runner(make_broker())
+    local = Runner(make_broker())
+    local.batch_acks()
+    assert local.acks is not None  # memory: one lock and one event batch per batch
+    local.close()
+
+    # A store in another process that does not ask for batches: each ack on its own.
+    shared = make_broker()
+    shared.backend.capabilities = shared.backend.capabilities._replace(cross_process=True)
+    plain = Runner(shared)
     plain.batch_acks()
-    assert plain.acks is None  # memory: every call is local, nothing to batch
+    assert plain.acks is None
+
+    local_no_delay = Runner(make_broker(ack_delay_s=0.0))
+    local_no_delay.batch_acks()
+    assert local_no_delay.acks is None
 
     no_delay = Runner(batching(make_broker, ack_delay_s=0.0))
     no_delay.batch_acks()
