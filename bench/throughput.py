@@ -8,7 +8,8 @@ Prints, per worker-thread count, the median of ``--runs`` runs of:
   every ``AsyncResult.get``);
 - raw loop: tasks/s of the same flood through a bare heap + condition + threads loop
   (:func:`run_raw`), run alternately with the e2e runs, and e2e/raw: the median of
-  the ratios of each pair (the figure to compare across machines and loads);
+  the ratios of each pair (the figure to compare across machines and loads), and
+  the CPU of the process per task of both (less sensitive to other processes);
 - inline: tasks/s when the calling thread runs them (``broker.work()``), no thread handoff;
 - latency: enqueue->start p50/p99 in ms at a steady paced rate (not a flood, so the figure
   is the engine's hand-off time, not time spent queued behind a backlog);
@@ -48,23 +49,27 @@ def config(threads: int) -> BrokerConfig:
     )
 
 
-def run_e2e(n: int, threads: int) -> tuple[float, float]:
+def run_e2e(n: int, threads: int) -> tuple[float, float, float]:
+    """Enqueue tasks/s, end-to-end tasks/s and CPU µs of the process per task."""
     with Broker(config(threads)) as b:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         results = [noop.apply_async((), broker=b) for _ in range(n)]
         t1 = time.perf_counter()
         for r in results:
             r.get(timeout=120)
         t2 = time.perf_counter()
-    return n / (t1 - t0), n / (t2 - t0)
+        cpu = (time.process_time() - c0) / n * 1e6
+    return n / (t1 - t0), n / (t2 - t0), cpu
 
 
-def run_raw(n: int, threads: int) -> float:
+def run_raw(n: int, threads: int) -> tuple[float, float]:
     """The floor of thread hand-off: a heap, a condition and ``threads`` threads.
 
     The same shape as the engine's path without the engine: the producer pushes each
     no-op call on a heap under a condition and notifies; workers pop, call it and put
-    its result in a dict; the caller waits for every result. Tasks/s.
+    its result in a dict; the caller waits for every result. Tasks/s and CPU µs of the
+    process per task.
     """
     heap: list[tuple[int, int, int, Callable[[], None]]] = []
     cond = threading.Condition()
@@ -89,6 +94,7 @@ def run_raw(n: int, threads: int) -> float:
     workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
     for t in workers:
         t.start()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(n):
         with cond:
@@ -98,12 +104,13 @@ def run_raw(n: int, threads: int) -> float:
         while len(results) < n:
             done.wait()
     dt = time.perf_counter() - t0
+    cpu = (time.process_time() - c0) / n * 1e6
     with cond:
         stopped = True
         cond.notify_all()
     for t in workers:
         t.join()
-    return n / dt
+    return n / dt, cpu
 
 
 def run_inline(n: int) -> float:
@@ -179,15 +186,19 @@ def main() -> None:
             raws.append(run_raw(args.n, threads))
         enq = statistics.median(r[0] for r in runs)
         e2e = statistics.median(r[1] for r in runs)
-        raw = statistics.median(raws)
-        ratio = statistics.median(r[1] / w for r, w in zip(runs, raws, strict=True))
+        raw = statistics.median(w[0] for w in raws)
+        ratio = statistics.median(r[1] / w[0] for r, w in zip(runs, raws, strict=True))
+        cpu = statistics.median(r[2] for r in runs)
+        cpu_raw = statistics.median(w[1] for w in raws)
         lat = [run_latency(threads, args.rate, args.seconds) for _ in range(args.latency_runs)]
         p50 = statistics.median(x[0] for x in lat)
         p99 = statistics.median(x[1] for x in lat)
-        rows.append((threads, enq, e2e, raw, f"{ratio:.3f}", p50, p99))
+        rows.append(
+            (threads, enq, e2e, raw, f"{ratio:.3f}", f"{cpu:.1f}", f"{cpu_raw:.1f}", p50, p99)
+        )
         print(
             f"  threads={threads}: e2e runs {[round(r[1]) for r in runs]}, "
-            f"raw runs {[round(w) for w in raws]}, p99 runs {[round(x[1], 2) for x in lat]}",
+            f"raw runs {[round(w[0]) for w in raws]}, p99 runs {[round(x[1], 2) for x in lat]}",
             flush=True,
         )
     inline, inline_runs = median_of(args.runs, lambda: run_inline(args.n))
@@ -201,6 +212,8 @@ def main() -> None:
                 "e2e tasks/s",
                 "raw loop/s",
                 "e2e/raw",
+                "CPU µs/task",
+                "raw CPU µs",
                 f"start p50 ms @{args.rate:g}/s",
                 "p99 ms",
             ],

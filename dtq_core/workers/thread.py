@@ -181,10 +181,20 @@ class ThreadPool(Pool):
 
     def _from_ahead(self, d: Delivery) -> Delivery:
         # Its wait is measured to when it starts, not to when it was claimed (the lease
-        # still counts from the claim).
-        return d._replace(
-            started_at=self.broker.clock.now(),
-            leased_at=d.started_at if d.leased_at is None else d.leased_at,
+        # still counts from the claim). Built field by field: ``_replace`` costs 3x.
+        return Delivery(
+            d.task_id,
+            d.token,
+            d.name,
+            d.queue,
+            d.payload,
+            d.attempt,
+            d.deliveries,
+            d.enqueued_at,
+            self.broker.clock.now(),
+            d.time_limit,
+            d.max_retries,
+            d.started_at if d.leased_at is None else d.leased_at,
         )
 
     def _work(self, info: WorkerInfo) -> None:
@@ -223,7 +233,8 @@ class ThreadPool(Pool):
                     avg = self._avg_runtime
                     avg = took if avg is None else 0.8 * avg + 0.2 * took
                     self._avg_runtime = avg
-                    limit = adaptive_prefetch(avg)
+                    if not self._ahead:  # the next take claims: size it now
+                        limit = adaptive_prefetch(avg)
             except WorkerShutdown:
                 runner.requeue(d, info.id, "hard stop: requeued")
             except BackendError as exc:
