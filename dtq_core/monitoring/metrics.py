@@ -79,11 +79,12 @@ class Metrics:
         :meth:`on_event` for each.
         """
         meaning = _MEANING
-        if len(transitions) == 1:
+        if len(transitions) == 1:  # a task's start, an enqueue: no tally to build
             t = transitions[0]
             name = meaning.get(t[4], _NONE).get(t[3])
             if name is not None:
-                self._count(t[2], name, 1, ts)
+                with self._lock:
+                    self._add(t[2], name, 1, ts)
             return
         tally: dict[tuple[str, str], int] = {}
         for t in transitions:

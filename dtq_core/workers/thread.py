@@ -141,12 +141,13 @@ class ThreadPool(Pool):
         claimed ahead. So a producer wakes a thread only when one is idle (the one
         waiting in the store), a busy pool takes the store's lock once per batch, and
         the claimer wakes one waiting thread per task claimed ahead, plus one to claim
-        next. Successes waiting in the ack buffer are stored before the claim, so a
-        pool that runs out of work leaves no result waiting.
+        next. A thread that runs out of tasks first stores the successes waiting in
+        the ack buffer, so a pool that runs out of work leaves no result waiting.
         """
         handoff = self._handoff
-        with handoff:
-            while True:
+        acks = self.acks
+        while True:
+            with handoff:
                 if self._ahead:
                     return self._from_ahead(self._ahead.popleft())
                 if self.stopping.is_set():
@@ -154,14 +155,16 @@ class ThreadPool(Pool):
                 if not self._claiming:
                     self._claiming = True
                     break
-                self._idle += 1
-                try:
-                    handoff.wait(IDLE_WAIT_S)
-                finally:
-                    self._idle -= 1
+                if acks is None or not len(acks):
+                    self._idle += 1
+                    try:
+                        handoff.wait(IDLE_WAIT_S)
+                    finally:
+                        self._idle -= 1
+                    continue
+            acks.flush()  # about to wait: outside the pool's lock
         batch: list[Delivery] = []
         try:
-            acks = self.acks
             if acks is not None and len(acks):
                 acks.flush()
             cfg = self.broker.config
