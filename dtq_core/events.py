@@ -81,8 +81,12 @@ class EventBus:
         note: str | None = None,
     ) -> Event:
         """Create, record and deliver one event."""
-        seq = self.publish_many(ts, ((task_id, name, queue, old, new, note),), worker)
-        return Event(seq, ts, task_id, name, queue, old, new, worker, note)
+        batch = ((task_id, name, queue, old, new, note),)
+        ev = Event(
+            self._record(ts, batch, worker), ts, task_id, name, queue, old, new, worker, note
+        )
+        self._deliver(ts, batch, worker, (ev,))
+        return ev
 
     def publish_many(
         self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None = None
@@ -93,9 +97,21 @@ class EventBus:
         :class:`~dtq_core.backends.base.Transition`). Returns the sequence number of
         the first (0 when there was none).
         """
-        n = len(transitions)
-        if not n:
+        if not transitions:
             return 0
+        first = self._record(ts, transitions, worker)
+        events = None
+        if self._subs:
+            events = [
+                Event(first + i, ts, t[0], t[1], t[2], t[3], t[4], worker, t[5])
+                for i, t in enumerate(transitions)
+            ]
+        self._deliver(ts, transitions, worker, events)
+        return first
+
+    def _record(self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None) -> int:
+        """Number a batch and keep it (not copied: the publisher must not change it)."""
+        n = len(transitions)
         history = self._history
         with self._ring_lock:
             first = self._last + 1
@@ -108,21 +124,28 @@ class EventBus:
                 while held - len(ring[0][3]) >= history:
                     held -= len(ring.popleft()[3])
                 self._held = held
+        return first
+
+    def _deliver(
+        self,
+        ts: float,
+        transitions: Sequence[Sequence[Any]],
+        worker: str | None,
+        events: Sequence[Event] | None,
+    ) -> None:
         for bcb in self._batch_subs:
             try:
                 bcb(ts, transitions, worker)
             except Exception:
                 log.exception("event subscriber %r failed", bcb)
-        subs = self._subs
-        if subs:
-            for i, t in enumerate(transitions):
-                ev = Event(first + i, ts, t[0], t[1], t[2], t[3], t[4], worker, t[5])
-                for cb in subs:
-                    try:
-                        cb(ev)
-                    except Exception:
-                        log.exception("event subscriber %r failed", cb)
-        return first
+        if events is None:
+            return
+        for ev in events:
+            for cb in self._subs:
+                try:
+                    cb(ev)
+                except Exception:
+                    log.exception("event subscriber %r failed", cb)
 
     def subscribe(self, cb: Subscriber) -> Callable[[], None]:
         """Call ``cb`` for every future event; returns a function that unsubscribes."""
