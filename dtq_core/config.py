@@ -35,14 +35,17 @@ class BrokerConfig:
             ``async`` (one event loop running ``async def`` tasks concurrently).
         queues: Queues this broker's workers serve, in strict priority order, or
             ``None`` for every queue (best task priority first).
-        prefetch: Tasks a worker thread claims per round trip. ``None`` (the default)
-            adapts on backends with network round trips (Redis): one at a time until
-            the task's run time is known, then as many as make about 20 ms of work
-            (at most 64), so short tasks share round trips and long ones are never
-            held back behind each other; on local backends ``None`` means 1.
-        ack_delay_s: On backends that batch acknowledgements (Redis), successful
-            outcomes wait at most this long to be stored together in one round trip;
-            0 stores each at once.
+        prefetch: Tasks a worker thread claims at once. ``None`` (the default) adapts:
+            one at a time until the task's run time is known, then as many as make
+            about 20 ms of work (at most 64), so short tasks share a round trip (Redis)
+            or a lock (a store in this process) and long ones are never held back
+            behind each other (tasks claimed ahead go to whichever thread is free).
+            On a store that is neither (an attached store that does not batch)
+            ``None`` means 1.
+        ack_delay_s: Successful outcomes wait at most this long to be stored together:
+            one round trip per batch on Redis and attached stores, one lock and one
+            event batch on a store in this process (a thread pool that runs out of
+            work stores them at once); 0 stores each at once.
         lease_s: Lease on a claimed task; renewed by heartbeat while the worker lives.
         heartbeat_s: How often live workers renew leases and publish their state.
         max_deliveries: Deliveries after which a task whose workers keep dying is
