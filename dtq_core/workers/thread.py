@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import threading
@@ -11,7 +10,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.backends.base import Delivery
-from dtq_core.errors import BackendError, TimeLimitExceeded
+from dtq_core.errors import BackendError
 from dtq_core.workers.base import (
     Backoff,
     Pool,
@@ -23,6 +22,7 @@ from dtq_core.workers.base import (
     supervised,
     worker_prefix,
 )
+from dtq_core.workers.loop import LoopThread
 from dtq_core.workers.runner import Runner
 from dtq_core.workers.timelimit import Watchdog, raise_in_thread
 
@@ -34,37 +34,6 @@ if TYPE_CHECKING:
 #: Longest an idle thread waits in the pool for the claiming thread before it looks
 #: again (a stop wakes it at once).
 IDLE_WAIT_S = 1.0
-
-
-class LoopThread:
-    """A private event loop in a daemon thread, for ``async def`` tasks of sync pools."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="dtq-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, time_limit: float | None) -> Any:
-        """Run ``coro`` on the loop and wait for it (cancelled past ``time_limit``)."""
-        fut = asyncio.run_coroutine_threadsafe(_limited(coro, time_limit), self.loop)
-        try:
-            return fut.result()
-        except BaseException:
-            fut.cancel()
-            raise
-
-    def stop(self) -> None:
-        """Stop the loop."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-async def _limited(coro: Any, time_limit: float | None) -> Any:
-    if time_limit is None:
-        return await coro
-    try:
-        return await asyncio.wait_for(coro, time_limit)
-    except TimeoutError:
-        raise TimeLimitExceeded(f"ran past its time limit of {time_limit}s") from None
 
 
 class ThreadPool(Pool):
