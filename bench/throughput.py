@@ -163,9 +163,14 @@ def publish_cost(extra_subscribers: int, batch: int = 1, n: int = 200_000) -> fl
     for _ in range(extra_subscribers):
         bus.subscribe(lambda ev: None)
     trs = [("id", "noop", "default", "PENDING", "RUNNING", None)] * batch
+    many = getattr(bus, "publish_many", None)
     t0 = time.perf_counter()
     for _ in range(n // batch):
-        bus.publish_many(0.0, trs, None)
+        if many is not None:
+            many(0.0, trs, None)
+        else:  # an engine from before batches (for comparisons)
+            for t in trs:
+                bus.publish(0.0, *t[:5], None, t[5])
     return (time.perf_counter() - t0) / (n // batch * batch) * 1e9
 
 
