@@ -145,10 +145,11 @@ class ThreadPool(Pool):
                 self._claiming = False
                 if batch:
                     self._ahead.extend(batch[1:])
-                if self._idle:
-                    # One per task claimed ahead, and one to claim next (or, after a
-                    # failed claim, to try again itself).
-                    handoff.notify(min(self._idle, len(batch) or 1))
+                    # One per task claimed ahead, and one to claim next. Nobody after a
+                    # claim that found nothing (this thread claims again) or failed
+                    # (this thread backs off; a waiting one looks within IDLE_WAIT_S).
+                    if self._idle:
+                        handoff.notify(min(self._idle, len(batch)))
         return batch[0] if batch else None
 
     def _from_ahead(self, d: Delivery) -> Delivery:
@@ -176,8 +177,9 @@ class ThreadPool(Pool):
         runner = self.runner
         stopping = self.stopping
         backoff = Backoff(stopping, broker.fail_stop)
-        # prefetch=None adapts on backends where a claim is a round trip: batches of
-        # about PREFETCH_BUDGET_S of work, by the moving average of run times.
+        # prefetch=None adapts where a claim is a round trip or takes a local store's
+        # lock: batches of about PREFETCH_BUDGET_S of work, by the moving average of
+        # run times.
         caps = broker.backend.capabilities
         adaptive = cfg.prefetch is None and (caps.batch_acks or not caps.cross_process)
         limit = cfg.prefetch or 1

@@ -192,3 +192,31 @@ def test_one_thread_at_a_time_waits_in_the_store(
         # wait in the pool for what it claims.
         assert cond.wait_for(lambda: inside["now"] == 1, timeout=10)
     assert inside["most"] == 1
+
+
+def test_a_store_that_fails_claims_for_a_while_is_retried_and_nothing_is_lost(
+    make_broker: BrokerFactory, registry: Registry
+) -> None:
+    from dtq_core.errors import BackendError
+
+    @task(name="lb.after_outage", registry=registry)
+    def after_outage(i: int) -> int:
+        return i
+
+    b = make_broker(num_workers=4)
+    real = b.backend.claim
+    failures = {"left": 3}
+
+    def claim(*args: Any, **kwargs: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise BackendError("store unreachable")
+        return real(*args, **kwargs)
+
+    b.backend.claim = claim  # type: ignore[method-assign]
+    b.open()
+    results = after_outage.apply_many([(i,) for i in range(100)], broker=b)
+    b.start()
+    assert [r.get(timeout=30) for r in results] == list(range(100))
+    assert failures["left"] == 0
+    assert b.stop().processed == 100
