@@ -45,6 +45,7 @@ class AckBuffer:
         max_batch: int = 256,
         fatal: Callable[[BaseException], None] | None = None,
         finish_many: FinishMany | None = None,
+        lazy: bool = False,
     ) -> None:
         self.backend = backend
         self.now = now
@@ -56,6 +57,11 @@ class AckBuffer:
         self.fatal = fatal
         self.delay = delay
         self.max_batch = max_batch
+        #: The thread sleeps until :meth:`arm` (not woken by each first success): for a
+        #: pool that stores the successes itself when it runs out of work, and arms the
+        #: buffer only when a thread goes on to another task while successes wait.
+        self.lazy = lazy
+        self._armed = False
         self._items: list[tuple[RunContext, Any]] = []
         # Some waiting acks were in a call that failed: it may have stored them.
         self._retry = False
@@ -73,11 +79,21 @@ class AckBuffer:
                 self._thread.start()
             if not self._items:
                 self._oldest = time.monotonic()
-                self._cond.notify()
+                if not self.lazy:
+                    self._cond.notify()
             self._items.append((ctx, result))
             now_please = self._closed or len(self._items) >= self.max_batch
         if now_please:
             self.flush()
+
+    def arm(self) -> None:
+        """Have the waiting successes stored within ``delay`` (a lazy buffer's thread)."""
+        if not self.lazy or self._armed or not self._items:  # the common case, no lock
+            return
+        with self._cond:
+            if self._items and not self._armed:
+                self._armed = True
+                self._cond.notify()
 
     def leases(self) -> list[tuple[str, int]]:
         """``(task_id, token)`` of every waiting ack: their leases must be renewed."""
@@ -97,6 +113,7 @@ class AckBuffer:
             with self._cond:
                 items, self._items = self._items, []
                 retry, self._retry = self._retry, False
+                self._armed = False
             if not items:
                 return
             d = [(c.delivery.task_id, c.delivery.token, r) for c, r in items]
@@ -116,6 +133,9 @@ class AckBuffer:
                     self._items[:0] = items
                     self._oldest = time.monotonic()
                     self._retry = True
+                    # The thread retries them (with its backoff), whoever failed here.
+                    self._armed = True
+                    self._cond.notify()
                 raise
         if self.finish_many is not None:
             try:
@@ -133,7 +153,7 @@ class AckBuffer:
         backoff = 0.0
         while True:
             with self._cond:
-                while not self._items and not self._closed:
+                while (not self._items or (self.lazy and not self._armed)) and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return

@@ -73,13 +73,18 @@ class Runner:
         # Worker id -> its live state: outcomes are counted once the store took them.
         self._workers: dict[str, WorkerInfo] = {}
 
-    def batch_acks(self) -> None:
+    def batch_acks(self, lazy: bool = False) -> None:
         """Store successes in batches (unless ``ack_delay_s`` is 0).
 
         On a backend where a call is a round trip (Redis, an attached embedded store)
         a batch saves round trips; on a store in this process (memory, the embedded
         owner) it saves taking the store's lock, publishing and counting once per task:
         a busy pool does each once per batch.
+
+        Args:
+            lazy: The caller stores the successes itself when it runs out of work and
+                arms the buffer (:meth:`AckBuffer.arm`) whenever it goes on to other
+                work while some wait; the buffer's thread then wakes only when armed.
         """
         delay = self.broker.config.ack_delay_s
         caps = self.backend.capabilities
@@ -91,6 +96,7 @@ class Runner:
                 delay,
                 fatal=self.broker.fail_stop,
                 finish_many=self._finish_many,
+                lazy=lazy,
             )
 
     def close(self) -> None:

@@ -44,7 +44,9 @@ class ThreadPool(Pool):
     def __init__(self, broker: Broker, size: int) -> None:
         super().__init__(broker, size)
         self.runner = Runner(broker)
-        self.runner.batch_acks()
+        # On a store in this process the pool stores successes itself when a thread
+        # runs out of work (_take_local), and arms the buffer otherwise (_work, _take).
+        self.runner.batch_acks(lazy=not broker.backend.capabilities.cross_process)
         self.acks = self.runner.acks
         self.watchdog = Watchdog()
         self._threads: list[threading.Thread] = []
@@ -93,6 +95,8 @@ class ThreadPool(Pool):
             pass
         else:
             return self._from_ahead(d)
+        if self.acks is not None:
+            self.acks.arm()  # the claim may block: the waiting successes must not
         cfg = self.broker.config
         batch = self.broker.backend.claim(
             cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
@@ -183,9 +187,12 @@ class ThreadPool(Pool):
         caps = broker.backend.capabilities
         adaptive = cfg.prefetch is None and (caps.batch_acks or not caps.cross_process)
         limit = cfg.prefetch or 1
+        acks = self.acks
         while not stopping.is_set():
             try:
                 d = self._take(info, limit)
+                if acks is not None:
+                    acks.arm()  # on to another task while successes wait: time them
                 if d is not None and not lease_ok(broker, d):
                     self._drop(d)
                     continue

@@ -220,3 +220,32 @@ def test_a_store_that_fails_claims_for_a_while_is_retried_and_nothing_is_lost(
     assert [r.get(timeout=30) for r in results] == list(range(100))
     assert failures["left"] == 0
     assert b.stop().processed == 100
+
+
+def test_a_success_waits_no_longer_than_the_delay_while_its_thread_runs_a_long_task(
+    make_broker: BrokerFactory, registry: Registry
+) -> None:
+    release = threading.Event()
+
+    @task(name="lb.quick_one", registry=registry)
+    def quick_one() -> str:
+        return "done"
+
+    @task(name="lb.long_one", registry=registry)
+    def long_one() -> str:
+        assert release.wait(20)
+        return "late"
+
+    # One thread claims both at once: the quick success waits in the buffer while the
+    # same thread runs the long task; the buffer's thread stores it after the delay.
+    b = make_broker(num_workers=1, prefetch=2, ack_delay_s=0.05)
+    b.open()
+    quick = quick_one.apply_async((), broker=b)
+    slow = long_one.apply_async((), broker=b)
+    b.start()
+    try:
+        assert quick.get(timeout=10) == "done"
+        assert slow.state is S.RUNNING
+    finally:
+        release.set()
+    assert slow.get(timeout=10) == "late"
