@@ -74,8 +74,13 @@ def test_unknown_command_is_a_usage_error(dtq) -> None:
     assert "Did you mean 'stats'" in result.output
 
 
-def test_show_completion_script(dtq) -> None:
-    result = dtq("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+def test_show_completion_script(dtq, monkeypatch: pytest.MonkeyPatch) -> None:
+    # typer finds the shell among the process's ancestors (shellingham), not in $SHELL: a
+    # run with no shell above it (a detached CI job) would find none and exit 1.
+    import shellingham
+
+    monkeypatch.setattr(shellingham, "detect_shell", lambda *a, **k: ("bash", "/bin/bash"))
+    result = dtq("--show-completion")
     assert result.exit_code == 0
     assert "_DTQ_COMPLETE" in result.stdout
 

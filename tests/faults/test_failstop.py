@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dtq_core import Broker, BrokerConfig, task
+from dtq_core import Broker, BrokerConfig
 from dtq_core.backends.embedded import write_path
 from dtq_core.errors import StoreFailed
-from dtq_core.registry import Registry
 from tests.backends.redis.cluster import wait_for
+from tests.workers import pool_tasks as pt
 
 
 @pytest.fixture
@@ -52,26 +52,20 @@ def test_health_names_the_failed_store(tmp_path: Path, disk_full: threading.Even
 def test_a_broker_with_workers_stops_itself_on_a_failed_store(
     tmp_path: Path, pool: str, disk_full: threading.Event
 ) -> None:
-    reg = Registry()
-
-    @task(name="fs.one", registry=reg)
-    def one() -> int:
-        return 1
-
     cfg = BrokerConfig(
-        backend=f"embedded://{tmp_path / 'd'}", num_workers=2, pool=pool, registry=reg
+        backend=f"embedded://{tmp_path / 'd'}", num_workers=2, pool=pool, registry=pt.registry
     )
     b = Broker(cfg)
     b.start()
     try:
-        assert one.apply_async(broker=b).get(timeout=10) == 1
+        assert pt.job.apply_async((1,), broker=b).get(timeout=10) == 1
         # A reader sees the success once applied; its worker counts it once durable.
         pool_ = b.pool
         assert pool_ is not None
         wait_for(lambda: sum(w.processed for w in pool_.workers) == 1, 10, "the ack")
         disk_full.set()
         with pytest.raises(StoreFailed):
-            one.apply_async(broker=b)
+            pt.job.apply_async((2,), broker=b)
         summary = b.wait_until_stopped(10)  # the next claim or maintenance round sees it
         assert summary is not None, "the broker kept running on a failed store"
         assert summary.failure is not None and "No space left on device" in summary.failure

@@ -1,13 +1,20 @@
-"""Thread, process and asyncio pools: running, time limits, crashes, queues and stopping."""
+"""Thread, process and asyncio pools: running, time limits, crashes, queues and stopping.
+
+Tasks live in :mod:`tests.workers.pool_tasks` (a process pool's child imports them);
+tests of one pool only may define theirs inline.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import select
+import subprocess
+import sys
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,8 @@ import pytest
 from dtq_core import TaskFailed, TaskState, task
 from dtq_core.registry import Registry
 from tests.conftest import BrokerFactory, EventLog
+from tests.workers import pool_tasks as pt
+from tests.workers.pool_tasks import FileEvent
 
 POOLS = ["thread", "process", "async"]
 PENDING, RUNNING, SUCCESS, DEAD = (
@@ -24,62 +33,22 @@ PENDING, RUNNING, SUCCESS, DEAD = (
     TaskState.SUCCESS,
     TaskState.DEAD,
 )
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class PipeEvent:
-    """An event shared by threads and forked children (a killed waiter cannot jam it).
-
-    ``set`` writes a byte that nobody reads; ``wait`` polls the pipe for it.
-    """
-
-    def __init__(self) -> None:
-        self.r, self.w = os.pipe()
-
-    def set(self) -> None:
-        if not self.is_set():
-            os.write(self.w, b"x")
-
-    def wait(self, timeout: float) -> bool:
-        return bool(select.select([self.r], [], [], timeout)[0])
-
-    def is_set(self) -> bool:
-        return self.wait(0)
-
-    def close(self) -> None:
-        os.close(self.r)
-        os.close(self.w)
+@pytest.fixture
+def pool_broker(make_broker: BrokerFactory) -> BrokerFactory:
+    """``make_broker`` on the registry of :mod:`tests.workers.pool_tasks`."""
+    return partial(make_broker, registry=pt.registry)
 
 
 @pytest.fixture
-def pipe_event() -> Iterator[Callable[[], PipeEvent]]:
-    made: list[PipeEvent] = []
-
-    def make() -> PipeEvent:
-        made.append(PipeEvent())
-        return made[-1]
-
-    yield make
-    for ev in made:
-        ev.close()
-
-
-class Flaky(Exception):
-    """Worth retrying."""
-
-
-class FlakySub(Flaky):
-    """A kind of Flaky: matched by ``retry_on=(Flaky,)`` across the process boundary."""
-
-
-def first_time(marker: Path) -> bool:
-    """True on the first call with this marker, in any process."""
-    try:
-        marker.touch(exist_ok=False)
-    except FileExistsError:
-        return False
-    return True
+def file_event(tmp_path: Path) -> Callable[[], FileEvent]:
+    """Make events shared by the test and any pool's workers (a fresh file each)."""
+    made = iter(range(1_000_000))
+    return lambda: FileEvent(tmp_path / f"event-{next(made)}")
 
 
 def wait_all(results: list[Any], timeout: float = 15) -> list[Any]:
@@ -90,21 +59,10 @@ def wait_all(results: list[Any], timeout: float = 15) -> list[Any]:
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_pool_runs_sync_and_async_tasks(
-    make_broker: BrokerFactory, registry: Registry, pool: str
-) -> None:
-    @task(name="add", registry=registry)
-    def add(a: int, b: int) -> list[int]:
-        return [a + b, os.getpid()]
-
-    @task(name="aadd", registry=registry)
-    async def aadd(a: int, b: int) -> list[int]:
-        await asyncio.sleep(0.01)
-        return [a + b, os.getpid()]
-
-    broker = make_broker(num_workers=2, pool=pool).start()
-    results = [add.apply_async((i, 1), broker=broker) for i in range(5)]
-    results += [aadd.apply_async((i, 2), broker=broker) for i in range(5)]
+def test_pool_runs_sync_and_async_tasks(pool_broker: BrokerFactory, pool: str) -> None:
+    broker = pool_broker(num_workers=2, pool=pool).start()
+    results = [pt.add.apply_async((i, 1), broker=broker) for i in range(5)]
+    results += [pt.aadd.apply_async((i, 2), broker=broker) for i in range(5)]
     out = wait_all(results)
     assert [v for v, _ in out] == [1, 2, 3, 4, 5, 2, 3, 4, 5, 6]
     pids = {pid for _, pid in out}
@@ -118,18 +76,12 @@ def test_pool_runs_sync_and_async_tasks(
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_task_errors_are_recorded_with_their_type(
-    make_broker: BrokerFactory, registry: Registry, pool: str
-) -> None:
-    @task(name="bad", registry=registry, max_retries=0)
-    def bad(n: int) -> None:
-        raise Flaky(f"flaked {n}")
-
-    broker = make_broker(num_workers=1, pool=pool).start()
-    res = bad.apply_async((3,), broker=broker)
+def test_task_errors_are_recorded_with_their_type(pool_broker: BrokerFactory, pool: str) -> None:
+    broker = pool_broker(num_workers=1, pool=pool).start()
+    res = pt.bad.apply_async((3,), broker=broker)
     with pytest.raises(TaskFailed) as info:
         res.get(timeout=15)
-    assert info.value.exc_type == f"{__name__}.Flaky"
+    assert info.value.exc_type == "tests.workers.pool_tasks.Flaky"
     assert info.value.message == "flaked 3"
     assert "raise Flaky" in info.value.traceback
     assert [r.id for r in broker.dlq.list("exc:Flaky")] == [res.id]
@@ -164,48 +116,27 @@ def test_thread_pool_interrupts_a_busy_python_loop(
 
 
 def test_process_pool_kills_a_child_stuck_in_sleep_and_replaces_it(
-    make_broker: BrokerFactory, registry: Registry
+    pool_broker: BrokerFactory,
 ) -> None:
-    @task(name="stuck", registry=registry, max_retries=0, time_limit=0.5)
-    def stuck() -> None:
-        time.sleep(60)
-
-    @task(name="pid", registry=registry)
-    def pid() -> int:
-        return os.getpid()
-
-    broker = make_broker(num_workers=1, pool="process").start()
-    before = pid.apply_async(broker=broker).get(timeout=10)
-    assert_time_limit(stuck.apply_async(broker=broker))
-    after = pid.apply_async(broker=broker).get(timeout=10)
+    broker = pool_broker(num_workers=1, pool="process").start()
+    before = pt.pid.apply_async(broker=broker).get(timeout=10)
+    assert_time_limit(pt.stuck.apply_async(broker=broker))
+    after = pt.pid.apply_async(broker=broker).get(timeout=10)
     assert after != before
     assert broker.pool.replaced == 1  # type: ignore[union-attr]
-    assert pid.apply_async(broker=broker).get(timeout=10) == after
+    assert pt.pid.apply_async(broker=broker).get(timeout=10) == after
 
 
 @pytest.mark.parametrize("pool", POOLS)
 def test_an_awaiting_async_task_is_stopped_at_its_time_limit(
-    make_broker: BrokerFactory, registry: Registry, pool: str
+    pool_broker: BrokerFactory, file_event: Callable[[], FileEvent], pool: str
 ) -> None:
-    cancelled = threading.Event()
-
-    @task(name="naps", registry=registry, max_retries=0, time_limit=0.3)
-    async def naps() -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    @task(name="ok", registry=registry)
-    async def ok() -> str:
-        return "fine"
-
-    broker = make_broker(num_workers=1, pool=pool).start()
-    assert_time_limit(naps.apply_async(broker=broker))
+    cancelled = file_event()
+    broker = pool_broker(num_workers=1, pool=pool).start()
+    assert_time_limit(pt.naps.apply_async((cancelled.path,), broker=broker))
     if pool != "process":  # a child is killed, not cancelled
         assert cancelled.wait(5)
-    assert ok.apply_async(broker=broker).get(timeout=10) == "fine"
+    assert pt.ok.apply_async(broker=broker).get(timeout=10) == "fine"
 
 
 def test_per_call_time_limit_applies(make_broker: BrokerFactory, registry: Registry) -> None:
@@ -222,18 +153,10 @@ def test_per_call_time_limit_applies(make_broker: BrokerFactory, registry: Regis
 
 
 def test_a_crashed_child_fails_the_task_with_worker_crashed_and_it_retries(
-    make_broker: BrokerFactory, registry: Registry, tmp_path: Path
+    pool_broker: BrokerFactory, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "crashed-once"
-
-    @task(name="crashy", registry=registry, max_retries=2, retry_backoff=0.05, retry_jitter="none")
-    def crashy() -> str:
-        if first_time(marker):
-            os._exit(3)
-        return "survived"
-
-    broker = make_broker(num_workers=1, pool="process").start()
-    res = crashy.apply_async(broker=broker)
+    broker = pool_broker(num_workers=1, pool="process").start()
+    res = pt.crashy.apply_async((str(tmp_path / "crashed-once"),), broker=broker)
     assert res.get(timeout=15) == "survived"
     rec = res.record()
     assert rec.attempt == 2
@@ -242,19 +165,9 @@ def test_a_crashed_child_fails_the_task_with_worker_crashed_and_it_retries(
     assert "worker process died (exit code 3)" in first.error.message
 
 
-def test_a_child_that_always_crashes_goes_dead_per_policy(
-    make_broker: BrokerFactory, registry: Registry
-) -> None:
-    @task(name="doomed", registry=registry, max_retries=1, retry_backoff=0.05, retry_jitter="none")
-    def doomed() -> None:
-        os._exit(1)
-
-    @task(name="fine", registry=registry)
-    def fine() -> str:
-        return "fine"
-
-    broker = make_broker(num_workers=1, pool="process").start()
-    res = doomed.apply_async(broker=broker)
+def test_a_child_that_always_crashes_goes_dead_per_policy(pool_broker: BrokerFactory) -> None:
+    broker = pool_broker(num_workers=1, pool="process").start()
+    res = pt.doomed.apply_async(broker=broker)
     with pytest.raises(TaskFailed) as info:
         res.get(timeout=15)
     assert info.value.state == "DEAD" and info.value.exc_type.endswith("WorkerCrashed")
@@ -262,33 +175,17 @@ def test_a_child_that_always_crashes_goes_dead_per_policy(
         "WorkerCrashed",
         "WorkerCrashed",
     ]
-    assert fine.apply_async(broker=broker).get(timeout=10) == "fine"
+    assert pt.job.apply_async((7,), broker=broker).get(timeout=10) == 7
 
 
 def test_retry_on_matches_process_errors_by_class_name(
-    make_broker: BrokerFactory, registry: Registry, tmp_path: Path
+    pool_broker: BrokerFactory, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "flaked"
-
-    @task(name="sub", registry=registry, retry_on=(Flaky,), retry_backoff=0.05, retry_jitter="none")
-    def sub() -> str:
-        if first_time(marker):
-            raise FlakySub("first call")
-        return "second call"
-
-    @task(name="other", registry=registry, retry_on=(Flaky,), max_retries=3)
-    def other() -> None:
-        raise ValueError("not flaky")
-
-    @task(name="never", registry=registry, dont_retry_on=(Flaky,), max_retries=3)
-    def never() -> None:
-        raise FlakySub("no retry for you")
-
-    broker = make_broker(num_workers=1, pool="process").start()
-    retried = sub.apply_async(broker=broker)
+    broker = pool_broker(num_workers=1, pool="process").start()
+    retried = pt.sub.apply_async((str(tmp_path / "flaked"),), broker=broker)
     assert retried.get(timeout=15) == "second call"
-    assert retried.record().history[0].error.type == f"{__name__}.FlakySub"
-    for t in (other, never):
+    assert retried.record().history[0].error.type == "tests.workers.pool_tasks.FlakySub"
+    for t in (pt.other, pt.never):
         res = t.apply_async(broker=broker)
         with pytest.raises(TaskFailed):
             res.get(timeout=15)
@@ -297,37 +194,125 @@ def test_retry_on_matches_process_errors_by_class_name(
         assert rec.dead_reason is not None and rec.dead_reason.startswith("not retried")
 
 
-def test_process_mode_dead_reason_names_the_task_exception(
-    make_broker: BrokerFactory, registry: Registry
-) -> None:
-    @task(name="other", registry=registry, retry_on=(Flaky,), max_retries=3)
-    def other() -> None:
-        raise ValueError("not flaky")
-
-    broker = make_broker(num_workers=1, pool="process").start()
-    res = other.apply_async(broker=broker)
+def test_process_mode_dead_reason_names_the_task_exception(pool_broker: BrokerFactory) -> None:
+    broker = pool_broker(num_workers=1, pool="process").start()
+    res = pt.other.apply_async(broker=broker)
     with pytest.raises(TaskFailed):
         res.get(timeout=15)
     assert res.record().dead_reason == "not retried: ValueError"
+
+
+# -- finding tasks in a child process ----------------------------------------------------
+
+
+def test_a_task_defined_in_a_function_is_dead_lettered_as_not_importable(
+    make_broker: BrokerFactory, registry: Registry
+) -> None:
+    @task(name="inner", registry=registry)
+    def inner() -> str:
+        return "unreachable from a child"
+
+    registry.register(pt.job)
+    broker = make_broker(num_workers=1, pool="process").start()
+    res = inner.apply_async(broker=broker)
+    with pytest.raises(TaskFailed) as info:
+        res.get(timeout=15)
+    rec = res.record()
+    assert (rec.state, rec.dead_reason, rec.attempt) == (DEAD, "task not importable", 1)
+    assert info.value.exc_type == "TaskNotImportable"
+    assert info.value.message == (
+        "task 'inner' cannot run in a worker process: tests.workers.test_pools."
+        "test_a_task_defined_in_a_function_is_dead_lettered_as_not_importable.<locals>.inner "
+        "is defined inside a function; define it at module level so that a worker process "
+        "can import it"
+    )
+    assert pt.job.apply_async((1,), broker=broker).get(timeout=10) == 1  # the child lives on
+
+
+def test_a_task_whose_module_fails_to_import_in_the_child_is_dead_lettered(
+    make_broker: BrokerFactory, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.workers import parent_only_tasks
+
+    registry.register(parent_only_tasks.here)
+    with caplog.at_level("WARNING", logger="dtq.worker"):
+        broker = make_broker(num_workers=1, pool="process").start()
+    assert "cannot import task module 'tests.workers.parent_only_tasks'" in caplog.text
+    res = parent_only_tasks.here.apply_async(broker=broker)
+    with pytest.raises(TaskFailed) as info:
+        res.get(timeout=15)
+    assert res.record().dead_reason == "task not importable"
+    assert info.value.message == (
+        "task 'parent_only.here' cannot run in a worker process: importing its module "
+        "'tests.workers.parent_only_tasks' failed in the worker process: RuntimeError: "
+        "imported in a child process"
+    )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the fork warning is new in 3.12")
+def test_the_process_pool_never_forks_the_threaded_parent(
+    pool_broker: BrokerFactory, file_event: Callable[[], FileEvent]
+) -> None:
+    # 3.12+ warns in the thread calling os.fork() when the process runs other threads.
+    # The warnings module's filters are process-wide: this records any thread's warning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        broker = pool_broker(num_workers=2, pool="process").start()
+        assert threading.active_count() > 1
+        assert wait_all([pt.add.apply_async((i, 1), broker=broker) for i in range(4)])
+        assert_time_limit(pt.stuck.apply_async(broker=broker))  # and a replacement child
+        assert pt.job.apply_async((5,), broker=broker).get(timeout=10) == 5
+        broker.stop(drain_timeout=5)
+    forks = [str(w.message) for w in caught if "fork()" in str(w.message)]
+    assert forks == []
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os
+
+    from dtq_core import Broker, BrokerConfig, task
+
+
+    @task(name="script.square")
+    def square(x):
+        return [x * x, os.getpid()]
+
+
+    if __name__ == "__main__":
+        broker = Broker(BrokerConfig(backend="memory://", num_workers=2, pool="process"))
+        broker.start()
+        try:
+            out = [square.apply_async((i,), broker=broker).get(timeout=20) for i in range(4)]
+        finally:
+            broker.stop()
+        assert os.getpid() not in {pid for _, pid in out}
+        print([v for v, _ in out])
+    """
+)
+
+
+def test_a_script_runs_its_own_tasks_in_a_process_pool(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "error::DeprecationWarning"}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "[0, 1, 4, 9]\n", "")
 
 
 # -- queues ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_queues_are_served_in_strict_order(
-    make_broker: BrokerFactory, registry: Registry, pool: str
-) -> None:
-    @task(name="mark", registry=registry)
-    def mark(tag: str) -> str:
-        return tag
-
-    broker = make_broker(num_workers=1, pool=pool, queues=("high", "low"))
+def test_queues_are_served_in_strict_order(pool_broker: BrokerFactory, pool: str) -> None:
+    broker = pool_broker(num_workers=1, pool=pool, queues=("high", "low"))
     results = []
     for i in range(3):
-        results.append(mark.apply_async((f"low{i}",), queue="low", broker=broker))
-        results.append(mark.apply_async((f"high{i}",), queue="high", broker=broker))
-    stray = mark.apply_async(("stray",), queue="other", broker=broker)
+        results.append(pt.mark.apply_async((f"low{i}",), queue="low", broker=broker))
+        results.append(pt.mark.apply_async((f"high{i}",), queue="high", broker=broker))
+    stray = pt.mark.apply_async(("stray",), queue="other", broker=broker)
     log = EventLog(broker)
     broker.start()
     tags = {r.id: tag for r, tag in zip(results, wait_all(results), strict=True)}
@@ -338,20 +323,16 @@ def test_queues_are_served_in_strict_order(
 
 @pytest.mark.parametrize("pool", POOLS)
 def test_a_paused_queue_is_not_consumed_while_others_are(
-    make_broker: BrokerFactory, registry: Registry, pool: str
+    pool_broker: BrokerFactory, pool: str
 ) -> None:
-    @task(name="job", registry=registry)
-    def job(x: int) -> int:
-        return x
-
-    broker = make_broker(num_workers=2, pool=pool)
+    broker = pool_broker(num_workers=2, pool=pool)
     broker.open()
     broker.backend.set_paused("b", True)
-    held = [job.apply_async((i,), queue="b", broker=broker) for i in range(2)]
+    held = [pt.job.apply_async((i,), queue="b", broker=broker) for i in range(2)]
     broker.start()
-    assert wait_all([job.apply_async((i,), queue="a", broker=broker) for i in range(4)])
+    assert wait_all([pt.job.apply_async((i,), queue="a", broker=broker) for i in range(4)])
     # Workers went round again after the first batch: the paused queue is still untouched.
-    assert job.apply_async((9,), queue="a", broker=broker).get(timeout=10) == 9
+    assert pt.job.apply_async((9,), queue="a", broker=broker).get(timeout=10) == 9
     assert [r.state for r in held] == [PENDING, PENDING]
     assert {q.name: q.paused for q in broker.control.snapshot().queues}["b"] is True
     broker.control.resume_queue("b")
@@ -361,48 +342,23 @@ def test_a_paused_queue_is_not_consumed_while_others_are(
 # -- stopping --------------------------------------------------------------------------
 
 
-def gated_tasks(
-    registry: Registry, pool: str, event: Callable[[], PipeEvent]
-) -> tuple[Any, Any, list[PipeEvent], PipeEvent]:
-    """A task that signals ``started[i]`` and waits for ``release``; and a plain one."""
-    started = [event() for _ in range(2)]
-    release = event()
-
-    if pool == "async":
-
-        @task(name="gated", registry=registry)
-        async def gated(i: int) -> int:
-            started[i].set()
-            while not release.is_set():
-                await asyncio.sleep(0.02)
-            return i
-
-    else:
-
-        @task(name="gated", registry=registry)
-        def gated(i: int) -> int:
-            started[i].set()
-            # Short waits: a thread worker can only be interrupted between bytecodes.
-            while not release.wait(0.02):
-                pass
-            return i
-
-    @task(name="queued", registry=registry)
-    def queued(i: int) -> int:
-        return i
-
-    return gated, queued, started, release
+def gate(pool: str, event: Callable[[], FileEvent]) -> tuple[Any, FileEvent]:
+    """The gated task of ``pool``'s kind and its release event."""
+    return (pt.agated if pool == "async" else pt.gated), event()
 
 
 @pytest.mark.parametrize("pool", POOLS)
 def test_graceful_stop_finishes_in_flight_and_leaves_the_queue(
-    make_broker: BrokerFactory, registry: Registry, pipe_event: Callable[[], PipeEvent], pool: str
+    pool_broker: BrokerFactory, file_event: Callable[[], FileEvent], pool: str
 ) -> None:
-    gated, queued, started, release = gated_tasks(registry, pool, pipe_event)
-    broker = make_broker(num_workers=2, pool=pool).start()
-    running = [gated.apply_async((i,), broker=broker) for i in range(2)]
+    gated, release = gate(pool, file_event)
+    started = [file_event() for _ in range(2)]
+    broker = pool_broker(num_workers=2, pool=pool).start()
+    running = [
+        gated.apply_async((i, started[i].path, release.path), broker=broker) for i in range(2)
+    ]
     assert all(ev.wait(10) for ev in started)
-    waiting = [queued.apply_async((i,), broker=broker) for i in range(3)]
+    waiting = [pt.queued.apply_async((i,), broker=broker) for i in range(3)]
 
     summary: list[Any] = []
     stopper = threading.Thread(target=lambda: summary.append(broker.stop(drain_timeout=20)))
@@ -419,46 +375,15 @@ def test_graceful_stop_finishes_in_flight_and_leaves_the_queue(
         assert (rec.state, rec.attempt, rec.deliveries) == (PENDING, 0, 0)
 
 
-def long_task(
-    registry: Registry, pool: str, event: Callable[[], PipeEvent]
-) -> tuple[Any, PipeEvent, PipeEvent]:
-    started, release = event(), event()
-    if pool == "async":
-
-        @task(name="long", registry=registry)
-        async def long() -> str:
-            started.set()
-            while not release.is_set():
-                await asyncio.sleep(0.02)
-            return "done"
-
-    else:
-
-        @task(name="long", registry=registry)
-        def long() -> str:
-            started.set()
-            while not release.wait(0.02):
-                pass
-            return "done"
-
-    return long, started, release
-
-
-@pytest.mark.parametrize(
-    "pool",
-    [
-        "thread",
-        "process",
-        "async",
-    ],
-)
+@pytest.mark.parametrize("pool", POOLS)
 def test_stop_without_drain_requeues_a_long_task(
-    make_broker: BrokerFactory, registry: Registry, pipe_event: Callable[[], PipeEvent], pool: str
+    pool_broker: BrokerFactory, file_event: Callable[[], FileEvent], pool: str
 ) -> None:
-    long, started, release = long_task(registry, pool, pipe_event)
-    broker = make_broker(num_workers=1, pool=pool).start()
+    gated, release = gate(pool, file_event)
+    started = file_event()
+    broker = pool_broker(num_workers=1, pool=pool).start()
     try:
-        res = long.apply_async(broker=broker)
+        res = gated.apply_async((0, started.path, release.path), broker=broker)
         assert started.wait(10)
         t0 = time.monotonic()
         summary = broker.stop(drain_timeout=0)

@@ -7,26 +7,18 @@ from typing import Any
 
 import pytest
 
-from dtq_core import task
 from dtq_core.monitoring.health import assess
-from dtq_core.registry import Registry
 from tests.conftest import BrokerFactory
+from tests.workers import pool_tasks as pt
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.mark.parametrize("pool", ["thread", "process", "async"])
 def test_a_dead_worker_loop_is_replaced_and_counted(
-    make_broker: BrokerFactory,
-    registry: Registry,
-    pool: str,
-    caplog: pytest.LogCaptureFixture,
+    make_broker: BrokerFactory, pool: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @task(name="sup.add", registry=registry)
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    b = make_broker(num_workers=1, pool=pool)
+    b = make_broker(num_workers=1, pool=pool, registry=pt.registry)
     real = b.backend.claim
     calls = {"n": 0}
 
@@ -40,7 +32,7 @@ def test_a_dead_worker_loop_is_replaced_and_counted(
     b.backend.claim = claim  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="dtq.worker"):
         b.start()
-        assert add.apply_async((2, 3), broker=b).get(timeout=10) == 5
+        assert pt.add.apply_async((2, 3), broker=b).get(timeout=10)[0] == 5
     assert b.pool is not None
     assert sum(w.restarts for w in b.pool.workers) == 1
     assert "died of an unexpected error and was replaced" in caplog.text

@@ -647,9 +647,11 @@ class FlakyDisk:
 
     After a failure the test throws away what was written but never synced (as the kernel
     may after a failed fsync), so an acknowledgement without a successful fsync shows.
+    ``delay`` makes each fsync take at least that long, as a real disk's does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.calls = 0
         self.fail_at: int | None = None
         self.synced: dict[str, int] = {}
@@ -665,6 +667,7 @@ class FlakyDisk:
                 if self.failed_at is None:
                     self.failed_at = time.monotonic()
             raise OSError(errno.EIO, "injected fsync failure")
+        time.sleep(self.delay)
         path = os.readlink(f"/proc/self/fd/{fd}")
         size = os.fstat(fd).st_size
         os.fsync(fd)
@@ -734,7 +737,9 @@ def test_fsync_failure_under_concurrent_producers(tmp_path: Path) -> None:
     """16 producers share fsyncs (group commit); an fsync fails mid-way. Every enqueue
     that returned survives even when the unsynced tail is thrown away, no call begun
     after the failure succeeds, and every call after it raises."""
-    disk = FlakyDisk()
+    # A slow fsync: the other producers write while it runs and share the next one,
+    # however the threads happen to be scheduled on a loaded machine.
+    disk = FlakyDisk(delay=0.005)
     d = tmp_path / "data"
     b = EmbeddedBackend(url_of(d), FakeClock(cw.T0), fsync_fn=disk)
     b.open()
@@ -835,8 +840,8 @@ def test_lock_is_free_after_owner_with_process_pool_is_killed(tmp_path: Path) ->
     d = tmp_path / "data"
     owner = Child("hold", {"url": url_of(d), "pool": "process"})
     owner.wait_for("READY")
-    pids = child_pids(owner.proc.pid)
-    assert pids  # the pool's forked children
+    pids = descendants(owner.proc.pid)
+    assert len(pids) >= 3  # the pool's two children and the fork server they come from
     owner.kill(reader_timeout=0.1)  # orphans keep our stdout pipe open
     try:
         deadline = time.monotonic() + 1
@@ -856,13 +861,20 @@ def test_lock_is_free_after_owner_with_process_pool_is_killed(tmp_path: Path) ->
                 os.kill(pid, signal.SIGKILL)
 
 
-def child_pids(pid: int) -> list[int]:
-    out = []
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, theirs, ...)."""
+    parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                out.append(int(stat.parent.name))
+            parents[int(stat.parent.name)] = int(fields[1])
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        out += kids
+        todo += kids
     return out
 
 
