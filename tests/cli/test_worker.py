@@ -54,6 +54,21 @@ def test_worker_fed_by_enqueue_inspected_by_stats_stopped_by_sigterm(
     assert "SIGTERM: draining" in err
 
 
+def test_a_process_pool_worker_finds_the_app_tasks_in_its_children(
+    start_worker, run_dtq: RunDtq, app_module: str
+) -> None:
+    """The children import the app module by name (from the worker's directory)."""
+    worker = start_worker("worker", app_module, "--concurrency", "2", "--pool", "process")
+    assert "2 process worker(s)" in worker.wait_for("dtq worker:")
+    out = run_dtq("enqueue", "add", "--args", "[2, 3]", "--wait", "20")
+    assert (out.returncode, out.stdout) == (0, "5\n"), out.stderr
+    out = run_dtq("enqueue", "boom", "--args", "[7]", "--wait", "20")
+    assert out.returncode == 1 and "ValueError: bad value 7" in out.stderr
+    code, out, err = worker.stop()
+    assert code == 0, err
+    assert "processed 1, failed 1" in out and "Traceback" not in err
+
+
 def test_second_signal_stops_at_once(start_worker, run_dtq: RunDtq, app_module: str) -> None:
     worker = start_worker("worker", app_module, "--concurrency", "1", "--drain-timeout", "30")
     worker.wait_for("dtq worker:")

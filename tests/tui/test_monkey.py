@@ -4,7 +4,8 @@ On every screen (top-level and drill-down), in normal and read-only mode, with a
 selected row and with nothing to select, each key the screen or the app binds is
 pressed; a dialog it opens has its own keys pressed (except those that answer it) and is
 then closed. The app must survive all of it: ``run_test`` re-raises anything the app
-raised. A longer seeded random walk over the same keys runs with ``-m soak``.
+raised. The read-only walks, and a longer seeded random walk over the same keys, run
+with ``-m soak``.
 """
 
 from __future__ import annotations
@@ -198,7 +199,14 @@ async def monkey(
     return pressed
 
 
-@pytest.mark.parametrize("read_only", [False, True], ids=["normal", "read-only"])
+#: The read-only walks run with ``-m soak``: read-only mode disables every change key
+#: (``check_action``) and the feed refuses every change call, whatever is selected; the
+#: read-only tests of test_engine_flows and test_operator_keys prove both. The two walks
+#: would add a minute of CPU to every run for little more.
+READ_ONLY = pytest.param(True, id="read-only", marks=pytest.mark.soak)
+
+
+@pytest.mark.parametrize("read_only", [False, READ_ONLY], ids=["normal", "read-only"])
 @pytest.mark.parametrize("empty", [False, True], ids=["selected", "nothing-selected"])
 async def test_every_key_on_every_screen(empty: bool, read_only: bool) -> None:
     app = DTQApp(FakeConsole(empty=empty), read_only=read_only, refresh_s=30.0)

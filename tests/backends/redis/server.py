@@ -67,6 +67,10 @@ def unique_prefix(tag: str = "t") -> str:
     return f"dtqtest-{_RUN}-{tag}-{next(_counter)}"
 
 
+class PortTaken(RuntimeError):
+    """The port a redis-server was to listen on is in use."""
+
+
 class RedisServer:
     """One redis-server subprocess on a free port.
 
@@ -112,7 +116,23 @@ class RedisServer:
         return out
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        A first start may find its free port taken meanwhile (by another test process
+        of a parallel run): it then moves to another free port, a restart never does.
+        """
+        for _ in range(5):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self._started_once:
+                    raise
+                self.port = free_port()
+        raise RuntimeError("redis-server found no free port in 5 tries")
+
+    _started_once = False
+
+    def _start(self, timeout: float) -> RedisServer:
         import redis
 
         self.proc = subprocess.Popen(
@@ -124,10 +144,18 @@ class RedisServer:
             while True:
                 if self.proc.poll() is not None:
                     log = self._log.read_text() if self._log.exists() else ""
+                    if "Address already in use" in log[-2000:]:
+                        raise PortTaken(self.port)
                     raise RuntimeError(f"redis-server exited at start:\n{log[-2000:]}")
                 try:
-                    # With AOF on, the server may still be loading the file.
-                    if client.ping() and client.info("persistence").get("loading", 0) == 0:
+                    # With AOF on, the server may still be loading the file. The server
+                    # that answers must be ours, not another's that took the port first.
+                    if (
+                        client.ping()
+                        and client.info("server")["process_id"] == self.proc.pid
+                        and client.info("persistence").get("loading", 0) == 0
+                    ):
+                        self._started_once = True
                         return self
                 except redis.exceptions.RedisError:
                     pass
