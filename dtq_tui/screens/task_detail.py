@@ -82,6 +82,9 @@ class TaskDetailScreen(DeadActions):
         self._throttle.done()
         self.record = rec
         self._show()
+        # The state on the status line: now, not at the next snapshot (which may come
+        # before the record or after it).
+        self.refresh_status()
 
     def _show(self) -> None:
         detail = self.query_one("#detail", Static)
