@@ -3,11 +3,14 @@ garbage, vanishing peers. Each test runs an owner in this process and talks to i
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -189,26 +192,31 @@ def test_a_peer_of_another_uid_is_refused() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+#: The peer: become uid 65534, connect, read one frame (4-byte length, then the body),
+#: print it. (It changes uid itself: the interpreter under /root is not nobody's to run.)
+_NOBODY_PEER = """
+import os, socket, struct, sys
+os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect(sys.argv[1])
+f = s.makefile("rb")
+head = f.read(4)
+body = f.read(struct.unpack("!I", head)[0]) if len(head) == 4 else b""
+sys.stdout.buffer.write(head + body)
+"""
+
+
 def _connect_as_nobody(path: Path) -> bytes:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.setuid(65534)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect(str(path))
-            frame = wire.recv(s.makefile("rb"))
-            os.write(w, frame or b"")
-        except BaseException as exc:
-            os.write(w, repr(exc).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.waitpid(pid, 0)
-    data = os.read(r, 65536)
-    os.close(r)
-    return data
+    # A new process, not a fork of this threaded one (the owner's threads run here).
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", _NOBODY_PEER, str(path)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    return wire.recv(io.BytesIO(out.stdout)) or b""
 
 
 def test_producer_in_another_thread_waits_for_results_without_polling(owner: Broker) -> None:
