@@ -149,15 +149,19 @@ class EmbeddedStore(ForwardingBackend):
             local.open()
         except StoreLocked:
             return False
+        # Owned before served: a console call that arrives on the socket at once is
+        # answered by this store (through the console's backend), not refused as
+        # "not open".
+        self._local = local
+        self.capabilities = local.capabilities
         server = StoreServer(local, self._console, local.socket_path())
         try:
             server.start()
         except BaseException:
+            self._local = None
             local.close()
             raise
         self._server = server
-        self._local = local
-        self.capabilities = local.capabilities
         return True
 
     def _attach(self, deadline: float) -> None:

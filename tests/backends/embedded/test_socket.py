@@ -271,3 +271,30 @@ def test_console_config_errors_survive_the_wire(owner: Broker) -> None:
             console.tasks("state:NOPE")
     finally:
         console.close()
+
+
+def test_a_console_call_the_moment_the_owner_starts_serving_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner is the owner before its socket answers: no "not open" in between."""
+    url = f"embedded://{tmp_path / 'data'}"
+    answers: list[str] = []
+    real_start = StoreServer.start
+
+    def start(server: StoreServer) -> None:
+        real_start(server)
+        # A console that connects as soon as the socket exists, before open() returns.
+        console = connect(url, connect_timeout=5)
+        try:
+            answers.append(console.health().status)
+        finally:
+            console.close()
+
+    monkeypatch.setattr(StoreServer, "start", start)
+    b = Broker(BrokerConfig(backend=url, num_workers=0, own=True, registry=Registry()))
+    try:
+        b.open()
+        assert b.backend.role == "owner"
+        assert answers and answers[0] in ("ok", "degraded")
+    finally:
+        b.stop()
