@@ -189,11 +189,15 @@ async def test_hostile_strings_on_every_screen(
             )
             await pilot.pause(0.05)
             assert_clean(app)
-            await pilot.press("r")  # the confirmation names it: literally
-            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-            await pilot.pause(0.05)
-            assert_clean(app, "would replay 1 dead task")
-            await pilot.press("n", "escape", "escape")
+            if row == 0:
+                # The confirmation names the task and its queue, never the message: the
+                # same text for every group, so it is looked at once.
+                await pilot.press("r")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+                await pilot.pause(0.05)
+                assert_clean(app, "would replay 1 dead task")
+                await pilot.press("n")
+            await pilot.press("escape", "escape")
             await until(pilot, lambda: isinstance(app.screen, DeadLettersScreen))
         await visit(pilot, app, "5", lambda a: a.screen.snapshot and a.snapshot.workflows)
         assert_clean(app, "[/]flow")
