@@ -233,19 +233,24 @@ class _Child:
         Raises:
             WorkerCrashed: The child died or stayed silent before it was ready.
         """
+        died = False
         try:
             ready = wait([self.conn], timeout) and loads(self.conn.recv_bytes())
         except (EOFError, OSError):
-            ready = None
+            ready, died = None, True
         if not ready:
+            if died:
+                self.proc.join(2.0)  # reap it, so that its exit code is known
             alive = self.proc.is_alive()
             self.kill()
-            code = self.proc.exitcode
-            cause = "did not start in time" if alive else f"exited (code {code})"
+            cause = (
+                f"did not become ready within {timeout:g}s"
+                if alive
+                else f"exited (code {self.proc.exitcode}) before it was ready"
+            )
             raise WorkerCrashed(
-                f"worker process {cause} before it was ready; its error is on stderr "
-                "(a script that runs a process pool must guard its entry point with "
-                "`if __name__ == '__main__':`)"
+                f"worker process {cause}; its error is on stderr (a script that runs a "
+                "process pool must guard its entry point with `if __name__ == '__main__':`)"
             )
         for module, why in ready["failed"].items():
             log.warning(

@@ -302,6 +302,22 @@ def test_a_script_runs_its_own_tasks_in_a_process_pool(tmp_path: Path) -> None:
     assert (out.returncode, out.stdout, out.stderr) == (0, "[0, 1, 4, 9]\n", "")
 
 
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    # Each child imports the script to find its tasks: unguarded, it would start a broker.
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT.replace('if __name__ == "__main__":\n', "if True:\n"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        "dtq_core.errors.WorkerCrashed: worker process exited (code 1) before it was ready; "
+        "its error is on stderr (a script that runs a process pool must guard its entry "
+        "point with `if __name__ == '__main__':`)"
+    )
+
+
 # -- queues ----------------------------------------------------------------------------
 
 
