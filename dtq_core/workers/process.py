@@ -7,7 +7,8 @@ time a pool needs a child; it has this module preloaded and forks each child fro
 
 A child therefore inherits nothing from the parent's memory: it finds a task by importing
 the module that defines it and looking up its qualified name (``fn.__module__`` and
-``fn.__qualname__`` as the parent registered it). A task defined inside a function, or
+``fn.__qualname__`` of the task the parent's registry holds under the message's name: a
+message still never names what is imported). A task defined inside a function, or
 whose module does not import in the child, cannot run there: its message is
 dead-lettered (reason ``task not importable``) with a one-line error naming the cause.
 A script that runs a process pool must guard its entry point with
