@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dtq_core.errors import CronError
@@ -764,15 +764,25 @@ def test_next_and_prev_properties(case: tuple[str, list[Any]], tz: tzinfo, x: da
     assert all(cron.next(a) == b for a, b in pairwise(later))
 
 
+#: Every minute of 2 a.m., in New York the night before it springs forward (2000-04-02):
+#: that night has no 2 a.m., so the next fire is the night after, 31 hours on.
+SPRING_GAP = (
+    "* 2 * * *",
+    [{0}, set(range(60)), {2}, set(range(1, 32)), set(range(1, 13)), set(range(7)), (True, True)],
+)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions(days=False), st.sampled_from(ZONES), instants)
+@example(case=SPRING_GAP, tz=NEW_YORK, x=datetime(2000, 4, 2, tzinfo=UTC))
 def test_no_fire_time_is_skipped(case: tuple[str, list[Any]], tz: tzinfo, x: datetime) -> None:
-    # Day fields are '*', so the next fire is within a day (plus a DST hour): scan every
-    # minute in between against the oracle.
+    # Day fields are '*', so the next fire is within a day (plus a DST hour), or two when
+    # the only fire times of the next day fall in its DST gap ('* 2 * * *' on a spring-
+    # forward day in New York): scan every minute in between against the oracle.
     expr, sets = case
     cron = CronExpression(expr, tz)
     n = cron.next(x)
-    assert x < n <= x + timedelta(days=1, hours=2)
+    assert x < n <= x + timedelta(days=2, hours=1)
     t = x.replace(second=0, microsecond=0) + timedelta(minutes=1)
     while t < n:
         assert not fires_at(sets, t.astimezone(tz)), t
