@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _redis_run import Server
 
 from dtq_core.backends.base import NewTask
-from dtq_core.backends.redis.enqueue import OWNER_GRACE_S, _pack, _task_args
+from dtq_core.backends.redis.enqueue import owned_args
 from dtq_core.backends.redis.enqueue_scripts import ENQUEUE_OWNED as ENQUEUE
 from dtq_core.backends.redis.keys import Keys
-from dtq_core.backends.redis.lua_common import COMMON
+from dtq_core.backends.redis.lua_common import CORE
 
 PAYLOAD = b'{"args":[1],"kwargs":{}}' + b"\0" * 6
 QUEUE = "default"
@@ -59,16 +59,15 @@ BATCH = 1000
 # One piece of the enqueue's work each, after the same unpacking of the task's fields
 # (``a``: create's arguments, ``now``, ``id``), so each reads as its own cost.
 _UNPACK = r"""
-local h = cmsgpack.unpack(ARGV[1])
-local now, maxlen = h[1], h[2]
+local now, maxlen = string.match(ARGV[1], '^([^|]*)|([^|]*)|')
 local a = cmsgpack.unpack(ARGV[2])
 a[5] = ARGV[3]
 local id = a[1]
 """
 PARTS: dict[str, str] = {
     "bare script (same args)": "return 1",
-    "prelude (COMMON)": COMMON + "return 1",
-    "cmsgpack unpack": _UNPACK + "return 1",
+    "prelude (CORE)": CORE + "return 1",
+    "arguments unpacked": _UNPACK + "return 1",
     "SET NX GET owner": _UNPACK + "redis.call('SET', KEYS[3], now..'|'..a[3], 'NX', 'GET')",
     "EXISTS record": _UNPACK + "redis.call('EXISTS', KEYS[1]..':t:'..id)",
     "HSET 13 fields": _UNPACK
@@ -107,9 +106,8 @@ def _args(keys: Keys, i: int, now: float) -> list[Any]:
         max_retries=3,
         time_limit=None,
     )
-    ks = [*keys.script_keys(QUEUE), keys.owner(task.id)]
-    head = _pack([repr(now), 10000, OWNER_GRACE_S, keys.prefix])
-    return [len(ks), *ks, head, *_task_args(task)]
+    ks, argv = owned_args(keys, QUEUE, [task], now, 10000)
+    return [len(ks), *ks, *argv]
 
 
 def _calls(r: Any, sha: str, keys: Keys, start: int, n: int, stats: bool = True) -> list[float]:

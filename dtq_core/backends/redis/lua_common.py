@@ -6,27 +6,16 @@ touches derives from it, so each script stays on one cluster slot.
 
 from __future__ import annotations
 
-__all__ = ["COMMON"]
+__all__ = ["COMMON", "CORE"]
 
-#: Shared helpers, prepended to every script.
-COMMON = r"""
+#: The helpers that create and hand over tasks, prepended to the enqueue scripts alone:
+#: each helper is a closure made on every call of a script (Lua has no state kept
+#: between calls), and the most frequent script is cheaper without those it never calls.
+CORE = r"""
 local T = KEYS[1]
-local function move(rec, old, new)
-  redis.call('HSET', rec, 'state', new)
-  redis.call('HINCRBY', T..':counts', old, -1)
-  redis.call('HINCRBY', T..':counts', new, 1)
-end
 local function ev(maxlen, now, id, name, old, new, worker, note)
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
              'name', name, 'old', old, 'new', new, 'worker', worker or '', 'note', note or '')
-end
--- One stream entry for the tasks of a batch that made the same transition: ids and
--- names joined by newlines, their count in `n` (readers split them again).
-local function evs(maxlen, now, batch, old, new, worker)
-  if #batch.ids == 0 then return end
-  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now,
-             'id', table.concat(batch.ids, '\n'), 'name', table.concat(batch.names, '\n'),
-             'old', old, 'new', new, 'worker', worker or '', 'note', '', 'n', #batch.ids)
 end
 -- Add a task's event to `batch` (or write it alone when its id or name holds a newline).
 local function evb(batch, maxlen, now, id, name, old, new, worker)
@@ -59,13 +48,6 @@ local function ready(id, priority, quiet)
   if quiet then return end
   -- Wakes blocked claimers (a BLPOP takes one each); 64 are enough to wake them all.
   if redis.call('LLEN', T..':notify') < 64 then redis.call('RPUSH', T..':notify', '1') end
-end
--- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
-local function jsonf(raw, default)
-  if not raw or raw == '' then return default end
-  local ok, v = pcall(cjson.decode, raw)
-  if ok and type(v) == type(default) then return v end
-  return default
 end
 -- The task states; the fields every transition of a task reads, and what each must
 -- hold. Built by `tables()` on a script's first `read` only: they were most of the
@@ -146,17 +128,6 @@ local function malformed(id, why, now, maxlen)
   ev(maxlen, now, id, name, old or '', 'DEAD', '', 'malformed record: '..why)
   return name
 end
-local function close_attempt(rec, outcome, now)
-  local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
-  local h = jsonf(f[1], {})
-  local err = jsonf(f[5], {})
-  if next(err) == nil then err = cjson.null end
-  local started = cjson.null
-  if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
-  h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
-               finished_at = tonumber(now), outcome = outcome, error = err}
-  redis.call('HSET', rec, 'history', cjson.encode(h))
-end
 -- Lease PENDING task `id` to `worker` (the record's side of a claim): its delivery row
 -- {id, token, name, payload, attempt, deliveries, enqueued_at, time_limit, max_retries},
 -- or nil when the task is not PENDING (or was dead-lettered as malformed). The caller
@@ -217,23 +188,6 @@ local function handoff(id, name, now, maxlen)
   redis.call('PEXPIRE', box, math.ceil(lease_s * 1000) + 60000)
   return true
 end
--- Empty `worker`'s inbox: the deliveries in it still leased to it under their token (one
--- whose lease ran out meanwhile may have gone to another worker, so it is dropped).
-local function unbox(worker)
-  local box = T..':inbox:'..worker
-  local boxed = {}
-  for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
-    local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
-    if id then
-      local f = redis.pcall('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
-      if not f.err and f[1] == 'RUNNING' and f[2] == token and f[3] == worker then
-        boxed[#boxed + 1] = e
-      end
-    end
-  end
-  redis.call('DEL', box)
-  return boxed
-end
 local function create(a, now, maxlen)
   -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
   --    replayed_from, workflow, edits (strings; `now` and `maxlen` too)
@@ -264,3 +218,58 @@ local function create(a, now, maxlen)
   return true
 end
 """
+
+#: Shared helpers, prepended to every other script: :data:`CORE` and the rest.
+COMMON = (
+    CORE
+    + r"""
+local function move(rec, old, new)
+  redis.call('HSET', rec, 'state', new)
+  redis.call('HINCRBY', T..':counts', old, -1)
+  redis.call('HINCRBY', T..':counts', new, 1)
+end
+-- One stream entry for the tasks of a batch that made the same transition: ids and
+-- names joined by newlines, their count in `n` (readers split them again).
+local function evs(maxlen, now, batch, old, new, worker)
+  if #batch.ids == 0 then return end
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now,
+             'id', table.concat(batch.ids, '\n'), 'name', table.concat(batch.names, '\n'),
+             'old', old, 'new', new, 'worker', worker or '', 'note', '', 'n', #batch.ids)
+end
+-- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
+local function jsonf(raw, default)
+  if not raw or raw == '' then return default end
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == type(default) then return v end
+  return default
+end
+local function close_attempt(rec, outcome, now)
+  local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
+  local h = jsonf(f[1], {})
+  local err = jsonf(f[5], {})
+  if next(err) == nil then err = cjson.null end
+  local started = cjson.null
+  if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
+  h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
+               finished_at = tonumber(now), outcome = outcome, error = err}
+  redis.call('HSET', rec, 'history', cjson.encode(h))
+end
+-- Empty `worker`'s inbox: the deliveries in it still leased to it under their token (one
+-- whose lease ran out meanwhile may have gone to another worker, so it is dropped).
+local function unbox(worker)
+  local box = T..':inbox:'..worker
+  local boxed = {}
+  for _, e in ipairs(redis.call('LRANGE', box, 0, -1)) do
+    local id, token = string.match(e, '^([^\n]*)\n([^\n]*)\n')
+    if id then
+      local f = redis.pcall('HMGET', T..':t:'..id, 'state', 'lease_token', 'worker')
+      if not f.err and f[1] == 'RUNNING' and f[2] == token and f[3] == worker then
+        boxed[#boxed + 1] = e
+      end
+    end
+  end
+  redis.call('DEL', box)
+  return boxed
+end
+"""
+)
