@@ -28,6 +28,7 @@ import msgspec
 from dtq_core.backends.base import NewTask, Transition
 from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.enqueue_scripts import HELD
+from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.records import _opt, _s
 from dtq_core.errors import BackendError
 from dtq_core.task import TaskState
@@ -74,11 +75,7 @@ class EnqueueMixin(RedisClient):
 
     def _enqueue_one_trip(self, q: str, tasks: Sequence[NewTask], now: float) -> None:
         """One Redis: ``ENQUEUE_OWNED`` claims the ids and stores the tasks of queue ``q``."""
-        keys = self.keys.script_keys(q)
-        keys.extend(self.keys.owner(t.id) for t in tasks)
-        argv: list[Any] = [_pack([repr(now), self.maxlen, OWNER_GRACE_S, self.keys.prefix])]
-        for t in tasks:
-            argv += _task_args(t)
+        keys, argv = owned_args(self.keys, q, tasks, now, self.maxlen)
         sha = self._enqueue_owned.sha
         direct = q in self._known and self.wait_replicas <= 0
 
@@ -114,7 +111,7 @@ class EnqueueMixin(RedisClient):
             pipe = self.r.pipeline(transaction=False)
             for q, ts in by_q.items():
                 self._ensure_queue(q, pipe)
-                argv: list[Any] = [_pack([repr(now), self.maxlen])]
+                argv: list[Any] = [f"{now!r}|{self.maxlen}"]
                 for t in ts:
                     argv += _task_args(t)
                 self._in(pipe, self._enqueue, self.keys.script_keys(q), argv)
@@ -226,21 +223,35 @@ class EnqueueMixin(RedisClient):
 _pack = msgspec.msgpack.Encoder().encode
 
 
+def owned_args(
+    keys: Keys, queue: str, tasks: Sequence[NewTask], now: float, maxlen: int
+) -> tuple[list[str], list[Any]]:
+    """``ENQUEUE_OWNED``'s KEYS and ARGV for ``tasks``, all of queue ``queue``."""
+    names = keys.script_keys(queue)
+    names.extend(keys.owner(t.id) for t in tasks)
+    argv: list[Any] = [f"{now!r}|{maxlen}|{OWNER_GRACE_S!r}|{keys.prefix}"]
+    for t in tasks:
+        argv += _task_args(t)
+    return names, argv
+
+
 def _task_args(t: NewTask) -> tuple[bytes, bytes]:
     """A new task as the enqueue scripts take it: its fields in msgpack, its payload.
 
     Two arguments instead of eleven: redis-py encodes every argument in Python, which
     was a fifth of a single enqueue's time. Times travel as ``repr`` strings (the
-    record keeps them exactly); ``False`` holds the payload's place.
+    record keeps them exactly), numbers as strings too (the script passes them on to
+    Redis: a Lua number is formatted there on each call, which costs about as much as
+    a command); ``False`` holds the payload's place.
     """
     fields = [
         t.id,
         t.name,
         t.queue,
-        t.priority,
+        str(t.priority),
         False,
         _opt(t.eta),
-        t.max_retries,
+        str(t.max_retries),
         _opt(t.time_limit),
         t.dedup_key or "",
         t.replayed_from or "",

@@ -1,25 +1,24 @@
 """Lua scripts that store new tasks: one per queue, and the one-trip form of one Redis.
 
-Both create records with ``create`` (see :mod:`.lua_common`). ``ENQUEUE`` touches one
-queue's slot only, so it runs on a Redis Cluster after the client claimed the ids'
-owner keys (other slots); ``ENQUEUE_OWNED`` also claims them itself, which only one
-Redis allows (a cluster refuses a script whose keys span slots).
+Both create records with ``create`` (see :mod:`.lua_common`; they carry its ``CORE``
+only). ``ENQUEUE`` touches one queue's slot only, so it runs on a Redis Cluster after
+the client claimed the ids' owner keys (other slots); ``ENQUEUE_OWNED`` also claims them
+itself, which only one Redis allows (a cluster refuses a script whose keys span slots).
 """
 
 from __future__ import annotations
 
-from dtq_core.backends.redis.lua_common import COMMON
+from dtq_core.backends.redis.lua_common import CORE
 
 __all__ = ["ENQUEUE", "ENQUEUE_OWNED", "HELD"]
 
-#: ARGV[1]: msgpack ``[now, maxlen]``; then two per task: its fields in msgpack
+#: ARGV[1]: ``now|maxlen``; then two per task: its fields in msgpack
 #: (``create``'s order, ``false`` in the payload's place: Redis's cmsgpack has no bytes
 #: type) and its payload. Returns the created count; an existing id is an error.
 ENQUEUE = (
-    COMMON
+    CORE
     + r"""
-local h = cmsgpack.unpack(ARGV[1])
-local now, maxlen = h[1], h[2]
+local now, maxlen = string.match(ARGV[1], '^([^|]*)|(.*)$')
 local n = 0
 for i = 2, #ARGV, 2 do
   local a = cmsgpack.unpack(ARGV[i])
@@ -37,7 +36,7 @@ return n
 HELD = "held"
 
 #: One Redis only. KEYS: the queue's two script keys, then the owner key of each task in
-#: order. ARGV[1]: msgpack ``[now, maxlen, grace, key prefix]``; then each task's fields
+#: order. ARGV[1]: ``now|maxlen|grace|key prefix``; then each task's fields
 #: and payload as with ``ENQUEUE``, every task of the queue of KEYS[1]. Claims every
 #: owner key and creates the records in one step. An id whose owner key names another
 #: queue is refused before anything is written (reply ``{HELD, id, queue}``) unless
@@ -45,11 +44,12 @@ HELD = "held"
 #: it (then it is taken over). Returns the created count; an id this queue already holds
 #: is a ``DUP`` error, as with ``ENQUEUE``.
 ENQUEUE_OWNED = (
-    COMMON
+    CORE
     + r"""
-local h = cmsgpack.unpack(ARGV[1])
-local now, maxlen, grace, prefix = h[1], h[2], h[3], h[4]
-local t = tonumber(now)
+-- One string, not msgpack: a match is cheaper than building a table (the prefix is
+-- last: it may hold a '|').
+local now, maxlen, grace, prefix = string.match(ARGV[1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local t, grace = tonumber(now), tonumber(grace)
 local tasks, claimed, stale = {}, {}, {}
 for i = 2, #ARGV, 2 do
   local k = i / 2 + 2

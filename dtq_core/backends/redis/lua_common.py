@@ -6,27 +6,16 @@ touches derives from it, so each script stays on one cluster slot.
 
 from __future__ import annotations
 
-__all__ = ["COMMON"]
+__all__ = ["COMMON", "CORE"]
 
-#: Shared helpers, prepended to every script.
-COMMON = r"""
+#: The helpers that create and hand over tasks, prepended to the enqueue scripts alone:
+#: each helper is a closure made on every call of a script (Lua has no state kept
+#: between calls), and the most frequent script is cheaper without those it never calls.
+CORE = r"""
 local T = KEYS[1]
-local function move(rec, old, new)
-  redis.call('HSET', rec, 'state', new)
-  redis.call('HINCRBY', T..':counts', old, -1)
-  redis.call('HINCRBY', T..':counts', new, 1)
-end
 local function ev(maxlen, now, id, name, old, new, worker, note)
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
              'name', name, 'old', old, 'new', new, 'worker', worker or '', 'note', note or '')
-end
--- One stream entry for the tasks of a batch that made the same transition: ids and
--- names joined by newlines, their count in `n` (readers split them again).
-local function evs(maxlen, now, batch, old, new, worker)
-  if #batch.ids == 0 then return end
-  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now,
-             'id', table.concat(batch.ids, '\n'), 'name', table.concat(batch.names, '\n'),
-             'old', old, 'new', new, 'worker', worker or '', 'note', '', 'n', #batch.ids)
 end
 -- Add a task's event to `batch` (or write it alone when its id or name holds a newline).
 local function evb(batch, maxlen, now, id, name, old, new, worker)
@@ -37,25 +26,28 @@ local function evb(batch, maxlen, now, id, name, old, new, worker)
     batch.names[#batch.names + 1] = name
   end
 end
+-- Cost note: a Lua number passed to redis.call is formatted with '%.17g' on each call
+-- (as dear as a cheap command), so the hot paths pass numbers as strings ('1', not 1).
+-- Count `n` (a number; nil for one) under `counter` in this second's and the total.
 local function tick(now, counter, n)
-  n = n or 1
-  local k = T..':sec:'..math.floor(tonumber(now))
+  -- The second, cut from `now`'s digits ('1733456789.25'); a time written otherwise
+  -- ('1e-05') takes the arithmetic way, which gives the same key.
+  local k = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
+  local by = n or '1'
   -- The second's hash is made by its first increment: its expiry is set then, once.
-  if redis.call('HINCRBY', k, counter, n) == n then redis.call('EXPIRE', k, 120) end
-  redis.call('HINCRBY', T..':totals', counter, n)
+  if redis.call('HINCRBY', k, counter, by) == (n or 1) then redis.call('EXPIRE', k, 120) end
+  redis.call('HINCRBY', T..':totals', counter, by)
 end
-local function ready(id, priority)
+-- Make task `id` ready (FIFO within its priority). `quiet`: the caller has just seen
+-- that no worker is registered idle on this queue, so no claimer is blocked on the
+-- notify list (a blocking claim registers before it blocks: see IDLE), and no wake-up
+-- is pushed.
+local function ready(id, priority, quiet)
   local seq = redis.call('INCR', T..':seq')
   redis.call('ZADD', T..':ready', tonumber(priority) * 17179869184 + seq, id)
+  if quiet then return end
   -- Wakes blocked claimers (a BLPOP takes one each); 64 are enough to wake them all.
-  if redis.call('LLEN', T..':notify') < 64 then redis.call('RPUSH', T..':notify', 1) end
-end
--- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
-local function jsonf(raw, default)
-  if not raw or raw == '' then return default end
-  local ok, v = pcall(cjson.decode, raw)
-  if ok and type(v) == type(default) then return v end
-  return default
+  if redis.call('LLEN', T..':notify') < 64 then redis.call('RPUSH', T..':notify', '1') end
 end
 -- The task states; the fields every transition of a task reads, and what each must
 -- hold. Built by `tables()` on a script's first `read` only: they were most of the
@@ -136,17 +128,6 @@ local function malformed(id, why, now, maxlen)
   ev(maxlen, now, id, name, old or '', 'DEAD', '', 'malformed record: '..why)
   return name
 end
-local function close_attempt(rec, outcome, now)
-  local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
-  local h = jsonf(f[1], {})
-  local err = jsonf(f[5], {})
-  if next(err) == nil then err = cjson.null end
-  local started = cjson.null
-  if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
-  h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
-               finished_at = tonumber(now), outcome = outcome, error = err}
-  redis.call('HSET', rec, 'history', cjson.encode(h))
-end
 -- Lease PENDING task `id` to `worker` (the record's side of a claim): its delivery row
 -- {id, token, name, payload, attempt, deliveries, enqueued_at, time_limit, max_retries},
 -- or nil when the task is not PENDING (or was dead-lettered as malformed). The caller
@@ -177,11 +158,12 @@ end
 -- A worker blocked idle on this queue (registered by the IDLE script as
 -- "<lease_s>|<worker id>") takes new task `id` at once: leased here, its delivery pushed
 -- to the worker's inbox as 8 header lines then the payload. Saves the worker the round
--- trip of a claim after its wake-up. False: nobody is waiting (or the queue is paused).
+-- trip of a claim after its wake-up. Nil: no worker is registered idle (the usual case
+-- while producers outpace workers: one O(1) read); false: not handed over (nobody
+-- waits any more, the queue is paused, or tasks are ready already).
 local function handoff(id, name, now, maxlen)
+  if redis.call('ZCARD', T..':idle') == 0 then return nil end
   if string.find(id, '\n', 1, true) or string.find(name, '\n', 1, true) then return false end
-  -- Nobody waiting (the usual case while producers outpace workers): one O(1) read.
-  if redis.call('ZCARD', T..':idle') == 0 then return false end
   if redis.call('EXISTS', T..':paused') == 1 then return false end
   -- Tasks already ready (a retry or promotion just landed) go first, in priority order.
   if redis.call('ZCARD', T..':ready') > 0 then return false end
@@ -206,6 +188,72 @@ local function handoff(id, name, now, maxlen)
   redis.call('PEXPIRE', box, math.ceil(lease_s * 1000) + 60000)
   return true
 end
+local function create(a, now, maxlen)
+  -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
+  --    replayed_from, workflow, edits (strings; `now` and `maxlen` too)
+  local rec = T..':t:'..a[1]
+  if redis.call('EXISTS', rec) == 1 then return false end
+  -- Empty optional fields are left out (a missing one reads as empty everywhere):
+  -- fewer fields make the most frequent script cheaper.
+  -- Numbers as strings (see tick): the producer sends priority and max_retries so.
+  redis.call('HSET', rec, 'id', a[1], 'name', a[2], 'queue', a[3], 'priority', a[4],
+             'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
+             'max_retries', a[7], 'time_limit', a[8], 'attempt', '0', 'deliveries', '0',
+             'lease_token', '0')
+  if a[9] ~= '' then redis.call('HSET', rec, 'dedup_key', a[9]) end
+  if a[10] ~= '' then redis.call('HSET', rec, 'replayed_from', a[10]) end
+  if a[11] ~= '' then redis.call('HSET', rec, 'workflow', a[11]) end
+  if a[12] and a[12] ~= '' then redis.call('HSET', rec, 'edits', a[12]) end
+  redis.call('HINCRBY', T..':counts', 'PENDING', '1')
+  redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
+  tick(now, 'enqueued')
+  ev(maxlen, now, a[1], a[2], '', 'PENDING', '', '')
+  if a[6] ~= '' and tonumber(a[6]) > tonumber(now) then
+    redis.call('HSET', rec, 'eta', a[6])
+    redis.call('ZADD', T..':delayed', a[6], a[1])
+  else
+    local handed = handoff(a[1], a[2], now, maxlen)
+    if not handed then ready(a[1], a[4], handed == nil) end
+  end
+  return true
+end
+"""
+
+#: Shared helpers, prepended to every other script: :data:`CORE` and the rest.
+COMMON = (
+    CORE
+    + r"""
+local function move(rec, old, new)
+  redis.call('HSET', rec, 'state', new)
+  redis.call('HINCRBY', T..':counts', old, -1)
+  redis.call('HINCRBY', T..':counts', new, 1)
+end
+-- One stream entry for the tasks of a batch that made the same transition: ids and
+-- names joined by newlines, their count in `n` (readers split them again).
+local function evs(maxlen, now, batch, old, new, worker)
+  if #batch.ids == 0 then return end
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now,
+             'id', table.concat(batch.ids, '\n'), 'name', table.concat(batch.names, '\n'),
+             'old', old, 'new', new, 'worker', worker or '', 'note', '', 'n', #batch.ids)
+end
+-- JSON field `raw` decoded, or `default` when it is empty or not JSON of that kind.
+local function jsonf(raw, default)
+  if not raw or raw == '' then return default end
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == type(default) then return v end
+  return default
+end
+local function close_attempt(rec, outcome, now)
+  local f = redis.call('HMGET', rec, 'history', 'attempt', 'worker', 'started_at', 'error')
+  local h = jsonf(f[1], {})
+  local err = jsonf(f[5], {})
+  if next(err) == nil then err = cjson.null end
+  local started = cjson.null
+  if f[4] and f[4] ~= '' then started = tonumber(f[4]) end
+  h[#h + 1] = {number = tonumber(f[2]), worker = f[3] or cjson.null, started_at = started,
+               finished_at = tonumber(now), outcome = outcome, error = err}
+  redis.call('HSET', rec, 'history', cjson.encode(h))
+end
 -- Empty `worker`'s inbox: the deliveries in it still leased to it under their token (one
 -- whose lease ran out meanwhile may have gone to another worker, so it is dropped).
 local function unbox(worker)
@@ -223,31 +271,5 @@ local function unbox(worker)
   redis.call('DEL', box)
   return boxed
 end
-local function create(a, now, maxlen)
-  -- a: id, name, queue, priority, payload, eta, max_retries, time_limit, dedup,
-  --    replayed_from, workflow, edits
-  local rec = T..':t:'..a[1]
-  if redis.call('EXISTS', rec) == 1 then return false end
-  -- Empty optional fields are left out (a missing one reads as empty everywhere):
-  -- fewer fields make the most frequent script cheaper.
-  redis.call('HSET', rec, 'id', a[1], 'name', a[2], 'queue', a[3], 'priority', a[4],
-             'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
-             'max_retries', a[7], 'time_limit', a[8], 'attempt', 0, 'deliveries', 0,
-             'lease_token', 0)
-  if a[9] ~= '' then redis.call('HSET', rec, 'dedup_key', a[9]) end
-  if a[10] ~= '' then redis.call('HSET', rec, 'replayed_from', a[10]) end
-  if a[11] ~= '' then redis.call('HSET', rec, 'workflow', a[11]) end
-  if a[12] and a[12] ~= '' then redis.call('HSET', rec, 'edits', a[12]) end
-  redis.call('HINCRBY', T..':counts', 'PENDING', 1)
-  redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
-  tick(now, 'enqueued')
-  ev(maxlen, now, a[1], a[2], '', 'PENDING', '', '')
-  if a[6] ~= '' and tonumber(a[6]) > tonumber(now) then
-    redis.call('HSET', rec, 'eta', a[6])
-    redis.call('ZADD', T..':delayed', a[6], a[1])
-  elseif not handoff(a[1], a[2], now, maxlen) then
-    ready(a[1], a[4])
-  end
-  return true
-end
 """
+)

@@ -158,3 +158,40 @@ def test_optional_fields_are_stored_only_when_set(be: RedisBackend, plain: Any) 
     # A record without the optional fields is a sound record: claimed and settled.
     (d,) = be.claim(["q"], "w1", 30.0, 1, now)
     assert d.task_id == "full"
+
+
+def test_numbers_travel_as_strings_and_read_back_as_numbers(be: RedisBackend, plain: Any) -> None:
+    # Priority and max_retries reach the script as strings (no float formatting in
+    # Redis): stored as the same digits, read back as numbers, ordering unchanged.
+    now = time.time()
+    be.enqueue(NewTask("low", "app.x", "q", 7, b"{}", max_retries=12), now)
+    be.enqueue(NewTask("high", "app.x", "q", -3, b"{}"), now)
+    be.enqueue(NewTask("mid", "app.x", "q", 0, b"{}", max_retries=1), now)
+    h = plain.hgetall(be.keys.record("q", "low"))
+    assert (h["priority"], h["max_retries"], h["attempt"], h["lease_token"]) == (
+        "7",
+        "12",
+        "0",
+        "0",
+    )
+    rec = be.get("low")
+    assert rec is not None and (rec.priority, rec.max_retries, rec.attempt) == (7, 12, 0)
+    assert [d.task_id for d in be.claim(["q"], "w1", 30.0, 3, now)] == ["high", "mid", "low"]
+
+
+@pytest.mark.parametrize(
+    ("now", "second"),
+    [(1_700_000_000.75, 1_700_000_000), (1e-05, 0), (42.0, 42)],
+    ids=["usual", "exponent", "whole"],
+)
+def test_an_enqueue_counts_in_the_second_of_its_time(
+    be: RedisBackend, plain: Any, now: float, second: int
+) -> None:
+    # The second's key is cut from the time's digits; a time Python writes otherwise
+    # (1e-05) gives the same key by arithmetic.
+    be.enqueue(new("t1"), now)
+    key = be.keys.queue("q")["sec"] + str(second)
+    assert plain.hgetall(key) == {"enqueued": "1"}
+    assert 0 < plain.ttl(key) <= 120
+    assert be.rate_series(second + 1.0, 1)["q"]["enqueued"] == [1]
+    assert be.totals()["q"]["enqueued"] == 1

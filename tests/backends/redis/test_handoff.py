@@ -256,6 +256,27 @@ def test_no_handoff_to_a_paused_queue(be: RedisBackend, prod: RedisBackend, plai
     assert counts(plain, be, "q") == {"RUNNING": 1}
 
 
+def test_an_enqueue_with_no_worker_registered_pushes_no_wake_up(
+    be: RedisBackend, prod: RedisBackend, plain: Any
+) -> None:
+    # A blocking claim registers as idle before it blocks, so with nobody registered
+    # nobody is blocked on the notify list: the enqueue leaves it alone.
+    notify = be.keys.queue("q")["notify"]
+    prod.enqueue(new("t1"), time.time())
+    assert plain.llen(notify) == 0
+    # A claim that waits afterwards is not kept waiting: the task is ready.
+    t0 = time.monotonic()
+    (d,) = Waiter(be, ["q"], "w1", wait=10.0).start(plain).join()
+    assert d.task_id == "t1" and time.monotonic() - t0 < 5.0
+    # Registered but not handed the task (its wait ended by our clock): a worker may
+    # still be blocked (another host's clock), so the wake-up is pushed.
+    t = 1_000_000.0
+    assert register_idle(be, "q", "w2", t, t + 1.0) == 0
+    prod.enqueue(new("t2"), t + 2.0)
+    assert plain.llen(notify) == 1
+    assert inbox(plain, be, "q", "w2") == []
+
+
 def test_a_registration_whose_wait_has_ended_gets_nothing(
     be: RedisBackend, prod: RedisBackend, plain: Any
 ) -> None:
