@@ -26,6 +26,10 @@ class ConfirmDialog(ModalScreen[bool | str]):
     | `n`, `escape` | Cancel. |
     """
 
+    #: Cancel has the focus, so a stray enter never destroys anything. (Not focused from
+    #: ``on_mount``: a dialog answered while it mounts has no buttons left to query.)
+    AUTO_FOCUS = "#no"
+
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("a", "alt", "Also", show=False, id="confirm.alt"),
@@ -63,10 +67,6 @@ class ConfirmDialog(ModalScreen[bool | str]):
                 if self.alt_label:
                     yield Button(plain(f"{self.alt_label} (a)"), id="alt", variant="warning")
                 yield Button("Cancel (n)", id="no")
-
-    def on_mount(self) -> None:
-        """Focus Cancel: a stray enter never destroys anything."""
-        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Answer by button."""

@@ -98,9 +98,11 @@ class EditArgsDialog(ModalScreen[ArgsEdit | None]):
     def on_mount(self) -> None:
         """Start in the editor (its cursor still when headless: tests, screenshots)."""
         blink = not self.app.is_headless
-        self.query_one(TextArea).cursor_blink = blink
-        self.query_one("#note", Input).cursor_blink = blink
-        self.query_one(TextArea).focus()
+        for editor in self.query(TextArea):  # none left when answered while mounting
+            editor.cursor_blink = blink
+            editor.focus()
+        for note in self.query("#note").results(Input):
+            note.cursor_blink = blink
 
     def validate(self) -> ArgsEdit | str:
         """The edit, or what is wrong with it."""

@@ -62,7 +62,8 @@ class PromptDialog(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         """No blinking cursor when headless (tests and screenshots stay still)."""
-        self.query_one(Input).cursor_blink = not self.app.is_headless
+        for field in self.query(Input):  # none left when answered while mounting
+            field.cursor_blink = not self.app.is_headless
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Validate and answer."""

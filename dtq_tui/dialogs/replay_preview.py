@@ -31,6 +31,10 @@ class ReplayPreviewDialog(ModalScreen[bool | str]):
     | `n`, `escape` | Cancel. |
     """
 
+    #: Cancel has the focus (not set from ``on_mount``: a dialog answered while it
+    #: mounts has no buttons left to query).
+    AUTO_FOCUS = "#no"
+
     BINDINGS = [
         Binding("y", "answer(True)", "Replay", id="preview.yes"),
         Binding("a", "again", "Replay again too", show=False, id="preview.again"),
@@ -95,10 +99,6 @@ class ReplayPreviewDialog(ModalScreen[bool | str]):
                 if k:
                     yield Button(f"Replay all {n + k}, again too (a)", id="alt", variant="warning")
                 yield Button("Cancel (n)", id="no")
-
-    def on_mount(self) -> None:
-        """Focus Cancel."""
-        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Answer by button."""
