@@ -373,8 +373,13 @@ def _stale_starts(rec: TaskRecord, runs: list[Run]) -> list[Run]:
     """Runs that began after the store reclaimed the task from their process.
 
     An attempt closed ``LOST`` at time ``t`` by worker process ``P``: a run of ``P``
-    starting after ``t`` (and before any later claim of the task by ``P``) began on a
-    lease the store had already taken back.
+    starting after ``t`` and before ``P``'s next claim of the task began on a lease the
+    store had already taken back.
+
+    "Next" is in the store's order (the history), not by timestamp: times are the
+    callers' clocks when they sent each call, so across a stall a claim sent before the
+    reclaim can run after it and carry the earlier time. Its runs are then legitimate
+    (under the new token), and the window before it is empty.
     """
     out = []
     for k, a in enumerate(rec.history):
@@ -388,7 +393,7 @@ def _stale_starts(rec: TaskRecord, runs: list[Run]) -> list[Run]:
         ]
         if rec.worker and _pid(rec.worker) == pid and rec.started_at is not None:
             later.append(rec.started_at)
-        until_ = min((t for t in later if t >= a.finished_at), default=float("inf"))
+        until_ = later[0] if later else float("inf")
         out.extend(r for r in runs if r.pid == pid and a.finished_at < r.start < until_)
     return out
 
