@@ -22,6 +22,7 @@ from dtq_core.backends.embedded.oplog import LOG_FORMAT
 from dtq_core.clock import FakeClock
 from dtq_core.control import wal_tools
 from dtq_core.filters import TaskFilter
+from tests.fixtures.make_datadir import summary
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "datadirs"
 #: The fixed clock of make_datadir.py, plus the time at which expected.json read the keys.
@@ -84,24 +85,7 @@ def assert_intact(b: EmbeddedBackend, expected: dict[str, Any]) -> None:
     for task_id, want in tasks.items():
         rec = b.get(task_id)
         assert rec is not None, task_id
-        got = {
-            "name": rec.name,
-            "queue": rec.queue,
-            "priority": rec.priority,
-            "payload": rec.payload.decode(),
-            "state": rec.state.value,
-            "eta": rec.eta,
-            "attempt": rec.attempt,
-            "deliveries": rec.deliveries,
-            "result": rec.result,
-            "error": rec.error.to_dict() if rec.error else None,
-            "dead_reason": rec.dead_reason,
-            "replayed_from": rec.replayed_from,
-            "replayed_to": list(rec.replayed_to),
-            "dedup_key": rec.dedup_key,
-            "workflow": rec.workflow,
-            "max_retries": rec.max_retries,
-        }
+        got = summary(rec)
         assert got == _expect_after_recovery(task_id, want), task_id
     # Expiry was logged: the result that expired before the crash never comes back.
     assert b.get("e-expired") is None
