@@ -118,6 +118,10 @@ class EventsMixin:
         if pool is None:
             return
         cfg = self.config
+        # The round's time may be seconds old (its earlier calls waited on a stalled
+        # store): leases are renewed from now, or they would end sooner than the worker
+        # believes (the store never shortens a lease, but would not lengthen it either).
+        now = max(now, self.clock.now())
         self.backend.extend_leases(pool.in_flight(), cfg.lease_s, now)
         for w in pool.workers:
             w.last_seen = now

@@ -155,10 +155,15 @@ def release(t: TaskTable, c: Release) -> list[Transition]:
 
 
 def extend(t: TaskTable, leases: Iterable[tuple[str, int]], deadline: float) -> None:
-    """Renew leases (not a logged change: leases do not survive a restart)."""
+    """Renew leases (not a logged change: leases do not survive a restart).
+
+    A renewal never moves a deadline earlier: one computed from a time taken before a
+    stall (a heartbeat that waited on the store) must not shorten a lease renewed since,
+    or the task is reclaimed while its worker rightly believes it still holds it.
+    """
     for task_id, token in leases:
         rec = t.leased(task_id, token)
-        if rec is not None:
+        if rec is not None and (rec.lease_deadline is None or deadline > rec.lease_deadline):
             rec.lease_deadline = deadline
             t.leases.push(task_id, deadline)
 

@@ -588,6 +588,24 @@ def test_extend_leases_keeps_a_task_from_reclaim(backend: Backend, clock: FakeCl
     assert moves(backend.reclaim_expired(now + 18.5, max_deliveries=5)) == [(S.RUNNING, S.PENDING)]
 
 
+def test_a_renewal_never_shortens_a_lease(backend: Backend, clock: FakeClock) -> None:
+    # A heartbeat that took its time before a stall of the store reaches it after a
+    # fresher renewal (the worker's check before starting the task): applied as it
+    # came, it would end the lease in the past, and a peer would reclaim a task its
+    # worker is starting.
+    now = clock.now()
+    tid = put(backend, now)
+    d = backend.claim(None, "w1", 10.0, 1, now)[0]
+    assert backend.renew_lease(tid, d.token, 10.0, now + 5)
+    backend.extend_leases([(tid, d.token)], 10.0, now - 3)  # the stale heartbeat
+    rec = backend.get(tid)
+    assert rec is not None and rec.lease_deadline == pytest.approx(now + 15)
+    assert backend.renew_lease(tid, d.token, 10.0, now + 1)  # held, past that time
+    assert backend.reclaim_expired(now + 14, max_deliveries=5) == []
+    assert state(backend, tid) is S.RUNNING
+    assert moves(backend.reclaim_expired(now + 15.5, max_deliveries=5)) == [(S.RUNNING, S.PENDING)]
+
+
 def test_reclaim_requeues_then_buries_worker_lost(backend: Backend, clock: FakeClock) -> None:
     now = clock.now()
     tid = put(backend, now, name="app.heavy", queue="q")

@@ -73,3 +73,21 @@ def test_a_delivery_leased_before_its_claim_counts_from_then(broker: Broker) -> 
     broker.clock.advance(1.0)
     broker.backend.reclaim_expired(broker.clock.now() + 100, 5)  # the store took it back
     assert not lease_ok(broker, handed)
+
+
+def test_a_heartbeat_after_a_stalled_round_renews_from_the_current_time(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A maintenance round takes its time once; when the store stalled its earlier calls
+    # (promotion, reclaim), the heartbeat comes seconds later. Renewing from the round's
+    # time would end the leases sooner than the workers believe.
+    (d,) = _claim(broker)
+    round_started = broker.clock.now()
+    broker.clock.advance(3.0)  # the stall
+    assert lease_ok(broker, d)  # renewed from now: until 1013
+    pool = type("Pool", (), {"workers": [], "in_flight": lambda self: [(d.task_id, d.token)]})
+    monkeypatch.setattr(broker, "pool", pool())
+    broker.clock.advance(1.0)
+    broker.heartbeat(round_started)
+    rec = broker.backend.get(d.task_id)
+    assert rec is not None and rec.lease_deadline == pytest.approx(1014.0)

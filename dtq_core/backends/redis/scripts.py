@@ -162,13 +162,19 @@ return 1
 EXTEND = (
     COMMON
     + r"""
-local n = 0
+-- A renewal never moves a deadline earlier: one computed before a stall (a heartbeat
+-- queued behind it) must not shorten a lease renewed since, or the task is reclaimed
+-- while its worker rightly believes it holds it. Counted as renewed all the same.
+local n, upto = 0, tonumber(ARGV[1])
 for i = 2, #ARGV, 2 do
   local rec = T..':t:'..ARGV[i]
-  local f = redis.pcall('HMGET', rec, 'state', 'lease_token')
+  local f = redis.pcall('HMGET', rec, 'state', 'lease_token', 'lease_deadline')
   if not f.err and f[1] == 'RUNNING' and f[2] == ARGV[i + 1] then
-    redis.call('HSET', rec, 'lease_deadline', ARGV[1])
-    redis.call('ZADD', T..':leases', 'XX', ARGV[1], ARGV[i])
+    local old = tonumber(f[3] or '')
+    if not old or upto > old then
+      redis.call('HSET', rec, 'lease_deadline', ARGV[1])
+      redis.call('ZADD', T..':leases', 'XX', ARGV[1], ARGV[i])
+    end
     n = n + 1
   end
 end
