@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.errors import BackendError, StoreFailed
+from dtq_core.errors import BackendError, SerializationError, StoreFailed
 
 if TYPE_CHECKING:
     from dtq_core.backends.base import Backend, Transition
@@ -31,6 +31,8 @@ log = logging.getLogger("dtq.worker")
 Finish = Callable[["RunContext", "list[Transition]"], None]
 #: Called once per stored batch with every ``(context, transitions)`` of it, in order.
 FinishMany = Callable[["list[tuple[RunContext, list[Transition]]]"], None]
+#: Called for a success whose result the store refused to hold: ``(context, why)``.
+Refused = Callable[["RunContext", SerializationError], None]
 
 
 class AckBuffer:
@@ -46,8 +48,14 @@ class AckBuffer:
         fatal: Callable[[BaseException], None] | None = None,
         finish_many: FinishMany | None = None,
         lazy: bool = False,
+        refused: Refused | None = None,
     ) -> None:
         self.backend = backend
+        #: Told of a success whose result the store cannot hold (an integer past 64
+        #: bits in the embedded log, a result over its record limit): the task must
+        #: fail with the reason. Without it, such a success is logged and dropped (its
+        #: lease runs out and it runs again).
+        self.refused = refused
         self.now = now
         self.finish = finish
         #: When set, called once per batch instead of ``finish`` per ack (one event
@@ -118,11 +126,12 @@ class AckBuffer:
                 return
             d = [(c.delivery.task_id, c.delivery.token, r) for c, r in items]
             try:
-                now = self.now()
-                if retry:
-                    results = self.backend.ack_many(d, now, retry=True)
-                else:
-                    results = self.backend.ack_many(d, now)
+                try:
+                    results = self._store(d, retry)
+                except SerializationError:
+                    # A result the store cannot hold: nothing of the batch was written.
+                    # The others are stored one by one; that task fails with the reason.
+                    items, results = self._apart(items, retry)
             except StoreFailed:
                 # Never stored by this process: dropped (their tasks were RUNNING in the
                 # log, so a restart's recovery requeues them).
@@ -148,6 +157,30 @@ class AckBuffer:
                 self.finish(ctx, trs)
             except Exception:
                 log.exception("after the ack of task %s", ctx.delivery.task_id)
+
+    def _store(self, d: list[tuple[str, int, Any]], retry: bool) -> list[list[Transition]]:
+        if retry:
+            return self.backend.ack_many(d, self.now(), retry=True)
+        return self.backend.ack_many(d, self.now())
+
+    def _apart(
+        self, items: list[tuple[RunContext, Any]], retry: bool
+    ) -> tuple[list[tuple[RunContext, Any]], list[list[Transition]]]:
+        """Store ``items`` one by one; hand those the store refuses to ``refused``."""
+        kept: list[tuple[RunContext, Any]] = []
+        results: list[list[Transition]] = []
+        for ctx, r in items:
+            try:
+                trs = self._store([(ctx.delivery.task_id, ctx.delivery.token, r)], retry)[0]
+            except SerializationError as exc:
+                if self.refused is not None:
+                    self.refused(ctx, exc)
+                else:
+                    log.error("task %s: its result cannot be stored: %s", ctx.delivery.task_id, exc)
+                continue
+            kept.append((ctx, r))
+            results.append(trs)
+        return kept, results
 
     def _run(self) -> None:
         backoff = 0.0

@@ -97,6 +97,7 @@ class Runner:
                 fatal=self.broker.fail_stop,
                 finish_many=self._finish_many,
                 lazy=lazy,
+                refused=self._unstorable,
             )
 
     def close(self) -> None:
@@ -166,7 +167,11 @@ class Runner:
             if self.acks is not None and all(h.ack_later(ctx) for h in self.ack_now_if):
                 self.acks.add(ctx, result)
                 return
-            trs = backend.ack(d.task_id, d.token, result, now)
+            try:
+                trs = backend.ack(d.task_id, d.token, result, now)
+            except SerializationError as refused:
+                self._unstorable(ctx, refused)
+                return
         else:
             decision = FailureDecision()
             for hook in self.on_failure:
@@ -183,6 +188,19 @@ class Runner:
             if decision.retry_at is not None and trs:
                 self.broker.wake_scheduler(decision.retry_at)
         self._finish(ctx, trs, exc)
+
+    def _unstorable(self, ctx: RunContext, why: SerializationError) -> None:
+        """A success whose result the store refused (nothing was written): the task fails.
+
+        Failing it (retried by its policy, then dead-lettered) shows the reason where an
+        operator looks; leaving it RUNNING would run it again and again as its lease ran
+        out, each time with a result that cannot be stored.
+        """
+        self.settle(
+            ctx,
+            None,
+            SerializationError(f"the result of task {ctx.delivery.name!r} cannot be stored: {why}"),
+        )
 
     def _finish(
         self, ctx: RunContext, trs: list[Transition], exc: BaseException | None = None

@@ -55,7 +55,12 @@ def encode(change: Change) -> bytes:
     """
     try:
         raw = _encode(change)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except OverflowError:
+        raise SerializationError(
+            f"this change cannot be logged ({tag_of(change)}): it holds an integer past "
+            "64 bits, which the embedded log cannot store; pass or return it as a string"
+        ) from None
+    except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"this change cannot be logged ({tag_of(change)}): {exc}; keep task results "
             "plain JSON values"
