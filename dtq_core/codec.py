@@ -185,8 +185,27 @@ def loads(text: str | bytes) -> Any:
         raise SerializationError(f"not valid JSON: {exc}") from None
 
 
+def _check_text(value: str, what: str) -> None:
+    """Refuse a string that is not Unicode text (a lone surrogate: no UTF-8 form).
+
+    Such strings come from bytes decoded with ``surrogateescape`` (file names, say);
+    nested in a list or dict msgspec refuses them, alone they would reach the store.
+    """
+    if not value.isascii():  # O(1): CPython keeps the flag
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"{what} is not valid Unicode text (a lone surrogate at position "
+                f"{exc.start}): decode bytes strictly, or pass them as base64"
+            ) from None
+
+
 def check_json(value: Any, what: str) -> None:
     """Raise a clear error if ``value`` cannot travel as JSON (e.g. a task result)."""
+    if type(value) is str:
+        _check_text(value, what)
+        return
     if type(value) in _SCALARS:
         return
     _to_json(value, what)
@@ -201,6 +220,9 @@ def json_form(value: Any, what: str) -> Any:
     Raises:
         SerializationError: When ``value`` cannot travel as JSON, naming ``what``.
     """
+    if type(value) is str:
+        _check_text(value, what)
+        return value
     if type(value) in _SCALARS:
         return value
     return _decode(_to_json(value, what))

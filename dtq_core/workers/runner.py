@@ -30,19 +30,50 @@ if TYPE_CHECKING:
     from dtq_core.workers.base import WorkerInfo
 
 
+#: Longest error message and traceback kept, in characters: an exception that carries
+#: a whole payload must not make a record the store refuses (the embedded log's limit).
+MAX_MESSAGE = 16_384
+MAX_TRACEBACK = 65_536
+
+
+def _storable(text: str, limit: int) -> str:
+    """``text`` as every store can hold it, at most about ``limit`` characters.
+
+    Valid UTF-8: a lone surrogate becomes its backslash escape, still readable. A cut
+    keeps the head and the tail: a traceback's frames come first and where it was
+    raised last (its last line is the message, which may be what is too long).
+    """
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} [{len(text) - 2 * half:,} characters cut] {text[-half:]}"
+
+
 def error_info(exc: BaseException, time_limit: float | None = None) -> ErrorInfo:
-    """Capture an exception as data (type name, message, formatted traceback)."""
+    """Capture an exception as data (type name, message, formatted traceback).
+
+    The text is made storable: any string (a message of a lone surrogate from bytes
+    decoded with ``surrogateescape``, a message of megabytes) becomes a record every
+    store takes, so a failure is always stored and never makes the task run again.
+    """
     if isinstance(exc, RemoteTaskError):
-        return ErrorInfo(exc.exc_type, exc.message, exc.traceback)
-    etype = type(exc)
-    name = etype.__qualname__
-    if etype.__module__ not in ("builtins", "__main__"):
-        name = f"{etype.__module__}.{name}"
-    message = str(exc)
-    if isinstance(exc, TimeLimitExceeded) and not message:
-        message = f"ran past its time limit of {time_limit}s" if time_limit else "time limit"
-    tb = "".join(traceback.format_exception(exc))
-    return ErrorInfo(name, message, tb)
+        name, message, tb = exc.exc_type, exc.message, exc.traceback
+    else:
+        etype = type(exc)
+        name = etype.__qualname__
+        if etype.__module__ not in ("builtins", "__main__"):
+            name = f"{etype.__module__}.{name}"
+        message = str(exc)
+        if isinstance(exc, TimeLimitExceeded) and not message:
+            message = f"ran past its time limit of {time_limit}s" if time_limit else "time limit"
+        tb = "".join(traceback.format_exception(exc))
+    return ErrorInfo(
+        _storable(name, 512),
+        _storable(message, MAX_MESSAGE),
+        _storable(tb, MAX_TRACEBACK),
+    )
 
 
 class Runner:

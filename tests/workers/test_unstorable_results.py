@@ -8,10 +8,11 @@ limit, cannot be written. Before, the refused ack killed the worker thread, and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dtq_core import task
+from dtq_core import Broker, task
 from dtq_core.errors import TaskFailed
 from dtq_core.registry import Registry
 from dtq_core.task import TaskState
@@ -51,3 +52,53 @@ def test_an_unstorable_result_fails_its_task_and_the_rest_are_stored(
     assert b.pool is not None
     assert all(not w.restarts for w in b.pool.workers)
     assert value.apply_async(args=[5], broker=b).get(timeout=20) == 32
+
+
+def _hostile_tasks(registry: Registry) -> tuple[Any, Any, Any]:
+    @task(registry=registry, max_retries=0)
+    def surrogate_error() -> None:
+        raise ValueError(b"name \xff.txt".decode("utf-8", "surrogateescape"))
+
+    @task(registry=registry, max_retries=0)
+    def surrogate_result() -> str:
+        return b"\xfe".decode("utf-8", "surrogateescape")
+
+    @task(registry=registry, max_retries=0)
+    def huge_error() -> None:
+        raise RuntimeError("x" * 5_000_000)
+
+    return surrogate_error, surrogate_result, huge_error
+
+
+def check_hostile_failures(b: Broker, registry: Registry) -> None:
+    """Failures whose text no store takes as it is are stored (made storable) at once."""
+    surrogate_error, surrogate_result, huge_error = _hostile_tasks(registry)
+    b.start()
+    r1 = surrogate_error.apply_async(broker=b)
+    r2 = surrogate_result.apply_async(broker=b)
+    r3 = huge_error.apply_async(broker=b)
+    for r in (r1, r2, r3):
+        with pytest.raises(TaskFailed):
+            r.get(timeout=20)
+    rec = b.backend.get(r1.id)
+    assert rec is not None and rec.state is S.DEAD and rec.error is not None
+    assert rec.error.message == "name \\udcff.txt"  # readable: the escape, not a crash
+    assert rec.attempt == 1
+    rec = b.backend.get(r2.id)
+    assert rec is not None and rec.state is S.DEAD and rec.error is not None
+    assert "not valid Unicode text" in rec.error.message, rec.error
+    rec = b.backend.get(r3.id)
+    assert rec is not None and rec.state is S.DEAD and rec.error is not None
+    assert len(rec.error.message) < 20_000 and "[4,983,616 characters cut]" in rec.error.message
+    assert len(rec.error.traceback) < 70_000 and "characters cut" in rec.error.traceback
+    # The frames are kept: the cut is in the message at the end.
+    assert "in huge_error" in rec.error.traceback
+    assert b.pool is not None and all(not w.restarts for w in b.pool.workers)
+
+
+@pytest.mark.parametrize("store", ["memory", "embedded"])
+def test_failures_with_hostile_text_are_stored(
+    make_broker: BrokerFactory, registry: Registry, tmp_path: Path, store: str
+) -> None:
+    url = "memory://" if store == "memory" else f"embedded://{tmp_path / 'data'}"
+    check_hostile_failures(make_broker(backend=url, num_workers=2), registry)

@@ -165,3 +165,18 @@ def test_duplicate_id_in_another_queue_is_refused(url: str) -> None:
     assert (rec.queue, rec.payload, rec.state) == ("a", b"first", TaskState.PENDING)
     assert sum(q.ready for q in backend.queue_stats()) == 1
     backend.close()
+
+
+def test_failures_with_hostile_text_are_stored_on_redis(url: str) -> None:
+    # An exception message of a lone surrogate could not be sent to Redis: the worker
+    # thread died and the task ran again at each lease expiry.
+    from dtq_core import Broker, BrokerConfig
+    from dtq_core.registry import Registry
+    from tests.workers.test_unstorable_results import check_hostile_failures
+
+    registry = Registry()
+    b = Broker(BrokerConfig(backend=url, num_workers=2, registry=registry))
+    try:
+        check_hostile_failures(b, registry)
+    finally:
+        b.stop(drain_timeout=2.0)
