@@ -49,6 +49,8 @@ class RedisClient:
     connected: bool
     _redis_mod: Any
     _queues_cache: tuple[float, list[str]]
+    #: Queues this process has put in the queue list (see ``_ensure_queue``).
+    _known: set[str]
     #: A Redis Cluster (``redis+cluster://``) rather than one Redis.
     cluster: bool = False
     #: Replicas a write waits for (``?wait_replicas=N``; 0: no WAIT).
@@ -75,8 +77,12 @@ class RedisClient:
                 self.connected = True
                 return out
             except errors.NoScriptError:
-                # A restarted server forgot the scripts: load them, then try again.
+                # A restarted server forgot the scripts: load them, then try again. It
+                # may have lost its data too (no persistence): the queue list is
+                # written again by the next enqueue to each queue, or workers serving
+                # every queue would never find the queues this producer uses.
                 reload = True
+                self._known.clear()
                 continue
             except errors.AuthenticationError as exc:
                 # A wrong password stays wrong: say so now, do not retry for retry_s.
@@ -87,6 +93,7 @@ class RedisClient:
                 ) from None
             except (errors.ConnectionError, errors.TimeoutError) as exc:
                 self.connected = False
+                self._known.clear()  # the server may come back empty (see above)
                 attempt += 1
                 left = deadline - time.monotonic()
                 if left < delay:

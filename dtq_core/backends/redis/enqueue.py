@@ -49,8 +49,6 @@ class EnqueueMixin(RedisClient):
     _enqueue_owned: Any
     _owner_take: Any
     _owner_release: Any
-    #: Queues this process has added to the queue list (see :meth:`_ensure_queue`).
-    _known: set[str]
 
     def enqueue(self, task: NewTask, now: float) -> list[Transition]:
         """Store a new task (one round trip on one Redis, two on a cluster)."""
@@ -77,10 +75,11 @@ class EnqueueMixin(RedisClient):
         """One Redis: ``ENQUEUE_OWNED`` claims the ids and stores the tasks of queue ``q``."""
         keys, argv = owned_args(self.keys, q, tasks, now, self.maxlen)
         sha = self._enqueue_owned.sha
-        direct = q in self._known and self.wait_replicas <= 0
 
         def run() -> Any:
-            if direct:  # the usual case: no pipeline to build for one command
+            # Decided per attempt: a retry after a restart lists the queue again.
+            if q in self._known and self.wait_replicas <= 0:
+                # The usual case: no pipeline to build for one command.
                 return [self.r.evalsha(sha, len(keys), *keys, *argv)]
             pipe = self.r.pipeline(transaction=False)
             self._ensure_queue(q, pipe)

@@ -93,3 +93,30 @@ def test_enqueue_whose_reply_was_lost_is_not_reported_as_failed(
     finally:
         backend.close()
         proxy.close()
+
+
+def test_a_producer_lists_its_queues_again_after_a_restart_that_lost_the_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A producer lists a queue once (SADD to the queue list), then remembers it did. A
+    # Redis without persistence comes back empty: without listing it again, workers
+    # serving every queue (they read the list) would never find the new tasks.
+    server = RedisServer(data_dir=tmp_path_factory.mktemp("redis-plain"))
+    server.start()
+    try:
+        be = make_backend(server.url("relist"), None)
+        be.retry_s = 10.0
+        be.open()
+        try:
+            be.enqueue(NewTask("a1", "job", "q1", 0, b"{}", None, 0, None), time.time())
+            assert [s.name for s in be.queue_stats()] == ["q1"]
+            server.stop(kill=True)
+            server.start()
+            be.enqueue(NewTask("a2", "job", "q1", 0, b"{}", None, 0, None), time.time())
+            assert [s.name for s in be.queue_stats()] == ["q1"]
+            got = be.claim(None, "w", 10.0, 5, time.time())  # a worker of every queue
+            assert [d.task_id for d in got] == ["a2"]
+        finally:
+            be.close()
+    finally:
+        server.stop()
