@@ -239,7 +239,14 @@ def set_global(name: str, value: Any) -> None:
             if state.verbose >= 2:
                 import logging
 
-                logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+                from dtq_core.text import SafeFormatter
+
+                root = logging.getLogger()
+                if not root.handlers:
+                    handler = logging.StreamHandler()
+                    handler.setFormatter(SafeFormatter("%(asctime)s %(name)s %(message)s"))
+                    root.addHandler(handler)
+                root.setLevel(logging.DEBUG)
     elif name == "quiet":
         if value:
             state.quiet = True

@@ -121,16 +121,24 @@ def _first_line(exc: BaseException) -> str:
 
 def report(exc: BaseException) -> int:
     """Print ``exc`` as one line on stderr (plus its traceback at ``-v``); return the code."""
+    from dtq_core.text import escape_controls
+
     message, code = describe(exc)
     if verbosity() > 0:
-        traceback.print_exception(exc, file=sys.stderr)
-    sys.stderr.write(f"dtq: error: {message}\n")
+        tb = "".join(traceback.format_exception(exc))
+        sys.stderr.write(escape_controls(tb, multiline=True))
+    sys.stderr.write(f"dtq: error: {escape_controls(message)}\n")
     sys.stderr.flush()
     return code
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print ``message`` as an error line and return the :class:`typer.Exit` to raise."""
-    sys.stderr.write(f"dtq: error: {message}\n")
+    """Print ``message`` as an error line and return the :class:`typer.Exit` to raise.
+
+    Messages quote data (names, ids, server replies): control characters are escaped.
+    """
+    from dtq_core.text import escape_controls
+
+    sys.stderr.write(f"dtq: error: {escape_controls(message)}\n")
     sys.stderr.flush()
     return typer.Exit(code)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from dtq_core.text import escape_controls
+
 #: Colours of task states on a terminal.
 STATE_STYLES = {
     "PENDING": "cyan",
@@ -196,7 +198,12 @@ def _cols(block: TableBlock) -> list[Column]:
 
 
 def _cells(block: TableBlock) -> list[list[str]]:
-    return [["" if v is None else str(v) for v in row] for row in block.rows]
+    return [["" if v is None else escape_controls(str(v)) for v in row] for row in block.rows]
+
+
+def _field(v: Any) -> str:
+    """A field's value as one line of text (data: control characters escaped)."""
+    return "-" if v is None else escape_controls(str(v))
 
 
 def render_rich(blocks: Sequence[Block]) -> Any:
@@ -212,7 +219,7 @@ def render_rich(blocks: Sequence[Block]) -> Any:
             if block.title:
                 parts.append(Text(block.title, style="bold underline"))
             for k, v in block.pairs:
-                text = "-" if v is None else str(v)
+                text = _field(v)
                 line = Text(k.ljust(width) + "  ", style="bold")
                 line.append(text, style=state_style(text) or "")
                 parts.append(line)
@@ -248,7 +255,7 @@ def render_plain(blocks: Sequence[Block]) -> str:
             width = max((len(k) for k, _ in block.pairs), default=0)
             if block.title:
                 out.append(block.title)
-            out += [f"{k.ljust(width)}  {'-' if v is None else v}" for k, v in block.pairs]
+            out += [f"{k.ljust(width)}  {_field(v)}" for k, v in block.pairs]
             continue
         cols, cells = _cols(block), _cells(block)
         if not cells and block.empty is not None:
@@ -301,8 +308,8 @@ def print_fields(pairs: Sequence[tuple[str, Any]], *, title: str | None = None) 
 
 
 def write_line(text: str = "") -> None:
-    """One line on stdout."""
-    sys.stdout.write(text + "\n")
+    """One line on stdout (its data's control characters escaped; newlines kept)."""
+    sys.stdout.write(escape_controls(text, multiline=True) + "\n")
     sys.stdout.flush()
 
 
@@ -311,7 +318,7 @@ def info(text: str) -> None:
     from cli._common import state
 
     if not state.quiet:
-        sys.stderr.write(text + "\n")
+        sys.stderr.write(escape_controls(text, multiline=True) + "\n")
         sys.stderr.flush()
 
 

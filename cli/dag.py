@@ -235,9 +235,12 @@ def _show(snap: WorkflowSnapshot, as_json: bool) -> None:
     if is_tty():
         from rich.text import Text
 
+        from dtq_core.text import escape_controls
+
         console = rich_console()
         for line, st in lines:
-            console.print(Text(line, style=state_style(st) or "") if st else Text(line, "bold"))
+            safe = escape_controls(line)  # node ids and names are data
+            console.print(Text(safe, style=state_style(st) or "") if st else Text(safe, "bold"))
     else:
         for line, _ in lines:
             write_line(line)

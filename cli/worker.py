@@ -197,16 +197,17 @@ def _shown_host(server: Any) -> str:
 def _configure_logging() -> None:
     import logging
 
+    from dtq_core.text import SafeFormatter
+
     level = logging.WARNING
     if state.verbose:
         level = logging.DEBUG if state.verbose >= 2 else logging.INFO
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        # Log lines carry data (task names, error messages): escaped, never terminal codes.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(level)
 
 
@@ -245,6 +246,8 @@ def _merge(summaries: list[StopSummary], forced: bool) -> StopSummary:
 def _log_event(ev: Event) -> None:
     from datetime import datetime
 
+    from dtq_core.text import escape_controls
+
     when = datetime.fromtimestamp(ev.ts).strftime("%H:%M:%S.%f")[:-3]
     old = ev.old or "new"
     parts = [when, f"{ev.name}[{ev.task_id}]", f"{old} -> {ev.new}", f"queue={ev.queue}"]
@@ -252,7 +255,9 @@ def _log_event(ev: Event) -> None:
         parts.append(f"worker={ev.worker}")
     if ev.note:
         parts.append(ev.note)
-    sys.stderr.write("  ".join(parts) + "\n")
+    # One line per event whatever the data holds (a name or note with a newline or an
+    # escape sequence is shown escaped).
+    sys.stderr.write(escape_controls("  ".join(parts)) + "\n")
     sys.stderr.flush()
 
 

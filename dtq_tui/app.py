@@ -14,11 +14,11 @@ from textual.screen import ModalScreen, Screen
 
 from dtq_core.events import Event
 from dtq_core.snapshot import SystemSnapshot
+from dtq_core.text import escape_controls
 from dtq_tui.dialogs.help import HelpDialog
 from dtq_tui.dialogs.jump import JumpDialog
 from dtq_tui.feed import Feed
 from dtq_tui.keys import palette_commands, screen_keys
-from dtq_tui.plain import escape_controls
 from dtq_tui.relay import FeedRelay
 from dtq_tui.screens import TABS, DTQScreen, modes, resolve
 

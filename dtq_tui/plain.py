@@ -15,58 +15,15 @@ out for a 40-cell column); the detail views pass ``limit=None`` and show it whol
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from rich.style import Style, StyleType
 from rich.text import Text
 
+from dtq_core.text import escape_controls
+
 #: The most characters a one-line cell keeps before cutting (the detail shows all).
 CELL_MAX = 400
-
-#: Escapes for the usual control characters (the others become ``\xNN``/``\uNNNN``).
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b", "\x00": "\\0"}
-
-#: Characters kept as they are in multi-line text (the detail views).
-_MULTILINE_OK = frozenset("\n\t")
-
-
-def _escaped(ch: str) -> str:
-    named = _NAMED.get(ch)
-    if named is not None:
-        return named
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def _unsafe(ch: str) -> bool:
-    """Control, format (bidi overrides, zero-width), surrogate and line-separator chars."""
-    if ch.isprintable():
-        return False
-    if ch == " ":
-        return False
-    return unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def escape_controls(text: str, *, multiline: bool = False) -> str:
-    """``text`` with every control character written as an escape.
-
-    With ``multiline``, newlines stay newlines and tabs become spaces (for detail views
-    and tracebacks); everything else that could drive the terminal is escaped.
-    """
-    if text.isprintable():  # the common case: nothing to do
-        return text
-    out = []
-    for ch in text:
-        if multiline and ch in _MULTILINE_OK:
-            out.append("    " if ch == "\t" else ch)
-        elif ch == "\r" and multiline:
-            continue
-        elif _unsafe(ch):
-            out.append(_escaped(ch))
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def plain(

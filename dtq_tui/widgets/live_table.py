@@ -15,7 +15,8 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
-from dtq_tui.plain import escape_controls, plain
+from dtq_core.text import escape_controls
+from dtq_tui.plain import plain
 
 Row = tuple[str, Sequence[Any]]
 #: ``(label, key, width)`` or ``(label, key, width, priority)``.

@@ -22,10 +22,11 @@ from dtq_core.registry import Registry
 from dtq_core.scheduling.dag import Workflow, run_workflow
 from dtq_core.scheduling.periodic import PeriodicHook, ScheduleRegistry, periodic
 from dtq_core.task import TaskState
+from dtq_core.text import escape_controls
 from dtq_tui.app import DTQApp
 from dtq_tui.dialogs.confirm import ConfirmDialog
 from dtq_tui.dialogs.prompt import PromptDialog
-from dtq_tui.plain import escape_controls, plain
+from dtq_tui.plain import plain
 from dtq_tui.screens.dead import DeadGroupScreen, DeadLettersScreen
 from dtq_tui.screens.task_detail import TaskDetailScreen
 from dtq_tui.screens.tasks import TasksScreen
