@@ -29,14 +29,14 @@ class PoolKind(StrEnum):
 
 def worker(
     app_module: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            metavar="APP_MODULE",
+            metavar="[APP_MODULE]",
             help="The module that registers your tasks (MODULE, searched from the current "
-            "directory and PYTHONPATH).",
+            "directory and PYTHONPATH) [default: the global --app / DTQ_APP].",
             show_default=False,
         ),
-    ],
+    ] = None,
     queues: Annotated[
         str | None,
         typer.Option(
@@ -86,6 +86,13 @@ def worker(
     every state change is logged on stderr, one line each.
     """
     _configure_logging()
+    if app_module is None:
+        if not state.app:
+            raise CliError(
+                "which app module registers your tasks? give it: dtq worker APP_MODULE "
+                "(or set --app / DTQ_APP)"
+            )
+        app_module = state.app
     try:
         import_app(app_module)
     except CliError:

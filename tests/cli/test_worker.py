@@ -175,3 +175,22 @@ def test_help_of_the_real_script() -> None:
         env={**os.environ, "COLUMNS": "100"},
     )
     assert out.returncode == 0 and "--concurrency" in out.stdout
+
+
+def test_the_worker_takes_its_app_from_the_global_option(
+    start_worker, run_dtq: RunDtq, app_module: str
+) -> None:
+    # `dtq --app userapp worker` (or DTQ_APP) names the module once, for every command.
+    worker = start_worker("--app", app_module, "worker", "--concurrency", "1")
+    assert "1 thread worker(s)" in worker.wait_for("dtq worker:")
+    out = run_dtq("enqueue", "add", "--args", "[2, 3]", "--wait", "20")
+    assert (out.returncode, out.stdout) == (0, "5\n"), out.stderr
+    code, _, err = worker.stop()
+    assert code == 0, err
+
+
+def test_a_worker_without_an_app_says_how_to_name_it(run_dtq: RunDtq) -> None:
+    out = run_dtq("worker", "--backend", "memory://", env={"DTQ_APP": ""})
+    assert out.returncode == 2
+    assert "dtq worker APP_MODULE (or set --app / DTQ_APP)" in out.stderr
+    assert out.stderr.count("\n") == 1
