@@ -365,11 +365,19 @@ class Backend(ABC):
 
     @abstractmethod
     def replay(
-        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+        self,
+        task_id: str,
+        new_task: NewTask,
+        edit: dict[str, Any] | None,
+        now: float,
+        after: int | None = None,
     ) -> list[Transition]:
         """Enqueue ``new_task`` as the replay of dead ``task_id``; the dead record stays.
 
-        ``edit`` (when args were changed) is appended to the dead record's trail.
+        ``edit`` (when args were changed) is appended to the dead record's trail. With
+        ``after``, only if the dead task was replayed exactly that many times so far,
+        checked in the same atomic step as the write: two operators replaying the same
+        task at once make one new task. Refused, it returns ``[]`` and writes nothing.
         """
 
     @abstractmethod

@@ -9,6 +9,7 @@ the embedded store its write-ahead log
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dtq_core.backends.base import NewTask
@@ -107,18 +108,27 @@ class WritePath:
             else:
                 self.cond.notify()
 
-    def change(self, change: Change, *, wait: bool = True) -> Any:
+    def change(
+        self,
+        change: Change,
+        *,
+        wait: bool = True,
+        precondition: Callable[[], bool] | None = None,
+    ) -> Any:
         """Encode, apply and submit ``change``; wait for durability unless told not to.
 
         The record is encoded before anything changes, so a record the journal refuses
         refuses the change. A change whose result is falsy changed nothing and is not
-        logged.
+        logged. ``precondition`` is asked under the lock: false, nothing is changed and
+        the result is ``[]`` (a compare-and-set; not logged: it changed nothing).
         """
         j = self.journal
         raw = j.encode(change)
         j.check()
         with self.lock:
             j.check()  # again under the lock: no change after a failure
+            if precondition is not None and not precondition():
+                return []
             out = self.state.apply(change)
             lsn = j.submit(raw) if out else 0
         if wait:

@@ -165,11 +165,24 @@ class LocalBackend(Backend):
     # -- dead letters and expiry ---------------------------------------------------------
 
     def replay(
-        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+        self,
+        task_id: str,
+        new_task: NewTask,
+        edit: dict[str, Any] | None,
+        now: float,
+        after: int | None = None,
     ) -> list[Transition]:
-        """Enqueue ``new_task`` as the replay of dead ``task_id``."""
+        """Enqueue ``new_task`` as the replay of dead ``task_id`` (see the protocol)."""
         change = Replay(now, task_id, spec_of(new_task), edit)
-        return self._write.change(change)  # type: ignore[no-any-return]
+        if after is None:
+            return self._write.change(change)  # type: ignore[no-any-return]
+        records = self._state.tasks.records
+
+        def unchanged() -> bool:
+            rec = records.get(task_id)
+            return rec is None or len(rec.replayed_to) == after  # (None: replay raises)
+
+        return self._write.change(change, precondition=unchanged)  # type: ignore[no-any-return]
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records."""

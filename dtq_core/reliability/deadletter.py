@@ -301,7 +301,22 @@ class DeadLetters:
                     "args": new_args,
                     "kwargs": new_kwargs,
                 }
-            b.emit(self.backend.replay(dead_id, nt, edit, now), None)
+            # A plain replay happens once, checked by the store with the write: of two
+            # operators replaying the task at once, one makes the new task, the other
+            # is told where it went.
+            once = None if again or edited else len(before)
+            done = self.backend.replay(dead_id, nt, edit, now, after=once)
+            if not done:
+                now_rec = self.backend.get(dead_id)
+                went = tuple(now_rec.replayed_to) if now_rec is not None else before
+                plans.append(
+                    ReplayPlan(
+                        dead_id, rec.name, rec.queue, new_args, new_kwargs, None, edited, went,
+                        True,
+                    )
+                )  # fmt: skip
+                continue
+            b.emit(done, None)
             plans.append(
                 ReplayPlan(
                     dead_id, rec.name, rec.queue, new_args, new_kwargs, new_id, edited, before

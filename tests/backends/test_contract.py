@@ -846,6 +846,24 @@ def test_replay_creates_a_new_pending_task(backend: Backend, clock: FakeClock) -
     assert backend.count_dead() == 1
 
 
+def test_a_replay_once_is_refused_after_another_replay(backend: Backend, clock: FakeClock) -> None:
+    # Two operators replay the same dead task at once: each read "never replayed", and
+    # the store's check with the write lets one through.
+    now = clock.now()
+    dead = make_dead(backend, now, name="app.r", queue="q")
+    first, second = new_task("q", 0, name="app.r"), new_task("q", 0, name="app.r")
+    assert backend.replay(dead, first, None, now, after=0) != []
+    assert backend.replay(dead, second, None, now, after=0) == []
+    assert backend.get(second.id) is None  # nothing written
+    old = backend.get(dead)
+    assert old is not None and old.replayed_to == (first.id,)
+    # Its id is free again (no owner key or index entry is left behind).
+    assert backend.enqueue(second, now) != []
+    # A count that matches lets the next replay through.
+    third = new_task("q", 0, name="app.r")
+    assert backend.replay(dead, third, None, now, after=1) != []
+
+
 def test_replay_with_eta(backend: Backend, clock: FakeClock) -> None:
     now = clock.now()
     dead = make_dead(backend, now)

@@ -334,3 +334,39 @@ def test_replay_matching_skips_what_was_replayed(inline: Broker, tasks: Tasks) -
     assert inline.dlq.replay_matching("task:div") == []
     again = inline.dlq.replay_matching("task:div", again=True)
     assert len(again) == 3 and all(p.new_id for p in again)
+
+
+def test_two_operators_replaying_at_once_make_one_new_task(
+    inline: Broker, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    dead = bury(inline, tasks.charge, 1)
+    # Both read the dead record ("never replayed") before either writes.
+    both_read = threading.Barrier(2, timeout=5)
+    real_get = inline.backend.get
+    reads = 0
+
+    def get(task_id: str) -> Any:
+        nonlocal reads
+        rec = real_get(task_id)
+        if task_id == dead and reads < 2:
+            reads += 1
+            both_read.wait()
+        return rec
+
+    monkeypatch.setattr(inline.backend, "get", get)
+    plans: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: plans.extend(inline.dlq.replay([dead]))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    made = [p for p in plans if p.new_id is not None]
+    assert len(made) == 1, plans
+    (other,) = [p for p in plans if p.new_id is None]
+    assert other.skipped and other.replayed_to == (made[0].new_id,)
+    rec = real_get(dead)
+    assert rec is not None and rec.replayed_to == (made[0].new_id,)

@@ -156,10 +156,15 @@ class ForwardingBackend(Backend):
         return self._do("count_dead", flt, now)  # type: ignore[no-any-return]
 
     def replay(
-        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+        self,
+        task_id: str,
+        new_task: NewTask,
+        edit: dict[str, Any] | None,
+        now: float,
+        after: int | None = None,
     ) -> list[Transition]:
-        """Enqueue the replay of a dead task."""
-        return self._do("replay", task_id, new_task, edit, now)  # type: ignore[no-any-return]
+        """Enqueue the replay of a dead task (atomically checked ``after``: see the protocol)."""
+        return self._do("replay", task_id, new_task, edit, now, after)  # type: ignore[no-any-return]
 
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records."""

@@ -286,9 +286,17 @@ class RedisBackend(
     # -- dead letters ------------------------------------------------------------------
 
     def replay(
-        self, task_id: str, new_task: NewTask, edit: dict[str, Any] | None, now: float
+        self,
+        task_id: str,
+        new_task: NewTask,
+        edit: dict[str, Any] | None,
+        now: float,
+        after: int | None = None,
     ) -> list[Transition]:
-        """Enqueue ``new_task`` as the replay of dead ``task_id`` (same queue)."""
+        """Enqueue ``new_task`` as the replay of dead ``task_id`` (same queue).
+
+        ``after`` is checked by the script, atomically with the write (see the protocol).
+        """
         q = self._q(task_id)
         if q is None:
             raise TaskNotFound(f"no dead task {task_id!r}")
@@ -307,15 +315,19 @@ class RedisBackend(
                     repr(now),
                     self.maxlen,
                     *self._args(new_task),
+                    "" if after is None else after,
                 ],
             )
             return pipe.execute()
 
         try:
-            self._call(run)
+            out = self._call(run)
         except TaskNotFound:
             self._release_ids([(new_task.id, q)])
             raise
+        if out is not None and int(out[0]) == 0:  # replayed by someone else meanwhile
+            self._release_ids([(new_task.id, q)])
+            return []
         return [Transition(new_task.id, new_task.name, q, None, S.PENDING)]
 
     def purge(self, task_ids: Sequence[str]) -> int:

@@ -334,13 +334,19 @@ return ids
 """
 )
 
-#: ARGV: dead_id, edit JSON or '', now, maxlen, then the 11 fields of the new task.
+#: ARGV: dead_id, edit JSON or '', now, maxlen, the 11 fields of the new task, then the
+#: replays the dead task must have had ('': any). Returns 1, or 0 when it had others.
 REPLAY = (
     COMMON
     + r"""
 local old = T..':t:'..ARGV[1]
 if redis.pcall('HGET', old, 'state') ~= 'DEAD' then
   return redis.error_reply('NOTDEAD no dead task '..ARGV[1])
+end
+-- ARGV[16]: replay only if replayed exactly that many times so far ('' : always).
+if ARGV[16] and ARGV[16] ~= '' then
+  local seen = jsonf(redis.call('HGET', old, 'replayed_to'), {})
+  if #seen ~= tonumber(ARGV[16]) then return 0 end
 end
 local a = {}
 for j = 0, 10 do a[j + 1] = ARGV[5 + j] end
