@@ -14,7 +14,7 @@ from dtq_core.snapshot import (
     SystemSnapshot,
     WorkflowSnapshot,
 )
-from dtq_core.task import TaskRecord
+from dtq_core.task import TaskRecord, TaskState
 
 #: Console API methods that change state: refused to a read-only session by whoever
 #: serves it (the embedded owner's socket, a read-only console on Redis).
@@ -70,6 +70,13 @@ class ConsoleAPI(Protocol):
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100
     ) -> list[TaskRecord]:
         """Task records matching a filter, newest first."""
+        ...
+
+    def waiting(self, state: TaskState, limit: int = 100) -> list[TaskRecord]:
+        """Tasks waiting for a time, soonest first: delayed PENDING ones, or RETRY ones.
+
+        From the store's due-time index, whatever else it holds (Scheduled and Retry).
+        """
         ...
 
     def task_page(

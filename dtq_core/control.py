@@ -22,7 +22,7 @@ from dtq_core.redact import redact_text
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan
 from dtq_core.snapshot import Health, SystemSnapshot, WorkflowSnapshot
 from dtq_core.snapshot_view import take_snapshot
-from dtq_core.task import TaskRecord
+from dtq_core.task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from dtq_core.broker import Broker
@@ -97,6 +97,11 @@ class LocalConsole:
         """Task records matching a filter."""
         f = flt if isinstance(flt, TaskFilter) else parse_filter(flt)
         return self._safe(self.backend.list_tasks(f, self.broker.clock.now(), offset, limit))
+
+    def waiting(self, state: TaskState, limit: int = 100) -> list[TaskRecord]:
+        """Tasks waiting for a time, soonest first (see the protocol)."""
+        now = self.broker.clock.now()
+        return self._safe(self.backend.waiting(TaskState(state), now, limit))
 
     def task_page(
         self,

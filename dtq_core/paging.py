@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dtq_core.errors import ConfigError
 from dtq_core.filters import TaskFilter
-from dtq_core.task import TaskRecord
+from dtq_core.task import TaskRecord, TaskState
 
 #: The sort value of a record per sort key. Only immutable fields, and the state: an
 #: index keyed on them is never touched by a claim or an ack (see memory_index).
@@ -167,3 +167,26 @@ def describe_total(page: TaskPage) -> str:
 def filter_without_index_terms(flt: TaskFilter) -> TaskFilter:
     """The part of ``flt`` an index on queue, name, state and id cannot answer."""
     return TaskFilter(exc=flt.exc, since_s=flt.since_s, text=flt.text, reason=flt.reason)
+
+
+def waits(rec: TaskRecord, state: TaskState, now: float) -> bool:
+    """Whether ``rec`` waits for a time in ``state``: RETRY, or PENDING with a later eta.
+
+    A pending task whose time has come is ready (it keeps its eta): not waiting.
+    """
+    if rec.state is not state or rec.eta is None:
+        return False
+    return state is TaskState.RETRY or (state is TaskState.PENDING and rec.eta > now)
+
+
+def soonest(
+    records: Iterable[TaskRecord], state: TaskState, now: float, limit: int
+) -> list[TaskRecord]:
+    """The records waiting for a time in ``state`` (:func:`waits`), soonest first.
+
+    What the Scheduled and Retry views list: the tasks due next, whatever else the store
+    holds (a listing of the newest records would miss them behind ready tasks).
+    """
+    out = [r for r in records if waits(r, state, now)]
+    out.sort(key=lambda r: (r.eta or 0.0, r.id))
+    return out[:limit]

@@ -346,7 +346,7 @@ class Feed:
 
 
 _QUERIES = frozenset(
-    {"snapshot", "events", "tasks", "task_page", "task", "dead_groups", "dead_letters"}
+    {"snapshot", "events", "tasks", "task_page", "task", "dead_groups", "dead_letters", "waiting"}
 )
 
 

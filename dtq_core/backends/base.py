@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
-from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of, soonest
 from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 
@@ -379,6 +379,14 @@ class Backend(ABC):
         checked in the same atomic step as the write: two operators replaying the same
         task at once make one new task. Refused, it returns ``[]`` and writes nothing.
         """
+
+    def waiting(self, state: TaskState, now: float, limit: int = 100) -> list[TaskRecord]:
+        """Delayed PENDING or RETRY tasks, soonest first (:func:`~dtq_core.paging.soonest`).
+
+        The stores answer from their due-time index; this default lists the state.
+        """
+        flt = TaskFilter(states=frozenset({state}))
+        return soonest(self.list_tasks(flt, now, 0, 10**9), state, now, limit)
 
     @abstractmethod
     def purge(self, task_ids: Sequence[str]) -> int:

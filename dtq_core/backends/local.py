@@ -184,6 +184,10 @@ class LocalBackend(Backend):
 
         return self._write.change(change, precondition=unchanged)  # type: ignore[no-any-return]
 
+    def waiting(self, state: TaskState, now: float, limit: int = 100) -> list[TaskRecord]:
+        """Delayed PENDING or RETRY tasks, soonest first (from the due-time heap)."""
+        return self._queries.waiting(state, now, limit)
+
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records."""
         return int(self._write.change(Purge(list(task_ids))) or 0)

@@ -12,7 +12,7 @@ import threading
 from dtq_core.backends.base import QueueStats
 from dtq_core.backends.memory_tasks import TaskTable
 from dtq_core.filters import TaskFilter
-from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, waits
 from dtq_core.task import TaskRecord, TaskState
 
 
@@ -57,6 +57,23 @@ class TaskQueries:
             if heap is None:
                 return []
             return [dataclasses.replace(self._t.records[i]) for i, _ in heap.smallest(limit)]
+
+    def waiting(self, state: TaskState, now: float, limit: int) -> list[TaskRecord]:
+        """Delayed PENDING or RETRY tasks, soonest first, from the due-time heap.
+
+        RETRY and delayed PENDING tasks share the heap: it is read in order, a widening
+        window at a time, until ``limit`` of ``state`` are found or it is exhausted.
+        """
+        n = max(limit, 1)
+        while True:
+            with self._lock:
+                due = self._t.delayed.smallest(n)
+                recs = [self._t.records[i] for i, _ in due]
+                found = [dataclasses.replace(r) for r in recs if waits(r, state, now)]
+                size = len(self._t.delayed)
+            if len(found) >= limit or n >= size:
+                return found[:limit]
+            n *= 4
 
     # -- records -----------------------------------------------------------------------
 

@@ -25,10 +25,14 @@ from dtq_tui.widgets.live_table import FLEX, TablePane
 #: The most waiting tasks listed (the soonest).
 LIMIT = 500
 
-#: kind -> (title, filter, empty text)
-KINDS: dict[str, tuple[str, str, str]] = {
-    "scheduled": ("Scheduled", "state:pending", "no delayed tasks: nothing waits for a time"),
-    "retry": ("Retry", "state:retry", "no task waits for a retry"),
+#: kind -> (title, state, empty text)
+KINDS: dict[str, tuple[str, TaskState, str]] = {
+    "scheduled": (
+        "Scheduled",
+        TaskState.PENDING,
+        "no delayed tasks: nothing waits for a time",
+    ),
+    "retry": ("Retry", TaskState.RETRY, "no task waits for a retry"),
 }
 
 
@@ -100,10 +104,11 @@ class WaitingScreen(DTQScreen):
         """Fetch the waiting tasks."""
         if not self._throttle.ready(force):
             return
+        # From the store's due-time index, soonest first: a listing of the newest
+        # records would miss them behind thousands of ready tasks.
         ok = self.feed.call(
-            "tasks",
+            "waiting",
             KINDS[self.kind][1],
-            0,
             LIMIT,
             label=f"List {self.heading.lower()} tasks",
             then=self._loaded,
@@ -115,17 +120,8 @@ class WaitingScreen(DTQScreen):
     def _loaded(self, records: Any) -> None:
         self._throttle.done()
         self.loaded = True
-        recs = [r for r in records or [] if self._waits(r)]
-        recs.sort(key=lambda r: (r.eta or 0.0, r.id))
-        self.records = recs
+        self.records = list(records or [])
         self._show()
-
-    def _waits(self, rec: TaskRecord) -> bool:
-        if self.kind == "retry":
-            return rec.state is TaskState.RETRY
-        # A pending task whose time has come is ready (it keeps its eta): not waiting.
-        now = self.snapshot.taken_at if self.snapshot else 0.0
-        return rec.state is TaskState.PENDING and rec.eta is not None and rec.eta > now
 
     def _show(self) -> None:
         pal = palette_for(self.app.theme_variables)

@@ -1212,3 +1212,36 @@ def test_random_operations_keep_counts_consistent(
     assert not in_state(S.PENDING, S.RETRY)
     assert backend.next_due() is None
     assert all(s.ready == s.delayed == 0 for s in backend.queue_stats())
+
+
+# -- tasks waiting for a time ----------------------------------------------------------
+
+
+def test_waiting_lists_delayed_and_retry_tasks_soonest_first_behind_ready_ones(
+    backend: Backend, clock: FakeClock
+) -> None:
+    # Scheduled and Retry in the console: the tasks due next, even behind hundreds of
+    # newer ready tasks (a listing of the newest records would show none of them).
+    now = clock.now()
+
+    def retry(queue: str, at: float) -> str:
+        tid = put(backend, now, queue=queue)
+        d = claim_one(backend, now, queues=[queue])
+        backend.fail(tid, d.token, BOOM, now, retry_at=at)
+        return tid
+
+    # Queue "a" holds many RETRY tasks before its first delayed one: a reader that
+    # takes a few due times per queue must not answer from "b" alone.
+    retries = [retry("a", now + 10 + i) for i in range(6)]
+    later_a = put(backend, now, queue="a", eta=now + 40)
+    sooner_b = put(backend, now, queue="b", eta=now + 30)
+    latest_b = put(backend, now, queue="b", eta=now + 50)
+    for _ in range(300):
+        put(backend, now + 1, queue="b")  # ready, and newer than every waiting task
+    pending = [r.id for r in backend.waiting(S.PENDING, now + 1, 2)]
+    assert pending == [sooner_b, later_a]
+    assert [r.id for r in backend.waiting(S.PENDING, now + 1, 10)] == [sooner_b, later_a, latest_b]
+    assert [r.id for r in backend.waiting(S.RETRY, now + 1, 4)] == retries[:4]
+    # Due by now: not waiting any more (ready, though it keeps its eta).
+    assert [r.id for r in backend.waiting(S.PENDING, now + 45, 10)] == [latest_b]
+    assert backend.waiting(S.PENDING, now + 1, 0) == []

@@ -9,7 +9,7 @@ from typing import Any
 from dtq_core.codec import encode_message
 from dtq_core.events import Event
 from dtq_core.filters import TaskFilter, parse_filter
-from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of
+from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of, soonest
 from dtq_core.reliability.deadletter import FailureGroup, ReplayPlan, group_by_cause
 from dtq_core.snapshot import (
     BreakerSnapshot,
@@ -590,6 +590,9 @@ class FakeConsole:
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
+
+    def waiting(self, state: TaskState, limit: int = 100) -> list[TaskRecord]:
+        return soonest(self.records.values(), TaskState(state), NOW, limit)
 
     def dead_letters(
         self, flt: str | TaskFilter | None = None, offset: int = 0, limit: int = 100

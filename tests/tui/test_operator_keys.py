@@ -92,6 +92,20 @@ async def test_scheduled_list_runs_a_delayed_task_now(engine: Engine) -> None:
     assert [r.args for r in ran] == [[5]]
 
 
+async def test_scheduled_finds_delayed_tasks_behind_a_backlog(engine: Engine) -> None:
+    # A paused queue with a backlog of newer ready tasks: the Scheduled list asks the
+    # store for what is due next, not for the newest records (it showed none).
+    engine.console.pause_queue("echoes")
+    tid = engine.send("echo", 5, countdown=600)
+    for i in range(700):
+        engine.send("echo", i)
+    app = DTQApp(engine.console, refresh_s=REFRESH)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3", "t")
+        await until(pilot, lambda: isinstance(app.screen, WaitingScreen) and app.screen.loaded)
+        assert [r.id for r in app.screen.records] == [tid]
+
+
 async def test_y_copies_the_selected_id_and_v_shows_the_row_whole() -> None:
     app = DTQApp(FakeConsole(), refresh_s=30.0)
     copied: list[str] = []

@@ -166,6 +166,10 @@ class ForwardingBackend(Backend):
         """Enqueue the replay of a dead task (atomically checked ``after``: see the protocol)."""
         return self._do("replay", task_id, new_task, edit, now, after)  # type: ignore[no-any-return]
 
+    def waiting(self, state: TaskState, now: float, limit: int = 100) -> list[TaskRecord]:
+        """Delayed PENDING or RETRY tasks, soonest first."""
+        return self._do("waiting", state, now, limit)  # type: ignore[no-any-return]
+
     def purge(self, task_ids: Sequence[str]) -> int:
         """Delete dead records."""
         return self._do("purge", list(task_ids))  # type: ignore[no-any-return]

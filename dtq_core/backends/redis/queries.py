@@ -11,6 +11,7 @@ from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.records import _record, _s
 from dtq_core.errors import BackendError
 from dtq_core.filters import TaskFilter
+from dtq_core.paging import soonest
 from dtq_core.task import TaskRecord, TaskState
 
 
@@ -49,6 +50,40 @@ class QueryMixin(RedisClient):
             return []
         ids = self._call(lambda: self.r.zrange(self.keys.queue(queue)["ready"], 0, limit - 1))
         return self._records(queue, [_s(i) for i in ids])
+
+    def waiting(self, state: TaskState, now: float, limit: int = 100) -> list[TaskRecord]:
+        """Delayed PENDING or RETRY tasks, soonest first, from each queue's due-time set.
+
+        The queues' ``delayed`` sets (RETRY and delayed PENDING together, by due time)
+        are read in order, a widening window at a time. What was read is complete up to
+        the earliest due time a full window stopped at (later tasks of that queue were
+        not read yet): the answer is taken from before it.
+        """
+        names = self._known_queues(fresh=True)
+        window = max(limit, 1)
+        while names:
+
+            def run(n: int = window) -> Any:
+                pipe = self.r.pipeline(transaction=False)
+                for q in names:
+                    pipe.zrange(self.keys.queue(q)["delayed"], 0, n - 1, withscores=True)
+                return pipe.execute()
+
+            heads = self._call(run)
+            cut = min((ids[-1][1] for ids in heads if len(ids) >= window), default=None)
+            found = [
+                r
+                for q, ids in zip(names, heads, strict=True)
+                for r in self._records(q, [_s(i) for i, _ in ids])
+            ]
+            out = soonest(found, state, now, limit)
+            if cut is None:
+                return out
+            out = [r for r in out if (r.eta or 0.0) <= cut]
+            if len(out) >= limit:
+                return out
+            window *= 4
+        return []
 
     # -- records -----------------------------------------------------------------------
 
