@@ -171,3 +171,21 @@ async def agated(i: int, started: str, release: str) -> int:
 @task(name="queued", registry=registry)
 def queued(i: int) -> int:
     return i
+
+
+# Failures whose text no store takes as it is (see test_unstorable_results).
+
+
+@task(name="surrogate_error", registry=registry, max_retries=0)
+def surrogate_error() -> None:
+    raise ValueError(b"name \xff.txt".decode("utf-8", "surrogateescape"))
+
+
+@task(name="surrogate_result", registry=registry, max_retries=0)
+def surrogate_result() -> str:
+    return b"\xfe".decode("utf-8", "surrogateescape")
+
+
+@task(name="huge_error", registry=registry, max_retries=0)
+def huge_error() -> None:
+    raise RuntimeError("x" * 5_000_000)

@@ -8,7 +8,6 @@ limit, cannot be written. Before, the refused ack killed the worker thread, and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -54,25 +53,14 @@ def test_an_unstorable_result_fails_its_task_and_the_rest_are_stored(
     assert value.apply_async(args=[5], broker=b).get(timeout=20) == 32
 
 
-def _hostile_tasks(registry: Registry) -> tuple[Any, Any, Any]:
-    @task(registry=registry, max_retries=0)
-    def surrogate_error() -> None:
-        raise ValueError(b"name \xff.txt".decode("utf-8", "surrogateescape"))
+def check_hostile_failures(b: Broker) -> None:
+    """Failures whose text no store takes as it is are stored (made storable) at once.
 
-    @task(registry=registry, max_retries=0)
-    def surrogate_result() -> str:
-        return b"\xfe".decode("utf-8", "surrogateescape")
+    ``b`` runs the tasks of :mod:`tests.workers.pool_tasks` (importable by a process
+    pool's children).
+    """
+    from tests.workers.pool_tasks import huge_error, surrogate_error, surrogate_result
 
-    @task(registry=registry, max_retries=0)
-    def huge_error() -> None:
-        raise RuntimeError("x" * 5_000_000)
-
-    return surrogate_error, surrogate_result, huge_error
-
-
-def check_hostile_failures(b: Broker, registry: Registry) -> None:
-    """Failures whose text no store takes as it is are stored (made storable) at once."""
-    surrogate_error, surrogate_result, huge_error = _hostile_tasks(registry)
     b.start()
     r1 = surrogate_error.apply_async(broker=b)
     r2 = surrogate_result.apply_async(broker=b)
@@ -92,13 +80,17 @@ def check_hostile_failures(b: Broker, registry: Registry) -> None:
     assert len(rec.error.message) < 20_000 and "[4,983,616 characters cut]" in rec.error.message
     assert len(rec.error.traceback) < 70_000 and "characters cut" in rec.error.traceback
     # The frames are kept: the cut is in the message at the end.
-    assert "in huge_error" in rec.error.traceback
+    assert "huge_error" in rec.error.traceback
     assert b.pool is not None and all(not w.restarts for w in b.pool.workers)
 
 
-@pytest.mark.parametrize("store", ["memory", "embedded"])
+@pytest.mark.parametrize(
+    ("store", "pool"), [("memory", "thread"), ("embedded", "thread"), ("memory", "process")]
+)
 def test_failures_with_hostile_text_are_stored(
-    make_broker: BrokerFactory, registry: Registry, tmp_path: Path, store: str
+    make_broker: BrokerFactory, tmp_path: Path, store: str, pool: str
 ) -> None:
+    from tests.workers.pool_tasks import registry
+
     url = "memory://" if store == "memory" else f"embedded://{tmp_path / 'data'}"
-    check_hostile_failures(make_broker(backend=url, num_workers=2), registry)
+    check_hostile_failures(make_broker(backend=url, num_workers=2, pool=pool, registry=registry))

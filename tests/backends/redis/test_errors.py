@@ -171,12 +171,11 @@ def test_failures_with_hostile_text_are_stored_on_redis(url: str) -> None:
     # An exception message of a lone surrogate could not be sent to Redis: the worker
     # thread died and the task ran again at each lease expiry.
     from dtq_core import Broker, BrokerConfig
-    from dtq_core.registry import Registry
+    from tests.workers.pool_tasks import registry
     from tests.workers.test_unstorable_results import check_hostile_failures
 
-    registry = Registry()
     b = Broker(BrokerConfig(backend=url, num_workers=2, registry=registry))
     try:
-        check_hostile_failures(b, registry)
+        check_hostile_failures(b)
     finally:
         b.stop(drain_timeout=2.0)
