@@ -6,7 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from dtq_core.backends.base import Backend, Delivery, Transition
+from dtq_core.backends.base import Backend, Delivery, Outcome, Transition
 from dtq_core.clock import Clock
 from dtq_core.config import BrokerConfig
 from dtq_core.errors import TaskNotFound
@@ -49,40 +49,64 @@ class EventsMixin:
             TimeoutError: Not final in time.
             TaskNotFound: Unknown id or expired result.
         """
+        while True:
+            self.wait_outcome(task_id, timeout)
+            rec = self.backend.get(task_id)
+            if rec is not None and rec.state in TERMINAL:
+                return rec
+            if rec is None:
+                raise self._not_found(task_id)
+
+    def wait_outcome(self, task_id: str, timeout: float | None = None) -> Outcome:
+        """Block until the task is final; return its state and result or error.
+
+        What :meth:`AsyncResult.get <dtq_core.client.AsyncResult.get>` needs: no copy
+        of the whole record (:meth:`Backend.outcome`).
+
+        Raises:
+            TimeoutError: Not final in time.
+            TaskNotFound: Unknown id or expired result.
+        """
         backend = self.backend
+        out = backend.outcome(task_id)
+        if out is not None and out.state in TERMINAL:  # the common case: done already
+            return out
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.001 if backend.capabilities.cross_process else 0.25
         registered = False
         try:
             while True:
-                state = backend.get_state(task_id)
-                if state is None:
-                    raise TaskNotFound(
-                        f"task {task_id} is unknown or its result expired "
-                        f"(results are kept {self.config.result_ttl:g}s)"
-                    )
-                if state in TERMINAL:
-                    rec = backend.get(task_id)
-                    if rec is not None:
-                        return rec
-                    continue
+                if out is None:
+                    raise self._not_found(task_id)
+                if out.state in TERMINAL:
+                    return out
+                state = out.state
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"task {task_id} still {state.value} after {timeout}s")
                 if backend.wait_final(task_id, 1e9 if remaining is None else remaining):
+                    out = backend.outcome(task_id)
                     continue  # woken by the process that owns the store
                 with self._waiters_lock:
                     ev = self._waiters.setdefault(task_id, threading.Event())
                 registered = True
-                if backend.get_state(task_id) in TERMINAL:
+                out = backend.outcome(task_id)
+                if out is None or out.state in TERMINAL:
                     continue
                 ev.wait(poll if remaining is None else min(poll, remaining))
                 if backend.capabilities.cross_process:
                     poll = min(poll * 2, 0.1)
+                out = backend.outcome(task_id)
         finally:
             if registered:  # whoever finished the task (maybe another process) did not
                 with self._waiters_lock:
                     self._waiters.pop(task_id, None)
+
+    def _not_found(self, task_id: str) -> TaskNotFound:
+        return TaskNotFound(
+            f"task {task_id} is unknown or its result expired "
+            f"(results are kept {self.config.result_ttl:g}s)"
+        )
 
     def emit(self, transitions: list[Transition], worker: str | None = None) -> None:
         """Publish one event per transition and wake result waiters."""

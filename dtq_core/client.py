@@ -255,7 +255,7 @@ class AsyncResult:
             TaskFailed: The task ended FAILED, DEAD or CANCELLED.
             TaskNotFound: The id is unknown or its result expired.
         """
-        rec = self.broker.wait(self.id, timeout)
+        rec = self.broker.wait_outcome(self.id, timeout)
         if rec.state is TaskState.SUCCESS:
             return rec.result
         err = rec.error

@@ -10,13 +10,17 @@ about one pointer: no tuple per entry, as a ``SortedKeyList`` would keep.
 
 Invariants: keys are unique (they end with the id); a key never changes while its id
 is in the sequence (callers key on immutable fields only); no block is empty.
+
+A sequence whose key order is also the order of the ids themselves (tasks of one
+producer: ids and enqueue times grow together) can be read by id as well, with no
+second copy: :meth:`OrderedIds.by_id` is a view of the same blocks.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, overload
 
 #: Target block size: a block splits in two at twice this.
 LOAD = 1000
@@ -35,6 +39,20 @@ class OrderedIds:
 
     def __len__(self) -> int:
         return self._len
+
+    def last(self) -> str | None:
+        """The last id in order (``None`` when empty)."""
+        blocks = self._blocks
+        return blocks[-1][-1] if blocks else None
+
+    def by_id(self) -> OrderedIds:
+        """A read-only view of these ids ordered by id, sharing the blocks.
+
+        Valid only while the key order is also the id order (the caller keeps it so);
+        reads by id (``chunks``, ``between``, ``count_between``) then see every change
+        made here.
+        """
+        return _ById(self)
 
     def _k(self, item: str) -> Any:
         return item if self._key is None else self._key(item)
@@ -161,3 +179,49 @@ class OrderedIds:
     def __iter__(self) -> Iterator[str]:
         for b in self._blocks:
             yield from b
+
+
+class _LastIds:
+    """The last id of each block, read on demand: the block maxima of an id-order view."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: list[list[str]]) -> None:
+        self._blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [b[-1] for b in self._blocks[i]]
+        return self._blocks[i][-1]
+
+
+class _ById(OrderedIds):
+    """:meth:`OrderedIds.by_id`: the same blocks, keyed by the ids themselves."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: OrderedIds) -> None:
+        super().__init__()
+        self._base = base
+        self._blocks = base._blocks  # the same list: changes in place are seen here
+        self._maxes = _LastIds(base._blocks)  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def add(self, item: str) -> None:
+        """Refused: a view changes through its base."""
+        raise TypeError("an id-order view is read-only")
+
+    def remove(self, item: str) -> None:
+        """Refused: a view changes through its base."""
+        raise TypeError("an id-order view is read-only")

@@ -60,3 +60,43 @@ def test_between_reads_a_prefix_range(monkeypatch: pytest.MonkeyPatch) -> None:
         assert lst.count_between(lo, hi) == len(lst.between(lo, hi)), (lo, hi)
     assert lst.between("2", "2\U0010ffff") == []
     assert lst.between("", "\U0010ffff") == list(lst)
+
+
+def test_the_id_view_of_a_list_in_id_order_reads_as_a_list_by_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ordered_ids, "LOAD", 8)  # many blocks, splits and empty blocks
+    rnd = random.Random(11)
+    when: dict[str, float] = {}
+
+    def key(i: str) -> tuple[float, str]:
+        return (when[i], i)
+
+    keyed = OrderedIds(key)
+    view = keyed.by_id()
+    plain = OrderedIds()
+    t = 0.0
+    for n in range(600):
+        tid = f"id{n:05d}"
+        t += rnd.choice((0.0, 0.5))  # ties in time: the id breaks them, as in the key
+        when[tid] = t
+        keyed.add(tid)
+        plain.add(tid)
+        if n % 4 == 3:
+            gone = rnd.choice(list(plain))
+            keyed.remove(gone)
+            plain.remove(gone)
+        if n % 50 == 49:
+            ids = list(plain)
+            assert list(view) == ids and len(view) == len(plain) and keyed.last() == ids[-1]
+            pivot = rnd.choice(ids)
+            for desc in (False, True):
+                assert list(view.chunks(pivot, desc)) == list(plain.chunks(pivot, desc))
+                assert list(view.chunks(None, desc)) == list(plain.chunks(None, desc))
+            lo, hi = sorted(rnd.sample(ids, 2))
+            assert view.between(lo, hi) == plain.between(lo, hi)
+            assert view.count_between(lo, hi) == plain.count_between(lo, hi)
+            assert view.between("id", "id\U0010ffff") == ids
+    with pytest.raises(TypeError):
+        view.add("id99999")
+    assert OrderedIds().last() is None

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, page_of, soonest
-from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+from dtq_core.task import TERMINAL, ErrorInfo, TaskRecord, TaskState
 
 
 class Capabilities(NamedTuple):
@@ -82,6 +82,15 @@ class Transition(NamedTuple):
     old: TaskState | None
     new: TaskState
     note: str | None = None
+
+
+class Outcome(NamedTuple):
+    """What a result waiter reads of a task: its state and, once final, how it ended."""
+
+    state: TaskState
+    result: Any = None
+    error: ErrorInfo | None = None
+    dead_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +318,23 @@ class Backend(ABC):
         """Only the state of a task (backends override to make it cheap)."""
         rec = self.get(task_id)
         return None if rec is None else rec.state
+
+    def outcome(self, task_id: str) -> Outcome | None:
+        """The state of a task and, when it is final, its result or error.
+
+        ``None`` when the task is unknown or its result expired. What
+        :meth:`AsyncResult.get <dtq_core.client.AsyncResult.get>` needs, without a copy
+        of the whole record: the default asks :meth:`get_state` and reads the record
+        only once the task is final (one cheap read per poll on a remote store); local
+        backends read both at once under their lock.
+        """
+        state = self.get_state(task_id)
+        if state is None or state not in TERMINAL:
+            return None if state is None else Outcome(state)
+        rec = self.get(task_id)
+        if rec is None:
+            return None
+        return Outcome(rec.state, rec.result, rec.error, rec.dead_reason)
 
     @abstractmethod
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dtq_core.backends.base import Backend, Delivery, NewTask, QueueStats, Transition
+from dtq_core.backends.base import Backend, Delivery, NewTask, Outcome, QueueStats, Transition
 from dtq_core.backends.changes import Cancel, Enqueue, Expire, Pause, Promote, Purge, Replay
 from dtq_core.backends.journal import Journal, NoJournal, WritePath, spec_of
 from dtq_core.backends.local_keys import LocalKeys
@@ -28,7 +28,7 @@ from dtq_core.backends.memory_queries import TaskQueries
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
-from dtq_core.task import ErrorInfo, TaskRecord, TaskState
+from dtq_core.task import TERMINAL, ErrorInfo, TaskRecord, TaskState
 
 
 class LocalBackend(Backend):
@@ -233,6 +233,21 @@ class LocalBackend(Backend):
     def get_state(self, task_id: str) -> TaskState | None:
         """Only the state (no copy)."""
         return self._queries.get_state(task_id)
+
+    def outcome(self, task_id: str) -> Outcome | None:
+        """State, result and error read together under the lock (no copy of the record).
+
+        Under the lock: a failure that is retried passes through FAILED inside one
+        change, and a reader must never see that as the end.
+        """
+        with self._lock:
+            rec = self._state.tasks.records.get(task_id)
+            if rec is None:
+                return None
+            state = rec.state
+            if state not in TERMINAL:
+                return Outcome(state)
+            return Outcome(state, rec.result, rec.error, rec.dead_reason)
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids starting with ``prefix`` (an exact id alone)."""

@@ -3,8 +3,10 @@
 Tasks are grouped by ``(queue, name)``, the two fields a filter names most and that
 never change. Each group keeps its ids in two orders, by id and by ``(enqueued_at,
 id)`` (:class:`~dtq_core.ordered_ids.OrderedIds`, about a pointer per id per order),
-and a count per state. Nothing in the index moves when a task changes state, except
-two counters: claims and acks stay as cheap as before.
+and a count per state. While the two orders agree (one producer's ids grow with time)
+they are one list read both ways, so an enqueue inserts its id once. Nothing in the
+index moves when a task changes state, except two counters: claims and acks stay as
+cheap as before.
 
 A query picks the groups its ``queue:``/``task:`` terms name, then:
 
@@ -89,11 +91,20 @@ class TaskIndex:
         g = self._groups.get((rec.queue, rec.name))
         if g is None:
             g = self._groups[(rec.queue, rec.name)] = Group(
-                rec.queue, rec.name, OrderedIds(self._enq_key), OrderedIds()
+                rec.queue, rec.name, OrderedIds(self._enq_key)
             )
-        g.by_enq.add(rec.id)
-        g.by_id.add(rec.id)
         g.counts[rec.state] += 1
+        task_id = rec.id
+        if g.shared:
+            last = g.by_enq.last()
+            if last is None or (
+                task_id > last and self._records[last].enqueued_at <= rec.enqueued_at
+            ):
+                g.by_enq.add(task_id)  # last in both orders: one list still holds both
+                return
+            g.split()
+        g.by_enq.add(task_id)
+        g.by_id.add(task_id)
 
     def discard(self, rec: TaskRecord) -> None:
         """A record about to leave ``records`` (its key is still readable)."""
@@ -101,7 +112,8 @@ class TaskIndex:
             return
         g = self._groups[(rec.queue, rec.name)]
         g.by_enq.remove(rec.id)
-        g.by_id.remove(rec.id)
+        if not g.shared:
+            g.by_id.remove(rec.id)
         g.counts[rec.state] -= 1
         if not len(g.by_id):
             del self._groups[(rec.queue, rec.name)]
@@ -133,11 +145,12 @@ class TaskIndex:
         for (queue, name), (pairs, counts) in found.items():
             pairs.sort()
             by_enq = [i for _, i in pairs]
+            by_id = sorted(by_enq)
             g = groups[(queue, name)] = Group(
                 queue,
                 name,
                 OrderedIds.from_sorted(by_enq, self._enq_key),
-                OrderedIds.from_sorted(sorted(by_enq)),
+                None if by_id == by_enq else OrderedIds.from_sorted(by_id),
             )
             g.counts = counts
         self._groups = groups
@@ -148,7 +161,7 @@ class TaskIndex:
 
         total = sys.getsizeof(self._groups)
         for g in self._groups.values():
-            for lst in (g.by_enq, g.by_id):
+            for lst in (g.by_enq,) if g.shared else (g.by_enq, g.by_id):
                 total += sys.getsizeof(lst._blocks) + sys.getsizeof(lst._maxes)
                 total += sum(sys.getsizeof(b) for b in lst._blocks)
                 if lst._key is not None:

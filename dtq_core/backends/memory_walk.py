@@ -36,16 +36,35 @@ class Walk:
 
 
 class Group:
-    """The tasks of one ``(queue, name)``: two orders and counts per state."""
+    """The tasks of one ``(queue, name)``: two orders and counts per state.
 
-    __slots__ = ("by_enq", "by_id", "counts", "name", "queue")
+    While the two orders agree (the ids of one producer grow with their enqueue
+    times), ``by_id`` is a view of ``by_enq`` (:meth:`OrderedIds.by_id`) and each id is
+    kept once; the first id that would break the agreement splits them
+    (:meth:`split`).
 
-    def __init__(self, queue: str, name: str, by_enq: OrderedIds, by_id: OrderedIds) -> None:
+    Args:
+        by_id: The id order, or ``None``: the same as ``by_enq`` (``shared``).
+    """
+
+    __slots__ = ("by_enq", "by_id", "counts", "name", "queue", "shared")
+
+    def __init__(
+        self, queue: str, name: str, by_enq: OrderedIds, by_id: OrderedIds | None = None
+    ) -> None:
         self.queue = queue
         self.name = name
         self.by_enq = by_enq
-        self.by_id = by_id
+        #: ``by_id`` is a view of ``by_enq`` (the orders agree); changes go to ``by_enq``.
+        self.shared = by_id is None
+        self.by_id = by_enq.by_id() if by_id is None else by_id
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+
+    def split(self) -> None:
+        """Keep the id order in a list of its own (the orders are about to differ)."""
+        if self.shared:
+            self.by_id = OrderedIds.from_sorted(list(self.by_enq))
+            self.shared = False
 
     def count(self, states: frozenset[TaskState]) -> int:
         """Tasks of the group in any of ``states``."""

@@ -14,7 +14,15 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from dtq_core.backends.base import Backend, Capabilities, Delivery, NewTask, QueueStats, Transition
+from dtq_core.backends.base import (
+    Backend,
+    Capabilities,
+    Delivery,
+    NewTask,
+    Outcome,
+    QueueStats,
+    Transition,
+)
 from dtq_core.clock import FakeClock
 from dtq_core.codec import decode_message, encode_message
 from dtq_core.errors import DTQError, TaskNotFound
@@ -357,6 +365,22 @@ def test_ack_with_the_right_token(backend: Backend, clock: FakeClock) -> None:
     rec = backend.get(tid)
     assert rec is not None
     assert rec.result == {"sum": 3}
+
+
+def test_outcome_reads_state_then_result_or_error(backend: Backend, clock: FakeClock) -> None:
+    now = clock.now()
+    assert backend.outcome("no-such-task") is None
+    ok = put(backend, now, name="app.ok")
+    bad = put(backend, now, name="app.bad")
+    assert backend.outcome(ok) == Outcome(S.PENDING)
+    d1 = claim_one(backend, now)
+    d2 = claim_one(backend, now)
+    assert backend.outcome(ok) == Outcome(S.RUNNING)
+    by_id = {d1.task_id: d1, d2.task_id: d2}
+    backend.ack(ok, by_id[ok].token, {"sum": 3}, now)
+    backend.fail(bad, by_id[bad].token, BOOM, now, dead_reason="gave up")
+    assert backend.outcome(ok) == Outcome(S.SUCCESS, {"sum": 3})
+    assert backend.outcome(bad) == Outcome(S.DEAD, None, BOOM, "gave up")
 
 
 def test_ack_with_a_wrong_token_changes_nothing(backend: Backend, clock: FakeClock) -> None:

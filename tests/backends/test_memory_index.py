@@ -40,3 +40,28 @@ def test_a_search_past_the_budget_pages_on_with_a_lower_bound(
     # Index-only filters are never cut: exact totals from the counters.
     pending = b.task_page(parse_filter("state:pending"), 0.0, limit=3)
     assert pending.total == 10_000 and pending.total_exact
+
+
+def test_one_list_serves_both_orders_until_an_id_breaks_their_agreement() -> None:
+    b = make_backend("memory://")
+    b.open()
+
+    def put(tid: str, at: float) -> None:
+        b.enqueue(NewTask(tid, "app.x", "q", 0, encode_message(tid, "app.x", [], {})), at)
+
+    def ids(sort: str, flt: str = "") -> list[str]:
+        page = b.task_page(parse_filter(flt), 0.0, sort, False, None, 0, 100)
+        return [r.id for r in page.records]
+
+    for i in range(5):
+        put(f"b{i}", float(i))
+    index = b._state.tasks.index  # type: ignore[attr-defined]
+    (group,) = index._groups.values()
+    assert group.shared  # ids and times grew together: one list
+    assert ids("id") == ids("enqueued") == ["b0", "b1", "b2", "b3", "b4"]
+    put("a9", 10.0)  # last in time, first by id: the orders part
+    put("b5", 9.0)  # and one earlier in time than the last
+    assert not group.shared
+    assert ids("enqueued") == ["b0", "b1", "b2", "b3", "b4", "b5", "a9"]
+    assert ids("id") == ["a9", "b0", "b1", "b2", "b3", "b4", "b5"]
+    assert ids("id", "id:b") == ["b0", "b1", "b2", "b3", "b4", "b5"]

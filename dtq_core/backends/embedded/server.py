@@ -282,7 +282,7 @@ class StoreServer:
         if self.console is None:
             return False
         with contextlib.suppress(TimeoutError, errors.TaskNotFound):
-            self.console.broker.wait(task_id, max(0.0, min(timeout, MAX_WAIT_S)))
+            self.console.broker.wait_outcome(task_id, max(0.0, min(timeout, MAX_WAIT_S)))
         return True
 
 
