@@ -32,6 +32,8 @@ _TYPE = "no JSON form for this type"
 _CYCLE = "it contains itself"
 _DEEP = "it is nested too deeply"
 _SCALARS = frozenset({type(None), bool, int, str})
+#: Values a message may hold with no check after encoding (finite floats too).
+_SIMPLE = _SCALARS
 
 
 def _plain(obj: Any) -> Any:
@@ -139,10 +141,40 @@ def encode_message(
         msg["opts"] = opts
     if fmt == "msgpack":
         return _encode_msgpack(msg)
+    if not opts and _plain_call(task_id, name, args, kwargs):
+        # Nothing msgspec could encode into another value: no round trip to compare.
+        try:
+            return _encode(msg)
+        except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+            pass  # an int past 64 bits, say: the strict path says why
     out = _strict_json(msg)
     if isinstance(out, str):
         raise SerializationError(_explain(name, args, kwargs, out))
     return out
+
+
+def _plain_call(task_id: Any, name: Any, args: Any, kwargs: Any) -> bool:
+    """Whether a message holds only plain values (no check after encoding needed).
+
+    Plain: exact ``str``, ``int``, ``bool``, ``None`` and finite ``float`` values, in a
+    list of arguments and a dict with ``str`` keys. Such a message encodes to JSON that
+    decodes to an equal value, so :func:`encode_message` skips the round trip of
+    :func:`_strict_json` (most calls: a few ids and numbers).
+    """
+    if type(task_id) is not str or type(name) is not str or type(args) is not list:
+        return False
+    if type(kwargs) is not dict:
+        return False
+    simple = _SIMPLE
+    for a in args:
+        t = type(a)
+        if t not in simple and (t is not float or a - a != 0.0):  # inf - inf is NaN
+            return False
+    for k, v in kwargs.items():
+        t = type(v)
+        if type(k) is not str or (t not in simple and (t is not float or v - v != 0.0)):
+            return False
+    return True
 
 
 def decode_message(payload: bytes) -> dict[str, Any]:

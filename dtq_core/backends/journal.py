@@ -99,6 +99,8 @@ class WritePath:
         self.waiting = 0
         self.state = StateMachine(self.wake)
         self.journal = journal
+        # memory://: nothing to encode, log or wait for (an enqueue is on every task's path).
+        self._plain = isinstance(journal, NoJournal)
 
     def wake(self, everyone: bool) -> None:
         """A task became ready (or a queue resumed): wake one waiting claimer, or all."""
@@ -122,6 +124,9 @@ class WritePath:
         logged. ``precondition`` is asked under the lock: false, nothing is changed and
         the result is ``[]`` (a compare-and-set; not logged: it changed nothing).
         """
+        if self._plain:
+            with self.lock:
+                return self.state.apply(change)
         j = self.journal
         raw = j.encode(change)
         j.check()

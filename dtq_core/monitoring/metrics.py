@@ -79,12 +79,19 @@ class Metrics:
         :meth:`on_event` for each.
         """
         meaning = _MEANING
-        if len(transitions) == 1:  # a task's start, an enqueue: no tally to build
+        if len(transitions) == 1:  # a task's start, an enqueue: no tally, no call
             t = transitions[0]
             name = meaning.get(t[4], _NONE).get(t[3])
-            if name is not None:
-                with self._lock:
-                    self._add(t[2], name, 1, ts)
+            if name is None:
+                return
+            with self._lock:
+                q = self._queues.get(t[2])
+                if q is None:
+                    q = self._queues[t[2]] = _Series()
+                q.counts[name] += 1
+                rc = q.rolling.get(name)
+                if rc is not None:
+                    rc.add(1, ts)
             return
         tally: dict[tuple[str, str], int] = {}
         for t in transitions:
