@@ -408,3 +408,24 @@ def test_a_value_whose_conversion_fails_is_refused_in_one_line() -> None:
 
     with pytest.raises(SerializationError, match=r"argument 0 \(Weird\).*no text for you"):
         encode_message("t1", "x", [Weird("w")], {})
+
+
+def test_plain_messages_skip_the_round_trip_and_encode_the_same() -> None:
+    import enum
+
+    from dtq_core import codec
+
+    args = [1, -2, 2**70, 2.5, "x", None, True]
+    kwargs = {"a": 1, "b": "two", "c": 0.1}
+    assert codec._plain_call("id", "t", args, kwargs)
+    msg = {"v": 1, "id": "id", "task": "t", "args": args, "kwargs": kwargs}
+    assert codec.encode_message("id", "t", tuple(args), kwargs) == codec._strict_json(msg)
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    # Anything else takes the checked path: containers, subclasses, NaN and infinity.
+    for odd in ([1], {"k": 1}, (1,), Color.RED, float("nan"), float("inf"), {1}):
+        assert not codec._plain_call("id", "t", [odd], {})
+        assert not codec._plain_call("id", "t", [], {"k": odd})
+    assert not codec._plain_call("id", "t", [], {1: 1})

@@ -24,32 +24,45 @@ def pick(t: TaskTable, queues: Sequence[str] | None, limit: int) -> list[str]:
     """Take up to ``limit`` ready ids off their heaps, best first (for a claim)."""
     out: list[str] = []
     while len(out) < limit:
-        heap = _best(t, queues)
+        heap, alone = _best(t, queues)
         if heap is None:
             break
-        task_id = heap.pop()
-        assert task_id is not None
-        out.append(task_id)
+        if not alone:  # heads of several queues compete: the best again after each
+            task_id = heap.pop()
+            assert task_id is not None
+            out.append(task_id)
+            continue
+        # The best until it is empty (strict queue order, or the only queue with ready
+        # tasks): no need to compare heads again for each task.
+        pop = heap.pop
+        while len(out) < limit:
+            task_id = pop()
+            if task_id is None:
+                break
+            out.append(task_id)
     return out
 
 
-def _best(t: TaskTable, queues: Sequence[str] | None) -> IndexedHeap | None:
+def _best(t: TaskTable, queues: Sequence[str] | None) -> tuple[IndexedHeap | None, bool]:
+    """The heap to claim from next, and whether it stays the best until it is empty."""
     ready, paused = t.ready, t.paused
     if queues is None:
         best: IndexedHeap | None = None
         best_order: tuple[float, int] | None = None
+        rivals = 0
         for name, heap in ready.items():
             if not heap or name in paused:
                 continue
+            rivals += 1
             order = heap.head_order()
             if best_order is None or (order is not None and order < best_order):
                 best, best_order = heap, order
-        return best
+        return best, rivals == 1
     for name in queues:
         found = ready.get(name)
         if found and name not in paused:
-            return found
-    return None
+            return found, True
+    return None, False
 
 
 def claim(t: TaskTable, c: Claim) -> list[Delivery]:

@@ -74,14 +74,17 @@ class AckBuffer:
         # Some waiting acks were in a call that failed: it may have stored them.
         self._retry = False
         self._oldest = 0.0
-        self._cond = threading.Condition()
+        # Entered through the lock itself on the hot paths: a Condition's own
+        # __enter__/__exit__ are Python calls around it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._flushing = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
 
     def add(self, ctx: RunContext, result: Any) -> None:
         """Queue the success of ``ctx`` (its result already in JSON form)."""
-        with self._cond:
+        with self._lock:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="dtq-acks", daemon=True)
                 self._thread.start()
@@ -98,7 +101,7 @@ class AckBuffer:
         """Have the waiting successes stored within ``delay`` (a lazy buffer's thread)."""
         if not self.lazy or self._armed or not self._items:  # the common case, no lock
             return
-        with self._cond:
+        with self._lock:
             if self._items and not self._armed:
                 self._armed = True
                 self._cond.notify()
@@ -118,7 +121,7 @@ class AckBuffer:
         queued for the next attempt.
         """
         with self._flushing:  # one batch at a time: acks stay in order
-            with self._cond:
+            with self._lock:
                 items, self._items = self._items, []
                 retry, self._retry = self._retry, False
                 self._armed = False

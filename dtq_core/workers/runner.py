@@ -24,6 +24,9 @@ from dtq_core.workers.acks import AckBuffer
 
 log = logging.getLogger("dtq.worker")
 
+#: Results stored as they are (their JSON form is themselves; a str is checked).
+_SCALARS = frozenset({type(None), bool, int})
+
 if TYPE_CHECKING:
     from dtq_core.backends.base import Delivery, Transition
     from dtq_core.broker import Broker
@@ -187,19 +190,23 @@ class Runner:
     def settle(self, ctx: RunContext, result: Any, exc: BaseException | None) -> None:
         """Record the outcome of an attempt and emit its events."""
         d = ctx.delivery
-        now = self.now()
         backend = self.backend
-        if exc is None:
+        if exc is None and type(result) not in _SCALARS:
             try:
                 result = json_form(result, f"result of task {d.name!r}")
             except SerializationError as bad:
                 exc = bad
         if exc is None:
-            if self.acks is not None and all(h.ack_later(ctx) for h in self.ack_now_if):
-                self.acks.add(ctx, result)
-                return
+            acks = self.acks
+            if acks is not None:
+                for h in self.ack_now_if:
+                    if not h.ack_later(ctx):
+                        break
+                else:
+                    acks.add(ctx, result)
+                    return
             try:
-                trs = backend.ack(d.task_id, d.token, result, now)
+                trs = backend.ack(d.task_id, d.token, result, self.now())
             except SerializationError as refused:
                 self._unstorable(ctx, refused)
                 return
@@ -208,6 +215,7 @@ class Runner:
             for hook in self.on_failure:
                 hook.on_failure(ctx, exc, decision)
             info = error_info(exc, self.time_limit(ctx))
+            now = self.now()
             trs = backend.fail(
                 d.task_id,
                 d.token,

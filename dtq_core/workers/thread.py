@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from dtq_core.hooks import RunContext
 
 
+#: Builds a named tuple from a plain one without its Python-level ``__new__``.
+_make = tuple.__new__
+
 #: Longest an idle thread waits in the pool for the claiming thread before it looks
 #: again (a stop wakes it at once).
 IDLE_WAIT_S = 1.0
@@ -54,7 +57,8 @@ class ThreadPool(Pool):
         self._ahead: deque[Delivery] = deque()
         # On a store in this process, one idle thread at a time claims (the others wait
         # here for what it claims ahead): see _take_local.
-        self._handoff = threading.Condition()
+        self._handoff_lock = threading.Lock()
+        self._handoff = threading.Condition(self._handoff_lock)
         self._claiming = False
         self._idle = 0
         self._avg_runtime: float | None = None
@@ -118,9 +122,10 @@ class ThreadPool(Pool):
         the ack buffer, so a pool that runs out of work leaves no result waiting.
         """
         handoff = self._handoff
+        lock = self._handoff_lock  # entered directly: the Condition's enter is a Python call
         acks = self.acks
         while True:
-            with handoff:
+            with lock:
                 if self._ahead:
                     return self._from_ahead(self._ahead.popleft())
                 if self.stopping.is_set():
@@ -145,7 +150,7 @@ class ThreadPool(Pool):
                 cfg.queues, info.id, cfg.lease_s, limit, self.broker.clock.now(), 0.5
             )
         finally:
-            with handoff:
+            with lock:
                 self._claiming = False
                 if batch:
                     self._ahead.extend(batch[1:])
@@ -158,20 +163,17 @@ class ThreadPool(Pool):
 
     def _from_ahead(self, d: Delivery) -> Delivery:
         # Its wait is measured to when it starts, not to when it was claimed (the lease
-        # still counts from the claim). Built field by field: ``_replace`` costs 3x.
-        return Delivery(
-            d.task_id,
-            d.token,
-            d.name,
-            d.queue,
-            d.payload,
-            d.attempt,
-            d.deliveries,
-            d.enqueued_at,
-            self.broker.clock.now(),
-            d.time_limit,
-            d.max_retries,
-            d.started_at if d.leased_at is None else d.leased_at,
+        # still counts from the claim). A plain tuple made a Delivery: ``_replace`` costs
+        # 3x, and even the named tuple's own ``__new__`` is a Python call.
+        return _make(
+            Delivery,
+            (
+                *d[:8],
+                self.broker.clock.now(),
+                d[9],
+                d[10],
+                d.started_at if d.leased_at is None else d.leased_at,
+            ),
         )
 
     def _work(self, info: WorkerInfo) -> None:
@@ -196,7 +198,8 @@ class ThreadPool(Pool):
                 if d is not None and not lease_ok(broker, d):
                     self._drop(d)
                     continue
-                backoff.ok()
+                if backoff.delay:
+                    backoff.ok()
             except BackendError as exc:
                 backoff.failed(exc)
                 continue
@@ -206,7 +209,7 @@ class ThreadPool(Pool):
                 runner.requeue(d, info.id, "worker stopping: requeued")
                 break
             info.current = d
-            info.current_started = clock.now()
+            info.current_started = d.started_at  # when this thread took it
             info.state = "busy"
             try:
                 took = self._run_one(runner, d, info)
