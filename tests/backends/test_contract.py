@@ -215,6 +215,23 @@ def test_strict_order_falls_through_to_later_queues(backend: Backend, clock: Fak
     assert claim_one(backend, now, queues=["a", "b"]).task_id == b1
 
 
+def test_one_batch_takes_queues_in_order_and_competing_heads_by_priority(
+    backend: Backend, clock: FakeClock
+) -> None:
+    now = clock.now()
+    a = [put(backend, now, "a", p) for p in (5, 1, 3)]
+    b = [put(backend, now, "b", p) for p in (0, 2)]
+    # Strict order: all of "a" (by priority) then "b", in one batch.
+    got = backend.claim(["a", "b"], "w", LEASE, 10, now)
+    assert [d.task_id for d in got] == [a[1], a[2], a[0], b[0], b[1]]
+    a = [put(backend, now, "a", p) for p in (5, 1)]
+    b = [put(backend, now, "b", p) for p in (0, 4)]
+    # Every queue: heads compete at each step, then the one left is drained.
+    got = backend.claim(None, "w", LEASE, 3, now)
+    assert [d.task_id for d in got] == [b[0], a[1], b[1]]
+    assert [d.task_id for d in backend.claim(None, "w", LEASE, 10, now)] == [a[0]]
+
+
 def test_unlisted_queue_is_not_claimed(backend: Backend, clock: FakeClock) -> None:
     now = clock.now()
     put(backend, now, "other")
