@@ -8,7 +8,9 @@ the embedded store its write-ahead log
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -93,22 +95,43 @@ class WritePath:
 
     def __init__(self, journal: Journal) -> None:
         self.lock = threading.Lock()
-        #: Claimers blocked waiting for work wait on this.
-        self.cond = threading.Condition(self.lock)
-        #: How many claimers wait on :attr:`cond`.
-        self.waiting = 0
+        # Claimers blocked in sleep() that nobody woke yet, each on a lock of its own
+        # (a Condition's waiters, kept here so that an enqueue with nobody to wake costs
+        # one test, and one with a sleeper wakes it once: Condition.notify is Python code
+        # run for every enqueue until the woken claimer gets the lock).
+        self._sleepers: deque[Any] = deque()
         self.state = StateMachine(self.wake)
         self.journal = journal
         # memory://: nothing to encode, log or wait for (an enqueue is on every task's path).
         self._plain = isinstance(journal, NoJournal)
 
+    def sleep(self, timeout: float) -> None:
+        """Wait (the lock held) until :meth:`wake` or ``timeout``; the lock is held again after."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        self._sleepers.append(waiter)
+        self.lock.release()
+        woken = False
+        try:
+            woken = waiter.acquire(True, timeout)
+        finally:
+            self.lock.acquire()
+            if not woken:  # timed out (or interrupted): still listed, unless woken since
+                with contextlib.suppress(ValueError):
+                    self._sleepers.remove(waiter)
+
     def wake(self, everyone: bool) -> None:
-        """A task became ready (or a queue resumed): wake one waiting claimer, or all."""
-        if self.waiting:
+        """A task became ready (or a queue resumed): wake one sleeping claimer, or all.
+
+        Called with the lock held.
+        """
+        sleepers = self._sleepers
+        if sleepers:
             if everyone:
-                self.cond.notify_all()
+                while sleepers:
+                    sleepers.popleft().release()
             else:
-                self.cond.notify()
+                sleepers.popleft().release()
 
     def change(
         self,
@@ -124,7 +147,7 @@ class WritePath:
         logged. ``precondition`` is asked under the lock: false, nothing is changed and
         the result is ``[]`` (a compare-and-set; not logged: it changed nothing).
         """
-        if self._plain:
+        if self._plain and precondition is None:
             with self.lock:
                 return self.state.apply(change)
         j = self.journal

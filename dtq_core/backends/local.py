@@ -72,7 +72,7 @@ class LocalBackend(Backend):
     def wakeup(self) -> None:
         """Wake every claimer blocked in :meth:`claim`."""
         with self._lock:
-            self._write.cond.notify_all()
+            self._write.wake(True)
 
     # -- queue -------------------------------------------------------------------------
 

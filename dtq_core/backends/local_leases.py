@@ -50,11 +50,7 @@ class LocalLeases:
         with self._w.lock:
             out, lsn = self._claim(queues, worker_id, lease_s, limit, now)
             if not out and wait > 0:
-                self._w.waiting += 1
-                try:
-                    self._w.cond.wait(wait)
-                finally:
-                    self._w.waiting -= 1
+                self._w.sleep(wait)
                 out, lsn = self._claim(queues, worker_id, lease_s, limit, self._clock.now())
         if lsn:
             self._w.journal.wait_written(lsn)
