@@ -45,6 +45,21 @@ class OrderedIds:
         blocks = self._blocks
         return blocks[-1][-1] if blocks else None
 
+    def append(self, item: str, key: Any) -> None:
+        """Add ``item``, whose key ``key`` is above every key held (not checked)."""
+        blocks = self._blocks
+        self._len += 1
+        if not blocks:
+            blocks.append([item])
+            self._maxes.append(key)
+            return
+        blk = blocks[-1]
+        blk.append(item)
+        self._maxes[-1] = key
+        if len(blk) > 2 * LOAD:
+            blocks[-1:] = [blk[:LOAD], blk[LOAD:]]
+            self._maxes[-1:] = [self._k(blk[LOAD - 1]), key]
+
     def by_id(self) -> OrderedIds:
         """A read-only view of these ids ordered by id, sharing the blocks.
 

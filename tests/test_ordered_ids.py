@@ -100,3 +100,19 @@ def test_the_id_view_of_a_list_in_id_order_reads_as_a_list_by_id(
     with pytest.raises(TypeError):
         view.add("id99999")
     assert OrderedIds().last() is None
+
+
+def test_append_past_the_end_matches_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ordered_ids, "LOAD", 4)  # several block splits
+    when = {f"id{i:03d}": float(i // 3) for i in range(50)}
+
+    def key(i: str) -> tuple[float, str]:
+        return (when[i], i)
+
+    added, appended = OrderedIds(key), OrderedIds(key)
+    for tid in when:
+        added.add(tid)
+        appended.append(tid, key(tid))
+    assert list(appended) == list(added) == list(when)
+    assert appended._maxes == added._maxes and len(appended) == len(added)
+    assert [i for c in appended.chunks(key("id020")) for i in c] == list(when)[21:]

@@ -96,11 +96,13 @@ class TaskIndex:
         g.counts[rec.state] += 1
         task_id = rec.id
         if g.shared:
-            last = g.by_enq.last()
+            by_enq = g.by_enq
+            last = by_enq.last()
             if last is None or (
                 task_id > last and self._records[last].enqueued_at <= rec.enqueued_at
             ):
-                g.by_enq.add(task_id)  # last in both orders: one list still holds both
+                # Last in both orders: one list still holds both.
+                by_enq.append(task_id, (rec.enqueued_at, task_id))
                 return
             g.split()
         g.by_enq.add(task_id)
