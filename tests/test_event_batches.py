@@ -112,3 +112,25 @@ def test_metrics_counted_per_batch_equal_metrics_counted_per_event() -> None:
                 counter, now, 60, queue
             )
     assert sum(per_batch.counters()[c] for c in COUNTERS) > 0
+
+
+def test_the_ring_keeps_its_events_out_of_the_cyclic_gc() -> None:
+    import gc
+
+    bus = EventBus(history=100)
+    trs = [Transition(f"t{i}", "app.x", "q", S.PENDING, S.RUNNING, None) for i in range(3)]
+    bus.publish_many(1.0, trs, "w")
+    bus.publish_many(2.0, trs[:1])
+    bus.publish(3.0, "t9", "app.x", "q", None, S.PENDING)
+    gc.collect()  # what is left tracked now stays tracked
+    kept = list(bus._ring)
+    assert len(kept) == 3
+    assert not any(gc.is_tracked(k) or gc.is_tracked(k.rows) for k in kept)
+    assert not any(gc.is_tracked(r) for k in kept for r in k.rows)
+    assert [(e.seq, e.task_id, e.old, e.new, e.worker) for e in bus.since(0)] == [
+        (1, "t0", S.PENDING, S.RUNNING, "w"),
+        (2, "t1", S.PENDING, S.RUNNING, "w"),
+        (3, "t2", S.PENDING, S.RUNNING, "w"),
+        (4, "t0", S.PENDING, S.RUNNING, None),
+        (5, "t9", None, S.PENDING, None),
+    ]
