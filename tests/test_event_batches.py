@@ -134,3 +134,30 @@ def test_the_ring_keeps_its_events_out_of_the_cyclic_gc() -> None:
         (4, "t0", S.PENDING, S.RUNNING, None),
         (5, "t9", None, S.PENDING, None),
     ]
+
+
+def test_metrics_count_batches_published_from_many_threads_without_a_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from dtq_core.monitoring import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "FOLD_AT", 7)  # publishers fold now and then
+    m = Metrics()
+    start = Transition("t", "app.x", "q", S.PENDING, S.RUNNING, None)
+    done = Transition("t", "app.x", "q", S.RUNNING, S.SUCCESS, None)
+
+    def publish() -> None:
+        for i in range(500):
+            m.on_batch(1_000.0 + i % 3, [start], "w")
+            m.on_batch(1_000.0 + i % 3, [done, done], "w")
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = m.counters("q")  # a reader counts whatever is left
+    assert counts["started"] == 2_000 and counts["succeeded"] == 4_000
+    assert sum(m.series("succeeded", 1_003.0, 5, "q")) == 4_000

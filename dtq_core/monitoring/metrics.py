@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,10 @@ _MEANING: dict[str | None, dict[str | None, str]] = {
 
 _NONE: dict[str | None, str] = {}
 
+#: Published batches left uncounted before a publisher counts them (readers always
+#: count what is left first).
+FOLD_AT = 256
+
 
 class _Series:
     __slots__ = ("counts", "rolling")
@@ -62,6 +67,12 @@ class Metrics:
         self._lock = threading.Lock()
         self._queues: dict[str, _Series] = {}
         self.extra: dict[str, int] = {}
+        # Batches published but not counted yet: appended without the lock (a deque's
+        # append is atomic) and counted under it by the next reader, or by the
+        # publisher that brings them to FOLD_AT. Every thread publishes two or three
+        # single events per task; a lock each was the most contended lock of a busy
+        # pool (a holder that loses the GIL holds up every other publisher).
+        self._unfolded: deque[tuple[float, Sequence[Sequence[Any]]]] = deque()
 
     def on_event(self, ev: Event) -> None:
         """Count one event (per queue; totals are summed when read)."""
@@ -71,37 +82,38 @@ class Metrics:
         self._count(ev.queue, name, 1, ev.ts)
 
     def on_batch(self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None) -> None:
-        """Count a batch of transitions published at ``ts`` (one lock for the batch).
+        """Count a batch of transitions published at ``ts`` (no lock: see the class doc).
 
         Subscribed with :meth:`EventBus.subscribe_batch
         <dtq_core.events.EventBus.subscribe_batch>`: no event object is made for it. Each
         transition is ``(task_id, name, queue, old, new, note)``; counts equal those of
-        :meth:`on_event` for each.
+        :meth:`on_event` for each. The batch is counted by the next read at the latest
+        (the publisher must not change it).
         """
-        meaning = _MEANING
-        if len(transitions) == 1:  # a task's start, an enqueue: no tally, no call
-            t = transitions[0]
-            name = meaning.get(t[4], _NONE).get(t[3])
-            if name is None:
-                return
+        unfolded = self._unfolded
+        unfolded.append((ts, transitions))
+        if len(unfolded) >= FOLD_AT:
             with self._lock:
-                q = self._queues.get(t[2])
+                self._fold()
+
+    def _fold(self) -> None:
+        """Count the batches published since the last fold (lock held)."""
+        unfolded = self._unfolded
+        meaning = _MEANING
+        queues = self._queues
+        while unfolded:
+            ts, transitions = unfolded.popleft()  # only folders pop, one at a time
+            for t in transitions:
+                name = meaning.get(t[4], _NONE).get(t[3])
+                if name is None:
+                    continue
+                q = queues.get(t[2])
                 if q is None:
-                    q = self._queues[t[2]] = _Series()
+                    q = queues[t[2]] = _Series()
                 q.counts[name] += 1
                 rc = q.rolling.get(name)
                 if rc is not None:
                     rc.add(1, ts)
-            return
-        tally: dict[tuple[str, str], int] = {}
-        for t in transitions:
-            name = meaning.get(t[4], _NONE).get(t[3])
-            if name is not None:
-                key = (t[2], name)
-                tally[key] = tally.get(key, 0) + 1
-        with self._lock:
-            for (queue, name), n in tally.items():
-                self._add(queue, name, n, ts)
 
     def _count(self, queue: str, name: str, n: int, ts: float) -> None:
         with self._lock:
@@ -130,6 +142,7 @@ class Metrics:
     def counters(self, queue: str | None = None) -> dict[str, int]:
         """Counter values for one queue, or in total."""
         with self._lock:
+            self._fold()
             if queue is not None:
                 s = self._queues.get(queue)
                 return dict(s.counts) if s is not None else dict.fromkeys(COUNTERS, 0)
@@ -149,6 +162,7 @@ class Metrics:
     ) -> list[int]:
         """Per-second counts, oldest first (sparklines)."""
         with self._lock:
+            self._fold()
             picked = (
                 list(self._queues.values())
                 if queue is None
@@ -163,6 +177,7 @@ class Metrics:
     def queues(self) -> list[str]:
         """Queues that had events."""
         with self._lock:
+            self._fold()
             return sorted(self._queues)
 
 
