@@ -38,10 +38,10 @@ _make = tuple.__new__
 
 
 class _Row(msgspec.Struct, gc=False):
-    """One transition as the ring keeps it.
+    """One transition of a batch as the ring keeps it.
 
-    Not tracked by the cyclic GC (it holds strings and states only), nor is the ring's
-    entry: each task's events used to leave three tracked objects per event in the ring,
+    The ring's entries are not tracked by the cyclic GC (they hold strings and states
+    only): each task's events used to leave three tracked objects per event in the ring,
     every one of them promoted to the oldest generation before it fell off, which made
     full collections several times as frequent (a tenth of the CPU of a busy broker).
     """
@@ -55,18 +55,38 @@ class _Row(msgspec.Struct, gc=False):
 
 
 class _Kept(msgspec.Struct, gc=False):
-    """A published batch in the ring: its first sequence number, time, worker, rows."""
+    """A published batch of several in the ring: first number, time, worker, rows."""
 
     first: int
     ts: float
     worker: str | None
+    n: int
     rows: tuple[_Row, ...]
 
 
-def _rows(transitions: Sequence[Sequence[Any]]) -> tuple[_Row, ...]:
+class _One(msgspec.Struct, gc=False):
+    """A published batch of one (an enqueue, a start): one object in the ring."""
+
+    first: int
+    ts: float
+    worker: str | None
+    task_id: str
+    name: str
+    queue: str
+    old: str | None
+    new: str
+    note: str | None
+    n = 1  # not a field: every batch of the ring has its size in ``n``
+
+
+def _keep(
+    first: int, ts: float, worker: str | None, transitions: Sequence[Sequence[Any]]
+) -> _One | _Kept:
+    """The ring's copy of a published batch."""
     if len(transitions) == 1:
-        return (_Row(*transitions[0]),)
-    return tuple([_Row(*t) for t in transitions])
+        return _One(first, ts, worker, *transitions[0])
+    rows = tuple([_Row(*t) for t in transitions])
+    return _Kept(first, ts, worker, len(rows), rows)
 
 
 #: Called once per published batch: ``(ts, transitions, worker)``; each transition is a
@@ -100,7 +120,7 @@ class EventBus:
         self._subs: tuple[Subscriber, ...] = ()
         self._batch_subs: tuple[BatchSubscriber, ...] = ()
         # Batches as published, oldest first (copied into untracked rows).
-        self._ring: deque[_Kept] = deque()
+        self._ring: deque[_One | _Kept] = deque()
         self._history = max(0, history)
         self._held = 0  # events in the ring
         self._last = 0  # seq of the newest event
@@ -141,16 +161,19 @@ class EventBus:
         # _record and _deliver written out: two calls fewer for each of the two or three
         # events of every task (an enqueue and a start are batches of one).
         history = self._history
-        rows = _rows(transitions) if history else ()
         with self._ring_lock:
             first = self._last + 1
             self._last += n
             if history:
                 ring = self._ring
-                ring.append(_Kept(first, ts, worker, rows))
+                if n == 1:
+                    t = transitions[0]
+                    ring.append(_One(first, ts, worker, t[0], t[1], t[2], t[3], t[4], t[5]))
+                else:
+                    ring.append(_keep(first, ts, worker, transitions))
                 held = self._held + n
-                while held - len(ring[0].rows) >= history:
-                    held -= len(ring.popleft().rows)
+                while held - ring[0].n >= history:
+                    held -= ring.popleft().n
                 self._held = held
         for bcb in self._batch_subs:
             try:
@@ -172,17 +195,16 @@ class EventBus:
         """Number a batch and keep a copy of it."""
         n = len(transitions)
         history = self._history
-        rows = _rows(transitions) if history else ()
         with self._ring_lock:
             first = self._last + 1
             self._last += n
             if history:
                 ring = self._ring
-                ring.append(_Kept(first, ts, worker, rows))
+                ring.append(_keep(first, ts, worker, transitions))
                 held = self._held + n
                 # Keep at least ``history`` events; whole batches fall off the front.
-                while held - len(ring[0].rows) >= history:
-                    held -= len(ring.popleft().rows)
+                while held - ring[0].n >= history:
+                    held -= ring.popleft().n
                 self._held = held
         return first
 
@@ -250,7 +272,8 @@ class EventBus:
                     break
         out: list[Event] = []
         for kept in reversed(picked):
-            first, ts, worker, rows = kept.first, kept.ts, kept.worker, kept.rows
+            first, ts, worker = kept.first, kept.ts, kept.worker
+            rows: Sequence[_One | _Row] = (kept,) if isinstance(kept, _One) else kept.rows
             for i in range(max(0, lo - first), len(rows)):
                 r = rows[i]
                 out.append(

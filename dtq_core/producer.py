@@ -55,7 +55,7 @@ class ProducerMixin(EventsMixin):
             SerializationError: An argument is not JSON-serializable.
             ConfigError: A bad option, countdown or eta.
         """
-        broker = cast("Broker", self)
+        broker: Broker = self  # type: ignore[assignment]  # (cast() is a call per task)
         if not self._opened:
             self.open()
         if task is None:
@@ -80,7 +80,7 @@ class ProducerMixin(EventsMixin):
             # Carried by the message: a console that never imported the task masks too.
             opts = {**opts, "redact_args": True}
         now = self.clock.now()
-        due = self._due(now, countdown, eta)
+        due = None if countdown is None and eta is None else self._due(now, countdown, eta)
         tid = task_id or new_id()
         payload = encode_message(tid, name, args, kwargs or {}, opts, self.config.codec)
         nt = NewTask(

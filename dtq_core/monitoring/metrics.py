@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -97,23 +98,31 @@ class Metrics:
                 self._fold()
 
     def _fold(self) -> None:
-        """Count the batches published since the last fold (lock held)."""
+        """Count the batches published since the last fold (lock held).
+
+        Tallied per queue, counter and second first: one update of each counter and
+        rolling series per fold, not per transition.
+        """
         unfolded = self._unfolded
         meaning = _MEANING
-        queues = self._queues
+        tally: dict[tuple[str, str, int], int] = {}
         while unfolded:
             ts, transitions = unfolded.popleft()  # only folders pop, one at a time
+            second = math.floor(ts)
             for t in transitions:
                 name = meaning.get(t[4], _NONE).get(t[3])
-                if name is None:
-                    continue
-                q = queues.get(t[2])
-                if q is None:
-                    q = queues[t[2]] = _Series()
-                q.counts[name] += 1
-                rc = q.rolling.get(name)
-                if rc is not None:
-                    rc.add(1, ts)
+                if name is not None:
+                    key = (t[2], name, second)
+                    tally[key] = tally.get(key, 0) + 1
+        queues = self._queues
+        for (queue, name, second), n in tally.items():
+            q = queues.get(queue)
+            if q is None:
+                q = queues[queue] = _Series()
+            q.counts[name] += n
+            rc = q.rolling.get(name)
+            if rc is not None:
+                rc.add(n, second)
 
     def _count(self, queue: str, name: str, n: int, ts: float) -> None:
         with self._lock:
