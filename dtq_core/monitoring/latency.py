@@ -1,7 +1,8 @@
 """Latency histograms: queue wait and run time per queue and per task name, system-wide.
 
 Every attempt is recorded once per (queue, task name) pair into this process's pending
-histograms: two ``Histogram.record`` calls and one dict lookup per task. Every
+histograms: two ``Histogram.record`` calls and one dict lookup per task, done in bulk
+(a worker thread only appends the attempt to a queue, without a lock). Every
 :data:`PUBLISH_S` (and before a snapshot, and at stop) the pending histograms are added
 to the store (:mod:`.published`), so a snapshot taken in any process, by the console
 or ``dtq stats``, merges what every worker process measured. Per-queue and per-task
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError
@@ -29,6 +31,8 @@ log = logging.getLogger("dtq.latency")
 
 #: Windows (seconds) the snapshot offers; the console switches between them.
 WINDOWS = tuple(published.WINDOWS)
+#: Attempts appended before a worker thread records them (a flush records the rest).
+RECORD_AT = 256
 #: Seconds of one pending slot (the finest tier's slot width).
 SLOT_S = 10
 #: Seconds between two publishes of a worker process's histograms.
@@ -42,6 +46,11 @@ class LatencyHook(Hook):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Attempts not recorded yet, (queue, task, started_at, wait, run): appended
+        # without the lock (an atomic append) by every worker thread, recorded into
+        # ``_pending`` under it by the next flush, or by the thread that brings them to
+        # RECORD_AT (a lock per task was one more lock every thread takes per task).
+        self._todo: deque[tuple[str, str, float, float, float]] = deque()
         # (queue, task, 10 s slot of the attempt) -> (wait, run): published into the
         # slots of the time the attempts ran, however late the publish.
         self._pending: dict[tuple[str, str, int], tuple[Histogram, Histogram]] = {}
@@ -55,17 +64,28 @@ class LatencyHook(Hook):
     ) -> None:
         """Record the attempt."""
         d = ctx.delivery
-        key = (d.queue, d.name, int(d.started_at // SLOT_S))
-        with self._lock:
-            pair = self._pending.get(key)
+        todo = self._todo
+        todo.append((d.queue, d.name, d.started_at, d.started_at - d.enqueued_at, ctx.runtime))
+        if len(todo) >= RECORD_AT:
+            with self._lock:
+                self._record()
+
+    def _record(self) -> None:
+        """Record the attempts appended since the last time (lock held)."""
+        todo, pending = self._todo, self._pending
+        while todo:
+            queue, task, started_at, wait, run = todo.popleft()
+            key = (queue, task, int(started_at // SLOT_S))
+            pair = pending.get(key)
             if pair is None:
-                pair = self._pending[key] = (Histogram(), Histogram())
-            pair[0].record(d.started_at - d.enqueued_at)
-            pair[1].record(ctx.runtime)
+                pair = pending[key] = (Histogram(), Histogram())
+            pair[0].record(wait)
+            pair[1].record(run)
 
     def flush(self, broker: Broker, now: float) -> bool:
         """Publish what was recorded since the last publish; whether anything was."""
         with self._lock:
+            self._record()
             pending, self._pending = self._pending, {}
         if not pending:
             return False

@@ -75,6 +75,38 @@ def test_queue_waits_are_recorded_per_queue_and_per_task(
     assert latency(inline, "queue", "default", "wait", 600).count == 10
 
 
+def test_attempts_recorded_from_many_threads_all_count(
+    inline: Broker, clock: FakeClock, jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from dtq_core.backends.base import Delivery
+    from dtq_core.hooks import RunContext
+    from dtq_core.monitoring import latency as latency_module
+    from dtq_core.monitoring.latency import LatencyHook
+
+    monkeypatch.setattr(latency_module, "RECORD_AT", 5)  # threads record now and then
+    hook = inline.hook(LatencyHook)
+    assert hook is not None
+    now = clock.now()
+    d = Delivery("t1", 1, "sleepy", "default", b"", 1, 1, now - 2.0, now, None, 0)
+    ctx = RunContext(inline, d, jobs["sleepy"], [], {}, {}, "w", runtime=0.5)
+
+    def attempts() -> None:
+        for _ in range(250):
+            hook.after_run(ctx, None, [])
+
+    threads = [threading.Thread(target=attempts) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait = latency(inline, "task", "sleepy", "wait")  # a snapshot records what is left
+    assert wait.count == 1_000
+    assert wait.p50 == pytest.approx(2.0, rel=REL)
+    assert latency(inline, "task", "sleepy", "run").p50 == pytest.approx(0.5, rel=REL)
+
+
 def test_latency_is_kept_apart_per_queue_and_task(
     inline: Broker, clock: FakeClock, jobs: dict[str, Any]
 ) -> None:
