@@ -4,7 +4,7 @@
                                       [--url redis://...]
 
 Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``) unless
-``--url`` names one (it is flushed). Each run calls ``ENQUEUE_OWNED`` with the
+``--url`` names one (it is flushed). Each run calls ``ENQUEUE`` with the
 arguments a single ``apply_async`` sends (one task, its owner key, a 30-byte payload)
 ``--n`` times, pipelined by 1000 so that round trips do not count, after as many calls
 to fill the queue (the event stream towards its ``maxlen``, the sorted sets as large
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _redis_run import Server
 
 from dtq_core.backends.base import NewTask
-from dtq_core.backends.redis.enqueue import owned_args
-from dtq_core.backends.redis.enqueue_scripts import ENQUEUE_OWNED as ENQUEUE
+from dtq_core.backends.redis.enqueue import enqueue_args
+from dtq_core.backends.redis.enqueue_scripts import ENQUEUE
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.lua_common import CORE
 
@@ -59,9 +59,8 @@ BATCH = 1000
 # One piece of the enqueue's work each, after the same unpacking of the task's fields
 # (``a``: create's arguments, ``now``, ``id``), so each reads as its own cost.
 _UNPACK = r"""
-local now, maxlen = string.match(ARGV[1], '^([^|]*)|([^|]*)|')
-local a = cmsgpack.unpack(ARGV[2])
-a[5] = ARGV[3]
+local now, maxlen = ARGV[1], ARGV[2]
+local a = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]}
 local id = a[1]
 """
 PARTS: dict[str, str] = {
@@ -106,7 +105,7 @@ def _args(keys: Keys, i: int, now: float) -> list[Any]:
         max_retries=3,
         time_limit=None,
     )
-    ks, argv = owned_args(keys, QUEUE, [task], now, 10000)
+    ks, argv = enqueue_args(keys, QUEUE, [task], now, 10000, owned=True)
     return [len(ks), *ks, *argv]
 
 
@@ -265,7 +264,7 @@ def main() -> None:
     args = ap.parse_args()
     import redis
 
-    scripts = {"ENQUEUE_OWNED (one task)": ENQUEUE}
+    scripts = {"ENQUEUE (one task)": ENQUEUE}
     if args.parts:
         scripts.update(PARTS)
     if args.callgrind:

@@ -36,6 +36,7 @@ from dtq_core.backends.redis.auth import password_for
 from dtq_core.backends.redis.enqueue import EnqueueMixin
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.kv import KeyValueMixin
+from dtq_core.backends.redis.lane import Lane
 from dtq_core.backends.redis.leases import LeaseMixin
 from dtq_core.backends.redis.metrics import MetricsMixin
 from dtq_core.backends.redis.pages import PageMixin
@@ -109,6 +110,7 @@ class RedisBackend(
         try:
             extra: dict[str, Any] = {} if parts.password or not password else {"password": password}
             self.r: Any = self._connect(redis, plain, extra)
+            self._lane = None if self.cluster else Lane(self.r)
         except ValueError as exc:
             raise ConfigError(
                 f"bad redis URL {shown!r}: {redact_text(str(exc), self.secrets)}"
@@ -122,7 +124,6 @@ class RedisBackend(
             return script
 
         self._enqueue = reg(enqueue_scripts.ENQUEUE)
-        self._enqueue_owned = reg(enqueue_scripts.ENQUEUE_OWNED)
         self._claim = reg(fetch_scripts.CLAIM)
         self._idle = reg(fetch_scripts.IDLE)
         self._ack_many = reg(fetch_scripts.ACK_MANY)
@@ -194,6 +195,8 @@ class RedisBackend(
 
     def close(self) -> None:
         """Close the connection pool (and the threads of cluster waits)."""
+        if self._lane is not None:
+            self._lane.close()
         self.r.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)

@@ -4,13 +4,15 @@ A task id is unique across queues: each id has an owner key (``{prefix:id:ID}``,
 ``<claimed at>|<queue>``, see :meth:`Keys.owner`) naming the queue that holds it, which
 is also how a task is found by id alone.
 
-- On one Redis, the owner keys and the queue's keys can be in one script:
-  ``ENQUEUE_OWNED`` claims the ids and creates the records atomically, in one round
-  trip (a batch of one queue: every single enqueue).
+- On one Redis, the owner keys and the queue's keys can be in one script: ``ENQUEUE``
+  given the owner keys claims the ids and creates the records atomically, in one round
+  trip (a batch of one queue: every single enqueue). A single enqueue from a thread
+  goes on the backend's :class:`~dtq_core.backends.redis.lane.Lane` (a connection kept
+  aside, the command packed in C) unless another thread is on it.
 - On a Redis Cluster, an owner key is in a slot of its own: the ids are claimed first
-  (``SET NX GET``, one pipeline), then each queue's ``ENQUEUE`` script creates the
-  records: two round trips. So is a batch over several queues on one Redis, which is
-  refused whole when one id is held elsewhere.
+  (``SET NX GET``, one pipeline), then each queue's ``ENQUEUE`` creates the records:
+  two round trips. So is a batch over several queues on one Redis, which is refused
+  whole when one id is held elsewhere.
 
 Either way an id held by another queue is refused before anything is written, unless
 the claim is stale (older than :data:`OWNER_GRACE_S` and that queue holds no record of
@@ -23,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from dtq_core.backends.base import NewTask, Transition
 from dtq_core.backends.redis.client import RedisClient
 from dtq_core.backends.redis.enqueue_scripts import HELD
 from dtq_core.backends.redis.keys import Keys
+from dtq_core.backends.redis.lane import BUSY, Lane
 from dtq_core.backends.redis.records import _opt, _s
 from dtq_core.errors import BackendError
 from dtq_core.task import TaskState
@@ -46,7 +47,8 @@ class EnqueueMixin(RedisClient):
     """
 
     _enqueue: Any
-    _enqueue_owned: Any
+    #: The single enqueue's connection (one Redis; ``None`` on a cluster).
+    _lane: Lane | None
     _owner_take: Any
     _owner_release: Any
 
@@ -72,9 +74,9 @@ class EnqueueMixin(RedisClient):
         return [Transition(t.id, t.name, t.queue, None, pending) for t in tasks]
 
     def _enqueue_one_trip(self, q: str, tasks: Sequence[NewTask], now: float) -> None:
-        """One Redis: ``ENQUEUE_OWNED`` claims the ids and stores the tasks of queue ``q``."""
-        keys, argv = owned_args(self.keys, q, tasks, now, self.maxlen)
-        sha = self._enqueue_owned.sha
+        """One Redis: ``ENQUEUE`` claims the ids and stores the tasks of queue ``q``."""
+        keys, argv = enqueue_args(self.keys, q, tasks, now, self.maxlen, owned=True)
+        sha = self._enqueue.sha
 
         def run() -> Any:
             # Decided per attempt: a retry after a restart lists the queue again.
@@ -110,10 +112,8 @@ class EnqueueMixin(RedisClient):
             pipe = self.r.pipeline(transaction=False)
             for q, ts in by_q.items():
                 self._ensure_queue(q, pipe)
-                argv: list[Any] = [f"{now!r}|{self.maxlen}"]
-                for t in ts:
-                    argv += _task_args(t)
-                self._in(pipe, self._enqueue, self.keys.script_keys(q), argv)
+                keys, argv = enqueue_args(self.keys, q, ts, now, self.maxlen, owned=False)
+                self._in(pipe, self._enqueue, keys, argv)
             self._wait_replicas(pipe, by_q)
             return pipe.execute()
 
@@ -219,44 +219,43 @@ class EnqueueMixin(RedisClient):
         self._call(run)
 
 
-_pack = msgspec.msgpack.Encoder().encode
+def enqueue_args(
+    keys: Keys, queue: str, tasks: Sequence[NewTask], now: float, maxlen: int, owned: bool
+) -> tuple[list[str], list[str | bytes]]:
+    """``ENQUEUE``'s KEYS and ARGV for ``tasks``, all of queue ``queue``.
 
-
-def owned_args(
-    keys: Keys, queue: str, tasks: Sequence[NewTask], now: float, maxlen: int
-) -> tuple[list[str], list[Any]]:
-    """``ENQUEUE_OWNED``'s KEYS and ARGV for ``tasks``, all of queue ``queue``."""
+    With ``owned``, the ids' owner keys are among the KEYS: the script claims them (one
+    Redis); without, the caller has claimed them (a cluster).
+    """
     names = keys.script_keys(queue)
-    names.extend(keys.owner(t.id) for t in tasks)
-    argv: list[Any] = [f"{now!r}|{maxlen}|{OWNER_GRACE_S!r}|{keys.prefix}"]
+    if owned:
+        names.extend(keys.owner(t.id) for t in tasks)
+    argv: list[str | bytes] = [repr(now), str(maxlen), repr(OWNER_GRACE_S), keys.prefix]
     for t in tasks:
         argv += _task_args(t)
     return names, argv
 
 
-def _task_args(t: NewTask) -> tuple[bytes, bytes]:
-    """A new task as the enqueue scripts take it: its fields in msgpack, its payload.
+def _task_args(t: NewTask) -> tuple[str, str, str, str, bytes, str, str, str, str, str, str]:
+    """A new task as ``ENQUEUE`` takes it (:data:`~.enqueue_scripts.FIELDS_PER_TASK`).
 
-    Two arguments instead of eleven: redis-py encodes every argument in Python, which
-    was a fifth of a single enqueue's time. Times travel as ``repr`` strings (the
-    record keeps them exactly), numbers as strings too (the script passes them on to
-    Redis: a Lua number is formatted there on each call, which costs about as much as
-    a command); ``False`` holds the payload's place.
+    Times travel as ``repr`` strings (the record keeps them exactly), numbers as strings
+    too (the script passes them on to Redis: a Lua number is formatted there on each
+    call, which costs about as much as a command).
     """
-    fields = [
+    return (
         t.id,
         t.name,
         t.queue,
         str(t.priority),
-        False,
+        t.payload,
         _opt(t.eta),
         str(t.max_retries),
         _opt(t.time_limit),
         t.dedup_key or "",
         t.replayed_from or "",
         t.workflow or "",
-    ]
-    return _pack(fields), t.payload
+    )
 
 
 def _held(task_id: str, queue: str, other: str) -> BackendError:

@@ -1,86 +1,141 @@
-"""Lua scripts that store new tasks: one per queue, and the one-trip form of one Redis.
+"""The Lua script that stores new tasks of one queue (and claims their ids on one Redis).
 
-Both create records with ``create`` (see :mod:`.lua_common`; they carry its ``CORE``
-only). ``ENQUEUE`` touches one queue's slot only, so it runs on a Redis Cluster after
-the client claimed the ids' owner keys (other slots); ``ENQUEUE_OWNED`` also claims them
-itself, which only one Redis allows (a cluster refuses a script whose keys span slots).
+``ENQUEUE`` touches the queue's slot, plus the ids' owner keys when it is given them
+(one Redis: one round trip); on a Redis Cluster an owner key is in a slot of its own, so
+the client claims them first and the script is given none (a cluster refuses a script
+whose keys span slots).
+
+It is the most frequent script, so it is written for its cost, measured by
+``bench/redis_script_cost.py --callgrind`` (instructions per call; each Redis call from
+Lua costs 3 to 9 k, the call itself 23 k):
+
+- no helper closures on the usual path: every ``local function`` of a prelude is made
+  anew on each call (Lua keeps nothing between calls), and :data:`.lua_common.CORE`'s
+  dozen cost 12 k. Its helpers are made only when a worker waits idle on the queue
+  (a hand-over, see ``handoff`` there);
+- the task fields come as plain arguments: a ``cmsgpack.unpack`` of them cost more in
+  Redis than the arguments do, and the client packs them in C;
+- a batch bumps the counters once.
+
+The record it writes is the one ``create`` in :mod:`.lua_common` writes (replays use
+that one): the same fields, so workers of every release read either.
 """
 
 from __future__ import annotations
 
 from dtq_core.backends.redis.lua_common import CORE
 
-__all__ = ["ENQUEUE", "ENQUEUE_OWNED", "HELD"]
+__all__ = ["ENQUEUE", "FIELDS_PER_TASK", "HEAD_ARGS", "HELD"]
 
-#: ARGV[1]: ``now|maxlen``; then two per task: its fields in msgpack
-#: (``create``'s order, ``false`` in the payload's place: Redis's cmsgpack has no bytes
-#: type) and its payload. Returns the created count; an existing id is an error.
-ENQUEUE = (
-    CORE
-    + r"""
-local now, maxlen = string.match(ARGV[1], '^([^|]*)|(.*)$')
-local n = 0
-for i = 2, #ARGV, 2 do
-  local a = cmsgpack.unpack(ARGV[i])
-  a[5] = ARGV[i + 1]
-  if not create(a, now, maxlen) then
-    return redis.error_reply('DUP task id '..a[1]..' exists')
-  end
-  n = n + 1
-end
-return n
-"""
-)
-
-#: First element of ``ENQUEUE_OWNED``'s reply when an id is held by another queue.
+#: First element of ``ENQUEUE``'s reply when an id is held by another queue.
 HELD = "held"
 
-#: One Redis only. KEYS: the queue's two script keys, then the owner key of each task in
-#: order. ARGV[1]: ``now|maxlen|grace|key prefix``; then each task's fields
-#: and payload as with ``ENQUEUE``, every task of the queue of KEYS[1]. Claims every
-#: owner key and creates the records in one step. An id whose owner key names another
-#: queue is refused before anything is written (reply ``{HELD, id, queue}``) unless
-#: that claim is stale: older than ``grace`` seconds and that queue holds no record of
-#: it (then it is taken over). Returns the created count; an id this queue already holds
-#: is a ``DUP`` error, as with ``ENQUEUE``.
-ENQUEUE_OWNED = (
-    CORE
-    + r"""
--- One string, not msgpack: a match is cheaper than building a table (the prefix is
--- last: it may hold a '|').
-local now, maxlen, grace, prefix = string.match(ARGV[1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-local t, grace = tonumber(now), tonumber(grace)
-local tasks, claimed, stale = {}, {}, {}
-for i = 2, #ARGV, 2 do
-  local k = i / 2 + 2
-  local a = cmsgpack.unpack(ARGV[i])
-  a[5] = ARGV[i + 1]
-  tasks[#tasks + 1] = a
-  local old = redis.call('SET', KEYS[k], now..'|'..a[3], 'NX', 'GET')
-  if not old then
-    claimed[#claimed + 1] = KEYS[k]
-  else
-    local bar = string.find(old, '|', 1, true) or (#old + 1)
-    local other = string.sub(old, bar + 1)
-    if other ~= a[3] then
-      local at = tonumber(string.sub(old, 1, bar - 1)) or 0
-      if t - at < grace or redis.call('EXISTS', '{'..prefix..':'..other..'}:t:'..a[1]) == 1 then
-        -- Refused whole: the claims made above are undone, nothing else was written.
-        for _, key in ipairs(claimed) do redis.call('DEL', key) end
-        return {'held', a[1], other}
+#: ``ENQUEUE``'s leading arguments: now, maxlen, owner grace (seconds), key prefix.
+HEAD_ARGS = 4
+
+#: ``ENQUEUE``'s arguments per task: id, name, queue, priority, payload, eta,
+#: max_retries, time_limit, dedup_key, replayed_from, workflow (strings; '' for none).
+FIELDS_PER_TASK = 11
+
+#: KEYS: the queue's two script keys, then either the owner key of each task in order
+#: (one Redis) or none (the client claimed them: a cluster). ARGV: ``now``, ``maxlen``,
+#: ``grace``, the key prefix, then :data:`FIELDS_PER_TASK` per task, every task of the
+#: queue of ``KEYS[1]``.
+#:
+#: With owner keys, it claims each (``<now>|<queue>``); an id whose owner key names
+#: another queue is refused before anything is written (reply ``{HELD, id, queue}``)
+#: unless that claim is stale: older than ``grace`` seconds and that queue holds no
+#: record of it (then it is taken over). An id this queue already holds is a ``DUP``
+#: error, also before anything is written. Returns the created count.
+ENQUEUE = (
+    r"""
+local T = KEYS[1]
+local now, maxlen, grace, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nt = (#ARGV - 4) / 11
+local owned = #KEYS > 2
+local claimed, stale
+if owned then
+  for j = 1, nt do
+    local b = 4 + (j - 1) * 11
+    local q = ARGV[b + 3]
+    local old = redis.call('SET', KEYS[j + 2], now..'|'..q, 'NX', 'GET')
+    if not old then
+      if nt > 1 then
+        claimed = claimed or {}
+        claimed[#claimed + 1] = KEYS[j + 2]
       end
-      stale[k] = true
+    else
+      local bar = string.find(old, '|', 1, true) or (#old + 1)
+      local other = string.sub(old, bar + 1)
+      if other ~= q then
+        local at = tonumber(string.sub(old, 1, bar - 1)) or 0
+        if tonumber(now) - at < tonumber(grace)
+            or redis.call('EXISTS', '{'..prefix..':'..other..'}:t:'..ARGV[b + 1]) == 1 then
+          -- Refused whole: the claims made above are undone, nothing else was written.
+          if claimed then
+            for _, key in ipairs(claimed) do redis.call('DEL', key) end
+          end
+          return {'held', ARGV[b + 1], other}
+        end
+        stale = stale or {}
+        stale[j] = true
+      end
     end
   end
 end
-local n = 0
-for j, a in ipairs(tasks) do
-  if stale[j + 2] then redis.call('SET', KEYS[j + 2], now..'|'..a[3]) end
-  if not create(a, now, maxlen) then
-    return redis.error_reply('DUP task id '..a[1]..' exists')
+for j = 1, nt do
+  local id = ARGV[4 + (j - 1) * 11 + 1]
+  if redis.call('EXISTS', T..':t:'..id) == 1 then
+    return redis.error_reply('DUP task id '..id..' exists')
   end
-  n = n + 1
 end
-return n
+-- The hand-over to a worker waiting idle: CORE's helpers, made only then.
+local function hand_over(id, name)
+"""
+    + CORE
+    + r"""
+  return handoff(id, name, now, maxlen)
+end
+for j = 1, nt do
+  local b = 4 + (j - 1) * 11
+  local id, name, prio, eta = ARGV[b + 1], ARGV[b + 2], ARGV[b + 4], ARGV[b + 6]
+  if stale and stale[j] then redis.call('SET', KEYS[j + 2], now..'|'..ARGV[b + 3]) end
+  local rec = T..':t:'..id
+  -- create's record (lua_common): empty optional fields are left out; numbers come as
+  -- strings (a Lua number is formatted with '%.17g' on each redis.call).
+  redis.call('HSET', rec, 'id', id, 'name', name, 'queue', ARGV[b + 3], 'priority', prio,
+             'payload', ARGV[b + 5], 'state', 'PENDING', 'created_at', now,
+             'enqueued_at', now, 'max_retries', ARGV[b + 7], 'time_limit', ARGV[b + 8],
+             'attempt', '0', 'deliveries', '0', 'lease_token', '0')
+  if ARGV[b + 9] ~= '' then redis.call('HSET', rec, 'dedup_key', ARGV[b + 9]) end
+  if ARGV[b + 10] ~= '' then redis.call('HSET', rec, 'replayed_from', ARGV[b + 10]) end
+  if ARGV[b + 11] ~= '' then redis.call('HSET', rec, 'workflow', ARGV[b + 11]) end
+  redis.call('ZADD', T..':all', now, id)  -- the listing index: by (enqueued_at, id)
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
+             'name', name, 'old', '', 'new', 'PENDING', 'worker', '', 'note', '')
+  if eta ~= '' and tonumber(eta) > tonumber(now) then
+    redis.call('HSET', rec, 'eta', eta)
+    redis.call('ZADD', T..':delayed', eta, id)
+  else
+    local handed = nil
+    if redis.call('ZCARD', T..':idle') > 0 then handed = hand_over(id, name) end
+    if not handed then
+      -- ready (lua_common): FIFO within the priority; the notify list wakes blocked
+      -- claimers, who registered idle first (none registered: nobody to wake).
+      local seq = redis.call('INCR', T..':seq')
+      redis.call('ZADD', T..':ready', tonumber(prio) * 17179869184 + seq, id)
+      if handed == false and redis.call('LLEN', T..':notify') < 64 then
+        redis.call('RPUSH', T..':notify', '1')
+      end
+    end
+  end
+end
+-- The counters of the batch at once (tick in lua_common: this second's and the total).
+local n = tostring(nt)
+redis.call('HINCRBY', T..':counts', 'PENDING', n)
+local sec = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
+if redis.call('HINCRBY', sec, 'enqueued', n) == nt then redis.call('EXPIRE', sec, 120) end
+redis.call('HINCRBY', T..':totals', 'enqueued', n)
+return nt
 """
 )

@@ -1,0 +1,89 @@
+"""A connection kept aside for one command at a time: the single enqueue's short way.
+
+redis-py's ``execute_command`` costs about 15 µs of Python per call before the socket
+(a connection taken from the pool and given back, retry and observability wrappers,
+each argument encoded in Python): as much as the rest of an ``apply_async``. A lane
+holds one connection of the client's pool and sends a command packed beforehand
+(:func:`pack`, in C with hiredis) straight on it.
+
+One thread uses the lane at a time; a caller that finds it busy is told so
+(:data:`BUSY`) and takes the usual way, so concurrent producers never wait on each
+other. Errors are redis-py's own, so the backend's retry loop treats both ways alike: a
+connection error disconnects the connection (redis-py does) and the next call connects
+again. A forked child takes a connection of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+_hiredis_pack: Any
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is in the redis extra
+    _hiredis_pack = None
+
+__all__ = ["BUSY", "Lane", "pack"]
+
+#: Returned by :meth:`Lane.call` when another thread is using the lane.
+BUSY: Any = object()
+
+
+def pack(conn: Any, args: tuple[Any, ...]) -> list[bytes]:
+    """One command in Redis's protocol, as ``send_packed_command`` takes it (chunks).
+
+    ``str`` arguments in UTF-8, as redis-py's encoder does. hiredis packs it in C;
+    without hiredis, the connection's packer does.
+    """
+    if _hiredis_pack is not None:
+        return [_hiredis_pack(args)]
+    return conn.pack_command(*args)  # type: ignore[no-any-return]
+
+
+class Lane:
+    """One connection of ``client``'s pool, for one command at a time.
+
+    Args:
+        client: A redis-py ``Redis`` (one server, not a cluster).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._pool = client.connection_pool
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._pid = os.getpid()
+
+    def call(self, args: tuple[Any, ...]) -> Any:
+        """Send command ``args`` and return its reply, or :data:`BUSY`.
+
+        Raises:
+            redis.exceptions.RedisError: As ``execute_command`` would (a reply that is
+                an error, a lost connection, a timeout).
+        """
+        if not self._lock.acquire(blocking=False):
+            return BUSY
+        try:
+            conn = self._conn
+            if conn is None or self._pid != os.getpid():
+                conn = self._conn = self._take()
+            conn.send_packed_command(pack(conn, args))
+            return conn.read_response()
+        finally:
+            self._lock.release()
+
+    def _take(self) -> Any:
+        # A forked child drops the parent's connection (its pool was reset).
+        self._pid = os.getpid()
+        try:
+            return self._pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            return self._pool.get_connection("EVALSHA")
+
+    def close(self) -> None:
+        """Give the connection back to the pool (the pool closes it with the others)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                self._pool.release(conn)
