@@ -149,6 +149,7 @@ class RedisBackend(
         self._kv_del = reg(scripts.KV_DEL)
         self._queues_cache: tuple[float, list[str]] = (0.0, [])
         self._known: set[str] = set()
+        self._lane_heads: dict[str, tuple[str | int, ...]] = {}
         self._lock = threading.Lock()
         # task id -> (queue, name) of tasks this process claimed: saves the index lookup
         # on ack/fail and names their transitions.

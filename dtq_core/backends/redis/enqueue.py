@@ -37,6 +37,7 @@ from dtq_core.task import TaskState
 #: Seconds an id's claim by a queue is honoured even though that queue holds no record
 #: of it yet (its script is on its way); after that, a claim without a record is stale.
 OWNER_GRACE_S = 60.0
+_GRACE = repr(OWNER_GRACE_S)
 
 
 class EnqueueMixin(RedisClient):
@@ -52,9 +53,52 @@ class EnqueueMixin(RedisClient):
     _owner_take: Any
     _owner_release: Any
 
+    #: Per queue: the lane's ``EVALSHA`` up to the owner key (see :meth:`enqueue`).
+    _lane_heads: dict[str, tuple[str | int, ...]]
+
     def enqueue(self, task: NewTask, now: float) -> list[Transition]:
-        """Store a new task (one round trip on one Redis, two on a cluster)."""
-        return self.enqueue_many([task], now)
+        """Store a new task (one round trip on one Redis, two on a cluster).
+
+        On one Redis, once this process has listed the queue, the task goes on the
+        lane: ``ENQUEUE``'s command built from parts made once per queue.
+        """
+        q = task.queue
+        lane = self._lane
+        if lane is None or q not in self._known or self.wait_replicas > 0:
+            return self.enqueue_many([task], now)
+        head = self._lane_heads.get(q)
+        if head is None:
+            tag = self.keys.tag(q)
+            head = ("EVALSHA", self._enqueue.sha, 3, tag, tag + ":~")
+            self._lane_heads[q] = head
+        cmd = (
+            *head,
+            self.keys.owner(task.id),
+            repr(now),
+            str(self.maxlen),
+            _GRACE,
+            self.keys.prefix,
+            *_task_args(task),
+        )
+
+        def run() -> Any:
+            if q not in self._known:
+                # A retry after a reconnect or a server that forgot the scripts: it may
+                # have come back empty, so the queue is listed again.
+                pipe = self.r.pipeline(transaction=False)
+                self._ensure_queue(q, pipe)
+                pipe.execute_command(*cmd)
+                return pipe.execute()[-1]
+            reply = lane.call(cmd)
+            # Another thread is on the lane: the pool's way, rather than wait.
+            return self.r.execute_command(*cmd) if reply is BUSY else reply
+
+        # A reply lost to a dropped connection, then a DUP on the retry: it was stored.
+        reply = self._call(run, idempotent_dup=True)
+        self._known.add(q)
+        if isinstance(reply, list) and _s(reply[0]) == HELD:
+            raise _held(_s(reply[1]), q, _s(reply[2]))
+        return [Transition(task.id, task.name, q, None, TaskState.PENDING)]
 
     def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:
         """Store tasks, each id claimed for its queue (see the module docstring).
@@ -230,7 +274,7 @@ def enqueue_args(
     names = keys.script_keys(queue)
     if owned:
         names.extend(keys.owner(t.id) for t in tasks)
-    argv: list[str | bytes] = [repr(now), str(maxlen), repr(OWNER_GRACE_S), keys.prefix]
+    argv: list[str | bytes] = [repr(now), str(maxlen), _GRACE, keys.prefix]
     for t in tasks:
         argv += _task_args(t)
     return names, argv

@@ -122,8 +122,9 @@ for j = 1, nt do
     if not handed then
       -- ready (lua_common): FIFO within the priority; the notify list wakes blocked
       -- claimers, who registered idle first (none registered: nobody to wake).
-      local seq = redis.call('INCR', T..':seq')
-      redis.call('ZADD', T..':ready', tonumber(prio) * 17179869184 + seq, id)
+      local score = redis.call('INCR', T..':seq')
+      if prio ~= '0' then score = tonumber(prio) * 17179869184 + score end
+      redis.call('ZADD', T..':ready', score, id)
       if handed == false and redis.call('LLEN', T..':notify') < 64 then
         redis.call('RPUSH', T..':notify', '1')
       end

@@ -3,8 +3,9 @@
 redis-py's ``execute_command`` costs about 15 µs of Python per call before the socket
 (a connection taken from the pool and given back, retry and observability wrappers,
 each argument encoded in Python): as much as the rest of an ``apply_async``. A lane
-holds one connection of the client's pool and sends a command packed beforehand
-(:func:`pack`, in C with hiredis) straight on it.
+holds a connection of its own, made by the client's pool (same options), and sends a
+command packed beforehand (:func:`pack`, in C with hiredis) straight on it; the pool's
+connections stay for everything else.
 
 One thread uses the lane at a time; a caller that finds it busy is told so
 (:data:`BUSY`) and takes the usual way, so concurrent producers never wait on each
@@ -43,7 +44,7 @@ def pack(conn: Any, args: tuple[Any, ...]) -> list[bytes]:
 
 
 class Lane:
-    """One connection of ``client``'s pool, for one command at a time.
+    """A connection made by ``client``'s pool, for one command at a time.
 
     Args:
         client: A redis-py ``Redis`` (one server, not a cluster).
@@ -74,16 +75,13 @@ class Lane:
             self._lock.release()
 
     def _take(self) -> Any:
-        # A forked child drops the parent's connection (its pool was reset).
+        # A forked child leaves the parent's connection alone and makes its own.
         self._pid = os.getpid()
-        try:
-            return self._pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants a command name
-            return self._pool.get_connection("EVALSHA")
+        return self._pool.make_connection()
 
     def close(self) -> None:
-        """Give the connection back to the pool (the pool closes it with the others)."""
+        """Close the lane's connection (a later call connects again)."""
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
-                self._pool.release(conn)
+                conn.disconnect()

@@ -48,6 +48,8 @@ def test_a_single_enqueue_is_one_round_trip(
 ) -> None:
     now = time.time()
     be.enqueue(new("warm"), now)  # the queue is listed once per process
+    be.enqueue(new("warm2"), now)  # and the lane connects once
+    be.enqueue_many([new("warm3")], now)  # as the pool does
     rt = RoundTrips(monkeypatch)
     with rt:
         be.enqueue(new("one"), now)
