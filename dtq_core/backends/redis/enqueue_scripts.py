@@ -46,7 +46,8 @@ FIELDS_PER_TASK = 11
 #: another queue is refused before anything is written (reply ``{HELD, id, queue}``)
 #: unless that claim is stale: older than ``grace`` seconds and that queue holds no
 #: record of it (then it is taken over). An id this queue already holds is a ``DUP``
-#: error, also before anything is written. Returns the created count.
+#: error, also before anything is written (a batch's new claims undone). Returns the
+#: created count.
 ENQUEUE = (
     r"""
 local T = KEYS[1]
@@ -86,6 +87,10 @@ end
 for j = 1, nt do
   local id = ARGV[4 + (j - 1) * 11 + 1]
   if redis.call('EXISTS', T..':t:'..id) == 1 then
+    -- Refused whole too: the batch's new claims are undone.
+    if claimed then
+      for _, key in ipairs(claimed) do redis.call('DEL', key) end
+    end
     return redis.error_reply('DUP task id '..id..' exists')
   end
 end

@@ -2,10 +2,11 @@
 
 The owner key of a task id (``{prefix:id:ID}`` = ``claimed_at|queue``) keeps an id
 unique across queues and finds a task by id alone. On one Redis the queue's script
-claims it (``ENQUEUE_OWNED``); these tests check that nothing it protects is lost: an id
-held by another queue is refused with nothing written, a stale claim is taken over, a
-fresh one is honoured, a batch is refused whole, and a restart that forgot the scripts
-costs a reload, not an error. The cluster's two-step path is in ``test_cluster.py``.
+claims it (``ENQUEUE`` given the owner keys); these tests check that nothing it
+protects is lost: an id held by another queue is refused with nothing written, a
+stale claim is taken over, a fresh one is honoured, a batch is refused whole, and a
+restart that forgot the scripts costs a reload, not an error. The cluster's two-step
+path is in ``test_cluster.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.redis.backend import RedisBackend
-from dtq_core.backends.redis.enqueue import OWNER_GRACE_S
+from dtq_core.backends.redis.enqueue import OWNER_GRACE_S, enqueue_args
+from dtq_core.backends.redis.lua_common import CORE
 from dtq_core.errors import BackendError
 from dtq_core.task import TaskState
 from tests.backends.redis.test_batching import RoundTrips
@@ -197,3 +199,62 @@ def test_an_enqueue_counts_in_the_second_of_its_time(
     assert 0 < plain.ttl(key) <= 120
     assert be.rate_series(second + 1.0, 1)["q"]["enqueued"] == [1]
     assert be.totals()["q"]["enqueued"] == 1
+
+
+def test_a_batch_with_a_duplicate_writes_no_record(be: RedisBackend, plain: Any) -> None:
+    # Every id is checked before the first record is written: no half batch.
+    now = time.time()
+    be.enqueue(new("dup"), now)
+    before = snapshot(plain, be, "q")
+    with pytest.raises(BackendError, match="dup"):
+        be.enqueue_many([new("n1"), new("dup", payload=b"again"), new("n2")], now)
+    assert snapshot(plain, be, "q") == before
+    assert be.get("n1") is None and be.get("n2") is None
+    assert plain.get(be.keys.owner("n1")) is None and plain.get(be.keys.owner("n2")) is None
+    assert plain.get(be.keys.owner("dup")) == f"{now!r}|q"
+    rec = be.get("dup")
+    assert rec is not None and rec.payload == b"{}"
+
+
+def test_a_batch_bumps_each_counter_once_by_its_size(be: RedisBackend, plain: Any) -> None:
+    now = 1_700_000_000.5
+    be.enqueue(new("first"), now)
+    be.enqueue_many([new(f"b{i}") for i in range(5)], now)
+    k = be.keys.queue("q")
+    assert plain.hget(k["counts"], "PENDING") == "6"
+    assert plain.hgetall(k["sec"] + "1700000000") == {"enqueued": "6"}
+    assert 0 < plain.ttl(k["sec"] + "1700000000") <= 120
+    assert be.totals()["q"]["enqueued"] == 6
+    assert plain.xlen(k["events"]) == 6
+    assert plain.zrange(k["ready"], 0, -1) == ["first", *(f"b{i}" for i in range(5))]
+
+
+def test_enqueue_writes_the_record_replays_write(be: RedisBackend, plain: Any) -> None:
+    """``ENQUEUE`` writes its records itself; ``create`` (replays) must write the same."""
+    now = time.time()
+    tasks = [
+        new("plain"),
+        new("optional", eta=now + 60, time_limit=2.5, dedup_key="k", workflow="wf"),
+    ]
+    be.enqueue_many(tasks, now)
+    create = plain.register_script(
+        CORE
+        + """
+local b = 4
+local a = {}
+for i = 1, 11 do a[i] = ARGV[b + i] end
+if not create(a, ARGV[1], ARGV[2]) then return 0 end
+return 1
+"""
+    )
+    for t in tasks:
+        twin = NewTask(
+            "twin-" + t.id, t.name, t.queue, t.priority, t.payload, t.eta, t.max_retries,
+            t.time_limit, t.dedup_key, t.replayed_from, t.workflow,
+        )  # fmt: skip
+        keys, argv = enqueue_args(be.keys, "q", [twin], now, be.maxlen, owned=False)
+        assert create(keys=keys, args=argv) == 1
+        ours = plain.hgetall(be.keys.record("q", t.id))
+        theirs = plain.hgetall(be.keys.record("q", twin.id))
+        assert ours.pop("id") == t.id and theirs.pop("id") == twin.id
+        assert ours == theirs

@@ -1,0 +1,181 @@
+"""The single enqueue's lane: a connection of its own, one thread at a time.
+
+What the lane must not change: a task is stored once whatever happens to the lane's
+connection (killed, reply lost, a restarted server without the scripts), threads that
+find it busy take the pool's way, a forked child does not share the parent's socket,
+and an enqueue without hiredis packs the command as redis-py does.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from dtq_core.backends.base import NewTask
+from dtq_core.backends.redis import lane as lane_mod
+from dtq_core.backends.redis.backend import RedisBackend
+from dtq_core.backends.redis.lane import BUSY, Lane
+from dtq_core.task import TaskState
+from tests.backends.redis.test_batching import RoundTrips
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+S = TaskState
+
+
+def new(tid: str, queue: str = "q") -> NewTask:
+    return NewTask(tid, "app.x", queue, 0, b"{}")
+
+
+def on_lane(be: RedisBackend) -> Lane:
+    """The backend's lane, connected (the queue listed, one enqueue sent on it)."""
+    now = time.time()
+    be.enqueue(new("list-q"), now)
+    be.enqueue(new("connect-lane"), now)
+    lane = be._lane
+    assert lane is not None and lane._conn is not None
+    return lane
+
+
+def test_a_single_enqueue_goes_on_the_lane_and_a_batch_on_the_pool(
+    be: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane = on_lane(be)
+    used: list[Any] = []
+    real = Lane.call
+
+    def spy(self: Lane, args: tuple[Any, ...]) -> Any:
+        used.append(args[0])
+        return real(self, args)
+
+    monkeypatch.setattr(Lane, "call", spy)
+    be.enqueue(new("one"), time.time())
+    be.enqueue_many([new("b1"), new("b2")], time.time())
+    assert used == ["EVALSHA"]
+    assert lane._conn is not None
+    assert [be.get_state(t) for t in ("one", "b1", "b2")] == [S.PENDING] * 3
+
+
+def test_a_busy_lane_is_not_waited_for(be: RedisBackend) -> None:
+    lane = on_lane(be)
+    assert lane._lock.acquire()  # another thread is on the lane
+    try:
+        assert lane.call(("PING",)) is BUSY
+        t0 = time.monotonic()
+        be.enqueue(new("beside"), time.time())
+        assert time.monotonic() - t0 < 5
+    finally:
+        lane._lock.release()
+    assert be.get_state("beside") is S.PENDING
+
+
+def test_threads_enqueueing_at_once_store_every_task_once(be: RedisBackend, plain: Any) -> None:
+    on_lane(be)
+    errors: list[BaseException] = []
+
+    def produce(k: int) -> None:
+        try:
+            for i in range(150):
+                be.enqueue(new(f"t{k}-{i}"), time.time())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    k = be.keys.queue("q")
+    assert plain.zcard(k["ready"]) == 600 + 2
+    assert plain.hget(k["counts"], "PENDING") == str(600 + 2)
+    assert plain.hget(k["totals"], "enqueued") == str(600 + 2)
+
+
+def test_a_killed_lane_connection_is_made_again(be: RedisBackend, plain: Any) -> None:
+    on_lane(be)
+    plain.client_kill_filter(_type="normal", skipme=True)  # every connection but ours
+    be.enqueue(new("after-kill"), time.time())
+    assert be.get_state("after-kill") is S.PENDING
+
+
+def test_a_reply_lost_on_the_lane_is_not_taken_for_a_duplicate(
+    be: RedisBackend, plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane = on_lane(be)
+    real = Lane.call
+    lost = []
+
+    def lose_first_reply(self: Lane, args: tuple[Any, ...]) -> Any:
+        reply = real(self, args)  # stored on the server...
+        if not lost:
+            lost.append(reply)
+            assert self._conn is not None
+            self._conn.disconnect()
+            raise redis.ConnectionError("connection lost before the reply")  # ...not heard
+        return reply
+
+    monkeypatch.setattr(Lane, "call", lose_first_reply)
+    [tr] = be.enqueue(new("once"), time.time())  # the retry's DUP means: it was stored
+    assert (tr.task_id, tr.new) == ("once", S.PENDING)
+    assert lost == [1]
+    k = be.keys.queue("q")
+    assert plain.zscore(k["ready"], "once") is not None
+    assert plain.hget(k["counts"], "PENDING") == "3"
+    assert lane._conn is not None
+
+
+def test_a_server_that_forgot_the_scripts_costs_a_reload_on_the_lane(
+    be: RedisBackend, plain: Any
+) -> None:
+    on_lane(be)
+    plain.script_flush()
+    be.enqueue(new("reloaded"), time.time())
+    assert be.get_state("reloaded") is S.PENDING
+
+
+def test_without_hiredis_the_command_is_packed_by_the_connection(
+    be: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lane_mod, "_hiredis_pack", None)
+    on_lane(be)
+    be.enqueue(new("packed-in-python"), time.time())
+    assert be.get_state("packed-in-python") is S.PENDING
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_enqueues_on_a_connection_of_its_own(
+    be: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane = on_lane(be)
+    parent_conn = lane._conn
+    rt = RoundTrips(monkeypatch)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            be.enqueue(new("from-child"), time.time())
+            code = 0 if lane._conn is not parent_conn else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with rt:
+        be.enqueue(new("from-parent"), time.time())
+    assert rt.count == 1  # the parent's lane still connected and in step
+    assert lane._conn is parent_conn
+    assert be.get_state("from-child") is S.PENDING
+    assert be.get_state("from-parent") is S.PENDING
+
+
+def test_close_closes_the_lane_and_a_later_enqueue_connects_again(be: RedisBackend) -> None:
+    lane = on_lane(be)
+    lane.close()
+    assert lane._conn is None
+    be.enqueue(new("after-close"), time.time())
+    assert be.get_state("after-close") is S.PENDING
