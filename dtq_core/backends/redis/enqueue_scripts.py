@@ -94,13 +94,6 @@ for j = 1, nt do
     return redis.error_reply('DUP task id '..id..' exists')
   end
 end
--- The hand-over to a worker waiting idle: CORE's helpers, made only then.
-local function hand_over(id, name)
-"""
-    + CORE
-    + r"""
-  return handoff(id, name, now, maxlen)
-end
 for j = 1, nt do
   local b = 4 + (j - 1) * 11
   local id, name, prio, eta = ARGV[b + 1], ARGV[b + 2], ARGV[b + 4], ARGV[b + 6]
@@ -123,7 +116,16 @@ for j = 1, nt do
     redis.call('ZADD', T..':delayed', eta, id)
   else
     local handed = nil
-    if redis.call('ZCARD', T..':idle') > 0 then handed = hand_over(id, name) end
+    if redis.call('ZCARD', T..':idle') > 0 then
+      -- A worker waits idle: CORE's helpers, made only now, hand the task over.
+      local function hand_over()
+"""
+    + CORE
+    + r"""
+        return handoff(id, name, now, maxlen)
+      end
+      handed = hand_over()
+    end
     if not handed then
       -- ready (lua_common): FIFO within the priority; the notify list wakes blocked
       -- claimers, who registered idle first (none registered: nobody to wake).
