@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any
 
 _hiredis_pack: Any
@@ -30,6 +31,9 @@ __all__ = ["BUSY", "Lane", "pack"]
 
 #: Returned by :meth:`Lane.call` when another thread is using the lane.
 BUSY: Any = object()
+
+#: Every lane of this process, reset in a forked child (see :func:`_after_fork`).
+_LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
 
 
 def pack(conn: Any, args: tuple[Any, ...]) -> list[bytes]:
@@ -54,7 +58,7 @@ class Lane:
         self._pool = client.connection_pool
         self._lock = threading.Lock()
         self._conn: Any = None
-        self._pid = os.getpid()
+        _LANES.add(self)
 
     def call(self, args: tuple[Any, ...]) -> Any:
         """Send command ``args`` and return its reply, or :data:`BUSY`.
@@ -67,21 +71,30 @@ class Lane:
             return BUSY
         try:
             conn = self._conn
-            if conn is None or self._pid != os.getpid():
-                conn = self._conn = self._take()
+            if conn is None:
+                conn = self._conn = self._pool.make_connection()
             conn.send_packed_command(pack(conn, args))
             return conn.read_response()
         finally:
             self._lock.release()
 
-    def _take(self) -> Any:
-        # A forked child leaves the parent's connection alone and makes its own.
-        self._pid = os.getpid()
-        return self._pool.make_connection()
-
     def close(self) -> None:
         """Close the lane's connection (a later call connects again)."""
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.disconnect()
+        if conn is not None:
+            conn.disconnect()
+
+    def _forked(self) -> None:
+        # The child leaves the parent's socket alone (it makes its own on its first
+        # call) and takes a new lock: another thread may have held this one at the fork.
+        self._conn = None
+        self._lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    for lane in list(_LANES):
+        lane._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -155,14 +155,17 @@ def test_a_forked_child_enqueues_on_a_connection_of_its_own(
     lane = on_lane(be)
     parent_conn = lane._conn
     rt = RoundTrips(monkeypatch)
+    assert lane._lock.acquire()  # another thread is on the lane at the fork
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
             be.enqueue(new("from-child"), time.time())
-            code = 0 if lane._conn is not parent_conn else 2
+            # Its own lane connection (not the parent's, and the lock was not stuck).
+            code = 0 if lane._conn is not None and lane._conn is not parent_conn else 2
         finally:
             os._exit(code)
+    lane._lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     with rt:
