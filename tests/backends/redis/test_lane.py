@@ -182,3 +182,22 @@ def test_close_closes_the_lane_and_a_later_enqueue_connects_again(be: RedisBacke
     assert lane._conn is None
     be.enqueue(new("after-close"), time.time())
     assert be.get_state("after-close") is S.PENDING
+
+
+@pytest.mark.parametrize("lost", ["scripts", "connection"])
+def test_after_a_restart_the_lane_lists_the_queue_again(
+    be: RedisBackend, plain: Any, lost: str
+) -> None:
+    # A server that comes back empty forgot the queue list too: the retry on the lane's
+    # way lists the queue again, or workers serving every queue would not find it.
+    on_lane(be)
+    plain.delete(be.keys.queues)
+    if lost == "scripts":
+        plain.script_flush()
+    else:
+        plain.client_kill_filter(_type="normal", skipme=True)
+    be.enqueue(new("relisted"), time.time())
+    assert plain.smembers(be.keys.queues) == {"q"}
+    assert be.get_state("relisted") is S.PENDING
+    be.enqueue(new("on-lane-again"), time.time())
+    assert be.get_state("on-lane-again") is S.PENDING
