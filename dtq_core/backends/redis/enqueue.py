@@ -109,6 +109,11 @@ class EnqueueMixin(RedisClient):
         """
         if not tasks:
             return []
+        if len(tasks) > 1 and len({t.id for t in tasks}) < len(tasks):
+            # The script checks the ids against the store before it writes any.
+            ids = [t.id for t in tasks]
+            twice = next(i for n, i in enumerate(ids) if i in ids[:n])
+            raise BackendError(f"task id {twice!r} appears twice in one batch")
         q = tasks[0].queue
         if not self.cluster and all(t.queue == q for t in tasks):
             self._enqueue_one_trip(q, tasks, now)

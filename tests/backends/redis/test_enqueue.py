@@ -258,3 +258,32 @@ return 1
         theirs = plain.hgetall(be.keys.record("q", twin.id))
         assert ours.pop("id") == t.id and theirs.pop("id") == twin.id
         assert ours == theirs
+
+
+def test_an_id_twice_in_one_batch_is_refused_with_nothing_written(
+    be: RedisBackend, plain: Any
+) -> None:
+    be.enqueue(new("seed"), time.time())
+    before = snapshot(plain, be, "q")
+    with pytest.raises(BackendError, match="'twice' appears twice"):
+        be.enqueue_many([new("once"), new("twice"), new("twice")], time.time())
+    assert snapshot(plain, be, "q") == before
+    assert plain.get(be.keys.owner("once")) is None
+
+
+def test_a_batch_larger_than_one_probe_finds_a_duplicate_and_an_idle_worker(
+    be: RedisBackend, plain: Any
+) -> None:
+    # The records are probed 200 at a time, the idle set with the last ones.
+    now = time.time()
+    be.enqueue(new("old-150"), now)
+    with pytest.raises(BackendError, match="old-150"):
+        be.enqueue_many([new(f"old-{i}") for i in range(450)], now)
+    assert plain.hget(be.keys.queue("q")["counts"], "PENDING") == "1"
+    # A worker registered idle on an empty queue: the batch's first task is handed to
+    # it, the rest wait ready.
+    plain.zadd(be.keys.queue("r")["idle"], {"30|w1": now + 60})
+    be.enqueue_many([new(f"n-{i}", "r") for i in range(450)], now)
+    assert [e.split("\n")[0] for e in plain.lrange(be.keys.inbox("r", "w1"), 0, -1)] == ["n-0"]
+    assert plain.zcard(be.keys.queue("r")["ready"]) == 449
+    assert be.get_state("n-0") is S.RUNNING
