@@ -130,8 +130,11 @@ class EnqueueMixin(RedisClient):
         def run() -> Any:
             # Decided per attempt: a retry after a restart lists the queue again.
             if q in self._known and self.wait_replicas <= 0:
-                # The usual case: no pipeline to build for one command.
-                return [self.r.evalsha(sha, len(keys), *keys, *argv)]
+                # The usual case: one command, on the lane (packed in C: redis-py
+                # encodes each of a batch's arguments in Python), no pipeline.
+                cmd = ("EVALSHA", sha, len(keys), *keys, *argv)
+                reply = BUSY if self._lane is None else self._lane.call(cmd)
+                return [self.r.execute_command(*cmd) if reply is BUSY else reply]
             pipe = self.r.pipeline(transaction=False)
             self._ensure_queue(q, pipe)
             pipe.evalsha(sha, len(keys), *keys, *argv)

@@ -42,7 +42,7 @@ def on_lane(be: RedisBackend) -> Lane:
     return lane
 
 
-def test_a_single_enqueue_goes_on_the_lane_and_a_batch_on_the_pool(
+def test_single_enqueues_and_batches_of_one_queue_go_on_the_lane(
     be: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lane = on_lane(be)
@@ -56,9 +56,10 @@ def test_a_single_enqueue_goes_on_the_lane_and_a_batch_on_the_pool(
     monkeypatch.setattr(Lane, "call", spy)
     be.enqueue(new("one"), time.time())
     be.enqueue_many([new("b1"), new("b2")], time.time())
-    assert used == ["EVALSHA"]
+    be.enqueue_many([new("x1", "other")], time.time())  # a queue not listed yet: the pool
+    assert used == ["EVALSHA", "EVALSHA"]
     assert lane._conn is not None
-    assert [be.get_state(t) for t in ("one", "b1", "b2")] == [S.PENDING] * 3
+    assert [be.get_state(t) for t in ("one", "b1", "b2", "x1")] == [S.PENDING] * 4
 
 
 def test_a_busy_lane_is_not_waited_for(be: RedisBackend) -> None:
