@@ -3,9 +3,10 @@
     python bench/redis_bench.py [--n 10000] [--runs 3] [--rate 200] [--seconds 3]
                                 [--concurrency 8] [--only dtq,huey,...]
 
-Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``), then for
-each system runs ``--runs`` rounds of, with one worker process (``--concurrency``
-threads, or the peer's equivalent):
+Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``), then runs
+``--runs`` rounds, each system in turn in each round (so that every round measures them
+under about the same load on a shared machine), of, with one worker process
+(``--concurrency`` threads, or the peer's equivalent):
 
 - enqueue: tasks/s of ``N`` single enqueues from this process (the system's usual call:
   ``apply_async``, ``delay``, ``send``, ``Queue.enqueue``, calling a Huey task,
@@ -20,7 +21,9 @@ threads, or the peer's equivalent):
   drain window (from the first task start to the last).
 
 Each figure is the median of the runs. Ratios are DTQ's figure over the peer's (for
-latency and round trips, the peer's over DTQ's: above 1 means DTQ is better).
+latency and round trips, the peer's over DTQ's: above 1 means DTQ is better); the
+enqueue ratio of each round is also printed (stderr), the steadier comparison when the
+machine's load moves.
 
 Peers are the optional ``bench`` extra (``pip install 'dtq[bench]'``); a peer that is not
 installed, or whose worker fails, is reported as such. Run the script with an interpreter
@@ -78,6 +81,7 @@ def main() -> None:
     notes: dict[str, str] = {}
     t_all = time.perf_counter()
     try:
+        active = []
         for s in SYSTEMS:
             if only and s.name not in only:
                 continue
@@ -88,20 +92,37 @@ def main() -> None:
                 results[s.name] = f"not installed ({type(exc).__name__}: {exc})"
                 print(f"{s.name}: {results[s.name]}", file=sys.stderr)
                 continue
-            runs: list[Run] = []
-            try:
-                for r in range(args.runs):
-                    runs.append(one_run(s, args, server, tmp))
-                    print(f"{s.name} run {r + 1}: {runs[-1]}", file=sys.stderr)
-            except Exception as exc:
-                results[s.name] = f"failed: {type(exc).__name__}: {exc}"
-                print(f"{s.name}: {results[s.name]}", file=sys.stderr)
-                if os.environ.get("BENCH_DEBUG"):
-                    traceback.print_exc()
-                continue
-            results[s.name] = Run(
-                *(_median([getattr(x, f) for x in runs]) for f in Run.__dataclass_fields__)
-            )
+            active.append(s)
+        # Rounds, not one system's runs after another's: on a shared machine the load
+        # moves within a minute, and each round measures every system under about the
+        # same load.
+        runs: dict[str, list[Run]] = {s.name: [] for s in active}
+        for r in range(args.runs):
+            for s in active:
+                if s.name in results:  # failed in an earlier round
+                    continue
+                try:
+                    runs[s.name].append(one_run(s, args, server, tmp))
+                    print(f"{s.name} run {r + 1}: {runs[s.name][-1]}", file=sys.stderr)
+                except Exception as exc:
+                    results[s.name] = f"failed: {type(exc).__name__}: {exc}"
+                    print(f"{s.name}: {results[s.name]}", file=sys.stderr)
+                    if os.environ.get("BENCH_DEBUG"):
+                        traceback.print_exc()
+        for s in active:
+            if s.name not in results:
+                results[s.name] = Run(
+                    *(
+                        _median([getattr(x, f) for x in runs[s.name]])
+                        for f in Run.__dataclass_fields__
+                    )
+                )
+        if "dtq" in runs and len(runs) > 1:
+            for name, peer in runs.items():
+                rounds = [d.enqueue / p.enqueue for d, p in zip(runs["dtq"], peer, strict=False)]
+                if name != "dtq" and rounds:
+                    shown = " ".join(f"{x:.2f}" for x in rounds)
+                    print(f"DTQ x enq against {name}, round by round: {shown}", file=sys.stderr)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
