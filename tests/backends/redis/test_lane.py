@@ -98,11 +98,19 @@ def test_threads_enqueueing_at_once_store_every_task_once(be: RedisBackend, plai
     assert plain.hget(k["totals"], "enqueued") == str(600 + 2)
 
 
+def kill_lane(lane: Lane, plain: Any) -> int:
+    """Close the lane's connection from the server's side (as a restart or a proxy)."""
+    client_id = lane.call(("CLIENT", "ID"))
+    assert plain.client_kill_filter(_id=client_id) == 1
+    return int(client_id)
+
+
 def test_a_killed_lane_connection_is_made_again(be: RedisBackend, plain: Any) -> None:
-    on_lane(be)
-    plain.client_kill_filter(_type="normal", skipme=True)  # every connection but ours
+    lane = on_lane(be)
+    killed = kill_lane(lane, plain)
     be.enqueue(new("after-kill"), time.time())
     assert be.get_state("after-kill") is S.PENDING
+    assert lane.call(("CLIENT", "ID")) != killed  # connected again
 
 
 def test_a_reply_lost_on_the_lane_is_not_taken_for_a_duplicate(
@@ -191,12 +199,12 @@ def test_after_a_restart_the_lane_lists_the_queue_again(
 ) -> None:
     # A server that comes back empty forgot the queue list too: the retry on the lane's
     # way lists the queue again, or workers serving every queue would not find it.
-    on_lane(be)
+    lane = on_lane(be)
     plain.delete(be.keys.queues)
     if lost == "scripts":
         plain.script_flush()
     else:
-        plain.client_kill_filter(_type="normal", skipme=True)
+        kill_lane(lane, plain)
     be.enqueue(new("relisted"), time.time())
     assert plain.smembers(be.keys.queues) == {"q"}
     assert be.get_state("relisted") is S.PENDING
