@@ -95,6 +95,34 @@ def test_enqueue_whose_reply_was_lost_is_not_reported_as_failed(
         proxy.close()
 
 
+def test_a_batch_whose_reply_was_lost_is_not_reported_as_a_duplicate(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # A batch over two queues goes in a pipeline. redis-py would resend it by itself
+    # after the lost reply (its default retries), and the resent scripts would find
+    # the tasks stored: a "duplicate id" for an enqueue that worked. DTQ's own retry
+    # knows it resent, and takes that as the stored first attempt.
+    proxy = CutProxy(redis_server.port)
+    backend = make_backend(f"redis://127.0.0.1:{proxy.port}/0?prefix={prefix}&retry_s=5")
+    try:
+        now = time.time()
+        backend.enqueue_many(
+            [NewTask("w1", "app.x", "q1", 0, b"{}"), NewTask("w2", "app.x", "q2", 0, b"{}")], now
+        )
+        proxy.cut_next(b"EVALSHA")
+        backend.enqueue_many(
+            [NewTask("b1", "app.x", "q1", 0, b"{}"), NewTask("b2", "app.x", "q2", 0, b"{}")], now
+        )
+        assert proxy.cuts == 1
+        for tid in ("b1", "b2"):
+            rec = backend.get(tid)
+            assert rec is not None and rec.state is S.PENDING
+        assert sum(q.ready for q in backend.queue_stats()) == 4
+    finally:
+        backend.close()
+        proxy.close()
+
+
 def test_a_producer_lists_its_queues_again_after_a_restart_that_lost_the_data(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
