@@ -17,7 +17,6 @@ which also puts back every masked value an edit left untouched: :func:`restore`)
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -186,7 +185,7 @@ class Redactor:
             changes["result"] = self.value(rec.result)
         if rec.edits:
             changes["edits"] = tuple(self.edit(e, masked) for e in rec.edits)
-        return dataclasses.replace(rec, **changes) if changes else rec
+        return rec.replace(**changes) if changes else rec
 
     def edit(self, edit: dict[str, Any], masked: bool = False) -> dict[str, Any]:
         """One recorded argument edit with its old and new arguments masked."""

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from dtq_core.errors import IllegalTransition
+from dtq_core.task_parts import (
+    Attempt,
+    ErrorInfo,
+    Extras,
+    InExtras,
+    InRun,
+    LastRun,
+    RecordType,
+    build,
+    make_record,
+)
+
+__all__ = [
+    "RECORD_FIELDS",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Attempt",
+    "ErrorInfo",
+    "Extras",
+    "LastRun",
+    "TaskRecord",
+    "TaskState",
+    "check_transition",
+    "make_record",
+]
 
 
 class TaskState(StrEnum):
@@ -49,84 +75,29 @@ def check_transition(task_id: str, old: TaskState, new: TaskState) -> None:
         raise IllegalTransition(task_id, old.value, new.value)
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """An exception captured as data: its type name, message and formatted traceback."""
-
-    type: str
-    message: str
-    traceback: str = ""
-    #: ``(task id, name)`` of the tasks that were running in the same worker process
-    #: when it died (``WorkerLost`` only; see :mod:`dtq_core.backends.lost`).
-    beside: tuple[tuple[str, str], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        out: dict[str, Any] = {
-            "type": self.type,
-            "message": self.message,
-            "traceback": self.traceback,
-        }
-        if self.beside:
-            out["beside"] = [list(b) for b in self.beside]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
-        """Inverse of :meth:`to_dict`."""
-        raw = data.get("beside")
-        beside: tuple[tuple[str, str], ...] = ()
-        if isinstance(raw, list):  # (Lua's cjson writes an empty list as {})
-            beside = tuple(
-                (str(b[0]), str(b[1])) for b in raw if isinstance(b, list) and len(b) == 2
-            )
-        return cls(str(data["type"]), str(data["message"]), str(data.get("traceback", "")), beside)
+#: The fields of :class:`TaskRecord`, in the order of its constructor.
+RECORD_FIELDS = (
+    "id", "name", "queue", "priority", "payload", "state", "created_at", "enqueued_at",
+    "eta", "max_retries", "time_limit", "attempt", "deliveries", "started_at",
+    "finished_at", "result", "error", "history", "replayed_from", "replayed_to",
+    "dead_reason", "worker", "lease_token", "lease_deadline", "edits", "dedup_key",
+    "workflow",
+)  # fmt: skip
 
 
-@dataclass(slots=True)
-class Attempt:
-    """One finished attempt that did not succeed (the last attempt lives on the record)."""
-
-    number: int
-    worker: str | None
-    started_at: float | None
-    finished_at: float | None
-    outcome: str
-    error: ErrorInfo | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "number": self.number,
-            "worker": self.worker,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "outcome": self.outcome,
-            "error": self.error.to_dict() if self.error else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Attempt:
-        """Inverse of :meth:`to_dict`."""
-        err = data.get("error")
-        return cls(
-            int(data["number"]),
-            data.get("worker"),
-            data.get("started_at"),
-            data.get("finished_at"),
-            str(data["outcome"]),
-            ErrorInfo.from_dict(err) if err else None,
-        )
-
-
-@dataclass(slots=True)
-class TaskRecord:
+class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW1641 (mutable)
     """Everything known about one task; owned and mutated only by a backend.
 
     ``payload`` holds the encoded message (args, kwargs and per-call options); ``args``
     and ``kwargs`` decode it on demand. ``history`` keeps the attempts that failed; the
     current or last attempt is described by ``started_at``/``finished_at``/``worker``/
     ``error``.
+
+    Built and read with every field of :data:`RECORD_FIELDS` (``TaskRecord(id=...,
+    history=...)``, ``rec.history``), but stored compactly, as a store keeps millions:
+    the fields of a queued task inline, those of its attempts in a :class:`LastRun`
+    created by the first claim, and those few tasks set in an :class:`Extras` created
+    when one is set. ``copy()`` and ``replace()`` stand for ``dataclasses.replace``.
     """
 
     id: str
@@ -135,27 +106,86 @@ class TaskRecord:
     priority: int
     payload: bytes
     state: TaskState
-    created_at: float
     enqueued_at: float
     eta: float | None = None
     max_retries: int = 0
     time_limit: float | None = None
-    attempt: int = 0
-    deliveries: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    result: Any = None
-    error: ErrorInfo | None = None
-    history: tuple[Attempt, ...] = ()
-    replayed_from: str | None = None
-    replayed_to: tuple[str, ...] = ()
-    dead_reason: str | None = None
-    worker: str | None = None
-    lease_token: int = 0
-    lease_deadline: float | None = None
-    edits: tuple[dict[str, Any], ...] = ()
-    dedup_key: str | None = None
-    workflow: str | None = None
+    last_run: LastRun | None = None
+    extras: Extras | None = None
+
+    attempt = InRun(0)
+    deliveries = InRun(0)
+    worker = InRun[str | None](None)
+    started_at = InRun[float | None](None)
+    finished_at = InRun[float | None](None)
+    lease_token = InRun(0)
+    lease_deadline = InRun[float | None](None)
+    result = InRun[Any](None)
+    error = InRun[ErrorInfo | None](None)
+    history = InExtras[tuple[Attempt, ...]](())
+    replayed_from = InExtras[str | None](None)
+    replayed_to = InExtras[tuple[str, ...]](())
+    dead_reason = InExtras[str | None](None)
+    edits = InExtras[tuple[dict[str, Any], ...]](())
+    dedup_key = InExtras[str | None](None)
+    workflow = InExtras[str | None](None)
+
+    @property
+    def created_at(self) -> float:
+        """When the task was created (``enqueued_at`` unless set otherwise)."""
+        extras = self.extras
+        if extras is None or extras.created_at is None:
+            return self.enqueued_at
+        return extras.created_at
+
+    @created_at.setter
+    def created_at(self, value: float) -> None:
+        extras = self.extras
+        if extras is None:
+            if value == self.enqueued_at:
+                return
+            extras = self.extras = Extras()
+        extras.created_at = value
+
+    def values(self) -> tuple[Any, ...]:
+        """Every field's value, in the order of :data:`RECORD_FIELDS`."""
+        run = self.last_run or _NO_RUN
+        ex = self.extras or _NO_EXTRAS
+        return (
+            self.id, self.name, self.queue, self.priority, self.payload, self.state,
+            self.enqueued_at if ex.created_at is None else ex.created_at, self.enqueued_at,
+            self.eta, self.max_retries, self.time_limit, run.attempt, run.deliveries,
+            run.started_at, run.finished_at, run.result, run.error, ex.history,
+            ex.replayed_from, ex.replayed_to, ex.dead_reason, run.worker, run.lease_token,
+            run.lease_deadline, ex.edits, ex.dedup_key, ex.workflow,
+        )  # fmt: skip
+
+    def copy(self) -> TaskRecord:
+        """A copy that later changes to this record do not reach."""
+        run, ex = self.last_run, self.extras
+        return make_record(  # type: ignore[no-any-return]
+            TaskRecord,
+            self.id, self.name, self.queue, self.priority, self.payload, self.state,
+            self.enqueued_at, self.eta, self.max_retries, self.time_limit,
+            None if run is None else msgspec.structs.replace(run),
+            None if ex is None else msgspec.structs.replace(ex),
+        )  # fmt: skip
+
+    __copy__ = copy
+
+    def replace(self, **changes: Any) -> TaskRecord:
+        """A copy with ``changes`` (fields of :data:`RECORD_FIELDS`) applied."""
+        out = self.copy()
+        for key, value in changes.items():
+            if key not in _FIELD_SET:
+                raise TypeError(f"TaskRecord has no field {key!r}")
+            setattr(out, key, value)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TaskRecord:
+            return NotImplemented
+        return self.values() == other.values()
 
     def message(self) -> dict[str, Any]:
         """The decoded message envelope."""
@@ -232,10 +262,18 @@ class TaskRecord:
         return data
 
     @classmethod
+    def of(cls, *args: Any, **kwargs: Any) -> TaskRecord:
+        """``TaskRecord(...)`` with every field of :data:`RECORD_FIELDS`, typed for mypy.
+
+        (mypy reads the class's constructor as that of its stored fields.)
+        """
+        return build(cls, *args, **kwargs)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
         """Rebuild a record from :meth:`to_dict` output made ``with_payload=True``."""
         err = data.get("error")
-        return cls(
+        return cls.of(
             id=data["id"],
             name=data["name"],
             queue=data["queue"],
@@ -263,3 +301,8 @@ class TaskRecord:
             dedup_key=data.get("dedup_key"),
             workflow=data.get("workflow"),
         )
+
+
+_NO_RUN = LastRun()
+_NO_EXTRAS = Extras()
+_FIELD_SET = frozenset(RECORD_FIELDS)

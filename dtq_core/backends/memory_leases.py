@@ -7,89 +7,94 @@ lock held), one per record type of :mod:`dtq_core.backends.changes`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from heapq import heapify, heappop, heapreplace
+from itertools import islice
 
 from dtq_core.backends.base import Delivery, Transition
 from dtq_core.backends.changes import Ack, Bury, Claim, Fail, Reclaim, Release
 from dtq_core.backends.memory_tasks import TaskTable, make_tuple
-from dtq_core.queue import IndexedHeap
-from dtq_core.task import ErrorInfo, TaskState
+from dtq_core.task import ErrorInfo, LastRun, TaskState
 
 S = TaskState
-RUNNING, SUCCESS = S.RUNNING, S.SUCCESS
+PENDING, RUNNING, SUCCESS = S.PENDING, S.RUNNING, S.SUCCESS
 
 
 def pick(t: TaskTable, queues: Sequence[str] | None, limit: int) -> list[str]:
-    """Take up to ``limit`` ready ids off their heaps, best first (for a claim)."""
+    """Up to ``limit`` ready ids, best first, left in place (the claim takes them).
+
+    With ``queues``, the first of them with ready tasks is drained first, then the next.
+    Without, the heads of every queue compare by ``(priority, turn)``: queues of one
+    priority take turns (see :attr:`~dtq_core.ready_queue.ReadyQueue.taken`).
+    """
+    ready, paused = t.ready, t.paused
     out: list[str] = []
-    while len(out) < limit:
-        heap, alone = _best(t, queues)
-        if heap is None:
-            break
-        if not alone:  # heads of several queues compete: the best again after each
-            task_id = heap.pop()
-            assert task_id is not None
-            out.append(task_id)
-            continue
-        # The best until it is empty (strict queue order, or the only queue with ready
-        # tasks): no need to compare heads again for each task.
-        pop = heap.pop
-        while len(out) < limit:
-            task_id = pop()
-            if task_id is None:
+    if queues is not None:
+        seen: set[str] = set()
+        for name in queues:
+            q = ready.get(name)
+            if not q or name in paused or name in seen:
+                continue
+            seen.add(name)
+            out.extend(task_id for _, task_id in islice(q.walk(), limit - len(out)))
+            if len(out) >= limit:
                 break
-            out.append(task_id)
+        return out
+    heads: list[tuple[float, int, int, str, Iterator[tuple[float, str]]]] = []
+    for n, (name, q) in enumerate(ready.items()):
+        if q and name not in paused:
+            walk = q.walk()
+            key, task_id = next(walk)
+            heads.append((key, q.taken, n, task_id, walk))
+    if len(heads) == 1:  # the usual case: one queue
+        _, _, _, task_id, walk = heads[0]
+        out.append(task_id)
+        out.extend(i for _, i in islice(walk, limit - 1))
+        return out
+    heapify(heads)
+    while heads and len(out) < limit:
+        _, turn, n, task_id, walk = heads[0]
+        out.append(task_id)
+        nxt = next(walk, None)
+        if nxt is None:
+            heappop(heads)
+        else:
+            heapreplace(heads, (nxt[0], turn + 1, n, nxt[1], walk))
     return out
 
 
-def _best(t: TaskTable, queues: Sequence[str] | None) -> tuple[IndexedHeap | None, bool]:
-    """The heap to claim from next, and whether it stays the best until it is empty."""
-    ready, paused = t.ready, t.paused
-    if queues is None:
-        best: IndexedHeap | None = None
-        best_order: tuple[float, int] | None = None
-        rivals = 0
-        for name, heap in ready.items():
-            if not heap or name in paused:
-                continue
-            rivals += 1
-            order = heap.head_order()
-            if best_order is None or (order is not None and order < best_order):
-                best, best_order = heap, order
-        return best, rivals == 1
-    for name in queues:
-        found = ready.get(name)
-        if found and name not in paused:
-            return found, True
-    return None, False
-
-
 def claim(t: TaskTable, c: Claim) -> list[Delivery]:
-    """Lease the named tasks (taken off their ready heaps if still there)."""
-    records, ready, leases = t.records, t.ready, t.leases
-    for task_id, _ in c.tasks:  # all known, or nothing is applied
-        records[task_id]  # a KeyError refuses the record
+    """Lease the named tasks, taking them off their ready queues."""
+    records, ready, leases, delayed = t.records, t.ready, t.leases, t.delayed
+    for task_id, _ in c.tasks:  # all ready, or nothing is applied
+        rec = records[task_id]  # a KeyError refuses the record
+        if rec.state is not PENDING or task_id in delayed:
+            raise ValueError(f"claim of task {task_id!r}, which is not ready")
+    if len({task_id for task_id, _ in c.tasks}) != len(c.tasks):
+        raise ValueError("a claim names a task twice")
     worker, deadline, now = c.worker, c.deadline, c.now
     out = []
     for task_id, token in c.tasks:
         rec = records[task_id]
-        heap = ready.get(rec.queue)
-        if heap is not None:
-            heap.remove(task_id)
+        ready[rec.queue].remove(task_id, rec.priority)
         t.move(rec, RUNNING)
-        rec.attempt += 1
-        rec.deliveries += 1
-        rec.worker = worker
-        rec.started_at = now
-        rec.finished_at = None
-        rec.lease_token = token
-        rec.lease_deadline = deadline
+        run = rec.last_run
+        if run is None:
+            run = rec.last_run = LastRun(1, 1, worker, now, None, token, deadline)
+        else:
+            run.attempt += 1
+            run.deliveries += 1
+            run.worker = worker
+            run.started_at = now
+            run.finished_at = None
+            run.lease_token = token
+            run.lease_deadline = deadline
         leases.push(task_id, deadline)
         if token >= t.next_token:
             t.next_token = token + 1
-        head = (task_id, token, rec.name, rec.queue, rec.payload, rec.attempt)
-        tail = (rec.deliveries, rec.enqueued_at, now, rec.time_limit, rec.max_retries, None)
+        head = (task_id, token, rec.name, rec.queue, rec.payload, run.attempt)
+        tail = (run.deliveries, rec.enqueued_at, now, rec.time_limit, rec.max_retries, None)
         out.append(make_tuple(Delivery, head + tail))
     return out
 
@@ -101,12 +106,16 @@ def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
     expires = now + t.result_ttl
     for task_id, token, result in c.acks:
         rec = records.get(task_id)
-        if rec is None or rec.state is not RUNNING or rec.lease_token != token:
+        if rec is None or rec.state is not RUNNING:
             out.append([])
             continue
-        rec.result = result
-        rec.error = None
-        rec.finished_at = now
+        run = rec.last_run
+        if run is None or run.lease_token != token:
+            out.append([])
+            continue
+        run.result = result
+        run.error = None
+        run.finished_at = now
         expiry.append((expires, task_id))
         out.append([move(rec, SUCCESS)])
     return out

@@ -56,7 +56,7 @@ class TaskQueries:
             heap = self._t.ready.get(queue)
             if heap is None:
                 return []
-            return [dataclasses.replace(self._t.records[i]) for i, _ in heap.smallest(limit)]
+            return [self._t.records[i].copy() for i, _ in heap.smallest(limit)]
 
     def waiting(self, state: TaskState, now: float, limit: int) -> list[TaskRecord]:
         """Delayed PENDING or RETRY tasks, soonest first, from the due-time heap.
@@ -81,7 +81,7 @@ class TaskQueries:
         """A copy of the record."""
         with self._lock:
             rec = self._t.records.get(task_id)
-            return None if rec is None else dataclasses.replace(rec)
+            return None if rec is None else rec.copy()
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids starting with ``prefix`` (an exact id alone), from the record index."""
@@ -117,7 +117,7 @@ class TaskQueries:
         after = check_cursor(sort, after)
         with self._lock:
             page = self._t.index.page(flt, now, sort, descending, after, offset, max(0, limit))
-            return dataclasses.replace(page, records=[dataclasses.replace(r) for r in page.records])
+            return dataclasses.replace(page, records=[r.copy() for r in page.records])
 
     def count_by_state(self) -> dict[TaskState, int]:
         """Retained records per state."""
@@ -148,7 +148,7 @@ class TaskQueries:
                     if skip:
                         skip -= 1
                         continue
-                    out.append(dataclasses.replace(r))
+                    out.append(r.copy())
                     if len(out) >= limit:
                         return out
         return out

@@ -189,10 +189,10 @@ def records() -> list[TaskRecord]:
         _rec(12, "resize_image", "default", S.SUCCESS, ["img-12.png", 1200], age=90, ran=2.4),
     ]
     # One dead letter was replayed already (the console marks it and asks before again).
-    recs[5] = dataclasses.replace(recs[5], replayed_to=("0f3a9c1e000000000099",))
+    recs[5] = recs[5].replace(replayed_to=("0f3a9c1e000000000099",))
     # A delayed task (due in 5 min) and a retry due in 8 s: the Scheduled and Retry lists.
-    recs[1] = dataclasses.replace(recs[1], eta=NOW + 300)
-    recs[8] = dataclasses.replace(recs[8], eta=NOW + 8)
+    recs[1] = recs[1].replace(eta=NOW + 300)
+    recs[8] = recs[8].replace(eta=NOW + 8)
     for i in range(13, 40):
         recs.append(
             _rec(

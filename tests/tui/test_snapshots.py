@@ -150,7 +150,6 @@ def test_event_log(snap_compare: Any) -> None:
 
 
 def test_edit_trail_as_a_diff(snap_compare: Any) -> None:
-    import dataclasses
 
     console = FakeConsole()
     dead = next(r for r in console.records.values() if r.state.value == "DEAD")
@@ -162,7 +161,7 @@ def test_edit_trail_as_a_diff(snap_compare: Any) -> None:
         "args": [1700, "EUR"],
         "kwargs": {"card_token": "tok_abc"},
     }
-    console.records[dead.id] = dataclasses.replace(dead, edits=(edit,))
+    console.records[dead.id] = dead.replace(edits=(edit,))
 
     async def run_before(pilot: Pilot[Any]) -> None:
         pilot.app.open_task(dead.id)

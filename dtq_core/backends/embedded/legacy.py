@@ -42,7 +42,7 @@ from dtq_core.backends.embedded import oplog
 from dtq_core.backends.embedded.malformed import MalformedTasks, nameable, task_flaw
 from dtq_core.backends.memory_state import StateMachine
 from dtq_core.errors import StoreCorrupted
-from dtq_core.queue import IndexedHeap
+from dtq_core.ready_queue import ReadyQueue
 from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 __all__ = ["decode_v1", "load_state_v1", "s2b"]
@@ -171,9 +171,9 @@ def load_state_v1(state: StateMachine, body: bytes) -> None:
                 tasks.running[rec.queue] = tasks.running.get(rec.queue, 0) + 1
                 tasks.leases.push(rec.id, rec.lease_deadline or 0.0)
         for q, entries in data["ready"].items():
-            heap = tasks.ready.setdefault(q, IndexedHeap())
-            for task_id, key in entries:
-                heap.push(task_id, key)
+            ready = tasks.ready.setdefault(q, ReadyQueue())
+            for task_id, _ in entries:  # in claim order; each at its record's priority
+                ready.push(task_id, tasks.records[task_id].priority)
         for task_id, eta in data["delayed"]:
             tasks.delayed.push(task_id, eta)
         tasks.dead.update(dict.fromkeys(data["dead"]))

@@ -7,7 +7,9 @@ The sort index is not saved: it is derived from the records when a body is loade
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from sys import intern
+from typing import Any
 
 import msgspec
 
@@ -15,10 +17,47 @@ from dtq_core.backends.embedded.legacy import load_state_v1
 from dtq_core.backends.memory_state import StateMachine
 from dtq_core.errors import StoreCorrupted
 from dtq_core.queue import IndexedHeap
-from dtq_core.task import TaskRecord, TaskState
+from dtq_core.ready_queue import ReadyQueue
+from dtq_core.task import Attempt, ErrorInfo, TaskRecord, TaskState
 
 #: Version of the checkpoint body layout this release writes.
 STATE_VERSION = 2
+
+
+class Record(msgspec.Struct, gc=False):
+    """A task record as a checkpoint holds it: a map of every field of ``TaskRecord``.
+
+    (Version 2 encoded the record class itself, then a dataclass of these fields; the
+    record is stored compactly now, so the body keeps its own copy of the layout.)
+    """
+
+    id: str
+    name: str
+    queue: str
+    priority: int
+    payload: bytes
+    state: TaskState
+    created_at: float
+    enqueued_at: float
+    eta: float | None = None
+    max_retries: int = 0
+    time_limit: float | None = None
+    attempt: int = 0
+    deliveries: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    history: tuple[Attempt, ...] = ()
+    replayed_from: str | None = None
+    replayed_to: tuple[str, ...] = ()
+    dead_reason: str | None = None
+    worker: str | None = None
+    lease_token: int = 0
+    lease_deadline: float | None = None
+    edits: tuple[dict[str, Any], ...] = ()
+    dedup_key: str | None = None
+    workflow: str | None = None
 
 
 class State(msgspec.Struct, gc=False):
@@ -26,7 +65,7 @@ class State(msgspec.Struct, gc=False):
 
     version: int
     #: Every record, each as a map of its fields (``TaskRecord``).
-    records: list[TaskRecord]
+    records: list[Record]
     #: Ready ids per queue, ``(id, priority)`` in claim order.
     ready: dict[str, list[tuple[str, float]]]
     #: Delayed ids, ``(id, due time)`` in due order.
@@ -47,6 +86,11 @@ _encode = msgspec.msgpack.Encoder().encode
 _decoder = msgspec.msgpack.Decoder(State)
 
 
+def _records(records: Iterable[TaskRecord]) -> list[Record]:
+    make = Record
+    return [make(*rec.values()) for rec in records]
+
+
 def _heap_entries(heap: IndexedHeap) -> list[tuple[str, float]]:
     # (key, insertion order) order, so FIFO among equal keys survives the reload.
     live = [e for e in heap._heap if e[2] is not None]
@@ -60,8 +104,8 @@ def dump_state(state: StateMachine) -> bytes:
     return _encode(
         State(
             STATE_VERSION,
-            list(t.records.values()),
-            {q: _heap_entries(h) for q, h in t.ready.items() if h},
+            _records(t.records.values()),
+            {q: r.entries() for q, r in t.ready.items() if r},
             _heap_entries(t.delayed),
             list(t.dead),
             sorted(t.paused),
@@ -89,7 +133,9 @@ def load_state(state: StateMachine, body: bytes, version: int) -> None:
     if data.version != STATE_VERSION:
         raise StoreCorrupted(f"checkpoint state version {data.version} unknown")
     t, k = state.tasks, state.keys
-    for rec in data.records:
+    build, values = TaskRecord.of, msgspec.structs.astuple
+    for saved in data.records:
+        rec = build(*values(saved))
         rec.name, rec.queue = intern(rec.name), intern(rec.queue)  # one copy, not one a task
         t.records[rec.id] = rec
         t.counts[rec.state] += 1
@@ -97,9 +143,9 @@ def load_state(state: StateMachine, body: bytes, version: int) -> None:
             t.running[rec.queue] = t.running.get(rec.queue, 0) + 1
             t.leases.push(rec.id, rec.lease_deadline or 0.0)
     for q, entries in data.ready.items():
-        heap = t.ready.setdefault(q, IndexedHeap())
-        for task_id, key in entries:
-            heap.push(task_id, key)
+        ready = t.ready.setdefault(q, ReadyQueue())
+        for task_id, _ in entries:  # in claim order; each at its record's priority
+            ready.push(task_id, t.records[task_id].priority)
     for task_id, eta in data.delayed:
         t.delayed.push(task_id, eta)
     t.dead.update(dict.fromkeys(data.dead))

@@ -64,7 +64,7 @@ def _record(h: dict[bytes, bytes], task_id: str = "", queue: str = "") -> TaskRe
         error = ErrorInfo.from_dict(err) if isinstance(err, dict) else None
     except (TypeError, KeyError):
         error = None
-    return TaskRecord(
+    return TaskRecord.of(
         id=text("id", task_id),
         name=text("name", "?"),
         queue=text("queue", queue),
