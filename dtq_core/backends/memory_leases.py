@@ -71,14 +71,21 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
         rec = records[task_id]  # a KeyError refuses the record
         if rec.state is not PENDING or task_id in delayed:
             raise ValueError(f"claim of task {task_id!r}, which is not ready")
-    if len({task_id for task_id, _ in c.tasks}) != len(c.tasks):
+    if len(c.tasks) > 1 and len({task_id for task_id, _ in c.tasks}) != len(c.tasks):
         raise ValueError("a claim names a task twice")
     worker, deadline, now = c.worker, c.deadline, c.now
+    counts, running, moved = t.counts, t.running, t.index.moved
     out = []
     for task_id, token in c.tasks:
         rec = records[task_id]
-        ready[rec.queue].remove(task_id, rec.priority)
-        t.move(rec, RUNNING)
+        queue = rec.queue
+        ready[queue].remove(task_id, rec.priority)
+        # t.move(rec, RUNNING) written out: PENDING was checked, no transition is returned.
+        counts[PENDING] -= 1
+        counts[RUNNING] += 1
+        rec.state = RUNNING
+        moved(rec, PENDING)
+        running[queue] = running.get(queue, 0) + 1
         run = rec.last_run
         if run is None:
             run = rec.last_run = LastRun(1, 1, worker, now, None, token, deadline)
@@ -93,9 +100,15 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
         leases.push(task_id, deadline)
         if token >= t.next_token:
             t.next_token = token + 1
-        head = (task_id, token, rec.name, rec.queue, rec.payload, run.attempt)
-        tail = (run.deliveries, rec.enqueued_at, now, rec.time_limit, rec.max_retries, None)
-        out.append(make_tuple(Delivery, head + tail))
+        out.append(
+            make_tuple(
+                Delivery,
+                (
+                    task_id, token, rec.name, queue, rec.payload, run.attempt, run.deliveries,
+                    rec.enqueued_at, now, rec.time_limit, rec.max_retries, None,
+                ),
+            )
+        )  # fmt: skip
     return out
 
 

@@ -201,8 +201,27 @@ class TaskTable:
                 if spec.id in records or spec.id in seen:
                     raise BackendError(f"task id {spec.id!r} already exists")
                 seen.add(spec.id)
-        insert = self.insert
-        return [insert(new_record(t, now), t.eta, now) for t in tasks]
+        # insert() and schedule() written out: this is every enqueue, live and at replay.
+        records, add, ready, wake = self.records, self.index.add, self.ready, self._wake
+        out = []
+        for spec in tasks:
+            rec = new_record(spec, now)
+            task_id, queue = rec.id, rec.queue
+            records[task_id] = rec
+            add(rec)
+            eta = spec.eta
+            if eta is not None and eta > now:
+                rec.eta = eta
+                self.delayed.push(task_id, eta)
+            else:
+                ready_queue = ready.get(queue)
+                if ready_queue is None:
+                    ready_queue = ready[queue] = ReadyQueue()
+                ready_queue.push(task_id, rec.priority)
+                wake(False)
+            out.append(make_tuple(Transition, (task_id, rec.name, queue, None, PENDING, None)))
+        self.counts[PENDING] += len(tasks)
+        return out
 
     def promote(self, c: Promote) -> list[Transition]:
         """Move due delayed tasks into their ready queues (RETRY -> PENDING)."""

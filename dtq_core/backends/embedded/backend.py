@@ -216,7 +216,7 @@ class EmbeddedBackend(LocalBackend):
             )
         replayer = Replayer(self._state, self.path)
         try:
-            replayer.replay(wal.recovery.raw(self._ckpt_lsn + 1, include_holes=True))
+            replayer.replay(wal.recovery.chunks(self._ckpt_lsn + 1))
         except BaseException:
             wal.close()
             raise

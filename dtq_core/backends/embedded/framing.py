@@ -45,6 +45,8 @@ _CRC_PREFIX = struct.Struct("<QQBI")
 HEADER_SIZE = _HEADER.size + _U32.size
 #: Size of a record header (length, type, LSN, CRC) in bytes.
 RECORD_HEADER_SIZE = _RECORD.size
+#: ``(length, type, lsn, crc)`` of the record header at an offset: ``(data, offset)``.
+unpack_record_header = _RECORD.unpack_from
 
 
 class FrameError(StoreCorrupted):
@@ -181,40 +183,50 @@ def scan_valid(data: bytes, epoch: int, first_lsn: int) -> tuple[int, int, int, 
     """
     unpack, crc32, prefix = _RECORD.unpack_from, zlib.crc32, _CRC_PREFIX.pack
     size, offset, lsn, holes = len(data), HEADER_SIZE, first_lsn, 0
-    view = memoryview(data)
-    while offset + RECORD_HEADER_SIZE <= size:
+    view, head, last = memoryview(data), RECORD_HEADER_SIZE, len(data) - RECORD_HEADER_SIZE
+    while offset <= last:
         length, rtype, found, crc = unpack(data, offset)
-        start = offset + RECORD_HEADER_SIZE
+        start = offset + head
         end = start + length
-        if found != lsn or length > MAX_BODY or end > size:
+        if found != lsn or end > size or length > MAX_BODY:
             break
         if crc32(view[start:end], crc32(prefix(epoch, lsn, rtype, length))) != crc:
             break
-        holes += rtype == RTYPE_HOLE
-        offset, lsn = end, lsn + 1
+        if not rtype:
+            holes += 1
+        offset = end
+        lsn += 1
     return lsn - first_lsn, offset, holes, offset == size
 
 
-def iter_bodies(
-    data: bytes, first_lsn: int, count: int, from_lsn: int = 0
-) -> Iterator[tuple[int, int, bytes]]:
-    """``(lsn, type, body)`` of the records of a segment already checked, from ``from_lsn``.
+def skip_records(data: bytes, first_lsn: int, count: int, from_lsn: int) -> tuple[int, int]:
+    """``(offset, lsn)`` of the first record with ``lsn >= from_lsn`` of a checked segment.
 
-    ``count`` records from ``first_lsn``. No checksum is computed: the caller proved the
-    bytes are those :func:`scan_valid` accepted (recovery compares a checksum of the
-    whole valid region first).
+    ``count`` records from ``first_lsn``; past the last one when none is that new.
     """
     unpack = _RECORD.unpack_from
-    offset = HEADER_SIZE
-    start_lsn = first_lsn
-    while start_lsn < from_lsn and start_lsn < first_lsn + count:  # a checkpoint has them
+    offset, lsn = HEADER_SIZE, first_lsn
+    while lsn < from_lsn and lsn < first_lsn + count:  # a checkpoint has them
         offset += RECORD_HEADER_SIZE + unpack(data, offset)[0]
-        start_lsn += 1
-    for lsn in range(start_lsn, first_lsn + count):
+        lsn += 1
+    return offset, lsn
+
+
+def iter_bodies(
+    data: bytes, offset: int, lsn: int, end_lsn: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(lsn, type, body)`` of the records of a segment already checked.
+
+    From the record at ``offset`` (its LSN is ``lsn``) up to ``end_lsn``. No checksum is
+    computed: the caller proved the bytes are those :func:`scan_valid` accepted
+    (recovery compares a checksum of the whole valid region first).
+    """
+    unpack = _RECORD.unpack_from
+    for n in range(lsn, end_lsn):
         length, rtype, _, _ = unpack(data, offset)
         start = offset + RECORD_HEADER_SIZE
         offset = start + length
-        yield lsn, rtype, data[start:offset]
+        yield n, rtype, data[start:offset]
 
 
 #: Zero blocks of 1, 2, 4 ... 64 KiB bytes, to measure zero runs with memcmp.

@@ -26,7 +26,9 @@ from dtq_core.backends.embedded.framing import (
     iter_bodies,
     iter_segment,
     scan_valid,
+    skip_records,
 )
+from dtq_core.backends.embedded.seal import sealed
 from dtq_core.errors import StoreCorrupted
 
 _HINT = "inspect it with `dtq wal verify` and salvage it with `dtq wal repair`"
@@ -78,6 +80,8 @@ class SegmentInfo:
     #: ``zlib.crc32`` of the segment's first ``valid_bytes``: replay reads them again
     #: and checks this one sum instead of every record's.
     crc: int = 0
+    #: Holes among its records.
+    holes: int = 0
 
     @property
     def last_lsn(self) -> int:
@@ -129,7 +133,24 @@ class RecoveryResult:
     def raw(
         self, from_lsn: int = 0, *, include_holes: bool = False
     ) -> Iterator[tuple[int, int, bytes]]:
-        """As :meth:`records`, each record as a ``(lsn, type, body)`` tuple (replay's)."""
+        """As :meth:`records`, each record as a ``(lsn, type, body)`` tuple."""
+        for data, offset, lsn, end_lsn in self.chunks(from_lsn):
+            bodies = iter_bodies(data, offset, lsn, end_lsn)
+            if include_holes:
+                yield from bodies
+            else:
+                yield from (item for item in bodies if item[1] != RTYPE_HOLE)
+
+    def chunks(self, from_lsn: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
+        """Per segment with records from ``from_lsn``: ``(bytes, offset, lsn, end lsn)``.
+
+        The segment's valid bytes (checked against the sum recovery took), the offset of
+        its first record with ``lsn >= from_lsn``, that LSN, and the LSN past its last
+        record: replay reads the frames itself (see :func:`.framing.iter_bodies`).
+
+        Raises:
+            SegmentCorrupted: A segment changed on disk since recovery.
+        """
         for info in self.segments:
             if info.records == 0 or info.last_lsn < from_lsn or info.epoch is None:
                 continue
@@ -137,11 +158,8 @@ class RecoveryResult:
                 data = fh.read(info.valid_bytes)
             if len(data) != info.valid_bytes or zlib.crc32(data) != info.crc:
                 raise SegmentCorrupted(info.path, 0, "changed since recovery")
-            bodies = iter_bodies(data, info.first_lsn, info.records, from_lsn)
-            if include_holes:
-                yield from bodies
-            else:
-                yield from (item for item in bodies if item[1] != RTYPE_HOLE)
+            offset, lsn = skip_records(data, info.first_lsn, info.records, from_lsn)
+            yield data, offset, lsn, info.first_lsn + info.records
 
 
 def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
@@ -192,14 +210,24 @@ def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
         if header.epoch < last_epoch:
             raise SegmentCorrupted(path, 0, f"epoch {header.epoch} after epoch {last_epoch}")
         last_epoch = header.epoch
+        seal = sealed(path, data, name_lsn)
+        if seal is not None:  # a full segment as its writer sealed it: one checksum
+            holes += seal.holes
+            infos.append(
+                SegmentInfo(
+                    path, header.epoch, name_lsn, seal.records, seal.length, seal.crc, seal.holes
+                )
+            )
+            expected = name_lsn + seal.records
+            continue
         count, end, seg_holes, whole = scan_valid(data, header.epoch, name_lsn)
         if whole:  # the common case: every record valid, checked in one fast loop
             holes += seg_holes
             crc = zlib.crc32(memoryview(data)[:end])
-            infos.append(SegmentInfo(path, header.epoch, name_lsn, count, end, crc))
+            infos.append(SegmentInfo(path, header.epoch, name_lsn, count, end, crc, seg_holes))
             expected = name_lsn + count
             continue
-        count, end = 0, HEADER_SIZE
+        count, end, seg_holes = 0, HEADER_SIZE, 0
         for item in iter_segment(data, header.epoch, name_lsn):
             if isinstance(item, Damage):
                 if item.resume is not None:
@@ -217,9 +245,10 @@ def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
                 break
             count += 1
             end = item.end
-            holes += item.rtype == RTYPE_HOLE
+            seg_holes += item.rtype == RTYPE_HOLE
+        holes += seg_holes
         crc = zlib.crc32(memoryview(data)[:end])
-        infos.append(SegmentInfo(path, header.epoch, name_lsn, count, end, crc))
+        infos.append(SegmentInfo(path, header.epoch, name_lsn, count, end, crc, seg_holes))
         expected = name_lsn + count
     next_lsn = expected if expected is not None else (infos[-1].first_lsn if infos else 1)
     return RecoveryResult(root, tuple(infos), next_lsn, tail, holes)

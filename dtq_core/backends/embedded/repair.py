@@ -30,6 +30,7 @@ from dtq_core.backends.embedded.salvage import (
     verify,
     walk_log,
 )
+from dtq_core.backends.embedded.seal import seal_path
 
 _READY = re.compile(r"^\.repair-(.+)-e(\d+)\.ready$")
 
@@ -135,6 +136,8 @@ def finish_interrupted_repair(root: Path, fsync_fn: FsyncFn = os.fsync) -> None:
             # New segments carry the repair's epoch; every original has a smaller one.
             if header_epoch(path) != int(match[2]):
                 os.replace(path, broken / path.name)
+                if (seal := seal_path(path)).exists():  # it goes with its segment
+                    os.replace(seal, broken / seal.name)
         fsync_directory(broken, fsync_fn)
         for path in sorted(ready.iterdir()):
             os.replace(path, root / path.name)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dtq_core.backends.changes import Enqueue
 from dtq_core.backends.embedded import oplog
+from dtq_core.backends.embedded.framing import RECORD_HEADER_SIZE, unpack_record_header
 from dtq_core.backends.embedded.legacy import decode_v1
 from dtq_core.backends.embedded.malformed import (
     MALFORMED,
@@ -48,13 +49,18 @@ class Replayer:
         #: Records skipped as unusable.
         self.malformed = 0
 
-    def replay(self, records: Iterable[tuple[int, int, bytes]]) -> None:
-        """Apply ``(lsn, type, body)`` records in order (holes skipped): recovery's loop.
+    def replay(self, chunks: Iterable[tuple[bytes, int, int, int]]) -> None:
+        """Apply the records of checked log segments in order: recovery's loop.
 
-        The sort index is rebuilt once at the end rather than kept up per record.
+        ``chunks`` as :meth:`.recovery.RecoveryResult.chunks` gives them: ``(bytes,
+        offset, lsn, end lsn)`` per segment. Holes are skipped. The frames are read here,
+        in one loop with the decoding and the dispatch (a generator per layer cost a
+        tenth of recovery). The sort index is rebuilt once at the end rather than kept
+        up per record.
         """
         decode, errors = oplog.DECODER.decode, oplog.DECODE_ERRORS
         appliers = self._state.appliers
+        unpack, head = unpack_record_header, RECORD_HEADER_SIZE
         v2 = oplog.RECORD_V2
         n = 0
         self._state.tasks.index.suspend()
@@ -64,21 +70,27 @@ class Replayer:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            for lsn, rtype, body in records:
-                if rtype != v2:
-                    if rtype:  # a version-1 record (0 is a hole a repair left: nothing)
-                        self.apply(lsn, rtype, body)
-                    continue
-                try:
-                    change = decode(body)
-                except errors:
-                    self.apply(lsn, rtype, body)  # malformed: the careful path
-                    continue
-                n += 1
-                try:
-                    appliers[type(change)](change)
-                except MALFORMED as exc:
-                    self._skip(lsn, rtype, body, exc)
+            for data, at, first, end in chunks:
+                offset = at
+                for lsn in range(first, end):
+                    length, rtype, _, _ = unpack(data, offset)
+                    start = offset + head
+                    offset = start + length
+                    body = data[start:offset]
+                    if rtype != v2:
+                        if rtype:  # a version-1 record (0 is a hole a repair left: nothing)
+                            self.apply(lsn, rtype, body)
+                        continue
+                    try:
+                        change = decode(body)
+                    except errors:
+                        self.apply(lsn, rtype, body)  # malformed: the careful path
+                        continue
+                    n += 1
+                    try:
+                        appliers[type(change)](change)
+                    except MALFORMED as exc:
+                        self._skip(lsn, rtype, body, exc)
         finally:
             if collecting:
                 gc.enable()

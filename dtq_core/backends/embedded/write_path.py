@@ -6,12 +6,14 @@ import dataclasses
 import os
 import shutil
 import threading
+import zlib
 from pathlib import Path
 from typing import NoReturn
 
 from dtq_core.backends.embedded.disk import FsyncFn, fsync_directory, write_all
 from dtq_core.backends.embedded.framing import HEADER_SIZE, encode_header, segment_name
 from dtq_core.backends.embedded.recovery import RecoveryResult, TailCut
+from dtq_core.backends.embedded.seal import Seal, drop_seal, last_record, write_seal
 from dtq_core.errors import BackendError, StoreFailed
 
 
@@ -49,6 +51,8 @@ class WritePath:
         self._segments: list[tuple[int, Path]] = []
         self._fd = -1
         self._seg_size = 0
+        # The active segment's first LSN, holes and CRC so far: its seal's, at rotation.
+        self._seg_first = self._seg_holes = self._seg_crc = 0
         self._epoch = 0
         # Set once recovery has read the log (see :meth:`_start_at`).
         self._next_lsn = self._written = self._durable = 0
@@ -70,6 +74,7 @@ class WritePath:
             self._epoch = last.epoch
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
             self._seg_size = os.fstat(self._fd).st_size
+            self._seg_first, self._seg_holes, self._seg_crc = last.first_lsn, last.holes, last.crc
             # The previous owner may have died before fsyncing what it wrote.
             self._fsync(self._fd)
             return None
@@ -125,8 +130,12 @@ class WritePath:
 
     def _install_segment(self, first_lsn: int) -> None:
         fd, path = self._create_segment(first_lsn)
-        self._fd, self._seg_size = fd, HEADER_SIZE
+        self._started(fd, first_lsn)
         self._segments.append((first_lsn, path))
+
+    def _started(self, fd: int, first_lsn: int) -> None:
+        self._fd, self._seg_size, self._seg_first, self._seg_holes = fd, HEADER_SIZE, first_lsn, 0
+        self._seg_crc = zlib.crc32(encode_header(self._epoch, first_lsn))
 
     def _fsync(self, fd: int) -> None:
         self._fsync_fn(fd)
@@ -176,9 +185,13 @@ class WritePath:
                 self._cond.acquire()
             self._written = upto
             self._bytes_written += len(data)
-            self._seg_size += len(data)
+            start, self._seg_size = self._seg_size, self._seg_size + len(data)
+            self._seg_crc = zlib.crc32(data, self._seg_crc)
             if self._seg_size >= self._segment_bytes:
-                self._rotate(upto)
+                records, last = upto - self._seg_first + 1, start + last_record(data)
+                self._rotate(
+                    upto, Seal(records, self._seg_size, last, self._seg_holes, self._seg_crc)
+                )
         except BaseException as exc:  # fail-stop, whatever it was: nothing is retried
             self._fail(exc)
         finally:
@@ -201,7 +214,7 @@ class WritePath:
             self._syncing = False
             self._cond.notify_all()
 
-    def _rotate(self, upto: int) -> None:
+    def _rotate(self, upto: int, seal: Seal) -> None:
         """Seal the active segment (fsynced in every mode) and start the next one.
 
         Called by the writer; it also takes the syncer role so that no fsync is running
@@ -212,15 +225,16 @@ class WritePath:
         self._check_writable()
         self._syncing = True
         try:
-            old = self._fd
+            old, old_path = self._fd, self._segments[-1][1]
             self._cond.release()
             try:
                 self._fsync(old)  # the old segment is whole before the next one exists
+                write_seal(old_path, seal)  # after the fsync: a seal never outlives its bytes
                 fd, path = self._create_segment(upto + 1)
                 os.close(old)
             finally:
                 self._cond.acquire()
-            self._fd, self._seg_size = fd, HEADER_SIZE
+            self._started(fd, upto + 1)
             self._segments.append((upto + 1, path))
             self._durable = max(self._durable, upto)
         finally:
@@ -269,6 +283,7 @@ class WritePath:
         try:
             for path in doomed:
                 path.unlink(missing_ok=True)
+                drop_seal(path)
             fsync_directory(self._dir, self._fsync)
         except OSError as exc:
             with self._cond:
