@@ -9,6 +9,7 @@ import pytest
 from dtq_core.codec import encode_message
 from dtq_core.errors import IllegalTransition
 from dtq_core.task import (
+    RECORD_FIELDS,
     TERMINAL,
     TRANSITIONS,
     Attempt,
@@ -247,3 +248,65 @@ def test_attempts_returns_a_new_list() -> None:
     rec = _record(state=S.RETRY, attempt=1, started_at=1.0, history=(first,))
     rec.attempts().clear()
     assert rec.history == (first,)
+
+
+# -- the compact record ----------------------------------------------------------------
+
+
+def test_a_queued_record_stores_no_optional_part() -> None:
+    rec = _record(enqueued_at=100.0)  # created_at == enqueued_at: not stored apart
+    assert rec.last_run is None and rec.extras is None
+    assert rec.attempt == 0 and rec.history == () and rec.created_at == 100.0
+    rec.worker = None  # a default changes nothing
+    rec.edits = ()
+    assert rec.last_run is None and rec.extras is None
+    apart = _record()  # created at 100, enqueued at 101
+    assert apart.extras is not None and (apart.created_at, apart.enqueued_at) == (100.0, 101.0)
+
+
+def test_every_field_reads_back_as_built() -> None:
+    rec = _full_record()
+    values = dict(zip(RECORD_FIELDS, rec.values(), strict=True))
+    assert values["history"] == rec.history and values["created_at"] == 100.0
+    assert all(getattr(rec, name) == value for name, value in values.items())
+    assert TaskRecord(*rec.values()) == rec  # positionally too
+
+
+def test_setting_a_field_makes_its_part() -> None:
+    rec = _record()
+    rec.attempt = 2
+    rec.dead_reason = "why"
+    assert rec.last_run is not None and rec.last_run.attempt == 2
+    assert rec.extras is not None and rec.dead_reason == "why"
+    assert rec != _record()
+
+
+def test_copy_is_independent_of_the_original() -> None:
+    rec = _full_record()
+    dup = rec.copy()
+    assert dup == rec and dup is not rec
+    dup.attempt += 1
+    dup.replayed_to = (*dup.replayed_to, "new3")
+    assert rec.attempt == 3 and rec.replayed_to == ("new1", "new2")
+
+
+def test_replace_changes_only_the_copy() -> None:
+    rec = _record()
+    other = rec.replace(eta=5.0, edits=({"args": [1]},), state=S.CANCELLED)
+    assert (other.eta, other.edits, other.state) == (5.0, ({"args": [1]},), S.CANCELLED)
+    assert (rec.eta, rec.edits, rec.state) == (None, (), S.PENDING)
+    with pytest.raises(TypeError):
+        rec.replace(nope=1)
+
+
+def test_equality_ignores_how_a_default_is_stored() -> None:
+    rec = _record()
+    rec.attempt = 1
+    rec.attempt = 0  # a LastRun of defaults now
+    assert rec.last_run is not None
+    assert rec == _record()
+
+
+def test_unknown_field_is_refused() -> None:
+    with pytest.raises(TypeError):
+        _record(colour="red")

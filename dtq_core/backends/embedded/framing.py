@@ -19,6 +19,7 @@ switch (for example to an optional C extension) is a version bump, not a silent 
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 import zlib
@@ -35,6 +36,8 @@ FORMAT_VERSION = 1
 MAX_BODY = 64 * 1024 * 1024
 #: Record type reserved by the log for LSNs lost in a repair; callers use 1..255.
 RTYPE_HOLE = 0
+#: A segment's bytes as recovery holds them: read, or mapped (``disk.read_mapped``).
+SegmentBytes = bytes | mmap.mmap
 
 _HEADER = struct.Struct("<8sIQQ")
 _U32 = struct.Struct("<I")
@@ -109,7 +112,7 @@ def encode_header(epoch: int, first_lsn: int) -> bytes:
     return head + _U32.pack(zlib.crc32(head))
 
 
-def decode_header(data: bytes) -> SegmentHeader:
+def decode_header(data: SegmentBytes) -> SegmentHeader:
     """Decode and check a segment header at the start of ``data``.
 
     Raises:
@@ -171,7 +174,7 @@ def decode_record(data: bytes, offset: int, epoch: int, lsn: int) -> Frame:
     return Frame(offset, found, rtype, bytes(body))
 
 
-def scan_valid(data: bytes, epoch: int, first_lsn: int) -> tuple[int, int, int, bool]:
+def scan_valid(data: SegmentBytes, epoch: int, first_lsn: int) -> tuple[int, int, int, bool]:
     """Check the records of a segment in order, as fast as Python allows.
 
     The fast path of recovery: one loop, no object per record. It stops at the first
@@ -199,7 +202,7 @@ def scan_valid(data: bytes, epoch: int, first_lsn: int) -> tuple[int, int, int, 
     return lsn - first_lsn, offset, holes, offset == size
 
 
-def skip_records(data: bytes, first_lsn: int, count: int, from_lsn: int) -> tuple[int, int]:
+def skip_records(data: SegmentBytes, first_lsn: int, count: int, from_lsn: int) -> tuple[int, int]:
     """``(offset, lsn)`` of the first record with ``lsn >= from_lsn`` of a checked segment.
 
     ``count`` records from ``first_lsn``; past the last one when none is that new.
@@ -213,7 +216,7 @@ def skip_records(data: bytes, first_lsn: int, count: int, from_lsn: int) -> tupl
 
 
 def iter_bodies(
-    data: bytes, offset: int, lsn: int, end_lsn: int
+    data: SegmentBytes, offset: int, lsn: int, end_lsn: int
 ) -> Iterator[tuple[int, int, bytes]]:
     """``(lsn, type, body)`` of the records of a segment already checked.
 

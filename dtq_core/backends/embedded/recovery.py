@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtq_core.backends.embedded.disk import list_segments
+from dtq_core.backends.embedded.disk import list_segments, read_mapped
 from dtq_core.backends.embedded.framing import (
     HEADER_SIZE,
     RTYPE_HOLE,
     Damage,
     FrameError,
+    SegmentBytes,
     decode_header,
     iter_bodies,
     iter_segment,
@@ -141,7 +142,7 @@ class RecoveryResult:
             else:
                 yield from (item for item in bodies if item[1] != RTYPE_HOLE)
 
-    def chunks(self, from_lsn: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
+    def chunks(self, from_lsn: int = 0) -> Iterator[tuple[SegmentBytes, int, int, int]]:
         """Per segment with records from ``from_lsn``: ``(bytes, offset, lsn, end lsn)``.
 
         The segment's valid bytes (checked against the sum recovery took), the offset of
@@ -154,8 +155,7 @@ class RecoveryResult:
         for info in self.segments:
             if info.records == 0 or info.last_lsn < from_lsn or info.epoch is None:
                 continue
-            with info.path.open("rb") as fh:
-                data = fh.read(info.valid_bytes)
+            data = read_mapped(info.path, info.valid_bytes)
             if len(data) != info.valid_bytes or zlib.crc32(data) != info.crc:
                 raise SegmentCorrupted(info.path, 0, "changed since recovery")
             offset, lsn = skip_records(data, info.first_lsn, info.records, from_lsn)
@@ -193,7 +193,7 @@ def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
     holes = 0
     for index, (name_lsn, path) in enumerate(files):
         is_last = index == len(files) - 1
-        data = path.read_bytes()
+        data = read_mapped(path)
         if expected is not None and name_lsn != expected:
             raise SegmentCorrupted(path, 0, f"starts at lsn {name_lsn}, expected {expected}")
         try:
@@ -228,6 +228,7 @@ def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
             expected = name_lsn + count
             continue
         count, end, seg_holes = 0, HEADER_SIZE, 0
+        data = data[:]  # as bytes: the careful walk searches them
         for item in iter_segment(data, header.epoch, name_lsn):
             if isinstance(item, Damage):
                 if item.resume is not None:

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from dtq_core.backends.changes import Enqueue
 from dtq_core.backends.embedded import oplog
-from dtq_core.backends.embedded.framing import RECORD_HEADER_SIZE, unpack_record_header
+from dtq_core.backends.embedded.framing import (
+    RECORD_HEADER_SIZE,
+    SegmentBytes,
+    unpack_record_header,
+)
 from dtq_core.backends.embedded.legacy import decode_v1
 from dtq_core.backends.embedded.malformed import (
     MALFORMED,
@@ -49,7 +53,7 @@ class Replayer:
         #: Records skipped as unusable.
         self.malformed = 0
 
-    def replay(self, chunks: Iterable[tuple[bytes, int, int, int]]) -> None:
+    def replay(self, chunks: Iterable[tuple[SegmentBytes, int, int, int]]) -> None:
         """Apply the records of checked log segments in order: recovery's loop.
 
         ``chunks`` as :meth:`.recovery.RecoveryResult.chunks` gives them: ``(bytes,
@@ -71,26 +75,26 @@ class Replayer:
         gc.disable()
         try:
             for data, at, first, end in chunks:
-                offset = at
+                offset, view = at, memoryview(data)  # bodies are views: no copy each
                 for lsn in range(first, end):
                     length, rtype, _, _ = unpack(data, offset)
                     start = offset + head
                     offset = start + length
-                    body = data[start:offset]
                     if rtype != v2:
                         if rtype:  # a version-1 record (0 is a hole a repair left: nothing)
-                            self.apply(lsn, rtype, body)
+                            self.apply(lsn, rtype, data[start:offset])
                         continue
                     try:
-                        change = decode(body)
+                        change = decode(view[start:offset])
                     except errors:
-                        self.apply(lsn, rtype, body)  # malformed: the careful path
+                        self.apply(lsn, rtype, data[start:offset])  # malformed: the careful path
                         continue
                     n += 1
                     try:
                         appliers[type(change)](change)
                     except MALFORMED as exc:
-                        self._skip(lsn, rtype, body, exc)
+                        self._skip(lsn, rtype, data[start:offset], exc)
+                view.release()
         finally:
             if collecting:
                 gc.enable()

@@ -23,7 +23,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtq_core.backends.embedded.framing import RECORD_HEADER_SIZE, unpack_record_header
+from dtq_core.backends.embedded.framing import (
+    RECORD_HEADER_SIZE,
+    SegmentBytes,
+    unpack_record_header,
+)
 
 #: First bytes of every seal file.
 SEAL_MAGIC = b"DTQSEAL\n"
@@ -70,7 +74,7 @@ def drop_seal(segment: Path) -> None:
         seal_path(segment).unlink(missing_ok=True)
 
 
-def sealed(segment: Path, data: bytes, first_lsn: int) -> Seal | None:
+def sealed(segment: Path, data: SegmentBytes, first_lsn: int) -> Seal | None:
     """The seal of ``segment`` if it matches ``data`` (the whole file) exactly.
 
     Exactly: its own checksum holds, it covers every byte of the file, their checksum
