@@ -69,7 +69,8 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
     records, ready, leases, delayed = t.records, t.ready, t.leases, t.delayed
     for task_id, _ in c.tasks:  # all ready, or nothing is applied
         rec = records[task_id]  # a KeyError refuses the record
-        if rec.state is not PENDING or task_id in delayed:
+        # (A delayed task has its due time as its eta: most need no look in ``delayed``.)
+        if rec.state is not PENDING or (rec.eta is not None and task_id in delayed):
             raise ValueError(f"claim of task {task_id!r}, which is not ready")
     if len(c.tasks) > 1 and len({task_id for task_id, _ in c.tasks}) != len(c.tasks):
         raise ValueError("a claim names a task twice")
@@ -115,7 +116,8 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
 def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
     """RUNNING -> SUCCESS per ack; an empty list for a stale token."""
     out: list[list[Transition]] = []
-    records, expiry, move, now = t.records, t.expiry, t.move, c.now
+    records, expiry, now = t.records, t.expiry, c.now
+    counts, running, leases, moved = t.counts, t.running, t.leases, t.index.moved
     expires = now + t.result_ttl
     for task_id, token, result in c.acks:
         rec = records.get(task_id)
@@ -129,8 +131,17 @@ def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
         run.result = result
         run.error = None
         run.finished_at = now
+        run.lease_deadline = None
         expiry.append((expires, task_id))
-        out.append([move(rec, SUCCESS)])
+        # t.move(rec, SUCCESS) written out: RUNNING -> SUCCESS is always legal.
+        queue = rec.queue
+        counts[RUNNING] -= 1
+        counts[SUCCESS] += 1
+        rec.state = SUCCESS
+        moved(rec, RUNNING)
+        running[queue] -= 1
+        leases.remove(task_id)
+        out.append([make_tuple(Transition, (task_id, rec.name, queue, RUNNING, SUCCESS, None))])
     return out
 
 
