@@ -77,9 +77,9 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
     worker, deadline, now = c.worker, c.deadline, c.now
     counts, running, moved = t.counts, t.running, t.index.moved
     out = []
-    for task_id, token in c.tasks:
-        rec = records[task_id]
-        queue = rec.queue
+    for claimed, token in c.tasks:
+        rec = records[claimed]
+        task_id, queue = rec.id, rec.queue  # kept in leases: the record's own id string
         ready[queue].remove(task_id, rec.priority)
         # t.move(rec, RUNNING) written out: PENDING was checked, no transition is returned.
         counts[PENDING] -= 1
@@ -119,8 +119,8 @@ def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
     records, expiry, now = t.records, t.expiry, c.now
     counts, running, leases, moved = t.counts, t.running, t.leases, t.index.moved
     expires = now + t.result_ttl
-    for task_id, token, result in c.acks:
-        rec = records.get(task_id)
+    for acked, token, result in c.acks:
+        rec = records.get(acked)
         if rec is None or rec.state is not RUNNING:
             out.append([])
             continue
@@ -132,6 +132,7 @@ def ack(t: TaskTable, c: Ack) -> list[list[Transition]]:
         run.error = None
         run.finished_at = now
         run.lease_deadline = None
+        task_id = rec.id  # kept in the expiry queue: the record's own string, not a copy
         expiry.append((expires, task_id))
         # t.move(rec, SUCCESS) written out: RUNNING -> SUCCESS is always legal.
         queue = rec.queue
