@@ -69,7 +69,7 @@ class TaskQueries:
             with self._lock:
                 due = self._t.delayed.smallest(n)
                 recs = [self._t.records[i] for i, _ in due]
-                found = [dataclasses.replace(r) for r in recs if waits(r, state, now)]
+                found = [r.copy() for r in recs if waits(r, state, now)]
                 size = len(self._t.delayed)
             if len(found) >= limit or n >= size:
                 return found[:limit]
