@@ -123,11 +123,6 @@ class ReadyQueue:
         self._stale = {}
         self._dead = 0
 
-    def head_order(self) -> tuple[float, int] | None:
-        """``(priority, taken)`` of the head, to compare the heads of several queues."""
-        first = self._first()
-        return None if first is None else (first[0], self.taken)
-
     def walk(self) -> Iterator[tuple[float, str]]:
         """``(priority, id)`` of the live ids in the order they will be taken.
 

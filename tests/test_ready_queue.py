@@ -23,7 +23,6 @@ def test_empty_queue() -> None:
     assert len(q) == 0
     assert not q
     assert q.pop() is None
-    assert q.head_order() is None
     assert q.smallest(3) == []
     assert q.entries() == []
     assert list(q) == []
@@ -68,13 +67,14 @@ def test_int_and_float_priorities_share_a_level() -> None:
     assert _drain(q) == ["a", "b"]
 
 
-def test_head_order_counts_turns() -> None:
+def test_taken_counts_turns() -> None:
     q = ReadyQueue()
     q.push("a", 2)
     q.push("b", 2)
-    assert q.head_order() == (2, 0)
+    q.push("c", 2)
     q.pop()
-    assert q.head_order() == (2, 1)
+    q.remove("c", 2)
+    assert q.taken == 2 and list(q) == ["b"]
 
 
 def test_many_removals_rebuild_the_deques() -> None:
