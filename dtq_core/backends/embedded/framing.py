@@ -202,36 +202,6 @@ def scan_valid(data: SegmentBytes, epoch: int, first_lsn: int) -> tuple[int, int
     return lsn - first_lsn, offset, holes, offset == size
 
 
-def skip_records(data: SegmentBytes, first_lsn: int, count: int, from_lsn: int) -> tuple[int, int]:
-    """``(offset, lsn)`` of the first record with ``lsn >= from_lsn`` of a checked segment.
-
-    ``count`` records from ``first_lsn``; past the last one when none is that new.
-    """
-    unpack = _RECORD.unpack_from
-    offset, lsn = HEADER_SIZE, first_lsn
-    while lsn < from_lsn and lsn < first_lsn + count:  # a checkpoint has them
-        offset += RECORD_HEADER_SIZE + unpack(data, offset)[0]
-        lsn += 1
-    return offset, lsn
-
-
-def iter_bodies(
-    data: SegmentBytes, offset: int, lsn: int, end_lsn: int
-) -> Iterator[tuple[int, int, bytes]]:
-    """``(lsn, type, body)`` of the records of a segment already checked.
-
-    From the record at ``offset`` (its LSN is ``lsn``) up to ``end_lsn``. No checksum is
-    computed: the caller proved the bytes are those :func:`scan_valid` accepted
-    (recovery compares a checksum of the whole valid region first).
-    """
-    unpack = _RECORD.unpack_from
-    for n in range(lsn, end_lsn):
-        length, rtype, _, _ = unpack(data, offset)
-        start = offset + RECORD_HEADER_SIZE
-        offset = start + length
-        yield n, rtype, data[start:offset]
-
-
 #: Zero blocks of 1, 2, 4 ... 64 KiB bytes, to measure zero runs with memcmp.
 _ZERO_BLOCKS = [bytes(1 << i) for i in range(17)]
 

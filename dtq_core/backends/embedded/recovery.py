@@ -19,15 +19,15 @@ from pathlib import Path
 from dtq_core.backends.embedded.disk import list_segments, read_mapped
 from dtq_core.backends.embedded.framing import (
     HEADER_SIZE,
+    RECORD_HEADER_SIZE,
     RTYPE_HOLE,
     Damage,
     FrameError,
     SegmentBytes,
     decode_header,
-    iter_bodies,
     iter_segment,
     scan_valid,
-    skip_records,
+    unpack_record_header,
 )
 from dtq_core.backends.embedded.seal import sealed
 from dtq_core.errors import StoreCorrupted
@@ -147,7 +147,7 @@ class RecoveryResult:
 
         The segment's valid bytes (checked against the sum recovery took), the offset of
         its first record with ``lsn >= from_lsn``, that LSN, and the LSN past its last
-        record: replay reads the frames itself (see :func:`.framing.iter_bodies`).
+        record: replay reads the frames itself (see :func:`iter_bodies`).
 
         Raises:
             SegmentCorrupted: A segment changed on disk since recovery.
@@ -160,6 +160,36 @@ class RecoveryResult:
                 raise SegmentCorrupted(info.path, 0, "changed since recovery")
             offset, lsn = skip_records(data, info.first_lsn, info.records, from_lsn)
             yield data, offset, lsn, info.first_lsn + info.records
+
+
+def skip_records(data: SegmentBytes, first_lsn: int, count: int, from_lsn: int) -> tuple[int, int]:
+    """``(offset, lsn)`` of the first record with ``lsn >= from_lsn`` of a checked segment.
+
+    ``count`` records from ``first_lsn``; past the last one when none is that new.
+    """
+    unpack = unpack_record_header
+    offset, lsn = HEADER_SIZE, first_lsn
+    while lsn < from_lsn and lsn < first_lsn + count:  # a checkpoint has them
+        offset += RECORD_HEADER_SIZE + unpack(data, offset)[0]
+        lsn += 1
+    return offset, lsn
+
+
+def iter_bodies(
+    data: SegmentBytes, offset: int, lsn: int, end_lsn: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(lsn, type, body)`` of the records of a segment already checked.
+
+    From the record at ``offset`` (its LSN is ``lsn``) up to ``end_lsn``. No checksum is
+    computed: the caller proved the bytes are those :func:`scan_valid` accepted
+    (recovery compares a checksum of the whole valid region first).
+    """
+    unpack = unpack_record_header
+    for n in range(lsn, end_lsn):
+        length, rtype, _, _ = unpack(data, offset)
+        start = offset + RECORD_HEADER_SIZE
+        offset = start + length
+        yield n, rtype, data[start:offset]
 
 
 def read_log(directory: str | os.PathLike[str]) -> RecoveryResult:
