@@ -173,6 +173,11 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
 
     __copy__ = copy
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # By the stored fields: msgspec's own reduce would call the class, whose
+        # constructor takes every field of RECORD_FIELDS in another order.
+        return _restore, msgspec.structs.astuple(self)
+
     def replace(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (fields of :data:`RECORD_FIELDS`) applied."""
         out = self.copy()
@@ -301,6 +306,11 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
             dedup_key=data.get("dedup_key"),
             workflow=data.get("workflow"),
         )
+
+
+def _restore(*stored: Any) -> TaskRecord:
+    """A record from its stored fields (unpickling)."""
+    return make_record(TaskRecord, *stored)  # type: ignore[no-any-return]
 
 
 _NO_RUN = LastRun()

@@ -310,3 +310,15 @@ def test_equality_ignores_how_a_default_is_stored() -> None:
 def test_unknown_field_is_refused() -> None:
     with pytest.raises(TypeError):
         _record(colour="red")
+
+
+def test_pickle_and_deepcopy_keep_every_field() -> None:
+    import copy
+    import pickle
+
+    rec = _full_record()
+    assert pickle.loads(pickle.dumps(rec)) == rec
+    deep = copy.deepcopy(rec)
+    assert deep == rec
+    deep.attempt += 1
+    assert rec.attempt == 3
