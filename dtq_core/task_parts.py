@@ -119,7 +119,7 @@ _T = TypeVar("_T")
 
 
 class InRun(Generic[_T]):
-    """A field of :class:`TaskRecord` kept in its :class:`LastRun`."""
+    """A field of :class:`~dtq_core.task.TaskRecord` kept in its :class:`LastRun`."""
 
     __slots__ = ("default", "name")
 
@@ -150,7 +150,7 @@ class InRun(Generic[_T]):
 
 
 class InExtras(InRun[_T]):
-    """A field of :class:`TaskRecord` kept in its :class:`Extras`."""
+    """A field of :class:`~dtq_core.task.TaskRecord` kept in its :class:`Extras`."""
 
     __slots__ = ()
 
