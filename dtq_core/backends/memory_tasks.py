@@ -6,8 +6,8 @@ functions of the table, in :mod:`~dtq_core.backends.memory_leases`). It never lo
 (:class:`~dtq_core.backends.local.LocalBackend`) calls it with its lock held.
 
 Invariants: every record is in ``records`` and the sort ``index``; a PENDING task is in
-exactly one of its queue's ``ready`` heap or ``delayed`` (by eta); a RETRY task is in
-``delayed``; a RUNNING task is in ``leases`` (by deadline); a DEAD task is in ``dead``
+exactly one of its queue's ``ready`` queue or ``delayed`` (by its ``eta``: a task in
+``delayed`` has one); a RETRY task is in ``delayed``; a RUNNING task is in ``leases`` (by deadline); a DEAD task is in ``dead``
 (in order of death); a finished task has an entry in ``expiry``. ``counts`` and
 ``running`` count records per state and RUNNING tasks per queue.
 """
@@ -121,7 +121,7 @@ class TaskTable:
         return make_tuple(Transition, (rec.id, rec.name, rec.queue, old, new, note))
 
     def schedule(self, rec: TaskRecord, eta: float | None, now: float) -> None:
-        """Put a PENDING or RETRY task in ``delayed`` (until ``eta``) or its ready heap."""
+        """Put a PENDING or RETRY task in ``delayed`` (until ``eta``) or its ready queue."""
         if eta is not None and eta > now:
             rec.eta = eta
             self.delayed.push(rec.id, eta)
