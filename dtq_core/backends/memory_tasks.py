@@ -7,9 +7,10 @@ functions of the table, in :mod:`~dtq_core.backends.memory_leases`). It never lo
 
 Invariants: every record is in ``records`` and the sort ``index``; a PENDING task is in
 exactly one of its queue's ``ready`` queue or ``delayed`` (by its ``eta``: a task in
-``delayed`` has one); a RETRY task is in ``delayed``; a RUNNING task is in ``leases`` (by deadline); a DEAD task is in ``dead``
-(in order of death); a finished task has an entry in ``expiry``. ``counts`` and
-``running`` count records per state and RUNNING tasks per queue.
+``delayed`` has one); a RETRY task is in ``delayed``; a RUNNING task is in ``leases``
+(by deadline); a DEAD task is in ``dead`` (in order of death); a finished task has an
+entry in ``expiry``. ``counts`` and ``running`` count records per state and RUNNING
+tasks per queue.
 """
 
 from __future__ import annotations
