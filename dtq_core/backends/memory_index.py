@@ -29,7 +29,8 @@ replay (upkeep is suspended while the records replay: one sort beats a million i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from dtq_core.backends.memory_walk import MAX_CHAR, Group, Walk, before, count_ids, walk_ids
 from dtq_core.filters import TaskFilter
@@ -53,15 +54,11 @@ FEW = 20_000
 _ALL_STATES = frozenset(TaskState)
 
 
-def _in_order(ids: list[str], key: Callable[[str], tuple[float, str]]) -> bool:
-    """Whether ``ids`` are sorted by ``key`` (one pass, no list of keys)."""
-    it = iter(ids)
-    prev = next(it, None)
-    if prev is None:
-        return True
-    last = key(prev)
-    for task_id in it:
-        k = key(task_id)
+def _in_order(ids: list[str], key: Callable[[str], Any] | None = None) -> bool:
+    """Whether ``ids`` are sorted (by ``key``): one pass, no list of keys or copy."""
+    it: Iterator[Any] = iter(ids) if key is None else map(key, ids)
+    last: Any = next(it, None)
+    for k in it:
         if k < last:
             return False
         last = k
@@ -165,12 +162,9 @@ class TaskIndex:
         for (queue, name), (by_enq, counts) in found.items():
             if not _in_order(by_enq, key):
                 by_enq.sort(key=key)
-            by_id = sorted(by_enq)
+            by_id = None if _in_order(by_enq) else OrderedIds.from_sorted(sorted(by_enq))
             g = groups[(queue, name)] = Group(
-                queue,
-                name,
-                OrderedIds.from_sorted(by_enq, key),
-                None if by_id == by_enq else OrderedIds.from_sorted(by_id),
+                queue, name, OrderedIds.from_sorted(by_enq, key), by_id
             )
             g.counts = counts
         self._groups = groups

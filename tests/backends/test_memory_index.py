@@ -65,3 +65,31 @@ def test_one_list_serves_both_orders_until_an_id_breaks_their_agreement() -> Non
     assert ids("enqueued") == ["b0", "b1", "b2", "b3", "b4", "b5", "a9"]
     assert ids("id") == ["a9", "b0", "b1", "b2", "b3", "b4", "b5"]
     assert ids("id", "id:b") == ["b0", "b1", "b2", "b3", "b4", "b5"]
+
+
+@pytest.mark.parametrize(
+    "puts",
+    [
+        [("a0", 1.0), ("a1", 2.0), ("a2", 3.0)],  # ids and times agree: one list
+        [("c", 1.0), ("a", 2.0), ("b", 3.0)],  # ids out of time order
+        [("x1", 5.0), ("x2", 1.0), ("x3", 3.0)],  # times out of write order (a clock step)
+    ],
+    ids=["agree", "ids-differ", "times-differ"],
+)
+def test_a_rebuilt_index_sorts_as_the_live_one(puts: list[tuple[str, float]]) -> None:
+    b = make_backend("memory://")
+    b.open()
+    for tid, at in puts:
+        b.enqueue(NewTask(tid, "app.x", "q", 0, encode_message(tid, "app.x", [], {})), at)
+
+    def ids(sort: str) -> list[str]:
+        page = b.task_page(parse_filter(""), 0.0, sort, False, None, 0, 100)
+        return [r.id for r in page.records]
+
+    live = {sort: ids(sort) for sort in ("enqueued", "id")}
+    index = b._state.tasks.index  # type: ignore[attr-defined]
+    index.suspend()
+    index.rebuild()
+    assert {sort: ids(sort) for sort in ("enqueued", "id")} == live
+    assert live["enqueued"] == [t for t, _ in sorted(puts, key=lambda p: (p[1], p[0]))]
+    assert live["id"] == sorted(t for t, _ in puts)
