@@ -7,11 +7,8 @@ keep their state in this process's memory. It composes a
 its lock, and a journal that receives each record) and the components that implement
 parts of the protocol over it: :class:`~dtq_core.backends.local_leases.LocalLeases`,
 :class:`~dtq_core.backends.local_keys.LocalKeys` and
-:class:`~dtq_core.backends.memory_queries.TaskQueries`.
-
-- ``memory://`` (:class:`~dtq_core.backends.memory.MemoryBackend`) has no journal;
-- ``embedded://`` (:class:`~dtq_core.backends.embedded.backend.EmbeddedBackend`) appends
-  each record to its write-ahead log.
+:class:`~dtq_core.backends.memory_queries.TaskQueries`. ``memory://`` has no journal;
+``embedded://`` appends each record to its write-ahead log.
 """
 
 from __future__ import annotations
@@ -174,13 +171,11 @@ class LocalBackend(Backend):
     ) -> list[Transition]:
         """Enqueue ``new_task`` as the replay of dead ``task_id`` (see the protocol)."""
         change = Replay(now, task_id, spec_of(new_task), edit)
-        if after is None:
-            return self._write.change(change)  # type: ignore[no-any-return]
         records = self._state.tasks.records
 
-        def unchanged() -> bool:
+        def unchanged() -> bool:  # (a record that is gone: the replay raises)
             rec = records.get(task_id)
-            return rec is None or len(rec.replayed_to) == after  # (None: replay raises)
+            return after is None or rec is None or len(rec.replayed_to) == after
 
         return self._write.change(change, precondition=unchanged)  # type: ignore[no-any-return]
 
@@ -352,6 +347,3 @@ class LocalBackend(Backend):
     def known_names(self) -> set[str]:
         """Task names some worker has registered."""
         return self._keys.known_names()
-
-
-__all__ = ["LocalBackend"]

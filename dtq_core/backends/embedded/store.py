@@ -306,11 +306,7 @@ class EmbeddedStore(ForwardingBackend):
     # -- the protocol, forwarded ---------------------------------------------------------
 
     def wakeup(self) -> None:
-        """Wake blocked claimers (the owner's, which include this process's).
-
-        The broker calls this when it stops: a failover in progress gives up waiting
-        for a new owner, so a stop never waits :attr:`attach_timeout`.
-        """
+        """Wake blocked claimers (the owner's too); a failover stops waiting (a stop)."""
         self._stopping.set()
         with contextlib.suppress(BackendError):
             self._do("wakeup")
