@@ -128,12 +128,23 @@ def test_owner_killed_mid_drain_loses_no_acknowledged_task(site: dict[str, Any])
     # The producer carried on: nearly everything was acknowledged, across the kill.
     assert len(acked) >= n - 5, out[-2000:]
 
-    ran: dict[int, set[str]] = {}
-    for line in log.read_text().splitlines():
-        i, pid = line.split()
-        ran.setdefault(int(i), set()).add(pid)
-    lost = acked - ran.keys()
-    assert not lost, f"acknowledged but never ran: {sorted(lost)[:20]}"
+    def runs() -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for line in log.read_text().splitlines():
+            i, pid = line.split()
+            out.setdefault(int(i), set()).add(pid)
+        return out
+
+    # A claim the owner logged but whose reply died with it is leased to a worker that
+    # never got it. When that worker's process is the one that took over, the lease is
+    # kept (its process lives) and the task runs once the lease (30 s) runs out: late,
+    # not lost. (Known: the new owner could requeue such leases at once; see the note.)
+    try:
+        wait_until(lambda: acked <= runs().keys(), 45, step=0.25)
+    except AssertionError:
+        lost = acked - runs().keys()
+        raise AssertionError(f"acknowledged but never ran: {sorted(lost)[:20]}") from None
+    ran = runs()
     unexpected = ran.keys() - acked - {-1}
     # Only tasks whose enqueue reply was lost in the kill may run unacknowledged.
     assert len(unexpected) <= 5
