@@ -77,33 +77,49 @@ def main() -> int:
         v.fault += f"; worker exit {stop.code} after {stop.seconds:.1f}s"
         return v
 
+    def on_redis(
+        scenario: Callable[[System], Verdict], config: dict[str, object] | None = None
+    ) -> Callable[[], Verdict]:
+        """A scenario on a fresh Redis system, closed after it (its workers killed)."""
+
+        def run() -> Verdict:
+            s = redis_sys(config)
+            try:
+                return scenario(s)
+            finally:
+                s.close()
+
+        return run
+
+    stall_long: dict[str, object] = {"lease_s": 1.5, "heartbeat_s": 0.3}
     runs: list[tuple[str, Callable[[], Verdict]]] = [
-        ("sigkill-worker", lambda: scenarios.worker_sigkill(redis_sys(), n(1000), kills=3)),
-        ("sigkill-producer", lambda: scenarios.producer_sigkill(redis_sys(), n(1000))),
-        ("redis-restart", lambda: scenarios.redis_restart(redis_sys(), server, n(1000), 2)),
+        ("sigkill-worker", on_redis(lambda s: scenarios.worker_sigkill(s, n(1000), kills=3))),
+        ("sigkill-producer", on_redis(lambda s: scenarios.producer_sigkill(s, n(1000)))),
+        ("redis-restart", on_redis(lambda s: scenarios.redis_restart(s, server, n(1000), 2))),
         (
             "stall-short",
-            lambda: scenarios.redis_stall(
-                redis_sys({"lease_s": 4.0, "heartbeat_s": 0.5}), server, n(2000), "pause", 1.0
+            on_redis(
+                lambda s: scenarios.redis_stall(s, server, n(2000), "pause", 1.0),
+                {"lease_s": 4.0, "heartbeat_s": 0.5},
             ),
         ),
         (
             "stall-long-pause",
-            lambda: scenarios.redis_stall(
-                redis_sys({"lease_s": 1.5, "heartbeat_s": 0.3}), server, n(2000), "pause", 3.0
-            ),
+            on_redis(lambda s: scenarios.redis_stall(s, server, n(2000), "pause", 3.0), stall_long),
         ),
         (
             "stall-long-sleep",
-            lambda: scenarios.redis_stall(
-                redis_sys({"lease_s": 1.5, "heartbeat_s": 0.3}), server, n(2000), "sleep", 3.0
-            ),
+            on_redis(lambda s: scenarios.redis_stall(s, server, n(2000), "sleep", 3.0), stall_long),
         ),
-        ("malformed-redis", lambda: scenarios.malformed_redis(redis_sys(), n(500))),
+        ("malformed-redis", on_redis(lambda s: scenarios.malformed_redis(s, n(500)))),
     ]
     for pool in ("thread", "process", "async"):
-        cfg = {"lease_s": 1.0, "heartbeat_s": 0.25, "max_deliveries": 3}
-        runs.append((f"poison-{pool}", lambda p=pool, c=cfg: scenarios.poison(redis_sys(c), 8, p)))
+        cfg: dict[str, object] = {"lease_s": 1.0, "heartbeat_s": 0.25, "max_deliveries": 3}
+
+        def poison(s: System, p: str = pool) -> Verdict:
+            return scenarios.poison(s, 8, p)
+
+        runs.append((f"poison-{pool}", on_redis(poison, cfg)))
 
     def attached() -> Verdict:
         s, _ = embedded_sys()
