@@ -63,15 +63,7 @@ class Server:
         import redis
 
         self.client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client.ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        wait_ping(self.client, 10, 0.02)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.version = self.client.info("server")["redis_version"]
 
@@ -86,6 +78,21 @@ class Server:
 
 
 # -- one run ------------------------------------------------------------------------------
+
+
+def wait_ping(client: Any, timeout: float, step: float) -> None:
+    """Wait until a starting redis-server answers PING; re-raise after ``timeout`` s."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(step)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _redis_run import Server
+from _redis_run import Server, wait_ping
 
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.redis.enqueue import enqueue_args
@@ -194,15 +194,7 @@ class CallgrindServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.client.ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_ping(self.client, 60, 0.2)  # valgrind starts slowly
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def _ctl(self, flag: str) -> None:

@@ -38,6 +38,15 @@ def _unsafe(ch: str) -> bool:
     return unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
+def valid_utf8(text: str) -> str:
+    """``text`` as valid UTF-8: a lone surrogate becomes its backslash escape.
+
+    Failure text from a task (a message of bytes decoded with ``surrogateescape``) is
+    stored and sent as UTF-8 everywhere; this keeps it storable and still readable.
+    """
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+
+
 def escape_controls(text: str, *, multiline: bool = False) -> str:
     """``text`` with every control character written as an escape.
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from dtq_core.codec import check_json, dumps, loads
 from dtq_core.errors import Retry, WorkerCrashed
 from dtq_core.reliability.retry import qualified
+from dtq_core.text import valid_utf8
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, ForkServerProcess
@@ -63,11 +64,6 @@ def context() -> ForkServerContext:
             ctx.set_forkserver_preload([__name__])
             _preload_set = True
     return ctx
-
-
-def _text(text: str) -> str:
-    """``text`` as valid UTF-8: a lone surrogate becomes its backslash escape."""
-    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -183,8 +179,8 @@ def _child_main(conn: Connection, modules: list[str]) -> None:
                     "type": qualified(type(exc)),
                     "mro": [qualified(c) for c in type(exc).__mro__],
                     # As text the pipe's JSON takes (a lone surrogate escaped).
-                    "message": _text(str(exc)),
-                    "traceback": _text("".join(traceback.format_exception(exc))),
+                    "message": valid_utf8(str(exc)),
+                    "traceback": valid_utf8("".join(traceback.format_exception(exc))),
                 }
             )
         conn.send_bytes(reply.encode())

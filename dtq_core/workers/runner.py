@@ -20,6 +20,7 @@ from dtq_core.errors import (
 )
 from dtq_core.hooks import FailureDecision, RunContext
 from dtq_core.task import ErrorInfo
+from dtq_core.text import valid_utf8
 from dtq_core.workers.acks import AckBuffer
 
 log = logging.getLogger("dtq.worker")
@@ -46,8 +47,7 @@ def _storable(text: str, limit: int) -> str:
     keeps the head and the tail: a traceback's frames come first and where it was
     raised last (its last line is the message, which may be what is too long).
     """
-    if not text.isascii():
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = valid_utf8(text)
     if len(text) <= limit:
         return text
     half = limit // 2
