@@ -299,20 +299,18 @@ def bench_memory(args: argparse.Namespace) -> None:
     here = str(Path(__file__).resolve().parent)
     m = run_py(MEMORY, str(d), str(n), here)
     rec = run_py(OPEN, str(d))
+    run_py(OPEN, str(d), "close")  # recovers again, then closes: a checkpoint of them all
+    ckpt = run_py(OPEN, str(d))
+    if ckpt["replayed"] or not ckpt["checkpoint_lsn"]:
+        raise RuntimeError(f"expected a checkpoint load alone, got {ckpt}")
     per_payload = m["payload"] / n
     rows = [
-        [
-            "while enqueueing",
-            f"{m['rss_delta'] / n:.0f}",
-            f"{per_payload:.0f}",
-            f"{m['rss_delta'] / n - per_payload:.0f}",
-        ],
-        [
-            f"after recovery from the log ({rec['recovery_seconds']:.1f} s)",
-            f"{rec['rss_delta'] / n:.0f}",
-            f"{per_payload:.0f}",
-            f"{rec['rss_delta'] / n - per_payload:.0f}",
-        ],
+        [name, f"{rss / n:.0f}", f"{per_payload:.0f}", f"{rss / n - per_payload:.0f}"]
+        for name, rss in (
+            ("while enqueueing", m["rss_delta"]),
+            (f"after recovery from the log ({rec['recovery_seconds']:.1f} s)", rec["rss_delta"]),
+            (f"after loading a checkpoint ({ckpt['recovery_seconds']:.1f} s)", ckpt["rss_delta"]),
+        )
     ]
     print(table(["measured", "RSS bytes/task", "payload bytes", "over the payload"], rows))
     shutil.rmtree(d.parent)

@@ -20,7 +20,9 @@ Prints tables:
    log-only recovery's speed in records/s. Expiry is logged, so the log-only recovery
    drops the expired results as the live store did.
 3. Memory per queued task with ``--queued`` tasks queued: RSS delta over the enqueues
-   divided by N, minus the payload bytes; also after recovering them from the log.
+   divided by N, and the part of it over the payload bytes; also after recovering them
+   from the log alone, and after loading a checkpoint of them (the store closed, which
+   writes one, then opened again: nothing to replay).
 4. End-to-end drain of ``--drain`` no-op tasks in one process: a Broker with 8 worker
    threads (thread pool), 8 producer threads enqueueing first, then the drain timed until
    the last durable ack (its SUCCESS event); ``fsync=always``, ``interval`` and ``off``.
