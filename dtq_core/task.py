@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from dtq_core.errors import IllegalTransition
+from dtq_core.packed import Packed, pack, unpack
 from dtq_core.task_parts import (
     Attempt,
     ErrorInfo,
@@ -98,13 +99,19 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
     the fields of a queued task inline, those of its attempts in a :class:`LastRun`
     created by the first claim, and those few tasks set in an :class:`Extras` created
     when one is set. ``copy()`` and ``replace()`` stand for ``dataclasses.replace``.
+
+    ``payload`` reads the bytes it was given, but a canonical message is kept as its
+    tail after the id and task name (:mod:`dtq_core.packed`): it is rebuilt from ``id``
+    and ``name``, which a record never changes (``replace()`` may: it unpacks first).
     """
 
     id: str
     name: str
     queue: str
     priority: int
-    payload: bytes
+    #: The payload as kept: whole bytes, or the :class:`~dtq_core.packed.Packed` tail
+    #: of a canonical one (read ``payload``). Encoded under the name ``payload``.
+    body: bytes | Packed = msgspec.field(name="payload")
     state: TaskState
     enqueued_at: float
     eta: float | None = None
@@ -129,6 +136,18 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
     edits = InExtras[tuple[dict[str, Any], ...]](())
     dedup_key = InExtras[str | None](None)
     workflow = InExtras[str | None](None)
+
+    @property
+    def payload(self) -> bytes:
+        """The encoded message, exactly the bytes the task was stored with."""
+        body = self.body
+        if type(body) is bytes:
+            return body
+        return unpack(self.id, self.name, body)
+
+    @payload.setter
+    def payload(self, value: bytes) -> None:
+        self.body = pack(self.id, self.name, value)
 
     @property
     def created_at(self) -> float:
@@ -165,7 +184,7 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
         run, ex = self.last_run, self.extras
         return make_record(  # type: ignore[no-any-return]
             TaskRecord,
-            self.id, self.name, self.queue, self.priority, self.payload, self.state,
+            self.id, self.name, self.queue, self.priority, self.body, self.state,
             self.enqueued_at, self.eta, self.max_retries, self.time_limit,
             None if run is None else msgspec.structs.replace(run),
             None if ex is None else msgspec.structs.replace(ex),
@@ -181,10 +200,17 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
     def replace(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (fields of :data:`RECORD_FIELDS`) applied."""
         out = self.copy()
-        for key, value in changes.items():
+        for key in changes:
             if key not in _FIELD_SET:
                 raise TypeError(f"TaskRecord has no field {key!r}")
+        if "id" in changes or "name" in changes:
+            # A packed payload is read through both: it is set again once they are.
+            changes.setdefault("payload", self.payload)
+        payload = changes.pop("payload", None)
+        for key, value in changes.items():
             setattr(out, key, value)
+        if payload is not None:
+            out.payload = payload
         return out
 
     def __eq__(self, other: object) -> bool:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
+from dtq_core.packed import pack
+
 if TYPE_CHECKING:
     from dtq_core.task import TaskRecord, TaskState
 
@@ -218,7 +220,8 @@ def build(
 ) -> TaskRecord:
     """A ``cls`` (:class:`~dtq_core.task.TaskRecord`) with every field, as ``cls(...)``.
 
-    Each part is made only when one of its fields holds a value.
+    Each part is made only when one of its fields holds a value; a canonical payload
+    is kept packed (:func:`dtq_core.packed.pack`).
     """
     run = None
     if (
@@ -240,6 +243,6 @@ def build(
             tuple(replayed_to), dead_reason, tuple(edits), dedup_key, workflow,
         )  # fmt: skip
     return make_record(  # type: ignore[no-any-return]
-        cls, id, name, queue, priority, payload, state, enqueued_at, eta, max_retries,
-        time_limit, run, extras,
+        cls, id, name, queue, priority, pack(id, name, payload), state, enqueued_at, eta,
+        max_retries, time_limit, run, extras,
     )  # fmt: skip
