@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["MAX_SHARED", "MAX_TAILS", "Packed", "head", "pack", "unpack"]
+__all__ = ["END", "MAX_SHARED", "MAX_TAILS", "MID", "START", "Packed", "head", "pack", "unpack"]
 
-#: How every canonical JSON message starts (then the id, then the task name).
-_START = b'{"v":1,"id":"'
-_HEAD = b'{"v":1,"id":"%b","task":"%b",'
-_WHOLE = b'{"v":1,"id":"%b","task":"%b",%b'
+#: How every canonical JSON message starts: then the id, ``MID``, the task name, ``END``.
+START = b'{"v":1,"id":"'
+MID = b'","task":"'
+END = b'",'
 #: Tails up to this many bytes are shared between records (longer ones are rarely equal).
 MAX_SHARED = 256
 #: Distinct tails remembered for sharing; the table starts afresh when it is full.
 MAX_TAILS = 4096
+_join = b"".join
 
 
 class Packed(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -45,12 +46,14 @@ class Packed(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 #: Tails seen recently, each with its one shared :class:`Packed`.
 _tails: dict[bytes, Packed] = {}
+#: The last tail packed: the next one is most often the same (compared, not hashed).
+_last = Packed(b"")
 
 
 def head(task_id: str, name: str) -> bytes | None:
     """The bytes a canonical payload of this task starts with (``None``: none can)."""
     try:
-        return _HEAD % (task_id.encode(), name.encode())
+        return _join((START, task_id.encode(), MID, name.encode(), END))
     except UnicodeEncodeError:  # a lone surrogate: JSON escapes it, so no payload matches
         return None
 
@@ -61,19 +64,28 @@ def pack(task_id: str, name: str, payload: bytes) -> bytes | Packed:
     A :class:`Packed` tail when the payload is canonical for this id and name (shared
     with the records of the same tail), else ``payload`` itself.
     """
-    if type(payload) is not bytes or not payload.startswith(_START):
+    global _last
+    if type(payload) is not bytes or not payload.startswith(START):
         return payload
-    start = head(task_id, name)
-    if start is None or not payload.startswith(start):
+    try:  # head() written out: every enqueue packs (at replay too)
+        start = _join((START, task_id.encode(), MID, name.encode(), END))
+    except UnicodeEncodeError:
         return payload
-    tail = payload[len(start) :]
+    if not payload.startswith(start):
+        return payload
+    cut, last = len(start), _last
+    if len(payload) - cut == len(last.tail) and payload.endswith(last.tail):
+        return last
+    tail = payload[cut:]
     packed = _tails.get(tail)
     if packed is None:
         packed = Packed(tail)
-        if len(tail) <= MAX_SHARED:
-            if len(_tails) >= MAX_TAILS:
-                _tails.clear()
-            _tails[tail] = packed
+        if len(tail) > MAX_SHARED:
+            return packed
+        if len(_tails) >= MAX_TAILS:
+            _tails.clear()
+        _tails[tail] = packed
+    _last = packed
     return packed
 
 
@@ -81,4 +93,4 @@ def unpack(task_id: str, name: str, body: bytes | Packed) -> bytes:
     """The payload a record of ``task_id``/``name`` holding ``body`` stands for."""
     if type(body) is not Packed:
         return body  # type: ignore[return-value]
-    return _WHOLE % (task_id.encode(), name.encode(), body.tail)
+    return _join((START, task_id.encode(), MID, name.encode(), END, body.tail))

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from dtq_core.errors import IllegalTransition
-from dtq_core.packed import Packed, pack, unpack
+from dtq_core.packed import END, MID, START, Packed, pack
 from dtq_core.task_parts import (
     Attempt,
     ErrorInfo,
@@ -141,9 +141,10 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
     def payload(self) -> bytes:
         """The encoded message, exactly the bytes the task was stored with."""
         body = self.body
-        if type(body) is bytes:
-            return body
-        return unpack(self.id, self.name, body)
+        if type(body) is not Packed:
+            return body  # type: ignore[return-value]
+        # unpack() written out: every claim reads it (at replay too).
+        return _join((START, self.id.encode(), MID, self.name.encode(), END, body.tail))
 
     @payload.setter
     def payload(self, value: bytes) -> None:
@@ -339,6 +340,7 @@ def _restore(*stored: Any) -> TaskRecord:
     return make_record(TaskRecord, *stored)  # type: ignore[no-any-return]
 
 
+_join = b"".join
 _NO_RUN = LastRun()
 _NO_EXTRAS = Extras()
 _FIELD_SET = frozenset(RECORD_FIELDS)
