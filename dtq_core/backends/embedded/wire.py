@@ -1,7 +1,7 @@
 """The embedded owner's wire: length-prefixed msgpack frames on its Unix socket.
 
 Every frame is a 4-byte big-endian length and a msgpack body (msgspec). A connection
-opens with a hello (``{"v": 1, "role": ..., "read_only": ..., "pid": ...}``) answered
+opens with a hello (``{"v": VERSION, "role": ..., "read_only": ..., "pid": ...}``) answered
 by the owner; then each request ``[method, [args...]]`` is answered by
 ``[0, result, ""]`` or ``[1, error_type, message]``, one at a time.
 
@@ -26,8 +26,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import msgspec
 
-#: Version of the hello and the framing; a peer speaking another is refused.
-VERSION = 1
+#: Version of the hello, the framing and the values; a peer speaking another is refused.
+#: 2: a record's payload travels as it is kept, whole bytes or a packed tail (an array,
+#: :mod:`dtq_core.packed`), which a version-1 peer cannot read.
+VERSION = 2
 #: Largest frame either side accepts: a 20 MB task payload fits, a runaway peer doesn't.
 MAX_FRAME = 64 * 2**20
 _HEADER = struct.Struct("!I")
