@@ -207,10 +207,10 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
         if "id" in changes or "name" in changes:
             # A packed payload is read through both: it is set again once they are.
             changes.setdefault("payload", self.payload)
-        payload = changes.pop("payload", None)
+        payload = changes.pop("payload", _UNSET)
         for key, value in changes.items():
             setattr(out, key, value)
-        if payload is not None:
+        if payload is not _UNSET:
             out.payload = payload
         return out
 
@@ -341,6 +341,7 @@ def _restore(*stored: Any) -> TaskRecord:
 
 
 _join = b"".join
+_UNSET: Any = object()
 _NO_RUN = LastRun()
 _NO_EXTRAS = Extras()
 _FIELD_SET = frozenset(RECORD_FIELDS)

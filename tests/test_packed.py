@@ -123,3 +123,10 @@ def test_ids_no_payload_can_start_with_are_kept_whole() -> None:
     assert packed.head("\ud800", "t") is None
     rec = record("\ud800", "t", payload)
     assert rec.body is payload and rec.payload == payload
+
+
+def test_replacing_other_fields_keeps_the_shared_tail() -> None:
+    rec = record("a1", "t", encode_message("a1", "t", [], {}))
+    out = rec.replace(priority=3, queue="other")
+    assert out.body is rec.body and out.payload == rec.payload
+    assert rec.replace(payload=b"raw").payload == b"raw"
