@@ -16,7 +16,7 @@ from dtq_core.backends.base import Delivery, Transition
 from dtq_core.backends.changes import Ack, Bury, Claim, Fail, Reclaim, Release
 from dtq_core.backends.journal import WritePath
 from dtq_core.clock import Clock
-from dtq_core.task import ErrorInfo, TaskState
+from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 
 class LocalLeases:
@@ -142,9 +142,9 @@ class LocalLeases:
             return self._reclaim(due, now, max_deliveries)
 
     def reclaim_all(
-        self, now: float, max_deliveries: int, keep: Callable[[str | None], bool] | None = None
+        self, now: float, max_deliveries: int, keep: Callable[[TaskRecord], bool] | None = None
     ) -> list[Transition]:
-        """Reclaim every lease, expired or not, but those whose worker ``keep`` accepts.
+        """Reclaim every lease, expired or not, but those ``keep`` accepts (by record).
 
         Recovery: the leases' workers died with the old owner. A kept lease (its holder
         still runs) is renewed for its own length from ``now``, so the holder has time to
@@ -156,12 +156,22 @@ class LocalLeases:
             due: list[str] = []
             for task_id in list(tasks.leases):
                 rec = tasks.records[task_id]
-                if keep is None or not keep(rec.worker):
+                if keep is None or not keep(rec):
                     due.append(task_id)
                     continue
                 start = rec.started_at if rec.started_at is not None else now
                 length = max((rec.lease_deadline or now) - start, 1.0)
                 memory_leases.extend(tasks, [(task_id, rec.lease_token)], now + length)
+            return self._reclaim(due, now, max_deliveries)
+
+    def reclaim_where(
+        self, now: float, max_deliveries: int, drop: Callable[[TaskRecord], bool]
+    ) -> list[Transition]:
+        """Reclaim at once the leases whose record ``drop`` picks; leave the others be."""
+        self._w.journal.check()
+        with self._w.lock:
+            tasks = self._w.state.tasks
+            due = [i for i in tasks.leases if drop(tasks.records[i])]
             return self._reclaim(due, now, max_deliveries)
 
     def _reclaim(self, due: list[str], now: float, max_deliveries: int) -> list[Transition]:

@@ -26,9 +26,9 @@ import contextlib
 import fcntl
 import functools
 import os
-import struct
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,7 +39,8 @@ from dtq_core.backends.embedded.checkpoint import (
     prune_checkpoints,
     write_checkpoint,
 )
-from dtq_core.backends.embedded.holders import lease_holder_alive
+from dtq_core.backends.embedded.deliveries import Received
+from dtq_core.backends.embedded.holders import keep_lease, lock_holder
 from dtq_core.backends.embedded.journal import WalJournal
 from dtq_core.backends.embedded.oplog import LOG_FORMAT
 from dtq_core.backends.embedded.replay import Replayer
@@ -99,8 +100,11 @@ class EmbeddedBackend(LocalBackend):
     #: Deliveries after which a task found RUNNING at recovery is dead-lettered.
     max_deliveries = 5
     #: Set before :meth:`open` by a process that takes the store over from a dead owner
-    #: while its own workers run: recovery keeps this process's leases.
+    #: while its own workers run: recovery keeps this process's leases...
     took_over = False
+    #: ...but those of its workers that claimed through the old owner's socket only if
+    #: they received them (a lease whose claim reply died with the owner is requeued).
+    received: Received | None = None
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK, fsync_fn: FsyncFn = os.fsync) -> None:
         path, opts = parse_url(url)
@@ -250,13 +254,24 @@ class EmbeddedBackend(LocalBackend):
             self._stats["converted_at_lsn"] = self.checkpoint()
 
     def _requeue_running(self) -> list[Transition]:
-        """Requeue every task found RUNNING whose worker's process is gone, logged.
+        """Requeue every task found RUNNING that no live worker has, logged.
 
         A lease of a live process (an attached worker, or this process's own after a
         takeover) is kept: requeueing it would run the task twice.
         """
-        alive = functools.partial(lease_holder_alive, this_process=self.took_over)
-        return self._leases.reclaim_all(self.clock.now(), self.max_deliveries, keep=alive)
+        keep = functools.partial(keep_lease, this_process=self.took_over, received=self.received)
+        return self._leases.reclaim_all(self.clock.now(), self.max_deliveries, keep=keep)
+
+    def reclaim_unreceived(
+        self, workers: Sequence[str], received: Sequence[tuple[str, int]], now: float
+    ) -> list[Transition]:
+        """Requeue the leases of ``workers`` (another process's) that they never received.
+
+        That process reattached after a takeover: what it names is what its workers run;
+        a lease of theirs besides is a claim whose reply died with the old owner.
+        """
+        got = Received(frozenset(workers), frozenset((i, t) for i, t in received))
+        return self._leases.reclaim_where(now, self.max_deliveries, got.lost)
 
     def checkpoint(self) -> int:
         """Write a checkpoint of the live state and drop the log segments it covers."""
@@ -324,25 +339,6 @@ class EmbeddedBackend(LocalBackend):
     def socket_path(self) -> Path:
         """Where the owner serves the Console API."""
         return self.path / "dtq.sock"
-
-
-def lock_holder(path: Path) -> int | None:
-    """The pid holding the directory's lock, or ``None`` when it is free."""
-    try:
-        fd = os.open(path / "LOCK", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        # F_GETLK-style test without taking the lock: lockf(F_TEST) needs write access,
-        # so ask the kernel through fcntl's struct flock instead.
-        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
-        got = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
-        kind, _, _, _, pid = struct.unpack("hhqqi", got)
-        return None if kind == fcntl.F_UNLCK else pid
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 __all__ = ["EmbeddedBackend", "lock_holder", "parse_url"]

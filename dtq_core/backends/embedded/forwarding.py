@@ -3,6 +3,7 @@
 The base of :class:`~dtq_core.backends.embedded.store.EmbeddedStore`, which decides in
 ``_do`` where a call goes: to the store this process owns, or over the owner's socket.
 Written out method by method (not generated) so that each keeps its typed signature.
+The store's settings are kept here and passed on to the store this process owns.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dtq_core.backends.base import Backend, NewTask, QueueStats, Transition
+from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
 from dtq_core.task import ErrorInfo, TaskRecord, TaskState
@@ -20,9 +22,61 @@ from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 class ForwardingBackend(Backend):
     """The Backend protocol, every method forwarded to :meth:`_do` by name."""
 
+    def __init__(
+        self, url: str, clock: Clock = SYSTEM_CLOCK, max_deliveries: int = Backend.max_deliveries
+    ) -> None:
+        self._settings: dict[str, Any] = {
+            "result_ttl": Backend.result_ttl,
+            "max_results": Backend.max_results,
+            "max_deliveries": max_deliveries,
+        }
+        super().__init__(url, clock)
+
     @abstractmethod
     def _do(self, name: str, *args: Any, block_s: float = 0.0, **kwargs: Any) -> Any:
         """Run the protocol method ``name``; ``block_s``: seconds it may block on purpose."""
+
+    @property
+    @abstractmethod
+    def local(self) -> Backend | None:
+        """The store this process owns (``None`` while attached): it follows the settings."""
+
+    # -- settings the owned store follows ----------------------------------------------
+
+    @property
+    def result_ttl(self) -> float:
+        """Seconds finished records are kept (the owner's setting rules the store)."""
+        return float(self._settings["result_ttl"])
+
+    @result_ttl.setter
+    def result_ttl(self, value: float) -> None:
+        self._set("result_ttl", value)
+
+    @property
+    def max_results(self) -> int:
+        """Finished records kept at most."""
+        return int(self._settings["max_results"])
+
+    @max_results.setter
+    def max_results(self, value: int) -> None:
+        self._set("max_results", value)
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries after which a task found running at recovery is dead-lettered."""
+        return int(self._settings["max_deliveries"])
+
+    @max_deliveries.setter
+    def max_deliveries(self, value: int) -> None:
+        self._set("max_deliveries", value)
+
+    def _set(self, name: str, value: Any) -> None:
+        self._settings[name] = value
+        local = self.local
+        if local is not None:
+            setattr(local, name, value)
+
+    # -- the protocol ------------------------------------------------------------------
 
     def enqueue(self, task: NewTask, now: float) -> list[Transition]:
         """Store a new task."""

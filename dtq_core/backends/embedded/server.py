@@ -53,6 +53,7 @@ _TRANSITIONS = frozenset(
         "bury",
         "release",
         "reclaim_expired",
+        "reclaim_unreceived",
         "promote_due",
         "cancel",
         "replay",

@@ -23,9 +23,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dtq_core.backends.base import Backend, Capabilities, Delivery, NewTask, Transition
+from dtq_core.backends.base import Capabilities, Delivery, NewTask, Transition
 from dtq_core.backends.embedded.backend import EmbeddedBackend, lock_holder, parse_url
 from dtq_core.backends.embedded.client import Client, OwnerGone
+from dtq_core.backends.embedded.deliveries import Deliveries, Received
 from dtq_core.backends.embedded.forwarding import ForwardingBackend
 from dtq_core.backends.embedded.server import StoreServer
 from dtq_core.clock import SYSTEM_CLOCK, Clock
@@ -51,58 +52,22 @@ class EmbeddedStore(ForwardingBackend):
     capabilities = EmbeddedBackend.capabilities
 
     def __init__(self, url: str, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._settings: dict[str, Any] = {
-            "result_ttl": Backend.result_ttl,
-            "max_results": Backend.max_results,
-            "max_deliveries": EmbeddedBackend.max_deliveries,
-        }
-        super().__init__(url, clock)
+        super().__init__(url, clock, max_deliveries=EmbeddedBackend.max_deliveries)
         self.path, _ = parse_url(url)  # a malformed URL is refused now, not at open
         self._local: EmbeddedBackend | None = None
         self._client: Client | None = None
         self._server: StoreServer | None = None
         self._console: LocalConsole | None = None
         self._switch = threading.Lock()
+        # What this process's workers received from the owner (attached only), and the
+        # switches of owner begun: a claim's reply is recorded only if none began since.
+        self._deliveries = Deliveries()
+        self._switches = 0
         self._closed = False
         # Set by wakeup() (the broker is stopping): a failover stops waiting for an owner.
         self._stopping = threading.Event()
         #: How often this process took the store over from a dead owner.
         self.takeovers = 0
-
-    # -- settings the owned store follows ----------------------------------------------
-
-    @property
-    def result_ttl(self) -> float:
-        """Seconds finished records are kept (the owner's setting rules the store)."""
-        return float(self._settings["result_ttl"])
-
-    @result_ttl.setter
-    def result_ttl(self, value: float) -> None:
-        self._set("result_ttl", value)
-
-    @property
-    def max_results(self) -> int:
-        """Finished records kept at most."""
-        return int(self._settings["max_results"])
-
-    @max_results.setter
-    def max_results(self, value: int) -> None:
-        self._set("max_results", value)
-
-    @property
-    def max_deliveries(self) -> int:
-        """Deliveries after which a task found running at recovery is dead-lettered."""
-        return int(self._settings["max_deliveries"])
-
-    @max_deliveries.setter
-    def max_deliveries(self, value: int) -> None:
-        self._set("max_deliveries", value)
-
-    def _set(self, name: str, value: Any) -> None:
-        self._settings[name] = value
-        local = self.__dict__.get("_local")
-        if local is not None:
-            setattr(local, name, value)
 
     @property
     def role(self) -> str:
@@ -129,6 +94,7 @@ class EmbeddedStore(ForwardingBackend):
         """
         self._closed = False
         self._stopping.clear()
+        self._deliveries.clear()
         if self.may_own:
             self.path.mkdir(parents=True, exist_ok=True)
             if self._try_own():
@@ -140,11 +106,13 @@ class EmbeddedStore(ForwardingBackend):
             )
         self._attach(time.monotonic() + self.attach_timeout)
 
-    def _try_own(self, took_over: bool = False) -> bool:
+    def _try_own(self, took_over: Received | None = None) -> bool:
+        """Own the store; ``took_over``: after its owner died, what our workers received."""
         local = EmbeddedBackend(self.url, self.clock)
         for name, value in self._settings.items():
             setattr(local, name, value)
-        local.took_over = took_over
+        local.took_over = took_over is not None
+        local.received = took_over
         try:
             local.open()
         except StoreLocked:
@@ -205,14 +173,17 @@ class EmbeddedStore(ForwardingBackend):
             if self._local is not None or self._client is not failed:
                 return  # another thread has already switched
             failed.close()
+            self._switches += 1
             deadline = time.monotonic() + self.attach_timeout
             delay = 0.05
             attempt = 0
             while not self._closed and not self._stopping.is_set():
                 attempt += 1
-                if self.may_own and self._try_own(took_over=True):
+                # Under the switch lock: no claim reply is recorded while recovery reads.
+                if self.may_own and self._try_own(took_over=self._deliveries.snapshot()):
                     self.takeovers += 1
                     self._client = None
+                    self._deliveries.clear()  # owned here from now on: nothing to tell
                     log.warning(
                         "the owner of %s stopped answering (%s): this process took it over",
                         self.path,
@@ -222,6 +193,7 @@ class EmbeddedStore(ForwardingBackend):
                 client = Client(self.path / "dtq.sock", "backend")
                 try:
                     client.check()
+                    self._deliveries.tell(client, self.clock.now(), self.path)
                 except OwnerGone as again:
                     client.close()
                     if time.monotonic() >= deadline:
@@ -253,6 +225,7 @@ class EmbeddedStore(ForwardingBackend):
             server, self._server = self._server, None
             local, self._local = self._local, None
             client, self._client = self._client, None
+            self._deliveries.clear()
         if server is not None:
             server.stop()
         if local is not None:
@@ -271,13 +244,17 @@ class EmbeddedStore(ForwardingBackend):
     ) -> Any:
         sent = False
         while True:
-            local, client = self._local, self._client
+            switches, local, client = self._switches, self._local, self._client
             try:
                 if local is not None:
                     return getattr(local, name)(*args, **kwargs)
                 if client is None:
                     raise BackendError(f"embedded store {self.path} is not open")
-                return client.call(name, args, kwargs, block_s)
+                if name == "claim":
+                    return self._claim_remote(client, switches, args, kwargs, block_s)
+                result = client.call(name, args, kwargs, block_s)
+                self._deliveries.settled(name, args)
+                return result
             except OwnerGone as exc:
                 if client is None:
                     raise
@@ -289,6 +266,32 @@ class EmbeddedStore(ForwardingBackend):
                 if sent and name in ("enqueue", "enqueue_many") and "already exists" in str(exc):
                     return self._enqueue_after_loss(args[0], args[1])
                 raise
+
+    def _claim_remote(
+        self,
+        client: Client,
+        switches: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        block_s: float,
+    ) -> list[Delivery]:
+        """A claim from the owner, its deliveries recorded unless a switch began meanwhile."""
+        self._deliveries.claiming(args[1])
+        batch: list[Delivery] = client.call("claim", args, kwargs, block_s)
+        if not batch:
+            return batch
+        with self._switch:  # held by a switch of owner throughout (recovery, tell)
+            if self._switches == switches and self._client is client:
+                self._deliveries.add(batch)
+                return batch
+        # A switch of owner began since this claim was sent, and read what our workers
+        # hold without these leases: the new owner requeued them, or the release does
+        # (a no-op when it has). The worker claims again rather than run a task that
+        # another worker may run too.
+        for d in batch:
+            with contextlib.suppress(BackendError):
+                self._do("release", d.task_id, d.token, self.clock.now())
+        return []
 
     def _enqueue_after_loss(self, tasks: Any, now: float) -> list[Transition]:
         """An enqueue resent after its owner died: ids already stored count as stored."""

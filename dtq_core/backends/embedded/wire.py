@@ -7,10 +7,11 @@ by the owner; then each request ``[method, [args...]]`` is answered by
 
 The callable methods are not written out here: they are derived from the two
 protocols they serve, :class:`~dtq_core.backends.base.Backend` (attached producers
-and workers) and :class:`~dtq_core.console_api.ConsoleAPI` (``dtq`` and ``dtq-tui``).
-Each method's parameters become an array-like msgspec struct, so the owner decodes and
-type-checks a request in one step, and its return type decodes the reply. A method
-that is not in a protocol cannot be called.
+and workers) and :class:`~dtq_core.console_api.ConsoleAPI` (``dtq`` and ``dtq-tui``),
+plus the few methods of the owned store itself that attached processes call
+(:data:`OWNER_METHODS`). Each method's parameters become an array-like msgspec struct,
+so the owner decodes and type-checks a request in one step, and its return type decodes
+the reply. A method that is not in a protocol or that list cannot be called.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ BACKEND_METHODS = (
     "known_names",
     "wait_final",
 )
+#: Methods of the owned store (not of the Backend protocol) an attached process calls:
+#: after a takeover, the leases its workers never received (:mod:`.deliveries`).
+OWNER_METHODS = ("reclaim_unreceived",)
 #: Backend methods that change nothing: the only ones a read-only session may call.
 BACKEND_READS = frozenset(
     {
@@ -239,10 +243,13 @@ def _method(cls: type, name: str) -> Method:
 
 @cache
 def backend_methods() -> dict[str, Method]:
-    """The Backend protocol's callable methods."""
+    """The Backend protocol's callable methods, and the owned store's own."""
     from dtq_core.backends.base import Backend
+    from dtq_core.backends.embedded.backend import EmbeddedBackend
 
-    return {name: _method(Backend, name) for name in BACKEND_METHODS}
+    out = {name: _method(Backend, name) for name in BACKEND_METHODS}
+    out.update((name, _method(EmbeddedBackend, name)) for name in OWNER_METHODS)
+    return out
 
 
 @cache
