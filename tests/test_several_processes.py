@@ -72,9 +72,40 @@ broker.stop()
 """
 
 
+# Owns the store with no worker, enqueues the tasks, then dies (SIGKILL) the moment it
+# has logged the first claim that leased any: before its reply leaves.
+OWNER_DIES_AFTER_A_CLAIM = """
+import os, signal, sys, time
+from dtq_core import Broker, BrokerConfig
+from dtq_core.backends.embedded import server
+import e2eapp
+
+url, n = sys.argv[1], int(sys.argv[2])
+broker = Broker(BrokerConfig(backend=url, num_workers=0, own=True))
+broker.open()
+for i in range(n):
+    broker.send("e2e.record", [i], task_id=f"t{i}")
+served = server.StoreServer._backend_call
+
+def then_die(self, name, args, kwargs):
+    out = served(self, name, args, kwargs)
+    if name == "claim" and out:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+server.StoreServer._backend_call = then_die
+print("READY", broker.backend.info()["role"], flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    files = {"e2eapp.py": APP, "producer.py": PRODUCER}
+    files = {
+        "e2eapp.py": APP,
+        "producer.py": PRODUCER,
+        "owner_dies.py": OWNER_DIES_AFTER_A_CLAIM,
+    }
     with process_site(tmp_path, files, {"E2E_LOG": str(tmp_path / "ran.log")}) as s:
         s["url"] = f"embedded://{tmp_path / 'data'}"
         yield s
@@ -136,15 +167,22 @@ def test_owner_killed_mid_drain_loses_no_acknowledged_task(site: dict[str, Any])
         return out
 
     # A claim the owner logged but whose reply died with it is leased to a worker that
-    # never got it. When that worker's process is the one that took over, the lease is
-    # kept (its process lives) and the task runs once the lease (30 s) runs out: late,
-    # not lost. (Known: the new owner could requeue such leases at once; see the note.)
+    # never got it: the process that takes over requeues it at once, so it runs now, not
+    # when its lease (30 s) runs out. The wait covers the tasks still running.
     try:
-        wait_until(lambda: acked <= runs().keys(), 45, step=0.25)
+        wait_until(lambda: acked <= runs().keys(), 5, step=0.1)
     except AssertionError:
         lost = acked - runs().keys()
         raise AssertionError(f"acknowledged but never ran: {sorted(lost)[:20]}") from None
     ran = runs()
+    # No task ran twice in the process that took over: the claims its workers received
+    # were kept, not requeued (a task may have run twice only if one run was the owner's).
+    mine = [
+        line.split()[0]
+        for line in log.read_text().splitlines()
+        if line.endswith(f" {attached.pid}")
+    ]
+    assert len(mine) == len(set(mine)), "a task ran twice in the process that took over"
     unexpected = ran.keys() - acked - {-1}
     # Only tasks whose enqueue reply was lost in the kill may run unacknowledged.
     assert len(unexpected) <= 5
@@ -202,3 +240,41 @@ def test_second_worker_attaches_and_a_console_never_owns(site: dict[str, Any]) -
         assert p.returncode == 0, err[-2000:]
         banners[name] = err
     assert "(owner)" in banners["first"] and "(attached)" in banners["second"]
+
+
+def test_a_claim_whose_reply_died_with_the_owner_runs_at_once_and_once(
+    site: dict[str, Any],
+) -> None:
+    """The owner dies between logging a claim and replying: the worker process that
+    takes over (or the other one, reattached) has the task requeued at once."""
+    url, n = site["url"], 40
+    owner = site["spawn"]("owner_dies.py", url, str(n))
+    assert owner.stdout is not None
+    assert owner.stdout.readline().split() == ["READY", "owner"], owner.communicate()[1]
+    workers = [worker(site, 2), worker(site, 2)]
+    assert owner.wait(30) == -signal.SIGKILL
+    t0 = time.monotonic()
+    log = site["dir"] / "ran.log"
+
+    def ran() -> list[int]:
+        text = log.read_text() if log.exists() else ""
+        return [int(line.split()[0]) for line in text.splitlines()]
+
+    try:
+        # Well within the 30 s lease the lost claim's tasks would otherwise wait out.
+        wait_until(lambda: set(ran()) == set(range(n)), 10, step=0.1)
+    except AssertionError:
+        raise AssertionError(f"not run yet: {sorted(set(range(n)) - set(ran()))}") from None
+    assert time.monotonic() - t0 < 10
+    time.sleep(0.5)  # a second run, if any, would show now
+    assert sorted(ran()) == list(range(n)), "a task ran twice"
+    console = console_for(url)
+    info = console.snapshot().backend_info
+    assert info["role"] == "owner" and info.get("takeovers") == 1
+    assert info["worker_lost"] == 0
+    console.close()
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        _, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err[-2000:]
+        assert "Traceback" not in err

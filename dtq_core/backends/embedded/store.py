@@ -11,7 +11,8 @@ producers, consoles or ``dtq`` commands) takes the lock if it is free, and other
 attaches. When the owner dies, the first attached process that may own takes the lock
 over (recovery included) and serves the socket; the others, and producers, reattach to
 it, retrying with backoff for :attr:`Backend.attach_timeout` seconds. The lock is the
-only arbiter: a slow owner keeps its lock and is never replaced.
+only arbiter: a slow owner keeps its lock and is never replaced. A claim whose reply
+died with the owner is requeued at once by the next one (:mod:`.deliveries`).
 """
 
 from __future__ import annotations
@@ -268,26 +269,20 @@ class EmbeddedStore(ForwardingBackend):
                 raise
 
     def _claim_remote(
-        self,
-        client: Client,
-        switches: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        block_s: float,
+        self, client: Client, seen: int, args: tuple[Any, ...], kw: dict[str, Any], wait: float
     ) -> list[Delivery]:
-        """A claim from the owner, its deliveries recorded unless a switch began meanwhile."""
+        """A claim from the owner, recorded unless a switch of owner began since ``seen``."""
         self._deliveries.claiming(args[1])
-        batch: list[Delivery] = client.call("claim", args, kwargs, block_s)
+        batch: list[Delivery] = client.call("claim", args, kw, wait)
         if not batch:
             return batch
         with self._switch:  # held by a switch of owner throughout (recovery, tell)
-            if self._switches == switches and self._client is client:
+            if self._switches == seen and self._client is client:
                 self._deliveries.add(batch)
                 return batch
-        # A switch of owner began since this claim was sent, and read what our workers
-        # hold without these leases: the new owner requeued them, or the release does
-        # (a no-op when it has). The worker claims again rather than run a task that
-        # another worker may run too.
+        # A switch began since this claim was sent and told the new owner what our workers
+        # hold, without these: it requeued them, or the release does (a no-op if it did).
+        # The worker claims again rather than run a task that another may run too.
         for d in batch:
             with contextlib.suppress(BackendError):
                 self._do("release", d.task_id, d.token, self.clock.now())

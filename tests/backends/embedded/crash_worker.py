@@ -25,6 +25,8 @@ Modes:
 - ``recover``: open a directory on a fake clock, print its fingerprint, SIGKILL itself.
 - ``hold``: open a directory (or a Broker with a process pool) and sleep.
 - ``owner``: a Broker on ``embedded://`` serving the Console API, until killed.
+- ``serve``: an ``EmbeddedStore`` that owns the directory and serves its socket, with no
+  worker of its own, until killed.
 
 :func:`fingerprint` is shared with the tests: everything a recovery must reproduce.
 """
@@ -589,6 +591,18 @@ def mode_owner(cfg: dict[str, Any]) -> None:
     time.sleep(300)
 
 
+def mode_serve(cfg: dict[str, Any]) -> None:
+    from dtq_core.backends.embedded.store import EmbeddedStore
+
+    store = EmbeddedStore(cfg["url"])
+    store.may_own = True
+    store.max_deliveries = MAX_DELIVERIES
+    store.open()
+    assert store.role == "owner", "the directory was owned already"
+    say("READY", os.getpid())
+    time.sleep(300)
+
+
 def mode_poison(cfg: dict[str, Any]) -> None:
     """A Broker whose only task kills the whole process the moment it runs."""
     from dtq_core import Broker, BrokerConfig
@@ -623,6 +637,7 @@ MODES = {
     "recover": mode_recover,
     "hold": mode_hold,
     "owner": mode_owner,
+    "serve": mode_serve,
     "poison": mode_poison,
 }
 

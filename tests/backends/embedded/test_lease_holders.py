@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from dtq_core.backends.embedded.backend import EmbeddedBackend
+from dtq_core.backends.embedded.deliveries import Received
 from dtq_core.backends.embedded.holders import lease_holder_alive
 from dtq_core.clock import FakeClock
 from dtq_core.task import TaskState
@@ -99,3 +100,65 @@ def test_recovery_keeps_a_live_holders_lease_and_requeues_a_dead_ones(tmp_path: 
     finally:
         live.kill()
         live.wait()
+
+
+def test_after_a_takeover_only_the_leases_its_workers_received_are_kept(tmp_path: Path) -> None:
+    """A lease of a worker that claimed through the dead owner's socket but never got the
+    reply is requeued at once; a worker of this process unknown to ``received`` (one of
+    another store in this process) keeps its lease, as a live holder."""
+    clock = FakeClock(cw.T0)
+    url = f"embedded://{tmp_path / 'data'}"
+    me = f"{HOST}:{os.getpid()}"
+    b = EmbeddedBackend(url, clock)
+    b.open()
+    holder = {"got": f"{me}:t0", "lost": f"{me}:t0", "sibling": f"{me}:t9"}
+    tokens = {}
+    for tid, worker in holder.items():
+        b.enqueue(cw.new_task(tid), clock.now())
+        (d,) = b.claim(None, worker, 30.0, 1, clock.now())
+        tokens[tid] = d.token
+    b.close()
+
+    b = EmbeddedBackend(url, clock)
+    b.took_over = True
+    b.received = Received(frozenset({f"{me}:t0"}), frozenset({("got", tokens["got"])}))
+    b.open()
+    try:
+        states = {tid: b.get_state(tid) for tid in holder}
+        assert states == {
+            "got": TaskState.RUNNING,
+            "lost": TaskState.PENDING,
+            "sibling": TaskState.RUNNING,
+        }
+        lost = b.get("lost")
+        assert lost is not None and lost.deliveries == 1  # counted, as any reclaim does
+        assert b.ack("got", tokens["got"], "ok", clock.now())
+        assert b.ack("lost", tokens["lost"], "stale", clock.now()) == []
+    finally:
+        b.close()
+
+
+def test_reclaim_unreceived_requeues_only_the_named_workers_other_leases(tmp_path: Path) -> None:
+    clock = FakeClock(cw.T0)
+    b = EmbeddedBackend(f"embedded://{tmp_path / 'data'}", clock)
+    b.open()
+    try:
+        holder = {"a": "w1", "b": "w1", "c": "w2"}
+        tokens = {}
+        for tid, worker in holder.items():
+            b.enqueue(cw.new_task(tid), clock.now())
+            (d,) = b.claim(None, worker, 30.0, 1, clock.now())
+            tokens[tid] = d.token
+        deadline = b.get("c").lease_deadline  # type: ignore[union-attr]
+        clock.advance(1.0)
+        (tr,) = b.reclaim_unreceived(["w1"], [("a", tokens["a"])], clock.now())
+        assert (tr.task_id, tr.old, tr.new) == ("b", TaskState.RUNNING, TaskState.PENDING)
+        assert b.get_state("a") is TaskState.RUNNING
+        assert b.get("c").lease_deadline == deadline  # type: ignore[union-attr]
+        # Past the delivery limit a lost claim is dead-lettered, as any reclaim is.
+        b.max_deliveries = 1
+        (d,) = b.claim(None, "w1", 30.0, 1, clock.now())
+        (tr,) = b.reclaim_unreceived(["w1"], [("a", tokens["a"])], clock.now())
+        assert (tr.task_id, tr.new) == (d.task_id, TaskState.DEAD)
+    finally:
+        b.close()

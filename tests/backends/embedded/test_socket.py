@@ -87,6 +87,14 @@ def test_read_only_backend_session_may_only_read(owner: Broker) -> None:
             client.call("set_paused", ("q", True), {})
         with pytest.raises(ReadOnlyError):
             client.call("delete_key", ("k",), {})
+        with pytest.raises(ReadOnlyError):  # the owned store's own method, too
+            client.call("reclaim_unreceived", (["w"], [], 0.0), {})
+    finally:
+        client.close()
+    # Callable by a session that may change state (nothing of w's to requeue here).
+    client = Client(sock_of(owner), "backend")
+    try:
+        assert client.call("reclaim_unreceived", (["w"], [("t", 1)], 0.0), {}) == []
     finally:
         client.close()
 
