@@ -135,9 +135,18 @@ def main() -> int:
         finally:
             s.close()
 
+    def owner_after_claim() -> Verdict:
+        d = Path(tempfile.mkdtemp(dir=base))
+        s = System(f"embedded://{d / 'data'}", d, {"lease_s": 30.0})
+        try:
+            return scenarios.embedded_owner_dies_after_a_claim(s, n(1000), d / "arm")
+        finally:
+            s.close()
+
     runs += [
         ("sigkill-attached", attached),
         ("sigkill-owner", owner),
+        ("owner-dies-after-claim", owner_after_claim),
         ("disk-full-tmpfs", lambda: failstop("tmpfs")),
         ("disk-full-enospc", lambda: failstop("enospc")),
         ("fsync-failure", lambda: failstop("fsync")),

@@ -10,8 +10,9 @@ and sees overlaps from outside the system. Settings come from the environment:
   applied under ``dtq worker``'s own options (leases, heartbeats, delivery limits).
 - ``DTQ_FAULT_ARM``: a path; once a file exists there, the fault named by
   ``DTQ_FAULT_KIND`` is injected into this process's write path: ``enospc`` (every
-  write of the embedded log raises ``OSError(ENOSPC)``) or ``fsync`` (every fsync
-  raises ``OSError(EIO)``).
+  write of the embedded log raises ``OSError(ENOSPC)``), ``fsync`` (every fsync
+  raises ``OSError(EIO)``) or ``claim-reply`` (the owner of an embedded store SIGKILLs
+  itself once it has logged a claim that leased tasks, before its reply leaves).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -66,6 +68,18 @@ def _inject() -> None:
             real_fsync(self, fd)
 
         WritePath._fsync = fsync  # type: ignore[method-assign]
+    elif kind == "claim-reply":
+        from dtq_core.backends.embedded.server import StoreServer
+
+        served = StoreServer._backend_call
+
+        def then_die(self: StoreServer, name: str, args: Any, kwargs: Any) -> Any:
+            out = served(self, name, args, kwargs)
+            if name == "claim" and out and _armed():
+                os.kill(os.getpid(), signal.SIGKILL)  # the claim is logged, its reply lost
+            return out
+
+        StoreServer._backend_call = then_die  # type: ignore[method-assign]
 
 
 _inject()

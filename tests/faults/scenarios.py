@@ -362,6 +362,44 @@ def embedded_attached_sigkill(s: System, n: int) -> Verdict:
     return v
 
 
+def embedded_owner_dies_after_a_claim(s: System, n: int, arm: Path) -> Verdict:
+    """The owner of an ``embedded://`` store dies between logging a claim and replying.
+
+    The owner (``dtq worker -c 0``: it serves only) SIGKILLs itself mid-run right after
+    it logged a claim of an attached worker, which never gets those tasks. The store's
+    lease is 30 s here: the new owner must requeue them at once, so that everything
+    acknowledged ends well within one lease of the kill (else this raises).
+    """
+    from dtq_core.backends.embedded.backend import lock_holder
+
+    s.client_may_own = False
+    lease = float(s.config["lease_s"])
+    directory = Path(s.url.removeprefix("embedded://").split("?")[0])
+    sock = directory / "dtq.sock"
+    owner = s.spawn_worker(0, env={"DTQ_FAULT_ARM": str(arm), "DTQ_FAULT_KIND": "claim-reply"})
+    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
+    assert owner.alive(), owner.stderr()
+    workers = [s.spawn_worker(2), s.spawn_worker(2)]
+    p = s.spawn_producer(0, n, sleep=0.005)
+    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
+    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    arm.touch()
+    until(lambda: not owner.alive(), 30, "the owner to die after a claim")
+    killed = time.monotonic()
+    p.wait(SETTLE_S)
+    until(lambda: lock_holder(directory) is not None, lease / 2, "a worker to own the store")
+    s.settle(max(1.0, lease * 0.6 - (time.monotonic() - killed)))
+    took = time.monotonic() - killed
+    v = s.verdict(
+        f"embedded store: the owner dies between a claim and its reply (lease {lease:g}s); "
+        f"all ended {took:.1f}s after"
+    )
+    for w in workers:
+        w.term()
+    s.close_client()
+    return v
+
+
 def embedded_owner_sigkill(s: System, n: int) -> Verdict:
     """SIGKILL of the owner of an ``embedded://`` store mid-run, and its restart.
 

@@ -109,3 +109,11 @@ def test_sigkill_of_the_owner_loses_nothing_and_only_a_worker_takes_over(
     s = make_system(f"embedded://{tmp_path / 'data'}")
     v = scenarios.embedded_owner_sigkill(s, 200)
     v.check()
+
+
+def test_the_owner_dying_between_a_claim_and_its_reply_delays_no_task(
+    make_system: SystemFactory, tmp_path: Path
+) -> None:
+    s = make_system(f"embedded://{tmp_path / 'data'}", {"lease_s": 30.0})
+    v = scenarios.embedded_owner_dies_after_a_claim(s, 200, tmp_path / "arm")
+    v.check()
