@@ -267,8 +267,8 @@ class EmbeddedBackend(LocalBackend):
     ) -> list[Transition]:
         """Requeue the leases of ``workers`` (another process's) that they never received.
 
-        That process reattached after a takeover: what it names is what its workers run;
-        a lease of theirs besides is a claim whose reply died with the old owner.
+        That process reattached after its owner stopped answering: what it names is what
+        its workers hold; a lease of theirs besides is a claim whose reply was lost.
         """
         got = Received(frozenset(workers), frozenset((i, t) for i, t in received))
         return self._leases.reclaim_where(now, self.max_deliveries, got.lost)
