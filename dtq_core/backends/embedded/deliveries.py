@@ -11,9 +11,10 @@ they received. When the owner dies:
 
 - if this process takes the store over, its recovery keeps a lease of one of those
   workers only if it was received (:class:`Received`), and requeues the others at once;
-- if it reattaches to another process that took over, it tells that owner what its
-  workers received (:meth:`Deliveries.tell`), and the owner requeues their other leases
-  at once (``reclaim_unreceived``).
+- if it reattaches (to another process that took over, or to the same owner after a
+  lost connection), it tells that owner what its workers received
+  (:meth:`Deliveries.tell`), and the owner requeues their other leases at once
+  (``reclaim_unreceived``).
 
 Either way the requeue counts a delivery, as any reclaim does. The store records a
 claim's reply under the lock its switch of owner takes: a reply read while the switch
@@ -132,7 +133,7 @@ class Deliveries:
             return
         if lost:
             log.warning(
-                "embedded store %s: %d claims whose reply died with the old owner requeued",
+                "embedded store %s: %d claims whose reply was lost requeued by the owner",
                 path,
                 len(lost),
             )
