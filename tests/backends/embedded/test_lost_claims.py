@@ -222,3 +222,33 @@ def test_a_claim_reply_read_across_a_reattach_to_the_same_owner_is_given_back(
     again = {d.task_id: d for d in store.claim(None, WORKER, LEASE, 10, time.time())}
     assert sorted(again) == ["held", "lost"] and again["held"].token != read[0].token
     assert store.ack("held", again["held"].token, "ok", time.time())
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["ack-not-logged", "ack-logged"])
+def test_an_ack_in_flight_when_the_owner_dies_lands_with_the_process_that_takes_over(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, logged: bool
+) -> None:
+    """The other direction: a claim that was received stays held through the takeover
+    until its ack returns, so the ack's retry (to this process, now the owner) lands."""
+    store: EmbeddedStore = site["store"]
+    (owner,) = site["children"]
+    (held,) = store.claim(None, WORKER, LEASE, 1, time.time())
+    client = store._client
+    assert client is not None
+    real = client.call
+
+    def owner_dies_during_ack(name: str, args: Any, kwargs: Any, wait: float = 0.0) -> Any:
+        if name != "ack_many":
+            return real(name, args, kwargs, wait)
+        if logged:
+            real(name, args, kwargs, wait)  # stored by the owner; its reply is lost
+        owner.kill()
+        raise OwnerGone("the owner died during ack_many", sent=True)
+
+    monkeypatch.setattr(client, "call", owner_dies_during_ack)
+    (trs,) = store.ack_many([("held", held.token, "ok")], time.time())
+    assert store.role == "owner"
+    assert [(t.task_id, t.new) for t in trs] == [("held", TaskState.SUCCESS)]
+    rec = store.get("held")
+    assert rec is not None and rec.result == "ok" and rec.deliveries == 1
+    assert store.claim(None, OTHER, LEASE, 10, time.time())[0].task_id == "lost"
