@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -268,9 +269,13 @@ class EmbeddedBackend(LocalBackend):
         """Requeue the leases of ``workers`` (another process's) that they never received.
 
         That process reattached after its owner stopped answering: what it names is what
-        its workers hold; a lease of theirs besides is a claim whose reply was lost.
+        its workers hold; a lease of theirs besides is a claim whose reply was lost. Not
+        a worker of this process: a store here has no say over this store's own workers,
+        whose ids it may share.
         """
-        got = Received(frozenset(workers), frozenset((i, t) for i, t in received))
+        mine = f"{socket.gethostname()}:{os.getpid()}:"
+        named = frozenset(w for w in workers if not w.startswith(mine))
+        got = Received(named, frozenset((i, t) for i, t in received))
         return self._leases.reclaim_where(now, self.max_deliveries, got.lost)
 
     def checkpoint(self) -> int:

@@ -20,6 +20,11 @@ Either way the requeue counts a delivery, as any reclaim does. The store records
 claim's reply under the lock its switch of owner takes: a reply read while the switch
 runs is recorded before it (and its leases kept), or refused after it (its leases
 requeued by the new owner, or given back) and the worker claims again.
+
+Worker ids name a process, not a broker: two brokers of one process have workers of the
+same ids (``host:pid:t0``). A worker id that another store of this process on the same
+directory claimed with is left out (its leases are kept as a live holder's, as before),
+and an owner ignores what a store of its own process tells it.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dtq_core.backends.base import Delivery
 from dtq_core.backends.embedded.client import Client, OwnerGone
@@ -66,12 +72,22 @@ class Received:
 
 
 class Deliveries:
-    """The leases the workers of one attached store received and have not settled yet."""
+    """The leases the workers of one attached store received and have not settled yet.
 
-    def __init__(self) -> None:
+    Args:
+        key: The store's directory (resolved): the trackers of one key in one process
+            belong to stores whose worker ids may be the same.
+    """
+
+    #: Every tracker of this process.
+    _every: ClassVar[weakref.WeakSet[Deliveries]] = weakref.WeakSet()
+
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._lock = threading.Lock()
         self._workers: set[str] = set()
         self._leases: set[tuple[str, int]] = set()
+        Deliveries._every.add(self)
 
     def claiming(self, worker_id: str) -> None:
         """``worker_id`` is about to claim (noted first: a claim lost in flight counts)."""
@@ -99,9 +115,18 @@ class Deliveries:
             self._leases.difference_update(done)
 
     def snapshot(self) -> Received:
-        """What recovery, or a new owner, needs to tell a lost reply from a held lease."""
+        """What recovery, or a new owner, needs to tell a lost reply from a held lease.
+
+        Without the workers that another store of this process on the same directory
+        claimed with: their leases may be that store's (the same id), received or not.
+        """
         with self._lock:
-            return Received(frozenset(self._workers), frozenset(self._leases))
+            workers, leases = set(self._workers), frozenset(self._leases)
+        for other in list(Deliveries._every):
+            if other is not self and other.key == self.key:
+                with other._lock:
+                    workers -= other._workers
+        return Received(frozenset(workers), leases)
 
     def clear(self) -> None:
         """Forget everything (the store is owned here, or closed)."""

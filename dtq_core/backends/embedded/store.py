@@ -62,7 +62,7 @@ class EmbeddedStore(ForwardingBackend):
         self._switch = threading.Lock()
         # What this process's workers received from the owner (attached only), and the
         # switches of owner begun: a claim's reply is recorded only if none began since.
-        self._deliveries = Deliveries()
+        self._deliveries = Deliveries(str(self.path.resolve()))
         self._switches = 0
         self._closed = False
         # Set by wakeup() (the broker is stopping): a failover stops waiting for an owner.

@@ -155,6 +155,12 @@ def test_reclaim_unreceived_requeues_only_the_named_workers_other_leases(tmp_pat
         assert (tr.task_id, tr.old, tr.new) == ("b", TaskState.RUNNING, TaskState.PENDING)
         assert b.get_state("a") is TaskState.RUNNING
         assert b.get("c").lease_deadline == deadline  # type: ignore[union-attr]
+        # A worker id of this (the owner's) process is not another process's to name:
+        # a store of this process may share it with the owner's own workers.
+        (mine,) = b.claim(None, f"{HOST}:{os.getpid()}:t0", 30.0, 1, clock.now())
+        assert b.reclaim_unreceived([f"{HOST}:{os.getpid()}:t0"], [], clock.now()) == []
+        assert b.get_state(mine.task_id) is TaskState.RUNNING
+        assert b.release(mine.task_id, mine.token, clock.now())
         # Past the delivery limit a lost claim is dead-lettered, as any reclaim is.
         b.max_deliveries = 1
         (d,) = b.claim(None, "w1", 30.0, 1, clock.now())

@@ -252,3 +252,37 @@ def test_an_ack_in_flight_when_the_owner_dies_lands_with_the_process_that_takes_
     rec = store.get("held")
     assert rec is not None and rec.result == "ok" and rec.deliveries == 1
     assert store.claim(None, OTHER, LEASE, 10, time.time())[0].task_id == "lost"
+
+
+def test_two_stores_of_one_process_whose_workers_share_ids_run_nothing_twice(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two brokers of one process have workers of the same ids (``host:pid:t0``). The
+    store that takes over cannot tell its sibling's leases of that id from its own lost
+    ones: it keeps them all (the lost claim waits out its lease, as before), and the
+    sibling's word to an owner of its own process is ignored."""
+    store: EmbeddedStore = site["store"]
+    (owner,) = site["children"]
+    sibling = EmbeddedStore(site["url"])
+    sibling.may_own = False
+    sibling.attach_timeout = 20.0
+    sibling.open()
+    try:
+        store.enqueue(cw.new_task("theirs"), time.time())
+        (held,) = store.claim(None, WORKER, LEASE, 1, time.time())
+        (theirs,) = sibling.claim(None, WORKER, LEASE, 1, time.time())
+        assert (held.task_id, theirs.task_id) == ("held", "lost")
+        lose = LoseNextClaimReply(monkeypatch, store, owner.kill)
+        assert store.claim(None, WORKER, LEASE, 10, time.time()) == []
+        assert store.role == "owner"
+        (lost,) = lose.lost
+        assert lost.task_id == "theirs"
+        # The sibling's lease is kept, not run again: the sibling reattaches and acks it.
+        assert store.get_state("lost") is TaskState.RUNNING
+        assert sibling.ack("lost", theirs.token, "ok", time.time())
+        assert sibling.role == "attached"
+        # The sibling told this owner what it holds (nothing of "theirs"): ignored.
+        assert store.get_state("theirs") is TaskState.RUNNING
+        assert store.ack("held", held.token, "ok", time.time())
+    finally:
+        sibling.close()
