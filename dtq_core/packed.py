@@ -15,10 +15,9 @@ another task) is kept whole, as the bytes it is. Either way the bytes read back 
 bytes given: :func:`pack` keeps a tail only after checking ``head + tail == payload``
 byte for byte.
 
-The stored form travels as it is (the embedded owner's socket encodes records with
-msgspec: a whole payload as bytes, a packed one as an array of its tail), and reads the
-same wherever it arrives. Nothing on disk holds it: the log and checkpoints hold whole
-payloads.
+Nothing outside a process's memory holds the packed form: the log and checkpoints hold
+whole payloads, and so do the embedded owner's replies on its socket
+(:func:`dtq_core.backends.embedded.wire.whole`), which peers of every release read.
 """
 
 from __future__ import annotations
