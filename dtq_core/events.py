@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import chain, compress, count, islice, repeat
 from typing import Any, NamedTuple
 
 import msgspec
@@ -89,6 +91,34 @@ def _keep(
     return _Kept(first, ts, worker, len(rows), rows)
 
 
+#: Whether one C call runs without another thread running Python code meanwhile (a
+#: build with the GIL): :meth:`EventBus.publish_many` then numbers and keeps a batch
+#: without a lock. A free-threaded build takes the lock.
+_ATOMIC_CALLS = getattr(sys, "_is_gil_enabled", lambda: True)()
+_NEVER = repeat(False)
+
+
+def _number_and_append(ring: deque[_One | _Kept], kept: _One | _Kept, numbers: count[int]) -> None:
+    """Give ``kept`` the next ``kept.n`` numbers and append it to ``ring``, in one C call.
+
+    ``ring.extend`` drains the iterator in C, running no Python code, so with the GIL
+    no other thread numbers or appends in between: the ring stays in sequence order
+    without a lock. The iterator sets ``kept.first`` to the next number (``setattr``
+    returns ``None``, which the filter drops), consumes the batch's other numbers
+    (``compress`` with false selectors yields none of them), then yields ``kept``.
+    """
+    ring.extend(
+        filter(
+            None,
+            chain(
+                map(setattr, (kept,), ("first",), numbers),
+                compress(islice(numbers, kept.n - 1), _NEVER),  # type: ignore[arg-type]
+                (kept,),
+            ),
+        )
+    )
+
+
 #: Called once per published batch: ``(ts, transitions, worker)``; each transition is a
 #: :class:`~dtq_core.backends.base.Transition` (or a tuple in its field order).
 BatchSubscriber = Callable[[float, Sequence[Sequence[Any]], "str | None"], None]
@@ -97,20 +127,21 @@ BatchSubscriber = Callable[[float, Sequence[Sequence[Any]], "str | None"], None]
 class EventBus:
     """Publishes events to subscribers and keeps the last ``history`` for late readers.
 
-    Publishing a batch of transitions (:meth:`publish_many`) takes one lock, numbers the
-    batch and keeps it as rows the cyclic GC never visits (a busy broker's ring churns
-    through thousands of events a second): :class:`Event` objects are made only for
-    subscribers of single events and for readers of :meth:`since`, so events nobody
-    reads cost a lock, an append and one small object per transition. Batch subscribers
+    Publishing a batch of transitions (:meth:`publish_many`) numbers the batch and keeps
+    it as rows the cyclic GC never visits (a busy broker's ring churns through thousands
+    of events a second): :class:`Event` objects are made only for subscribers of single
+    events and for readers of :meth:`since`, so events nobody reads cost an append and
+    one small object per transition, and no lock. Batch subscribers
     (:meth:`subscribe_batch`: the metrics, the DAG runs) receive the transitions
     themselves, once per batch.
 
     Subscribers run on the publishing thread, so they must be quick (queue work
     elsewhere if not). A subscriber that raises is logged and kept.
 
-    Workers publish from many threads while consoles read: numbering and appending
-    happen under one lock, so the ring is always in sequence order, and readers copy
-    what they need under it (iterating a deque another thread appends to raises).
+    Workers publish from many threads while consoles read: a batch is numbered and
+    appended in one C call (atomic with the GIL; under a lock on a free-threaded build),
+    so the ring is always in sequence order, and readers copy what they need in one C
+    call too (iterating a deque another thread appends to raises).
 
     Args:
         history: How many recent events :meth:`since` can return.
@@ -119,13 +150,18 @@ class EventBus:
     def __init__(self, history: int = 10_000) -> None:
         self._subs: tuple[Subscriber, ...] = ()
         self._batch_subs: tuple[BatchSubscriber, ...] = ()
-        # Batches as published, oldest first (copied into untracked rows).
+        # Batches as published, oldest first (copied into untracked rows), numbered
+        # and appended in one C call (_number_and_append): every thread publishes two
+        # or three times per task, and a lock for it was the most contended of a busy
+        # broker (its holder, losing the GIL, held up every other publisher).
         self._ring: deque[_One | _Kept] = deque()
+        self._numbers = count(1)  # the next event's number (consumed atomically)
         self._history = max(0, history)
-        self._held = 0  # events in the ring
-        self._last = 0  # seq of the newest event
         self._sub_lock = threading.Lock()
+        # Numbering and appending on a free-threaded build (not atomic there).
         self._ring_lock = threading.Lock()
+        # One thread at a time trims the ring's front; the others never wait for it.
+        self._trim_lock = threading.Lock()
 
     def publish(
         self,
@@ -160,21 +196,12 @@ class EventBus:
             return 0
         # _record and _deliver written out: two calls fewer for each of the two or three
         # events of every task (an enqueue and a start are batches of one).
-        history = self._history
-        with self._ring_lock:
-            first = self._last + 1
-            self._last += n
-            if history:
-                ring = self._ring
-                if n == 1:
-                    t = transitions[0]
-                    ring.append(_One(first, ts, worker, t[0], t[1], t[2], t[3], t[4], t[5]))
-                else:
-                    ring.append(_keep(first, ts, worker, transitions))
-                held = self._held + n
-                while held - ring[0].n >= history:
-                    held -= ring.popleft().n
-                self._held = held
+        if n == 1:
+            t = transitions[0]
+            kept: _One | _Kept = _One(0, ts, worker, t[0], t[1], t[2], t[3], t[4], t[5])
+        else:
+            kept = _keep(0, ts, worker, transitions)
+        first = self._place(kept)
         for bcb in self._batch_subs:
             try:
                 bcb(ts, transitions, worker)
@@ -193,20 +220,36 @@ class EventBus:
 
     def _record(self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None) -> int:
         """Number a batch and keep a copy of it."""
-        n = len(transitions)
-        history = self._history
-        with self._ring_lock:
-            first = self._last + 1
-            self._last += n
-            if history:
-                ring = self._ring
-                ring.append(_keep(first, ts, worker, transitions))
-                held = self._held + n
-                # Keep at least ``history`` events; whole batches fall off the front.
-                while held - ring[0].n >= history:
-                    held -= ring.popleft().n
-                self._held = held
-        return first
+        return self._place(_keep(0, ts, worker, transitions))
+
+    def _place(self, kept: _One | _Kept) -> int:
+        """Number ``kept`` and keep it in the ring (in sequence order); its first number."""
+        n = kept.n
+        if not self._history:  # nothing kept: numbers only (islice consumes n at once)
+            kept.first = next(islice(self._numbers, n - 1, None)) - n + 1
+            return kept.first
+        ring = self._ring
+        if _ATOMIC_CALLS:
+            _number_and_append(ring, kept, self._numbers)
+        else:
+            with self._ring_lock:
+                _number_and_append(ring, kept, self._numbers)
+        # Keep at least ``history`` events; whole batches fall off the front. Checked
+        # against this batch's end (newer ones only make the front older): trimmed by
+        # one thread at a time, which no publisher waits for.
+        last = kept.first + n - 1
+        head = ring[0]
+        if last - head.first + 1 - head.n >= self._history and self._trim_lock.acquire(False):
+            try:
+                history = self._history
+                while True:
+                    head = ring[0]  # only a trimmer takes from the front
+                    if last - head.first + 1 - head.n < history:
+                        break
+                    ring.popleft()
+            finally:
+                self._trim_lock.release()
+        return kept.first
 
     def _deliver(
         self,
@@ -257,19 +300,28 @@ class EventBus:
 
     def since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above ``seq`` (oldest first, at most ``limit``)."""
-        if limit <= 0:
+        if limit <= 0 or not self._history:
             return []
-        with self._ring_lock:
-            last = self._last
-            # The oldest kept: the last ``history`` events, at most ``limit`` of them.
-            lo = max(seq, last - self._history, last - limit) + 1
-            if lo > last:
-                return []
-            picked = []
-            for chunk in reversed(self._ring):
-                picked.append(chunk)
-                if chunk.first <= lo:
-                    break
+        # The newest batches, newest first, copied in one C call while publishers
+        # append: ``limit`` events are in at most ``limit`` batches. An append between
+        # making the iterator and the copy makes the iterator raise: copied again.
+        while True:
+            try:
+                picked = list(islice(reversed(self._ring), min(limit, self._history) + 1))
+                break
+            except RuntimeError:  # deque mutated during iteration
+                continue
+        if not picked:
+            return []
+        last = picked[0].first + picked[0].n - 1
+        # The oldest kept: the last ``history`` events, at most ``limit`` of them.
+        lo = max(seq, last - self._history, last - limit) + 1
+        if lo > last:
+            return []
+        for i, chunk in enumerate(picked):
+            if chunk.first <= lo:
+                del picked[i + 1 :]
+                break
         out: list[Event] = []
         for kept in reversed(picked):
             first, ts, worker = kept.first, kept.ts, kept.worker
@@ -283,6 +335,9 @@ class EventBus:
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest event (0 when none)."""
-        with self._ring_lock:
-            return self._last if self._held else 0
+        """The sequence number of the newest event kept (0 when none)."""
+        try:
+            newest = self._ring[-1]
+        except IndexError:
+            return 0
+        return newest.first + newest.n - 1

@@ -27,6 +27,8 @@ from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
 from dtq_core.task import TERMINAL, ErrorInfo, TaskRecord, TaskState
 
+_make = tuple.__new__  # a named tuple from a plain one, without its Python ``__new__``
+
 
 class LocalBackend(Backend):
     """The Backend protocol over a state machine and a journal (see the module doc).
@@ -232,8 +234,7 @@ class LocalBackend(Backend):
     def outcome(self, task_id: str) -> Outcome | None:
         """State, result and error read together under the lock (no copy of the record).
 
-        Under the lock: a failure that is retried passes through FAILED inside one
-        change, and a reader must never see that as the end.
+        A retried failure passes through FAILED inside one change: never seen as the end.
         """
         with self._lock:
             rec = self._state.tasks.records.get(task_id)
@@ -241,8 +242,8 @@ class LocalBackend(Backend):
                 return None
             state = rec.state
             if state not in TERMINAL:
-                return Outcome(state)
-            return Outcome(state, rec.result, rec.error, rec.dead_reason)
+                return _make(Outcome, (state, None, None, None))  # (no Python __new__)
+            return _make(Outcome, (state, rec.result, rec.error, rec.dead_reason))
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids starting with ``prefix`` (an exact id alone)."""

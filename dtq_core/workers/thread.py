@@ -121,6 +121,15 @@ class ThreadPool(Pool):
         next. A thread that runs out of tasks first stores the successes waiting in
         the ack buffer, so a pool that runs out of work leaves no result waiting.
         """
+        ahead = self._ahead
+        if ahead:
+            # A busy pool: the next task claimed ahead, without the pool's lock (a
+            # deque's popleft is atomic). Every thread takes one per task, and a lock
+            # held by a thread that loses the GIL holds up all the others.
+            try:
+                return self._from_ahead(ahead.popleft())
+            except IndexError:
+                pass  # another thread took the last one
         handoff = self._handoff
         lock = self._handoff_lock  # entered directly: the Condition's enter is a Python call
         acks = self.acks
@@ -276,8 +285,10 @@ class ThreadPool(Pool):
         started = self.broker.clock.monotonic()
         ident = threading.get_ident()
         try:
-            with self._calls_lock:
-                self._in_call[ident] = False  # False: not interrupted (yet)
+            # No lock to enter: a dict's setitem is atomic, and a stop that looks in
+            # between either sees this thread in its call or not at all. (Leaving takes
+            # the lock: a stop must not mark a thread that just left its call.)
+            self._in_call[ident] = False  # False: not interrupted (yet)
             if task.is_async:
                 result = self._async_loop().run(task.fn(*ctx.args, **ctx.kwargs), limit)
             elif limit is None:
