@@ -25,9 +25,7 @@ from dtq_core.backends.memory_queries import TaskQueries
 from dtq_core.clock import SYSTEM_CLOCK, Clock
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage
-from dtq_core.task import TERMINAL, ErrorInfo, TaskRecord, TaskState
-
-_make = tuple.__new__  # a named tuple from a plain one, without its Python ``__new__``
+from dtq_core.task import ErrorInfo, TaskRecord, TaskState
 
 
 class LocalBackend(Backend):
@@ -232,18 +230,8 @@ class LocalBackend(Backend):
         return self._queries.get_state(task_id)
 
     def outcome(self, task_id: str) -> Outcome | None:
-        """State, result and error read together under the lock (no copy of the record).
-
-        A retried failure passes through FAILED inside one change: never seen as the end.
-        """
-        with self._lock:
-            rec = self._state.tasks.records.get(task_id)
-            if rec is None:
-                return None
-            state = rec.state
-            if state not in TERMINAL:
-                return _make(Outcome, (state, None, None, None))  # (no Python __new__)
-            return _make(Outcome, (state, rec.result, rec.error, rec.dead_reason))
+        """State, result and error read together (no copy of the record)."""
+        return self._queries.outcome(task_id)
 
     def find_ids(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids starting with ``prefix`` (an exact id alone)."""

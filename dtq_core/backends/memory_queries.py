@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from dtq_core.backends.base import QueueStats
+from dtq_core.backends.base import Outcome, QueueStats
 from dtq_core.backends.memory_tasks import TaskTable
 from dtq_core.filters import TaskFilter
 from dtq_core.paging import DEFAULT_SORT, Cursor, TaskPage, check_cursor, waits
-from dtq_core.task import TaskRecord, TaskState
+from dtq_core.task import TERMINAL, TaskRecord, TaskState
+
+_SUCCESS = TaskState.SUCCESS
+_make = tuple.__new__
 
 
 class TaskQueries:
@@ -96,6 +99,26 @@ class TaskQueries:
         """Only the state (no copy)."""
         rec = self._t.records.get(task_id)
         return None if rec is None else rec.state
+
+    def outcome(self, task_id: str) -> Outcome | None:
+        """State, result and error read together (no copy of the record).
+
+        A success is read without the lock (every result read): its result is set
+        before its state, and nothing follows SUCCESS. Any other state is read under
+        it: a retried failure passes through FAILED inside one change, which a reader
+        must never take for the end. A named tuple from a plain one: no Python call.
+        """
+        rec = self._t.records.get(task_id)
+        if rec is not None and rec.state is _SUCCESS:
+            return _make(Outcome, (_SUCCESS, rec.result, rec.error, rec.dead_reason))
+        with self._lock:
+            rec = self._t.records.get(task_id)
+            if rec is None:
+                return None
+            state = rec.state
+            if state not in TERMINAL:
+                return _make(Outcome, (state, None, None, None))
+            return _make(Outcome, (state, rec.result, rec.error, rec.dead_reason))
 
     def list_tasks(
         self, flt: TaskFilter, now: float, offset: int = 0, limit: int = 100

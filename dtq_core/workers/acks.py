@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,9 @@ class AckBuffer:
         #: buffer only when a thread goes on to another task while successes wait.
         self.lazy = lazy
         self._armed = False
-        self._items: list[tuple[RunContext, Any]] = []
+        # Appended to without the lock by a lazy buffer's adders (a deque's append is
+        # atomic) and taken from the front by one flush at a time: never replaced.
+        self._items: deque[tuple[RunContext, Any]] = deque()
         # Some waiting acks were in a call that failed: it may have stored them.
         self._retry = False
         self._oldest = 0.0
@@ -84,6 +87,17 @@ class AckBuffer:
 
     def add(self, ctx: RunContext, result: Any) -> None:
         """Queue the success of ``ctx`` (its result already in JSON form)."""
+        items = self._items
+        if self.lazy and self._thread is not None:
+            # Nobody to wake (the pool arms the buffer): no lock, which every worker
+            # thread took once per task. Appended before ``_closed`` is read, as close()
+            # sets it before its last flush: one of the two stores this success.
+            if not items:
+                self._oldest = time.monotonic()
+            items.append((ctx, result))
+            if self._closed or len(items) >= self.max_batch:
+                self.flush()
+            return
         with self._lock:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="dtq-acks", daemon=True)
@@ -108,8 +122,8 @@ class AckBuffer:
 
     def leases(self) -> list[tuple[str, int]]:
         """``(task_id, token)`` of every waiting ack: their leases must be renewed."""
-        with self._cond:
-            return [(c.delivery.task_id, c.delivery.token) for c, _ in self._items]
+        waiting = list(self._items)  # one C call: adders append without the lock
+        return [(c.delivery.task_id, c.delivery.token) for c, _ in waiting]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -122,7 +136,9 @@ class AckBuffer:
         """
         with self._flushing:  # one batch at a time: acks stay in order
             with self._lock:
-                items, self._items = self._items, []
+                # Only the ones there now: adders append meanwhile (to the next batch).
+                waiting = self._items
+                items = [waiting.popleft() for _ in range(len(waiting))]
                 retry, self._retry = self._retry, False
                 self._armed = False
             if not items:
@@ -142,7 +158,7 @@ class AckBuffer:
             except Exception:
                 # Kept, in order, for the next attempt (which may find some stored).
                 with self._cond:
-                    self._items[:0] = items
+                    self._items.extendleft(reversed(items))
                     self._oldest = time.monotonic()
                     self._retry = True
                     # The thread retries them (with its backoff), whoever failed here.
