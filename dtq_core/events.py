@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import chain, compress, count, islice, repeat
+from itertools import count, islice
 from typing import Any, NamedTuple
 
 import msgspec
@@ -91,34 +89,6 @@ def _keep(
     return _Kept(first, ts, worker, len(rows), rows)
 
 
-#: Whether one C call runs without another thread running Python code meanwhile (a
-#: build with the GIL): :meth:`EventBus.publish_many` then numbers and keeps a batch
-#: without a lock. A free-threaded build takes the lock.
-_ATOMIC_CALLS = getattr(sys, "_is_gil_enabled", lambda: True)()
-_NEVER = repeat(False)
-
-
-def _number_and_append(ring: deque[_One | _Kept], kept: _One | _Kept, numbers: count[int]) -> None:
-    """Give ``kept`` the next ``kept.n`` numbers and append it to ``ring``, in one C call.
-
-    ``ring.extend`` drains the iterator in C, running no Python code, so with the GIL
-    no other thread numbers or appends in between: the ring stays in sequence order
-    without a lock. The iterator sets ``kept.first`` to the next number (``setattr``
-    returns ``None``, which the filter drops), consumes the batch's other numbers
-    (``compress`` with false selectors yields none of them), then yields ``kept``.
-    """
-    ring.extend(
-        filter(
-            None,
-            chain(
-                map(setattr, (kept,), ("first",), numbers),
-                compress(islice(numbers, kept.n - 1), _NEVER),  # type: ignore[arg-type]
-                (kept,),
-            ),
-        )
-    )
-
-
 #: Called once per published batch: ``(ts, transitions, worker)``; each transition is a
 #: :class:`~dtq_core.backends.base.Transition` (or a tuple in its field order).
 BatchSubscriber = Callable[[float, Sequence[Sequence[Any]], "str | None"], None]
@@ -138,10 +108,10 @@ class EventBus:
     Subscribers run on the publishing thread, so they must be quick (queue work
     elsewhere if not). A subscriber that raises is logged and kept.
 
-    Workers publish from many threads while consoles read: a batch is numbered and
-    appended in one C call (atomic with the GIL; under a lock on a free-threaded build),
-    so the ring is always in sequence order, and readers copy what they need in one C
-    call too (iterating a deque another thread appends to raises).
+    Workers publish from many threads while consoles read, without a lock: a batch takes
+    its numbers in one call and is stored under the first, and readers stop at the
+    first number not stored yet, so they read the events in sequence, never one after a
+    gap that is filled later.
 
     Args:
         history: How many recent events :meth:`since` can return.
@@ -150,18 +120,24 @@ class EventBus:
     def __init__(self, history: int = 10_000) -> None:
         self._subs: tuple[Subscriber, ...] = ()
         self._batch_subs: tuple[BatchSubscriber, ...] = ()
-        # Batches as published, oldest first (copied into untracked rows), numbered
-        # and appended in one C call (_number_and_append): every thread publishes two
-        # or three times per task, and a lock for it was the most contended of a busy
-        # broker (its holder, losing the GIL, held up every other publisher).
-        self._ring: deque[_One | _Kept] = deque()
-        self._numbers = count(1)  # the next event's number (consumed atomically)
+        # Batches as published (copied into untracked rows), by the number of their
+        # first event. No lock: every thread publishes two or three times per task, and
+        # a lock for it was the most contended of a busy broker (a holder that lost the
+        # GIL held up every other publisher). A batch takes its numbers in one C call
+        # (``next`` on a count, or on an islice of it for several) and is stored under
+        # the first; every number belongs to one batch, so readers go from one batch to
+        # the next by its size, and a number not stored yet (its publisher is between
+        # the two steps) ends what they read: nothing after it is returned before it.
+        self._ring: dict[int, _One | _Kept] = {}
+        self._numbers = count(1)
         self._history = max(0, history)
-        self._sub_lock = threading.Lock()
-        # Numbering and appending on a free-threaded build (not atomic there).
-        self._ring_lock = threading.Lock()
-        # One thread at a time trims the ring's front; the others never wait for it.
+        self._head = 1  # the first number still kept (moved by the trimmer only)
+        self._widest = 1  # the most events a batch has held (how far back a read looks)
+        # Dropped from the front once this many events past ``history`` are kept, by one
+        # thread at a time (the others never wait for it).
+        self._slack = max(64, self._history // 8)
         self._trim_lock = threading.Lock()
+        self._sub_lock = threading.Lock()
 
     def publish(
         self,
@@ -197,11 +173,18 @@ class EventBus:
         # _record and _deliver written out: two calls fewer for each of the two or three
         # events of every task (an enqueue and a start are batches of one).
         if n == 1:
-            t = transitions[0]
-            kept: _One | _Kept = _One(0, ts, worker, t[0], t[1], t[2], t[3], t[4], t[5])
+            if self._history:
+                t = transitions[0]
+                kept: _One | _Kept = _One(0, ts, worker, t[0], t[1], t[2], t[3], t[4], t[5])
+                # Numbered and stored with no call in between (see _place).
+                first = kept.first = next(self._numbers)
+                self._ring[first] = kept
+                if first - self._head >= self._history + self._slack:
+                    self._trim()
+            else:
+                first = next(self._numbers)
         else:
-            kept = _keep(0, ts, worker, transitions)
-        first = self._place(kept)
+            first = self._place(ts, worker, transitions)
         for bcb in self._batch_subs:
             try:
                 bcb(ts, transitions, worker)
@@ -220,36 +203,36 @@ class EventBus:
 
     def _record(self, ts: float, transitions: Sequence[Sequence[Any]], worker: str | None) -> int:
         """Number a batch and keep a copy of it."""
-        return self._place(_keep(0, ts, worker, transitions))
+        return self._place(ts, worker, transitions)
 
-    def _place(self, kept: _One | _Kept) -> int:
-        """Number ``kept`` and keep it in the ring (in sequence order); its first number."""
-        n = kept.n
-        if not self._history:  # nothing kept: numbers only (islice consumes n at once)
-            kept.first = next(islice(self._numbers, n - 1, None)) - n + 1
-            return kept.first
-        ring = self._ring
-        if _ATOMIC_CALLS:
-            _number_and_append(ring, kept, self._numbers)
-        else:
-            with self._ring_lock:
-                _number_and_append(ring, kept, self._numbers)
-        # Keep at least ``history`` events; whole batches fall off the front. Checked
-        # against this batch's end (newer ones only make the front older): trimmed by
-        # one thread at a time, which no publisher waits for.
-        last = kept.first + n - 1
-        head = ring[0]
-        if last - head.first + 1 - head.n >= self._history and self._trim_lock.acquire(False):
-            try:
-                history = self._history
-                while True:
-                    head = ring[0]  # only a trimmer takes from the front
-                    if last - head.first + 1 - head.n < history:
-                        break
-                    ring.popleft()
-            finally:
-                self._trim_lock.release()
-        return kept.first
+    def _place(self, ts: float, worker: str | None, transitions: Sequence[Sequence[Any]]) -> int:
+        """Number a batch (one C call takes its numbers) and keep it; its first number."""
+        n = len(transitions)
+        if not self._history:
+            return next(islice(self._numbers, n - 1, None)) - n + 1
+        self._widest = max(self._widest, n)
+        kept = _keep(0, ts, worker, transitions)
+        # Made first, then numbered and stored with no call in between: a thread that
+        # loses the GIL there leaves a number readers and the trimmer stop at until it
+        # runs again, so that gap must stay rare and short.
+        first = kept.first = next(islice(self._numbers, n - 1, None)) - n + 1
+        self._ring[first] = kept
+        if first - self._head >= self._history + self._slack:
+            self._trim()
+        return first
+
+    def _trim(self) -> None:
+        """Drop the oldest batches but at least ``history`` events (whole batches)."""
+        if not self._trim_lock.acquire(False):
+            return  # another thread trims
+        try:
+            ring, k, keep_from = self._ring, self._head, self.last_seq - self._history + 1
+            while (kept := ring.get(k)) is not None and k + kept.n <= keep_from:
+                del ring[k]
+                k += kept.n
+            self._head = k
+        finally:
+            self._trim_lock.release()
 
     def _deliver(
         self,
@@ -302,42 +285,42 @@ class EventBus:
         """Events with a sequence number above ``seq`` (oldest first, at most ``limit``)."""
         if limit <= 0 or not self._history:
             return []
-        # The newest batches, newest first, copied in one C call while publishers
-        # append: ``limit`` events are in at most ``limit`` batches. An append between
-        # making the iterator and the copy makes the iterator raise: copied again.
-        while True:
-            try:
-                picked = list(islice(reversed(self._ring), min(limit, self._history) + 1))
-                break
-            except RuntimeError:  # deque mutated during iteration
-                continue
-        if not picked:
-            return []
-        last = picked[0].first + picked[0].n - 1
-        # The oldest kept: the last ``history`` events, at most ``limit`` of them.
-        lo = max(seq, last - self._history, last - limit) + 1
+        ring, history = self._ring, self._history
+        last = self.last_seq
+        lo = max(seq, last - history, last - limit, self._head - 1) + 1
         if lo > last:
             return []
-        for i, chunk in enumerate(picked):
-            if chunk.first <= lo:
-                del picked[i + 1 :]
+        # The batch that holds ``lo``: stored under ``lo`` or at most a batch before it.
+        k, kept = lo, ring.get(lo)
+        j = lo - 1
+        while kept is None and j >= max(self._head, lo - self._widest):
+            got = ring.get(j)
+            if got is not None:
+                if j + got.n > lo:
+                    k, kept = j, got
                 break
+            j -= 1
         out: list[Event] = []
-        for kept in reversed(picked):
-            first, ts, worker = kept.first, kept.ts, kept.worker
+        while kept is not None and k <= last:  # to the first number not stored yet
+            ts, worker = kept.ts, kept.worker
             rows: Sequence[_One | _Row] = (kept,) if isinstance(kept, _One) else kept.rows
-            for i in range(max(0, lo - first), len(rows)):
+            for i in range(max(0, lo - k), len(rows)):
                 r = rows[i]
                 out.append(
-                    Event(first + i, ts, r.task_id, r.name, r.queue, r.old, r.new, worker, r.note)
+                    Event(k + i, ts, r.task_id, r.name, r.queue, r.old, r.new, worker, r.note)
                 )
+            k += len(rows)
+            kept = ring.get(k)
         return out
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest event kept (0 when none)."""
-        try:
-            newest = self._ring[-1]
-        except IndexError:
+        """The sequence number of the newest event (0 when none).
+
+        The newest numbered: its batch may be a moment from being stored (readers
+        get it and those after it once it is).
+        """
+        if not self._history:
             return 0
-        return newest.first + newest.n - 1
+        # The count's next number, read without taking it (its repr is "count(N)").
+        return int(repr(self._numbers)[6:-1]) - 1

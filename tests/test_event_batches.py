@@ -123,7 +123,7 @@ def test_the_ring_keeps_its_events_out_of_the_cyclic_gc() -> None:
     bus.publish_many(2.0, trs[:1])
     bus.publish(3.0, "t9", "app.x", "q", None, S.PENDING)
     gc.collect()  # what is left tracked now stays tracked
-    kept = list(bus._ring)
+    kept = list(bus._ring.values())
     assert len(kept) == 3
     assert [k.n for k in kept] == [3, 1, 1]
     assert not any(gc.is_tracked(k) for k in kept)
