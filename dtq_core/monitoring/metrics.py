@@ -93,9 +93,14 @@ class Metrics:
         """
         unfolded = self._unfolded
         unfolded.append((ts, transitions))
-        if len(unfolded) >= FOLD_AT:
-            with self._lock:
+        # One publisher folds; the others go on (what they append meanwhile is folded
+        # by it, or by the next): waiting for the lock here made every publisher wait
+        # for a fold that lost the GIL.
+        if len(unfolded) >= FOLD_AT and self._lock.acquire(False):
+            try:
                 self._fold()
+            finally:
+                self._lock.release()
 
     def _fold(self) -> None:
         """Count the batches published since the last fold (lock held).

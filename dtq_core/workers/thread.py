@@ -67,7 +67,9 @@ class ThreadPool(Pool):
         self._hard = False
         # Threads inside a task's call -> whether a stop interrupted it.
         self._in_call: dict[int, bool] = {}
-        self._calls_lock = threading.Lock()
+        # A lock per thread (by ident) around leaving a call and a stop's marking of
+        # it: one lock for all was taken by every thread per task, and contended.
+        self._call_locks: dict[int, threading.Lock] = {}
 
     def start(self) -> None:
         """Start the threads."""
@@ -305,7 +307,10 @@ class ThreadPool(Pool):
         except BaseException as exc:  # SystemExit, KeyboardInterrupt raised by a task
             return None, exc
         finally:
-            with self._calls_lock:
+            lock = self._call_locks.get(ident)
+            if lock is None:
+                lock = self._call_locks.setdefault(ident, threading.Lock())
+            with lock:
                 interrupted = self._in_call.pop(ident, False)
             if interrupted:
                 # A stop's WorkerShutdown may still be pending: it must not land in the
@@ -348,8 +353,11 @@ class ThreadPool(Pool):
         alive = [(t, w) for t, w in zip(self._threads, self.workers, strict=True) if t.is_alive()]
         for t, _ in alive:
             # Only threads inside a task's own call: never one settling or in a hook.
-            with self._calls_lock:
-                if t.ident is not None and t.ident in self._in_call:
+            if t.ident is None:
+                continue
+            lock = self._call_locks.setdefault(t.ident, threading.Lock())
+            with lock:
+                if t.ident in self._in_call:
                     self._in_call[t.ident] = True
                     raise_in_thread(t.ident, WorkerShutdown)
         for t, w in alive:
