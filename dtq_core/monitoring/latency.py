@@ -66,9 +66,12 @@ class LatencyHook(Hook):
         d = ctx.delivery
         todo = self._todo
         todo.append((d.queue, d.name, d.started_at, d.started_at - d.enqueued_at, ctx.runtime))
-        if len(todo) >= RECORD_AT:
-            with self._lock:
+        # One thread records; the others go on (as Metrics.on_batch folds).
+        if len(todo) >= RECORD_AT and self._lock.acquire(False):
+            try:
                 self._record()
+            finally:
+                self._lock.release()
 
     def _record(self) -> None:
         """Record the attempts appended since the last time (lock held)."""
