@@ -47,7 +47,7 @@ class LocalLeases:
         dead as ``worker_lost`` instead of looping.
         """
         self._w.journal.check()
-        with self._w.lock:
+        with self._w.held:
             out, lsn = self._claim(queues, worker_id, lease_s, limit, now)
             if not out and wait > 0:
                 self._w.sleep(wait)
@@ -84,7 +84,7 @@ class LocalLeases:
         j = self._w.journal
         raw = j.encode(change)
         j.check()
-        with self._w.lock:
+        with self._w.held:
             j.check()
             out: list[list[Transition]] = self._w.state.apply(change)
             lsn = j.submit(raw) if any(out) else 0
