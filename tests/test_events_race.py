@@ -116,3 +116,63 @@ def test_snapshots_and_event_reads_while_workers_run() -> None:
             t.join(5)
         broker.stop(drain_timeout=1)
     assert not failures, failures[0]
+
+
+def test_batches_of_every_size_read_in_sequence_while_published_without_a_lock() -> None:
+    """The ring takes no lock: batches are numbered, then stored under their first number.
+
+    Readers must never see an event after a number not stored yet (they would skip it
+    for good), every event a reader gets follows the last one it got, ``last_seq`` is
+    never below what was read, and the trimmer keeps the ring near ``history``.
+    """
+    import random
+    import sys
+
+    bus = EventBus(history=300)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switches between the two steps of a publish, often
+
+    def publish(k: int) -> None:
+        rnd = random.Random(k)
+        try:
+            while not stop.is_set():
+                n = rnd.choice([1, 1, 1, 2, 5, 64])
+                first = bus.publish_many(0.0, [("id", "t", "q", None, "PENDING", None)] * n)
+                assert first >= 1
+        except BaseException as exc:  # pragma: no cover - the failure being tested
+            failures.append(exc)
+
+    def read() -> None:
+        try:
+            seen = 0
+            while not stop.is_set():
+                seqs = [e.seq for e in bus.since(seen, 200)]
+                if seqs:
+                    assert seqs == list(range(seqs[0], seqs[-1] + 1))
+                    assert seqs[0] > seen and len(seqs) <= 200
+                    seen = seqs[-1]
+                assert bus.last_seq >= seen
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(SECONDS)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        sys.setswitchinterval(old)
+    assert not failures, failures[0]
+    # Every number in one stored batch: from the head, batch after batch, to the end.
+    ring, k = bus._ring, bus._head
+    while k in ring:
+        k += ring[k].n
+    assert k == bus.last_seq + 1
+    bus.publish_many(0.0, [("id", "t", "q", None, "PENDING", None)])  # trims, nothing in flight
+    assert sum(b.n for b in ring.values()) <= 300 + bus._slack + 64
