@@ -128,6 +128,8 @@ class EventBus:
         # the first; every number belongs to one batch, so readers go from one batch to
         # the next by its size, and a number not stored yet (its publisher is between
         # the two steps) ends what they read: nothing after it is returned before it.
+        # (This relies on the GIL: a count's ``next`` and a dict's setitem are then
+        # atomic. A free-threaded build would need a lock around the two.)
         self._ring: dict[int, _One | _Kept] = {}
         self._numbers = count(1)
         self._history = max(0, history)
