@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dtq_core.backends.base import Delivery
 from dtq_core.errors import BackendError
 from dtq_core.workers.base import (
+    LEASE_CHECK,
     Backoff,
     Pool,
     WorkerInfo,
@@ -202,12 +203,19 @@ class ThreadPool(Pool):
         limit = cfg.prefetch or 1
         acks = self.acks
         take = self._take if caps.cross_process else self._take_local  # (a call less)
+        # A task taken from those claimed ahead has its start time just read: when it
+        # waited less than this since its claim, lease_ok would say yes (no call).
+        fresh = cfg.lease_s * LEASE_CHECK
         while not stopping.is_set():
             try:
                 d = take(info, limit)
                 if acks is not None:
                     acks.arm()  # on to another task while successes wait: time them
-                if d is not None and not lease_ok(broker, d):
+                if (
+                    d is not None
+                    and (d.leased_at is None or d.started_at - d.leased_at >= fresh)
+                    and not lease_ok(broker, d)
+                ):
                     self._drop(d)
                     continue
                 if backoff.delay:
