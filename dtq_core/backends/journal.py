@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.changes import Change, TaskSpec
 from dtq_core.backends.memory_state import StateMachine
+from dtq_core.gil_locks import Held, take
 
 
 class Journal(Protocol):
@@ -66,43 +66,6 @@ class NoJournal:
         """Nothing to wait for."""
 
 
-#: Times a thread that finds the write lock taken hands the GIL on before it parks.
-LOCK_YIELDS = 20
-
-
-def take(lock: Any) -> None:
-    """Acquire ``lock``, which another thread holds: hand it the GIL before parking.
-
-    The holder of this lock is running Python, so it is waiting for the GIL when another
-    thread finds the lock taken. Parking on the lock (a futex wait) made each release a
-    kernel wakeup of a thread that then waited for the GIL while holding the lock, and
-    the producer and the workers took turns that way for thousands of tasks (perf: up to
-    0.3 futex wakes per task on this lock). ``sleep(0)`` lets the holder run to its
-    release instead; a holder that takes longer (off the CPU) is waited for as before.
-    """
-    for _ in range(LOCK_YIELDS):
-        time.sleep(0)
-        if lock.acquire(False):
-            return
-    lock.acquire()
-
-
-class Held:
-    """``with`` it: the write lock, acquired by :func:`take` when another thread has it."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: Any) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        if not self._lock.acquire(False):
-            take(self._lock)
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 def spec_of(t: NewTask) -> TaskSpec:
     """A new task as its change record holds it.
 
@@ -138,7 +101,7 @@ class WritePath:
 
     def __init__(self, journal: Journal) -> None:
         self.lock = threading.Lock()
-        #: The lock for the hot paths (enqueue, claim, ack): see :func:`take`.
+        #: The lock for the hot paths (enqueue, claim, ack): see :mod:`dtq_core.gil_locks`.
         self.held = Held(self.lock)
         # Claimers blocked in sleep() that nobody woke yet, each on a lock of its own
         # (a Condition's waiters, kept here so that an enqueue with nobody to wake costs

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dtq_core.errors import BackendError, SerializationError, StoreFailed
+from dtq_core.gil_locks import Held
 
 if TYPE_CHECKING:
     from dtq_core.backends.base import Backend, Transition
@@ -82,6 +83,7 @@ class AckBuffer:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._flushing = threading.Lock()
+        self._flushing_held = Held(self._flushing)
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -134,7 +136,10 @@ class AckBuffer:
         Raises :class:`BackendError` when the backend cannot be reached, leaving them
         queued for the next attempt.
         """
-        with self._flushing:  # one batch at a time: acks stay in order
+        # One batch at a time: acks stay in order. The pool's threads flush as they run
+        # out of work, often together: they hand the GIL to the flush in progress
+        # rather than park on its lock (dtq_core.gil_locks).
+        with self._flushing_held:
             with self._lock:
                 # Only the ones there now: adders append meanwhile (to the next batch).
                 waiting = self._items
