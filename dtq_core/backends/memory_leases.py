@@ -64,8 +64,12 @@ def pick(t: TaskTable, queues: Sequence[str] | None, limit: int) -> list[str]:
     return out
 
 
-def claim(t: TaskTable, c: Claim) -> list[Delivery]:
-    """Lease the named tasks, taking them off their ready queues."""
+def claim(t: TaskTable, c: Claim, deliver: bool = True) -> list[Delivery]:
+    """Lease the named tasks, taking them off their ready queues.
+
+    ``deliver=False`` (a replay of the log: nobody receives them) returns no deliveries,
+    which spares rebuilding each payload (a tenth of a log-only recovery).
+    """
     records, ready, leases, delayed = t.records, t.ready, t.leases, t.delayed
     for task_id, _ in c.tasks:  # all ready, or nothing is applied
         rec = records[task_id]  # a KeyError refuses the record
@@ -101,15 +105,16 @@ def claim(t: TaskTable, c: Claim) -> list[Delivery]:
         leases.push(task_id, deadline)
         if token >= t.next_token:
             t.next_token = token + 1
-        out.append(
-            make_tuple(
-                Delivery,
-                (
-                    task_id, token, rec.name, queue, rec.payload, run.attempt, run.deliveries,
-                    rec.enqueued_at, now, rec.time_limit, rec.max_retries, None,
-                ),
-            )
-        )  # fmt: skip
+        if deliver:
+            out.append(
+                make_tuple(
+                    Delivery,
+                    (
+                        task_id, token, rec.name, queue, rec.payload, run.attempt, run.deliveries,
+                        rec.enqueued_at, now, rec.time_limit, rec.max_retries, None,
+                    ),
+                )
+            )  # fmt: skip
     return out
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
-from dtq_core.backends.changes import Enqueue
+from dtq_core.backends.changes import Claim, Enqueue
 from dtq_core.backends.embedded import oplog
 from dtq_core.backends.embedded.framing import (
     RECORD_HEADER_SIZE,
@@ -29,6 +30,7 @@ from dtq_core.backends.embedded.malformed import (
     placeholder,
     v2_enqueue,
 )
+from dtq_core.backends.memory_leases import claim
 from dtq_core.backends.memory_state import StateMachine
 from dtq_core.task import ErrorInfo
 
@@ -63,7 +65,9 @@ class Replayer:
         up per record.
         """
         decode, errors = oplog.DECODER.decode, oplog.DECODE_ERRORS
-        appliers = self._state.appliers
+        # A replayed claim hands nothing to a worker: no deliveries to build.
+        appliers = dict(self._state.appliers)
+        appliers[Claim] = partial(claim, self._state.tasks, deliver=False)
         unpack, head = unpack_record_header, RECORD_HEADER_SIZE
         v2 = oplog.RECORD_V2
         n = 0
