@@ -17,7 +17,7 @@ byte for byte.
 
 Nothing outside a process's memory holds the packed form: the log and checkpoints hold
 whole payloads, and so do the embedded owner's replies on its socket
-(:func:`dtq_core.backends.embedded.wire.whole`), which peers of every release read.
+(:func:`dtq_core.backends.embedded.replies.whole`), which peers of every release read.
 """
 
 from __future__ import annotations

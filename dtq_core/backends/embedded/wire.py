@@ -27,13 +27,12 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import msgspec
 
-from dtq_core.packed import Packed
-from dtq_core.paging import TaskPage
-from dtq_core.task import TaskRecord
+from dtq_core.backends.embedded.replies import whole
 
 #: Version of the hello, the framing and the values; a peer speaking another is refused.
-#: Records travel with whole payloads (:func:`whole`), never the packed tail a record may
-#: keep in memory, so peers of every release that speaks version 1 read each other.
+#: Records travel with whole payloads, never the packed tail a record may keep in memory
+#: (:func:`.replies.whole`), so peers of every release that speaks version 1 read each
+#: other.
 VERSION = 1
 #: Largest frame either side accepts: a 20 MB task payload fits, a runaway peer doesn't.
 MAX_FRAME = 64 * 2**20
@@ -295,39 +294,8 @@ def decode_str(raw: msgspec.Raw) -> str:
 
 
 def ok(result: Any) -> bytes:
-    """A success reply (records in it with whole payloads, :func:`whole`)."""
+    """A success reply (records in it with whole payloads: :func:`.replies.whole`)."""
     return encode((0, whole(result), ""))
-
-
-def whole(value: Any) -> Any:
-    """``value`` with each task record in it keeping its payload whole.
-
-    A record in memory may keep a canonical payload as its tail only (a
-    :class:`~dtq_core.packed.Packed`, which msgpack writes as an array): on the wire it
-    is the whole message, as every release reads it. Records travel alone, in lists and
-    in a :class:`~dtq_core.paging.TaskPage`; any other value is returned as it is.
-    """
-    kind = type(value)
-    if kind is TaskRecord:
-        if type(value.body) is not Packed:
-            return value
-        out = value.copy()
-        out.body = value.payload
-        return out
-    if kind is list:
-        if value and type(value[0]) is TaskRecord:
-            return [whole(r) for r in value]
-        return value
-    if kind is TaskPage:
-        return TaskPage(
-            whole(value.records),
-            value.total,
-            value.total_exact,
-            value.next_after,
-            value.sort,
-            value.descending,
-        )
-    return value
 
 
 def error(kind: str, message: str) -> bytes:

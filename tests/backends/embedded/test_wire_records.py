@@ -81,7 +81,7 @@ def _mentions_record(tp: Any) -> bool:
 
 
 def test_every_reply_holding_records_has_a_shape_whole_knows() -> None:
-    # wire.whole() handles a record, a list of records and a TaskPage: a method that
+    # replies.whole() handles a record, a list of records and a TaskPage: a method that
     # returns records in another shape would send packed tails a peer cannot read.
     known = {list[TaskRecord], TaskRecord | None, TaskRecord, TaskPage}
     for cls, names in (
