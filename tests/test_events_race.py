@@ -7,14 +7,29 @@ hooks' state meanwhile. Bounded: a few seconds, whatever the machine.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 
 from dtq_core import Broker, BrokerConfig, task
 from dtq_core.events import EventBus
 from dtq_core.registry import Registry
 
 SECONDS = 1.5
+
+
+def race(targets: list[Callable[[], None]], stop: threading.Event) -> None:
+    """Run ``targets`` in threads of their own for ``SECONDS``, then stop and join them."""
+    threads = [threading.Thread(target=fn) for fn in targets]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(SECONDS)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
 
 
 def test_event_bus_readers_against_publishers() -> None:
@@ -104,16 +119,9 @@ def test_snapshots_and_event_reads_while_workers_run() -> None:
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=produce) for _ in range(2)]
-    threads += [threading.Thread(target=look) for _ in range(2)]
     try:
-        for t in threads:
-            t.start()
-        time.sleep(SECONDS)
+        race([produce] * 2 + [look] * 2, stop)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
         broker.stop(drain_timeout=1)
     assert not failures, failures[0]
 
@@ -157,16 +165,9 @@ def test_batches_of_every_size_read_in_sequence_while_published_without_a_lock()
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
-    threads += [threading.Thread(target=read) for _ in range(2)]
     try:
-        for t in threads:
-            t.start()
-        time.sleep(SECONDS)
+        race([functools.partial(publish, k) for k in range(4)] + [read] * 2, stop)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
         sys.setswitchinterval(old)
     assert not failures, failures[0]
     # Every number in one stored batch: from the head, batch after batch, to the end.

@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from dtq_core.task import TaskState
+from tests.backends.redis.cluster import Worker
 from tests.backends.redis.server import RedisServer
 from tests.faults.harness import System, Verdict, until
 
@@ -339,14 +340,7 @@ def embedded_attached_sigkill(s: System, n: int) -> Verdict:
     processes and a producer process attach to its socket. One worker and the producer
     are killed mid-run; a fresh worker and a second producer take over.
     """
-    sock = Path(s.url.removeprefix("embedded://").split("?")[0]) / "dtq.sock"
-    owner = s.spawn_worker(0)
-    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
-    assert owner.alive(), owner.stderr()
-    workers = [s.spawn_worker(2), s.spawn_worker(2)]
-    p = s.spawn_producer(0, n, sleep=0.005)
-    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
-    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    owner, workers, p = _owner_under_load(s, n)
     workers[0].kill()
     p.kill()
     p.wait(10)
@@ -362,6 +356,22 @@ def embedded_attached_sigkill(s: System, n: int) -> Verdict:
     return v
 
 
+def _owner_under_load(
+    s: System, n: int, env: dict[str, str] | None = None
+) -> tuple[Worker, list[Worker], subprocess.Popen[bytes]]:
+    """An ``embedded://`` owner serving only (``-c 0``), two attached workers of 2 threads
+    and a producer of ``n`` tasks, once a third are sent and a sixth have started."""
+    sock = Path(s.url.removeprefix("embedded://").split("?")[0]) / "dtq.sock"
+    owner = s.spawn_worker(0, env=env)
+    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
+    assert owner.alive(), owner.stderr()
+    workers = [s.spawn_worker(2), s.spawn_worker(2)]
+    p = s.spawn_producer(0, n, sleep=0.005)
+    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
+    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    return owner, workers, p
+
+
 def embedded_owner_dies_after_a_claim(s: System, n: int, arm: Path) -> Verdict:
     """The owner of an ``embedded://`` store dies between logging a claim and replying.
 
@@ -375,14 +385,8 @@ def embedded_owner_dies_after_a_claim(s: System, n: int, arm: Path) -> Verdict:
     s.client_may_own = False
     lease = float(s.config["lease_s"])
     directory = Path(s.url.removeprefix("embedded://").split("?")[0])
-    sock = directory / "dtq.sock"
-    owner = s.spawn_worker(0, env={"DTQ_FAULT_ARM": str(arm), "DTQ_FAULT_KIND": "claim-reply"})
-    until(lambda: sock.exists() or not owner.alive(), 30, "the owner to serve its socket")
-    assert owner.alive(), owner.stderr()
-    workers = [s.spawn_worker(2), s.spawn_worker(2)]
-    p = s.spawn_producer(0, n, sleep=0.005)
-    until(lambda: len(s.acknowledged()) >= n // 3, SETTLE_S, "a third of the sends")
-    until(lambda: _started(s) >= n // 6, SETTLE_S, "work under way")
+    env = {"DTQ_FAULT_ARM": str(arm), "DTQ_FAULT_KIND": "claim-reply"}
+    owner, workers, p = _owner_under_load(s, n, env)
     arm.touch()
     until(lambda: not owner.alive(), 30, "the owner to die after a claim")
     killed = time.monotonic()
