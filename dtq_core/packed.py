@@ -66,11 +66,8 @@ def pack(task_id: str, name: str, payload: bytes) -> bytes | Packed:
     global _last
     if type(payload) is not bytes or not payload.startswith(START):
         return payload
-    try:  # head() written out: every enqueue packs (at replay too)
-        start = _join((START, task_id.encode(), MID, name.encode(), END))
-    except UnicodeEncodeError:
-        return payload
-    if not payload.startswith(start):
+    start = head(task_id, name)
+    if start is None or not payload.startswith(start):
         return payload
     cut, last = len(start), _last
     if len(payload) - cut == len(last.tail) and payload.endswith(last.tail):

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from dtq_core.errors import IllegalTransition
-from dtq_core.packed import END, MID, START, Packed, pack
+from dtq_core.packed import Packed, pack, unpack
 from dtq_core.task_parts import (
     Attempt,
     ErrorInfo,
@@ -143,8 +143,7 @@ class TaskRecord(msgspec.Struct, metaclass=RecordType, gc=False):  # noqa: PLW16
         body = self.body
         if type(body) is not Packed:
             return body  # type: ignore[return-value]
-        # unpack() written out: every claim reads it (at replay too).
-        return _join((START, self.id.encode(), MID, self.name.encode(), END, body.tail))
+        return unpack(self.id, self.name, body)
 
     @payload.setter
     def payload(self, value: bytes) -> None:
@@ -340,7 +339,6 @@ def _restore(*stored: Any) -> TaskRecord:
     return make_record(TaskRecord, *stored)  # type: ignore[no-any-return]
 
 
-_join = b"".join
 _UNSET: Any = object()
 _NO_RUN = LastRun()
 _NO_EXTRAS = Extras()

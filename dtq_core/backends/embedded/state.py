@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from math import copysign, nan
 from sys import intern
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -61,12 +61,17 @@ class Record(msgspec.Struct, gc=False):
     workflow: str | None = None
 
 
-class State(msgspec.Struct, gc=False):
+#: What a checkpoint's records are: :class:`Record` when written, ``msgspec.Raw`` when
+#: read (each record is then decoded on its own, see below).
+R = TypeVar("R")
+
+
+class State(msgspec.Struct, Generic[R], gc=False):
     """The state at a checkpoint's LSN."""
 
     version: int
     #: Every record, each as a map of its fields (``TaskRecord``).
-    records: list[Record]
+    records: list[R]
     #: Ready ids per queue, ``(id, priority)`` in claim order.
     ready: dict[str, list[tuple[str, float]]]
     #: Delayed ids, ``(id, due time)`` in due order.
@@ -83,23 +88,8 @@ class State(msgspec.Struct, gc=False):
     token: int
 
 
-class _Body(msgspec.Struct, gc=False):
-    """A :class:`State` as it is read: each record is decoded on its own (see below)."""
-
-    version: int
-    records: list[msgspec.Raw]
-    ready: dict[str, list[tuple[str, float]]]
-    delayed: list[tuple[str, float]]
-    dead: list[str]
-    paused: list[str]
-    kv: list[tuple[str, str, float | None]]
-    names: list[str]
-    expiry: list[tuple[float, str]]
-    token: int
-
-
 _encode = msgspec.msgpack.Encoder().encode
-_decoder = msgspec.msgpack.Decoder(_Body)
+_decoder = msgspec.msgpack.Decoder(State[msgspec.Raw])
 _record_decoder = msgspec.msgpack.Decoder(Record)
 
 
