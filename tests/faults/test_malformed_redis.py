@@ -174,7 +174,7 @@ def test_the_sweep_puts_orphans_back_and_dead_letters_the_unusable(
     plain.zrem(k["leases"], "r")
     plain.zrem(k["dead"], "d")
     plain.zrem(k["done"], "s")
-    plain.hdel(be.keys.record("default", "bad"), "priority")
+    plain.hset(be.keys.record("default", "bad"), "priority", "high")
     plain.delete(be.keys.record("default", "str"))
     plain.set(be.keys.record("default", "str"), "garbage")
     assert {t for t, _ in orphans(plain, be)} == {"p", "r", "d", "s", "bad", "str"}

@@ -124,6 +124,7 @@ class RedisBackend(
             return script
 
         self._enqueue = reg(enqueue_scripts.ENQUEUE)
+        self._enqueue_one = reg(enqueue_scripts.ENQUEUE_ONE)
         self._claim = reg(fetch_scripts.CLAIM)
         self._idle = reg(fetch_scripts.IDLE)
         self._ack_many = reg(fetch_scripts.ACK_MANY)

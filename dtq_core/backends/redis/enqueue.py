@@ -27,16 +27,15 @@ from typing import Any
 
 from dtq_core.backends.base import NewTask, Transition
 from dtq_core.backends.redis.client import RedisClient
-from dtq_core.backends.redis.enqueue_scripts import HELD
+from dtq_core.backends.redis.enqueue_scripts import HELD, OWNER_GRACE_S
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.lane import BUSY, Lane
 from dtq_core.backends.redis.records import _opt, _s
 from dtq_core.errors import BackendError
 from dtq_core.task import TaskState
 
-#: Seconds an id's claim by a queue is honoured even though that queue holds no record
-#: of it yet (its script is on its way); after that, a claim without a record is stale.
-OWNER_GRACE_S = 60.0
+__all__ = ["OWNER_GRACE_S", "EnqueueMixin", "enqueue_args"]
+
 _GRACE = repr(OWNER_GRACE_S)
 
 
@@ -48,6 +47,7 @@ class EnqueueMixin(RedisClient):
     """
 
     _enqueue: Any
+    _enqueue_one: Any
     #: The single enqueue's connection (one Redis; ``None`` on a cluster).
     _lane: Lane | None
     _owner_take: Any
@@ -60,7 +60,7 @@ class EnqueueMixin(RedisClient):
         """Store a new task (one round trip on one Redis, two on a cluster).
 
         On one Redis, once this process has listed the queue, the task goes on the
-        lane: ``ENQUEUE``'s command built from parts made once per queue.
+        lane: ``ENQUEUE_ONE``'s command built from parts made once per queue.
         """
         q = task.queue
         lane = self._lane
@@ -68,17 +68,14 @@ class EnqueueMixin(RedisClient):
             return self.enqueue_many([task], now)
         head = self._lane_heads.get(q)
         if head is None:
-            tag = self.keys.tag(q)
-            head = ("EVALSHA", self._enqueue.sha, 3, tag, tag + ":~")
+            head = ("EVALSHA", self._enqueue_one.sha, 2, self.keys.tag(q))
             self._lane_heads[q] = head
         cmd = (
             *head,
             self.keys.owner(task.id),
             repr(now),
             str(self.maxlen),
-            _GRACE,
-            self.keys.prefix,
-            *_task_args(task),
+            *_one_args(task),
         )
 
         def run() -> Any:
@@ -304,6 +301,21 @@ def _task_args(t: NewTask) -> tuple[str, str, str, str, bytes, str, str, str, st
         _opt(t.eta),
         str(t.max_retries),
         _opt(t.time_limit),
+        t.dedup_key or "",
+        t.replayed_from or "",
+        t.workflow or "",
+    )
+
+
+def _one_args(t: NewTask) -> tuple[str | bytes, ...]:
+    """A new task as ``ENQUEUE_ONE`` takes it (see :data:`~.enqueue_scripts.ONE_FIELDS`)."""
+    head = (t.id, t.name, t.queue, str(t.priority), t.payload, str(t.max_retries))
+    if t.eta is None and not (t.dedup_key or t.replayed_from or t.workflow):
+        return (*head, _opt(t.time_limit))
+    return (
+        *head,
+        _opt(t.time_limit),
+        _opt(t.eta),
         t.dedup_key or "",
         t.replayed_from or "",
         t.workflow or "",

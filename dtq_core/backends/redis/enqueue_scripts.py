@@ -25,7 +25,19 @@ from __future__ import annotations
 
 from dtq_core.backends.redis.lua_common import CORE
 
-__all__ = ["ENQUEUE", "FIELDS_PER_TASK", "HEAD_ARGS", "HELD"]
+__all__ = [
+    "ENQUEUE",
+    "ENQUEUE_ONE",
+    "FIELDS_PER_TASK",
+    "HEAD_ARGS",
+    "HELD",
+    "ONE_FIELDS",
+    "OWNER_GRACE_S",
+]
+
+#: Seconds an id's claim by a queue is honoured even though that queue holds no record
+#: of it yet (its script is on its way); after that, a claim without a record is stale.
+OWNER_GRACE_S = 60.0
 
 #: First element of ``ENQUEUE``'s reply when an id is held by another queue.
 HELD = "held"
@@ -36,6 +48,74 @@ HEAD_ARGS = 4
 #: ``ENQUEUE``'s arguments per task: id, name, queue, priority, payload, eta,
 #: max_retries, time_limit, dedup_key, replayed_from, workflow (strings; '' for none).
 FIELDS_PER_TASK = 11
+
+#: Lua: store new task ``id`` of this queue in record ``rec`` and make it ready (or
+#: delayed, or hand it to a worker waiting ``idle``), with its enqueue event. The
+#: locals it reads are set by each script: ``T now maxlen idle rec id name q prio
+#: payload eta maxr tl dedup rf wf`` (strings; '' for none).
+_STORE = (
+    r"""
+  -- create's record (lua_common): a field holding its first value is left out (id and
+  -- queue are the key's, created_at is enqueued_at; attempt, deliveries, lease_token
+  -- and priority 0, time_limit none; see `read`), as are empty optional fields: each
+  -- field costs the most frequent script. Numbers come as strings (a Lua number is
+  -- formatted with '%.17g' on each redis.call).
+  local later = eta ~= '' and tonumber(eta) > tonumber(now)
+  if prio == '0' and tl == '' and dedup == '' and rf == '' and wf == '' and not later then
+    redis.call('HSET', rec, 'name', name, 'payload', payload, 'state', 'PENDING',
+               'enqueued_at', now, 'max_retries', maxr)
+  else
+    local h = {'name', name, 'payload', payload, 'state', 'PENDING', 'enqueued_at', now,
+               'max_retries', maxr}
+    if prio ~= '0' then h[#h + 1] = 'priority'; h[#h + 1] = prio end
+    if tl ~= '' then h[#h + 1] = 'time_limit'; h[#h + 1] = tl end
+    if dedup ~= '' then h[#h + 1] = 'dedup_key'; h[#h + 1] = dedup end
+    if rf ~= '' then h[#h + 1] = 'replayed_from'; h[#h + 1] = rf end
+    if wf ~= '' then h[#h + 1] = 'workflow'; h[#h + 1] = wf end
+    if later then h[#h + 1] = 'eta'; h[#h + 1] = eta end
+    redis.call('HSET', rec, unpack(h))
+  end
+  redis.call('ZADD', T..':all', now, id)  -- the listing index: by (enqueued_at, id)
+  -- The event's empty fields are left out too (readers take a missing one as empty).
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
+             'name', name, 'new', 'PENDING')
+  if later then
+    redis.call('ZADD', T..':delayed', eta, id)
+  else
+    local handed = nil
+    if idle then
+      -- A worker waits idle: CORE's helpers, made only now, hand the task over (or
+      -- return nil when no worker is left idle: an earlier task of the batch took it).
+      local function hand_over()
+"""
+    + CORE
+    + r"""
+        return handoff(id, name, now, maxlen)
+      end
+      handed = hand_over()
+    end
+    if not handed then
+      -- ready (lua_common): FIFO within the priority; the notify list wakes blocked
+      -- claimers, who registered idle first (none registered: nobody to wake).
+      local score = redis.call('INCR', T..':seq')
+      if prio ~= '0' then score = tonumber(prio) * 17179869184 + score end
+      redis.call('ZADD', T..':ready', score, id)
+      if handed == false and redis.call('LLEN', T..':notify') < 64 then
+        redis.call('RPUSH', T..':notify', '1')
+      end
+    end
+  end
+"""
+)
+
+#: Lua: count the ``nt`` tasks stored (tick in lua_common: this second's and the total).
+_COUNT = r"""
+local n = tostring(nt)
+redis.call('HINCRBY', T..':counts', 'PENDING', n)
+local sec = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
+if redis.call('HINCRBY', sec, 'enqueued', n) == nt then redis.call('EXPIRE', sec, 120) end
+redis.call('HINCRBY', T..':totals', 'enqueued', n)
+"""
 
 #: KEYS: the queue's two script keys, then either the owner key of each task in order
 #: (one Redis) or none (the client claimed them: a cluster). ARGV: ``now``, ``maxlen``,
@@ -117,55 +197,68 @@ end
 local idle = found > 0
 for j = 1, nt do
   local b = 4 + (j - 1) * 11
-  local id, name, prio, eta = ARGV[b + 1], ARGV[b + 2], ARGV[b + 4], ARGV[b + 6]
-  if stale and stale[j] then redis.call('SET', KEYS[j + 2], now..'|'..ARGV[b + 3]) end
+  local id, name, q, prio, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local eta, maxr, tl = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local dedup, rf, wf = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
+  if stale and stale[j] then redis.call('SET', KEYS[j + 2], now..'|'..q) end
   local rec = recs[j]
-  -- create's record (lua_common): empty optional fields are left out; numbers come as
-  -- strings (a Lua number is formatted with '%.17g' on each redis.call).
-  redis.call('HSET', rec, 'id', id, 'name', name, 'queue', ARGV[b + 3], 'priority', prio,
-             'payload', ARGV[b + 5], 'state', 'PENDING', 'created_at', now,
-             'enqueued_at', now, 'max_retries', ARGV[b + 7], 'time_limit', ARGV[b + 8],
-             'attempt', '0', 'deliveries', '0', 'lease_token', '0')
-  if ARGV[b + 9] ~= '' then redis.call('HSET', rec, 'dedup_key', ARGV[b + 9]) end
-  if ARGV[b + 10] ~= '' then redis.call('HSET', rec, 'replayed_from', ARGV[b + 10]) end
-  if ARGV[b + 11] ~= '' then redis.call('HSET', rec, 'workflow', ARGV[b + 11]) end
-  redis.call('ZADD', T..':all', now, id)  -- the listing index: by (enqueued_at, id)
-  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
-             'name', name, 'old', '', 'new', 'PENDING', 'worker', '', 'note', '')
-  if eta ~= '' and tonumber(eta) > tonumber(now) then
-    redis.call('HSET', rec, 'eta', eta)
-    redis.call('ZADD', T..':delayed', eta, id)
-  else
-    local handed = nil
-    if idle then
-      -- A worker waits idle: CORE's helpers, made only now, hand the task over (or
-      -- return nil when no worker is left idle: an earlier task of the batch took it).
-      local function hand_over()
 """
-    + CORE
-    + r"""
-        return handoff(id, name, now, maxlen)
-      end
-      handed = hand_over()
+    + _STORE
+    + r"""end
+"""
+    + _COUNT
+    + r"""return nt
+"""
+)
+
+#: ``ENQUEUE_ONE``'s ARGV after ``now`` and ``maxlen``: id, name, queue, priority,
+#: payload, max_retries, time_limit, then only when one is set, eta, dedup_key,
+#: replayed_from and workflow.
+ONE_FIELDS = 7
+
+#: One task on one Redis: a single ``apply_async``, the most frequent call. ``ENQUEUE``
+#: given one owner key does the same; this one is written for its cost, which is paid
+#: in Redis per argument (about 1.1 k instructions each, `bench/redis_script_cost.py
+#: --callgrind`) and per loop: KEYS are the queue's tag and the owner key alone (one
+#: Redis has no slot to reshard), the grace is part of the text, the prefix is read from
+#: the tag when a stale claim needs it, and the optional fields come only when set.
+#: Replies as ``ENQUEUE`` does: 1, ``{HELD, id, queue}`` or a ``DUP`` error, with nothing
+#: written on either refusal.
+ENQUEUE_ONE = (
+    r"""
+local T, owner = KEYS[1], KEYS[2]
+local now, maxlen, id, name, q = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prio, payload, maxr, tl = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local eta, dedup, rf, wf = ARGV[10] or '', ARGV[11] or '', ARGV[12] or '', ARGV[13] or ''
+local nt = 1
+local old = redis.call('SET', owner, now..'|'..q, 'NX', 'GET')
+local stale = false
+if old then
+  local bar = string.find(old, '|', 1, true) or (#old + 1)
+  local other = string.sub(old, bar + 1)
+  if other ~= q then
+    local at = tonumber(string.sub(old, 1, bar - 1)) or 0
+    -- The other queue's tag: this one's ('{prefix:queue}') with its queue replaced.
+    local there = string.sub(T, 1, #T - #q - 1)..other..'}'
+    if tonumber(now) - at < """
+    + repr(OWNER_GRACE_S)
+    + r""" or redis.call('EXISTS', there..':t:'..id) == 1 then
+      return {'held', id, other}
     end
-    if not handed then
-      -- ready (lua_common): FIFO within the priority; the notify list wakes blocked
-      -- claimers, who registered idle first (none registered: nobody to wake).
-      local score = redis.call('INCR', T..':seq')
-      if prio ~= '0' then score = tonumber(prio) * 17179869184 + score end
-      redis.call('ZADD', T..':ready', score, id)
-      if handed == false and redis.call('LLEN', T..':notify') < 64 then
-        redis.call('RPUSH', T..':notify', '1')
-      end
-    end
+    stale = true
   end
 end
--- The counters of the batch at once (tick in lua_common: this second's and the total).
-local n = tostring(nt)
-redis.call('HINCRBY', T..':counts', 'PENDING', n)
-local sec = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
-if redis.call('HINCRBY', sec, 'enqueued', n) == nt then redis.call('EXPIRE', sec, 120) end
-redis.call('HINCRBY', T..':totals', 'enqueued', n)
-return nt
+local rec = T..':t:'..id
+-- As in ENQUEUE: one EXISTS says that the id is new here and that no worker waits idle.
+local found = redis.call('EXISTS', rec, T..':idle')
+if found > 0 and redis.call('EXISTS', rec) == 1 then
+  return redis.error_reply('DUP task id '..id..' exists')
+end
+local idle = found > 0
+if stale then redis.call('SET', owner, now..'|'..q) end
+"""
+    + _STORE
+    + _COUNT
+    + r"""return 1
 """
 )

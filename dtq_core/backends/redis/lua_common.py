@@ -59,11 +59,10 @@ local function tables()
   STATES = {PENDING = 1, RUNNING = 1, SUCCESS = 1, FAILED = 1, RETRY = 1, DEAD = 1,
             CANCELLED = 1}
   FIELDS = {'state', 'name', 'payload', 'enqueued_at', 'time_limit', 'max_retries',
-            'attempt', 'deliveries', 'priority', 'lease_token', 'queue', 'id'}
+            'attempt', 'deliveries', 'priority', 'lease_token'}
   KINDS = {state = 'state', name = 'text', payload = 'any', enqueued_at = 'number',
            time_limit = 'number?', max_retries = 'integer', attempt = 'integer',
-           deliveries = 'integer', priority = 'integer', lease_token = 'integer',
-           queue = 'any', id = 'any'}
+           deliveries = 'integer', priority = 'integer', lease_token = 'integer'}
 end
 local function flaw_of(name, v)
   local kind = KINDS[name]
@@ -92,6 +91,12 @@ local function read(id)
   local f = redis.pcall('HMGET', T..':t:'..id, unpack(FIELDS))
   if f.err then return {}, 'the record is not a hash' end
   if f[1] == false and redis.call('EXISTS', T..':t:'..id) == 0 then return f, nil end
+  -- Fields a record leaves out while they hold their first value (see create).
+  if f[5] == false then f[5] = '' end
+  if f[7] == false then f[7] = '0' end
+  if f[8] == false then f[8] = '0' end
+  if f[9] == false then f[9] = '0' end
+  if f[10] == false then f[10] = '0' end
   for i, name in ipairs(FIELDS) do
     local why = flaw_of(name, f[i])
     if why then return f, why end
@@ -193,23 +198,26 @@ local function create(a, now, maxlen)
   --    replayed_from, workflow, edits (strings; `now` and `maxlen` too)
   local rec = T..':t:'..a[1]
   if redis.call('EXISTS', rec) == 1 then return false end
-  -- Empty optional fields are left out (a missing one reads as empty everywhere):
-  -- fewer fields make the most frequent script cheaper.
+  -- The record ENQUEUE writes (see _STORE in enqueue_scripts): fields holding their
+  -- first value are left out (`read` gives them back), and so are empty optional ones.
   -- Numbers as strings (see tick): the producer sends priority and max_retries so.
-  redis.call('HSET', rec, 'id', a[1], 'name', a[2], 'queue', a[3], 'priority', a[4],
-             'payload', a[5], 'state', 'PENDING', 'created_at', now, 'enqueued_at', now,
-             'max_retries', a[7], 'time_limit', a[8], 'attempt', '0', 'deliveries', '0',
-             'lease_token', '0')
-  if a[9] ~= '' then redis.call('HSET', rec, 'dedup_key', a[9]) end
-  if a[10] ~= '' then redis.call('HSET', rec, 'replayed_from', a[10]) end
-  if a[11] ~= '' then redis.call('HSET', rec, 'workflow', a[11]) end
-  if a[12] and a[12] ~= '' then redis.call('HSET', rec, 'edits', a[12]) end
+  local later = a[6] ~= '' and tonumber(a[6]) > tonumber(now)
+  local h = {'name', a[2], 'payload', a[5], 'state', 'PENDING', 'enqueued_at', now,
+             'max_retries', a[7]}
+  if a[4] ~= '0' then h[#h + 1] = 'priority'; h[#h + 1] = a[4] end
+  if a[8] ~= '' then h[#h + 1] = 'time_limit'; h[#h + 1] = a[8] end
+  if a[9] ~= '' then h[#h + 1] = 'dedup_key'; h[#h + 1] = a[9] end
+  if a[10] ~= '' then h[#h + 1] = 'replayed_from'; h[#h + 1] = a[10] end
+  if a[11] ~= '' then h[#h + 1] = 'workflow'; h[#h + 1] = a[11] end
+  if later then h[#h + 1] = 'eta'; h[#h + 1] = a[6] end
+  if a[12] and a[12] ~= '' then h[#h + 1] = 'edits'; h[#h + 1] = a[12] end
+  redis.call('HSET', rec, unpack(h))
   redis.call('HINCRBY', T..':counts', 'PENDING', '1')
   redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
   tick(now, 'enqueued')
-  ev(maxlen, now, a[1], a[2], '', 'PENDING', '', '')
-  if a[6] ~= '' and tonumber(a[6]) > tonumber(now) then
-    redis.call('HSET', rec, 'eta', a[6])
+  redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', a[1],
+             'name', a[2], 'new', 'PENDING')
+  if later then
     redis.call('ZADD', T..':delayed', a[6], a[1])
   else
     local handed = handoff(a[1], a[2], now, maxlen)

@@ -136,17 +136,20 @@ class PageMixin(RedisClient):
 
     def _backfill(self, queue: str) -> None:
         k = self.keys.queue(queue)
-        keys = self._call(lambda: self._scan(self.keys.record(queue, "*")))
+        pattern = self.keys.record(queue, "*")
+        keys = self._call(lambda: self._scan(pattern))
+        cut = len(pattern) - 1  # a record's key is the pattern with its id for the '*'
         for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
+            part = [_s(key) for key in keys[i : i + 500]]
 
-            def run(part: list[Any] = part) -> Any:
+            def run(part: list[str] = part) -> Any:
                 pipe = self.r.pipeline(transaction=False)
                 for key in part:
-                    pipe.hmget(key, "id", "enqueued_at")
+                    pipe.hget(key, "enqueued_at")
                 return pipe.execute()
 
-            pairs = {_s(tid): float(_s(at)) for tid, at in self._call(run) if tid and at}
+            got = zip(part, self._call(run), strict=True)
+            pairs = {key[cut:]: float(_s(at)) for key, at in got if at}
             if pairs:
                 self._call(functools.partial(self.r.zadd, k["all"], pairs, nx=True))
 
@@ -212,7 +215,7 @@ class PageMixin(RedisClient):
         gone = [i for i, h in zip(ids, hashes, strict=True) if not h]
         if gone:
             self._call(lambda: self.r.zrem(self.keys.queue(queue)["all"], *gone))
-        return [_record(h) for h in hashes if h]
+        return [_record(h, i, queue) for i, h in zip(ids, hashes, strict=True) if h]
 
     # -- totals ------------------------------------------------------------------------
 

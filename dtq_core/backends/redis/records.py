@@ -23,8 +23,8 @@ def _opt(v: Any) -> str:
     return "" if v is None else repr(v) if isinstance(v, float) else str(v)
 
 
-def _record(h: dict[bytes, bytes], task_id: str = "", queue: str = "") -> TaskRecord:
-    """A record's hash as a :class:`TaskRecord`, whatever the hash holds.
+def _record(h: dict[bytes, bytes], task_id: str, queue: str) -> TaskRecord:
+    """The hash of task ``task_id``'s record in ``queue`` as a :class:`TaskRecord`.
 
     A field that is missing or cannot be read (written by hand, or by an older
     version) reads as its default, so that listings and the console never fail on one
@@ -59,6 +59,10 @@ def _record(h: dict[bytes, bytes], task_id: str = "", queue: str = "") -> TaskRe
         state = TaskState(text("state"))
     except ValueError:
         state = TaskState.DEAD if text("dead_reason") else TaskState.PENDING
+    # A record leaves out what holds its first value (see ``create`` in the scripts):
+    # its id and queue are its key's, its creation time its enqueue time.
+    created = num("created_at", float, None)
+    enqueued = num("enqueued_at", float, created)
     err = js("error", None)
     try:
         error = ErrorInfo.from_dict(err) if isinstance(err, dict) else None
@@ -71,8 +75,8 @@ def _record(h: dict[bytes, bytes], task_id: str = "", queue: str = "") -> TaskRe
         priority=num("priority", int, 0),
         payload=bytes(g.get("payload") or b""),
         state=state,
-        created_at=num("created_at", float, 0.0),
-        enqueued_at=num("enqueued_at", float, num("created_at", float, 0.0)),
+        created_at=created if created is not None else enqueued or 0.0,
+        enqueued_at=enqueued if enqueued is not None else 0.0,
         eta=num("eta", float, None),
         max_retries=num("max_retries", int, 0),
         time_limit=num("time_limit", float, None),

@@ -76,7 +76,7 @@ def events(be: RedisBackend, queue: str) -> list[dict[str, str]]:
 def success_events(be: RedisBackend, queue: str) -> list[str]:
     """Task ids of a queue's RUNNING -> SUCCESS events."""
     return [
-        ev["id"] for ev in events(be, queue) if (ev["old"], ev["new"]) == ("RUNNING", "SUCCESS")
+        ev["id"] for ev in events(be, queue) if (ev.get("old"), ev["new"]) == ("RUNNING", "SUCCESS")
     ]
 
 

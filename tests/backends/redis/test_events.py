@@ -20,7 +20,7 @@ def test_a_batch_is_one_entry_and_one_event_per_task(be: RedisBackend) -> None:
     assert len(entries) == 7
     evs = be.read_events(0)
     ids = [t.id for t in tasks]
-    assert [(e["id"], e["old"], e["new"]) for _, e in evs] == (
+    assert [(e["id"], e.get("old", ""), e["new"]) for _, e in evs] == (
         [(i, "", "PENDING") for i in ids]
         + [(i, "PENDING", "RUNNING") for i in ids]
         + [(i, "RUNNING", "SUCCESS") for i in ids]

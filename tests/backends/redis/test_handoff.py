@@ -65,7 +65,7 @@ def counts(plain: Any, be: RedisBackend, queue: str) -> dict[str, int]:
 def events(plain: Any, be: RedisBackend, queue: str, tid: str) -> list[tuple[str, str, str]]:
     """``(old, new, worker)`` of one task's entries in its queue's event stream."""
     rows = plain.xrange(be.keys.queue(queue)["events"])
-    return [(f["old"], f["new"], f["worker"]) for _, f in rows if f["id"] == tid]
+    return [(f.get("old", ""), f["new"], f.get("worker", "")) for _, f in rows if f["id"] == tid]
 
 
 def inbox(plain: Any, be: RedisBackend, queue: str, worker: str) -> list[str]:
@@ -507,7 +507,7 @@ def test_a_stopping_thread_pool_gives_back_a_task_handed_to_it(
     assert inbox(plain, be, "q", worker_id) == []
     assert plain.zscore(idle_key(be, "q"), member(worker_id)) is None
     rows = plain.xrange(be.keys.queue("q")["events"])
-    assert [(f["old"], f["new"], f["note"]) for _, f in rows if f["id"] == "late"][-1] == (
+    assert [(f.get("old"), f["new"], f.get("note")) for _, f in rows if f["id"] == "late"][-1] == (
         "RUNNING",
         "PENDING",
         "worker stopping: requeued",

@@ -9,6 +9,7 @@ and an enqueue without hiredis packs the command as redis-py does.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from dtq_core.backends import make_backend
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.redis import lane as lane_mod
 from dtq_core.backends.redis.backend import RedisBackend
@@ -213,3 +215,36 @@ def test_after_a_restart_the_lane_lists_the_queue_again(
     assert be.get_state("relisted") is S.PENDING
     be.enqueue(new("on-lane-again"), time.time())
     assert be.get_state("on-lane-again") is S.PENDING
+
+
+def test_a_server_that_stops_answering_times_out_on_the_lane(make_be: Any) -> None:
+    """The lane's socket is blocking with kernel timeouts: a stalled server still times
+    out within ``socket_timeout``, reported as redis-py's timeout, and the lane is usable
+    again once the server answers."""
+    from dtq_core.errors import BackendUnavailable
+    from tests.backends.redis.server import RedisServer, unique_prefix
+
+    srv = RedisServer().start()
+    try:
+        url = srv.url(unique_prefix("stall"), retry_s=0) + "&socket_timeout=0.5"
+        be = make_backend(url)
+        assert isinstance(be, RedisBackend)
+        be.open()
+        try:
+            lane = on_lane(be)
+            assert lane._conn._sock.gettimeout() is None  # blocking: no poll per call
+            assert srv.proc is not None
+            os.kill(srv.proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(BackendUnavailable, match="Timeout reading from socket"):
+                    be.enqueue(new("stalled"), time.time())
+                assert time.monotonic() - t0 < 3.0
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            be.enqueue(new("after"), time.time())
+            assert be.get_state("after") is S.PENDING
+        finally:
+            be.close()
+    finally:
+        srv.cleanup()
