@@ -42,6 +42,7 @@ from dtq_core.backends.redis.metrics import MetricsMixin
 from dtq_core.backends.redis.pages import PageMixin
 from dtq_core.backends.redis.queries import QueryMixin
 from dtq_core.backends.redis.records import _s
+from dtq_core.backends.redis.tally import Tally
 from dtq_core.backends.redis.urls import (
     _LazyCluster,
     parse_url,
@@ -151,6 +152,8 @@ class RedisBackend(
         self._queues_cache: tuple[float, list[str]] = (0.0, [])
         self._known: set[str] = set()
         self._lane_heads: dict[str, tuple[str | int, ...]] = {}
+        # The single enqueue's `enqueued` counts, added in batches (one Redis: see tally).
+        self._tally = None if self._lane is None else Tally(self._add_enqueued)
         self._lock = threading.Lock()
         # task id -> (queue, name) of tasks this process claimed: saves the index lookup
         # on ack/fail and names their transitions.
@@ -197,6 +200,8 @@ class RedisBackend(
 
     def close(self) -> None:
         """Close the connection pool (and the threads of cluster waits)."""
+        if self._tally is not None:
+            self._tally.close()
         if self._lane is not None:
             self._lane.close()
         self.r.close()

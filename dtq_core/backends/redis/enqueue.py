@@ -31,6 +31,7 @@ from dtq_core.backends.redis.enqueue_scripts import HELD, OWNER_GRACE_S
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.lane import BUSY, Lane
 from dtq_core.backends.redis.records import _opt, _s
+from dtq_core.backends.redis.tally import Tally
 from dtq_core.errors import BackendError
 from dtq_core.task import TaskState
 
@@ -48,6 +49,7 @@ class EnqueueMixin(RedisClient):
 
     _enqueue: Any
     _enqueue_one: Any
+    _tally: Tally | None
     #: The single enqueue's connection (one Redis; ``None`` on a cluster).
     _lane: Lane | None
     _owner_take: Any
@@ -95,6 +97,8 @@ class EnqueueMixin(RedisClient):
         self._known.add(q)
         if isinstance(reply, list) and _s(reply[0]) == HELD:
             raise _held(_s(reply[1]), q, _s(reply[2]))
+        if self._tally is not None:
+            self._tally.add(q, int(now))  # ENQUEUE_ONE leaves `enqueued` to its producer
         return [Transition(task.id, task.name, q, None, TaskState.PENDING)]
 
     def enqueue_many(self, tasks: Sequence[NewTask], now: float) -> list[Transition]:

@@ -108,14 +108,21 @@ _STORE = (
 """
 )
 
-#: Lua: count the ``nt`` tasks stored (tick in lua_common: this second's and the total).
-_COUNT = r"""
+#: Lua: count the ``nt`` tasks stored as PENDING.
+_PENDING = r"""
 local n = tostring(nt)
 redis.call('HINCRBY', T..':counts', 'PENDING', n)
-local sec = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
+"""
+
+#: Lua: ``_PENDING``, and ``enqueued`` in this second's counters and the totals (tick in
+#: lua_common).
+_COUNT = (
+    _PENDING
+    + r"""local sec = T..':sec:'..(string.match(now, '^(%d+)%.?%d*$') or math.floor(tonumber(now)))
 if redis.call('HINCRBY', sec, 'enqueued', n) == nt then redis.call('EXPIRE', sec, 120) end
 redis.call('HINCRBY', T..':totals', 'enqueued', n)
 """
+)
 
 #: KEYS: the queue's two script keys, then either the owner key of each task in order
 #: (one Redis) or none (the client claimed them: a cluster). ARGV: ``now``, ``maxlen``,
@@ -223,7 +230,8 @@ ONE_FIELDS = 7
 #: Redis has no slot to reshard), the grace is part of the text, the prefix is read from
 #: the tag when a stale claim needs it, and the optional fields come only when set.
 #: Replies as ``ENQUEUE`` does: 1, ``{HELD, id, queue}`` or a ``DUP`` error, with nothing
-#: written on either refusal.
+#: written on either refusal. It counts the task as PENDING but not as ``enqueued``:
+#: its producer adds those counts in batches (see :mod:`.tally`).
 ENQUEUE_ONE = (
     r"""
 local T, owner = KEYS[1], KEYS[2]
@@ -258,7 +266,7 @@ local idle = found > 0
 if stale then redis.call('SET', owner, now..'|'..q) end
 """
     + _STORE
-    + _COUNT
+    + _PENDING
     + r"""return 1
 """
 )
