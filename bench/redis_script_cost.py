@@ -4,8 +4,9 @@
                                       [--url redis://...]
 
 Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``) unless
-``--url`` names one (it is flushed). Each run calls ``ENQUEUE`` with the
-arguments a single ``apply_async`` sends (one task, its owner key, a 30-byte payload)
+``--url`` names one (it is flushed). Each run calls ``ENQUEUE_ONE`` with the
+arguments a single ``apply_async`` sends (one task, its owner key, a 30-byte payload),
+and ``ENQUEUE`` with those of a batch of one task,
 ``--n`` times, pipelined by 1000 so that round trips do not count, after as many calls
 to fill the queue (the event stream towards its ``maxlen``, the sorted sets as large
 as a real backlog's). What Redis spent is read two ways, server side only:
@@ -47,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _redis_run import Server, wait_ping
 
 from dtq_core.backends.base import NewTask
-from dtq_core.backends.redis.enqueue import enqueue_args
-from dtq_core.backends.redis.enqueue_scripts import ENQUEUE
+from dtq_core.backends.redis.enqueue import _one_args, enqueue_args
+from dtq_core.backends.redis.enqueue_scripts import ENQUEUE, ENQUEUE_ONE
 from dtq_core.backends.redis.keys import Keys
 from dtq_core.backends.redis.lua_common import CORE
 
@@ -93,8 +94,12 @@ if redis.call('HINCRBY', k, 'enqueued', '1') == 1 then redis.call('EXPIRE', k, 1
 }
 
 
-def _args(keys: Keys, i: int, now: float) -> list[Any]:
-    """KEYS count, KEYS and ARGV of one single enqueue, as the backend sends them."""
+def _args(keys: Keys, i: int, now: float, script: str = ENQUEUE) -> list[Any]:
+    """KEYS count, KEYS and ARGV of one single enqueue, as the backend sends them.
+
+    ``ENQUEUE_ONE`` (``apply_async`` on one Redis) takes its own short arguments; every
+    other script here takes ``ENQUEUE``'s (a batch of one task).
+    """
     task = NewTask(
         id=f"t{i:012d}",
         name="bench.noop",
@@ -105,17 +110,22 @@ def _args(keys: Keys, i: int, now: float) -> list[Any]:
         max_retries=3,
         time_limit=None,
     )
+    if script is ENQUEUE_ONE:
+        return [2, keys.tag(QUEUE), keys.owner(task.id), repr(now), "10000", *_one_args(task)]
     ks, argv = enqueue_args(keys, QUEUE, [task], now, 10000, owned=True)
     return [len(ks), *ks, *argv]
 
 
-def _calls(r: Any, sha: str, keys: Keys, start: int, n: int, stats: bool = True) -> list[float]:
-    """Call ``sha`` ``n`` times; server µs per call of each pipeline of :data:`BATCH`."""
+def _calls(
+    r: Any, sha: str, keys: Keys, start: int, n: int, stats: bool = True, script: str = ENQUEUE
+) -> list[float]:
+    """Call ``sha`` (of ``script``) ``n`` times; server µs per call of each pipeline of
+    :data:`BATCH`."""
     out: list[float] = []
     for b in range(start, start + n, BATCH):
         pipe = r.pipeline(transaction=False)
         for i in range(b, min(b + BATCH, start + n)):
-            pipe.evalsha(sha, *_args(keys, i, time.time()))
+            pipe.evalsha(sha, *_args(keys, i, time.time(), script))
         if stats:
             r.config_resetstat()
         for res in pipe.execute(raise_on_error=False):
@@ -147,9 +157,9 @@ def measure(r: Any, script: str, n: int, runs: int) -> tuple[float, float, float
     for _ in range(runs):
         r.flushall()
         sha = r.script_load(script)
-        _calls(r, sha, keys, 0, n)  # a backlog of n tasks first
+        _calls(r, sha, keys, 0, n, script=script)  # a backlog of n tasks first
         c0 = _cpu(r)
-        vals += _calls(r, sha, keys, n, n)
+        vals += _calls(r, sha, keys, n, n, script=script)
         cpu.append((_cpu(r) - c0) / n * 1e6)
     return statistics.median(vals), min(vals), statistics.median(cpu)
 
@@ -230,8 +240,8 @@ def instructions(srv: CallgrindServer, r: Any, script: str, n: int) -> float:
     keys = Keys("dtq")
     r.flushall()
     sha = r.script_load(script)
-    _calls(r, sha, keys, 0, n, stats=False)
-    return srv.count(lambda: _calls(r, sha, keys, n, n, stats=False)) / n
+    _calls(r, sha, keys, 0, n, stats=False, script=script)
+    return srv.count(lambda: _calls(r, sha, keys, n, n, stats=False, script=script)) / n
 
 
 def lpush_instructions(srv: CallgrindServer, r: Any, n: int) -> float:
@@ -256,7 +266,7 @@ def main() -> None:
     args = ap.parse_args()
     import redis
 
-    scripts = {"ENQUEUE (one task)": ENQUEUE}
+    scripts = {"ENQUEUE_ONE (apply_async)": ENQUEUE_ONE, "ENQUEUE (a batch of one)": ENQUEUE}
     if args.parts:
         scripts.update(PARTS)
     if args.callgrind:
