@@ -30,12 +30,13 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import threading
 import weakref
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _hiredis_pack: Any
@@ -103,13 +104,22 @@ class Lane:
             if conn is None:
                 conn = self._conn = self._pool.make_connection()
             sock = self._sock
+            if sock is not None and conn._sock is sock:
+                # redis-py's periodic PING (health_check_interval), done here: the send
+                # below skips it, since the reply must be read from the socket the
+                # command went on. A connection that died idle is made again.
+                try:
+                    conn.check_health()
+                except (RedisConnectionError, RedisTimeoutError):
+                    self._disconnect()
+                    sock = None
             if sock is None or conn._sock is not sock:
                 sock = self._connect(conn)
             reader = self._reader
             try:
                 # Sent by the connection (one cheap method, which tools that count round
                 # trips wrap); the reply read here when the lane has its own reader.
-                conn.send_packed_command(pack(conn, args))
+                conn.send_packed_command(pack(conn, args), check_health=False)
                 if reader is None:
                     return conn.read_response()
             except RedisConnectionError as exc:
@@ -144,8 +154,13 @@ class Lane:
                 if isinstance(exc, OSError):
                     raise RedisConnectionError(f"Error while reading from socket: {exc}") from None
                 raise
-            if isinstance(reply, ResponseError):
-                raise reply  # an error reply: the connection stays usable
+            if isinstance(reply, Exception):
+                # As redis-py's reading does: a reply that is a ConnectionError (LOADING,
+                # an authentication error) ends the connection; another error reply
+                # leaves it usable. Either is raised, never returned.
+                if isinstance(reply, RedisConnectionError):
+                    self._disconnect()
+                raise reply
             return reply
         finally:
             self._lock.release()
@@ -163,7 +178,8 @@ class Lane:
             and not isinstance(sock, ssl.SSLSocket)
             and (resp == "2" or (resp == "3" and _Push is not None))
         ):
-            _kernel_timeouts(sock, conn.socket_timeout)
+            if sys.platform != "win32":  # (Windows takes its timeouts in another form)
+                _kernel_timeouts(sock, conn.socket_timeout)
             enc = conn.encoder
             opts: dict[str, Any] = {
                 "protocolError": InvalidResponse,

@@ -6,17 +6,21 @@ single enqueue (``ENQUEUE_ONE``) leaves them to its producer instead: the proces
 its enqueues per queue and second, and a thread of its own adds them to the same hashes
 half a second after the first one, in one pipeline. Readers in other processes see
 them up to that late (in the right second); a reader in this process is given them
-first. A producer that is killed loses at most that half second of counts, never a
-task; a flush that fails is kept and tried again.
+first (a flush under way is waited for). A process that exits adds what it counted (an
+``atexit`` flush); one that is killed loses at most that half second of counts, never a
+task. A flush that cannot reach Redis is kept and tried again (a reply lost after the
+counts were added may count them twice: these are rates, not records).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["FLUSH_AFTER_S", "Tally"]
 
@@ -40,9 +44,19 @@ class Tally:
     """
 
     def __init__(self, flush: Callable[[Counts], None], after_s: float = FLUSH_AFTER_S) -> None:
-        self._send = flush
+        # A bound method is held weakly: the thread must not keep its backend (and the
+        # backend's connections) alive; when the backend goes, the thread ends.
+        owner = getattr(flush, "__self__", None)
+        self._send_ref: Callable[[], Callable[[Counts], None] | None]
+        if owner is not None:
+            self._send_ref = weakref.WeakMethod(flush)
+            weakref.finalize(owner, _stop_quietly, weakref.ref(self))
+        else:
+            self._send_ref = lambda: flush
         self._after_s = after_s
         self._lock = threading.Lock()
+        #: Held across a flush's send, so that a reader's flush waits for one under way.
+        self._sending = threading.Lock()
         self._counts: Counts = {}
         self._wake = threading.Event()
         self._stop: threading.Event | None = None
@@ -67,29 +81,29 @@ class Tally:
         Raises:
             Exception: What the flush raised.
         """
-        with self._lock:
-            counts, self._counts = self._counts, {}
-        if not counts:
-            return
-        try:
-            self._send(counts)
-        except BaseException:
+        with self._sending:
             with self._lock:
-                for key, n in counts.items():
-                    self._counts[key] = self._counts.get(key, 0) + n
-                self._wake.set()
-            raise
+                counts, self._counts = self._counts, {}
+            if not counts:
+                return
+            send = self._send_ref()
+            if send is None:
+                return  # the backend is gone, and its connections with it
+            try:
+                send(counts)
+            except BaseException:
+                with self._lock:
+                    for key, n in counts.items():
+                        self._counts[key] = self._counts.get(key, 0) + n
+                    self._wake.set()
+                raise
 
     def close(self) -> None:
         """Stop the thread and flush (a failure is logged: those counts are lost).
 
         A later :meth:`add` starts a thread again.
         """
-        with self._lock:
-            stop, self._stop, self._thread = self._stop, None, None
-        if stop is not None:
-            stop.set()
-            self._wake.set()
+        self._halt()
         try:
             self.flush()
         except Exception as exc:
@@ -118,13 +132,28 @@ class Tally:
                 if stop.wait(self._after_s):
                     return
 
+    def _halt(self) -> None:
+        """Stop the thread without flushing (its backend is gone)."""
+        with self._lock:
+            stop, self._stop, self._thread = self._stop, None, None
+        if stop is not None:
+            stop.set()
+            self._wake.set()
+
     def _forked(self) -> None:
         # The parent flushes its counts; the child starts with none and no thread.
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._counts = {}
         self._wake = threading.Event()
         self._stop = None
         self._thread = None
+
+
+def _stop_quietly(ref: Any) -> None:
+    tally = ref()
+    if tally is not None:
+        tally._halt()
 
 
 def _after_fork() -> None:
@@ -132,4 +161,14 @@ def _after_fork() -> None:
         tally._forked()
 
 
+def _at_exit() -> None:
+    """Add what every tally of this process counted (a script that enqueues and exits)."""
+    for tally in list(_TALLIES):
+        try:
+            tally.flush()
+        except Exception as exc:
+            log.warning("enqueue counts not added to redis at exit: %s", exc)
+
+
 os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_at_exit)

@@ -249,3 +249,34 @@ def test_a_server_that_stops_answering_times_out_on_the_lane(make_be: Any) -> No
             be.close()
     finally:
         srv.cleanup()
+
+
+def test_an_error_reply_of_the_connection_kind_is_raised_and_ends_the_connection(
+    be: RedisBackend,
+) -> None:
+    # redis-py reads -LOADING (a server loading its data) as BusyLoadingError, a
+    # ConnectionError: never a value the enqueue could take for a stored task.
+    lane = on_lane(be)
+    loading = ("EVAL", "return redis.error_reply('LOADING Redis is loading')", 0)
+    with pytest.raises(redis.exceptions.BusyLoadingError):
+        lane.call(loading)
+    assert lane._sock is None  # disconnected, as redis-py does
+    with pytest.raises(redis.exceptions.ResponseError, match="boom"):
+        lane.call(("EVAL", "return redis.error_reply('ERR boom')", 0))
+    assert lane._sock is not None  # an ordinary error reply keeps the connection
+    assert lane.call(("PING",)) in (b"PONG", "PONG", True)
+
+
+def test_the_health_check_ping_that_reconnects_is_followed_by_the_lane(
+    be: RedisBackend, plain: Any
+) -> None:
+    lane = on_lane(be)
+    assert lane._conn is not None
+    old_sock = lane._sock
+    kill_lane(lane, plain)
+    lane._conn.next_health_check = 0  # due: the next call PINGs first, finds the
+    # socket dead and reconnects; the lane sends and reads on the new one
+    be.enqueue(new("after-ping"), time.time())
+    assert lane._sock is not None and lane._sock is not old_sock
+    assert be.get_state("after-ping") is S.PENDING
+    assert be.connected

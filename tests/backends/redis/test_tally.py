@@ -7,7 +7,10 @@ rest; a forked child starts with none of its parent's.
 
 from __future__ import annotations
 
+import gc
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dtq_core.backends import make_backend
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.redis.backend import RedisBackend
 from dtq_core.backends.redis.tally import Counts, Tally
@@ -156,3 +160,85 @@ def test_close_adds_what_the_producer_counted(
     assert plain.hget(producer.keys.queue("q")["totals"], "enqueued") == "1"
     producer.close()
     assert plain.hget(producer.keys.queue("q")["totals"], "enqueued") == "2"
+
+
+def test_a_flush_waits_for_one_under_way() -> None:
+    """A reader's flush returns only once what the thread took is added."""
+    entered, release = threading.Event(), threading.Event()
+    sink = Sink()
+
+    def slow(counts: Counts) -> None:
+        entered.set()
+        assert release.wait(5)
+        sink(counts)
+
+    tally = Tally(slow, after_s=0.01)
+    tally.add("q", 1)
+    assert entered.wait(5)  # the thread is sending
+    done = threading.Event()
+    reader = threading.Thread(target=lambda: (tally.flush(), done.set()))
+    reader.start()
+    assert not done.wait(0.2)  # waits for the send under way
+    release.set()
+    assert done.wait(5)
+    assert sink.total() == {("q", 1): 1}
+    reader.join()
+    tally.close()
+
+
+@pytest.mark.redis
+def test_a_key_of_another_type_drops_its_own_counts_alone(
+    make_be: Callable[..., RedisBackend], plain: Any
+) -> None:
+    producer = make_be()
+    now = time.time()
+    for q in ("q", "bad"):
+        producer.enqueue(NewTask(f"seed-{q}", "app.x", q, 0, b"{}"), now)
+    plain.set(producer.keys.queue("bad")["totals"], "not a hash")  # made by hand
+    for i in range(3):
+        producer.enqueue(NewTask(f"q{i}", "app.x", "q", 0, b"{}"), now)
+        producer.enqueue(NewTask(f"b{i}", "app.x", "bad", 0, b"{}"), now)
+    assert producer._tally is not None
+    producer._tally.flush()  # q's counts added; bad's totals refused and dropped
+    time.sleep(1.2)  # more than two flush delays: nothing is sent again
+    assert plain.hget(producer.keys.queue("q")["totals"], "enqueued") == "4"
+
+
+@pytest.mark.redis
+def test_a_process_that_exits_without_close_adds_its_counts(url: str, plain: Any) -> None:
+    code = f"""
+import time
+from dtq_core.backends import make_backend
+from dtq_core.backends import make_backend
+from dtq_core.backends.base import NewTask
+be = make_backend({url!r})
+be.open()
+for i in range(5):
+    be.enqueue(NewTask(f"x{{i}}", "app.x", "q", 0, b"{{}}"), time.time())
+"""  # no close(): the atexit flush adds the four single enqueues' counts
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    be = make_backend(url)
+    assert isinstance(be, RedisBackend)
+    assert plain.hget(be.keys.queue("q")["totals"], "enqueued") == "5"
+
+
+@pytest.mark.redis
+def test_a_backend_dropped_without_close_ends_its_tally_thread(url: str) -> None:
+    def tally_threads() -> int:
+        return sum(t.name == "dtq-redis-tally" and t.is_alive() for t in threading.enumerate())
+
+    before = tally_threads()
+    be = make_backend(url)
+    assert isinstance(be, RedisBackend)
+    be.open()
+    be.enqueue(NewTask("seed", "app.x", "q", 0, b"{}"), time.time())
+    be.enqueue(NewTask("one", "app.x", "q", 0, b"{}"), time.time())
+    assert tally_threads() == before + 1
+    be.close()  # (closes the pool; the tally thread ends with the backend object)
+    be.enqueue(NewTask("two", "app.x", "q", 0, b"{}"), time.time())  # a thread again
+    del be
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while tally_threads() > before:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
