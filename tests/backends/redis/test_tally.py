@@ -103,6 +103,8 @@ def test_threads_counting_at_once_lose_nothing() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Forks a threaded process on purpose (the tally's thread runs): Python 3.12+ warns.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_count_its_parents_enqueues_again() -> None:
     sink = Sink()
     tally = Tally(sink, after_s=60.0)
