@@ -7,12 +7,13 @@ both take the same pipelines and scripts, since every script touches one slot.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from dtq_core.backends.redis.keys import Keys
+from dtq_core.backends.redis.keys import Keys, glob_escape
 from dtq_core.backends.redis.records import _s
 from dtq_core.clock import Clock
 from dtq_core.errors import BackendError, BackendUnavailable, TaskNotFound
@@ -216,6 +217,17 @@ class RedisClient:
     def _scan(self, pattern: str) -> list[Any]:
         # On a cluster, scan_iter walks every primary in turn.
         return list(self.r.scan_iter(match=pattern, count=1000))
+
+    def _record_ids(self, queue: str) -> list[str]:
+        """The ids of every record key of ``queue`` (a SCAN: for operators' reads).
+
+        The queue name is escaped in the pattern (it may hold glob characters), an id is
+        its key with the head cut off (it may hold ``:t:``), and the copies a malformed
+        record left beside it (``<key>:malformed``, not a record) are passed over.
+        """
+        head = self.keys.record(queue, "")
+        keys = self._call(functools.partial(self._scan, glob_escape(head) + "*"))
+        return [k[len(head) :] for k in map(_s, keys) if not k.endswith(":malformed")]
 
     def _q(self, task_id: str) -> str | None:
         raw = self._call(lambda: self.r.get(self.keys.owner(task_id)))

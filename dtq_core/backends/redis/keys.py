@@ -7,6 +7,7 @@ What spans queues is kept apart by slot: a task id's owner key has a hash tag of
 
 from __future__ import annotations
 
+import re
 import zlib
 
 #: Slots the generic keys of one namespace (``dtq:rl:``) are spread over; each bucket
@@ -127,6 +128,15 @@ class Keys:
     def kv_pattern(self) -> str:
         """A SCAN pattern matching every generic key (for keys with no namespace)."""
         return "{" + self.prefix + ":kv:*"
+
+
+def glob_escape(text: str) -> str:
+    r"""``text`` as a literal in a Redis glob pattern (``SCAN MATCH``, ``ZSCAN MATCH``).
+
+    A queue name or a task id may hold ``*``, ``?``, ``[``, ``]`` or ``\``: each is
+    escaped, so a pattern built from one matches that name alone.
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def namespace(key: str) -> str:

@@ -136,20 +136,24 @@ class PageMixin(RedisClient):
 
     def _backfill(self, queue: str) -> None:
         k = self.keys.queue(queue)
-        pattern = self.keys.record(queue, "*")
-        keys = self._call(lambda: self._scan(pattern))
-        cut = len(pattern) - 1  # a record's key is the pattern with its id for the '*'
-        for i in range(0, len(keys), 500):
-            part = [_s(key) for key in keys[i : i + 500]]
+        ids = self._record_ids(queue)
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
 
             def run(part: list[str] = part) -> Any:
                 pipe = self.r.pipeline(transaction=False)
-                for key in part:
-                    pipe.hget(key, "enqueued_at")
-                return pipe.execute()
+                for tid in part:
+                    pipe.hget(self.keys.record(queue, tid), "enqueued_at")
+                # A key that is not a hash (written by hand) is passed over, not fatal.
+                return pipe.execute(raise_on_error=False)
 
             got = zip(part, self._call(run), strict=True)
-            pairs = {key[cut:]: float(_s(at)) for key, at in got if at}
+            pairs: dict[str, float] = {}
+            for tid, at in got:
+                try:
+                    pairs[tid] = float(_s(at))
+                except (TypeError, ValueError):
+                    continue  # not a hash, or no time: the sweep deals with it
             if pairs:
                 self._call(functools.partial(self.r.zadd, k["all"], pairs, nx=True))
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 from dtq_core.backends.base import QueueStats
 from dtq_core.backends.redis.client import RedisClient
+from dtq_core.backends.redis.keys import glob_escape
 from dtq_core.backends.redis.records import _record, _s
 from dtq_core.errors import BackendError
 from dtq_core.filters import TaskFilter
@@ -130,7 +130,7 @@ class QueryMixin(RedisClient):
         """
         if self._q(prefix) is not None:
             return [prefix]
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        pattern = glob_escape(prefix) + "*"
         cursors: dict[str, int] = dict.fromkeys(self._known_queues(fresh=True), 0)
         found: set[str] = set()
         read = 0
@@ -185,11 +185,7 @@ class QueryMixin(RedisClient):
                     )
                 ]
             else:
-                pattern = self.keys.record(q, "*")
-                ids = [
-                    _s(k).rsplit(":t:", 1)[1]
-                    for k in self._call(functools.partial(self._scan, pattern))
-                ]
+                ids = self._record_ids(q)
             for i in range(0, len(ids), 500):
                 for rec in self._records(q, ids[i : i + 500]):
                     if flt.matches(rec, now):

@@ -19,8 +19,7 @@ rarely: see :data:`SWEEP_EVERY_S`) and checks each one in a script, atomically:
 from __future__ import annotations
 
 import functools
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dtq_core.backends.redis.lua_common import COMMON
 from dtq_core.backends.redis.records import _s
@@ -86,20 +85,13 @@ return out
 )
 
 
-def _glob(text: str) -> str:
-    """``text`` with Redis glob characters escaped."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
 def sweep_orphans(be: RedisBackend, now: float) -> list[tuple[str, str]]:
     """Check every record of every queue; return ``(task_id, what was done)`` per fix."""
     script = be._sweep
     out: list[tuple[str, str]] = []
     args = [repr(now), repr(now + be.result_ttl), be.maxlen]
     for q in be._known_queues(fresh=True):
-        head = be.keys.record(q, "")
-        keys: list[Any] = be._call(functools.partial(be._scan, _glob(head) + "*"))
-        ids = [_s(k)[len(head) :] for k in keys if not _s(k).endswith(":malformed")]
+        ids = be._record_ids(q)
         for k in range(0, len(ids), BATCH):
             batch = args + ids[k : k + BATCH]
             call = functools.partial(script, keys=be.keys.script_keys(q), args=batch)

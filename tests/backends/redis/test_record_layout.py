@@ -15,7 +15,7 @@ import pytest
 
 from dtq_core.backends.base import NewTask
 from dtq_core.backends.redis.backend import RedisBackend
-from dtq_core.filters import parse_filter
+from dtq_core.filters import TaskFilter, parse_filter
 from dtq_core.task import ErrorInfo, TaskState
 
 pytestmark = pytest.mark.redis
@@ -118,3 +118,29 @@ def test_a_replay_of_an_earlier_dead_record_is_written_in_the_new_layout(
     assert fields["replayed_from"] == "old-dead" and fields["time_limit"] == "7.5"
     rec = be.get(new_id)
     assert rec is not None and rec.state is S.PENDING and rec.replayed_from == "old-dead"
+
+
+HOSTILE_QUEUE = "q[1]*?\\x"
+
+
+def test_a_queue_name_with_glob_characters_and_ids_holding_t_are_listed_swept_and_indexed(
+    be: RedisBackend, plain: Any, make_be: Any
+) -> None:
+    """The SCANs over a queue's records match that queue alone, whatever its name holds,
+    and an id is its key with the head cut off, whatever the id holds."""
+    now = time.time()
+    ids = ["plain", "has:t:inside", "star*id"]
+    for tid in ids:
+        be.enqueue(NewTask(tid, "app.x", HOSTILE_QUEUE, 0, b"{}"), now)
+    be.enqueue(NewTask("other", "app.x", "q11x", 0, b"{}"), now)  # the glob would match
+    key = be.keys.record(HOSTILE_QUEUE, "plain")
+    plain.set(key + ":malformed", "a kept copy, not a record")  # passed over
+    flt = TaskFilter(queue=HOSTILE_QUEUE)  # (the filter language reads '\\' as an escape)
+    assert sorted(r.id for r in be.list_tasks(flt, now, limit=10)) == sorted(ids)
+    assert be.sweep_orphans(now) == []  # every record is where its state says
+    # The listing set rebuilt from the records, as for a queue an older version left.
+    plain.delete(be.keys.queue(HOSTILE_QUEUE)["all"])
+    fresh = make_be()
+    page = fresh.task_page(flt, now + 1, limit=10)
+    assert sorted(r.id for r in page.records) == sorted(ids)
+    assert be.find_ids("has:t", 10) == ["has:t:inside"]
