@@ -23,7 +23,7 @@ that one): the same fields, so workers of every release read either.
 
 from __future__ import annotations
 
-from dtq_core.backends.redis.lua_common import CORE
+from dtq_core.backends.redis.lua_common import CORE, RECORD
 
 __all__ = [
     "ENQUEUE",
@@ -55,26 +55,12 @@ FIELDS_PER_TASK = 11
 #: payload eta maxr tl dedup rf wf`` (strings; '' for none).
 _STORE = (
     r"""
-  -- create's record (lua_common): a field holding its first value is left out (id and
-  -- queue are the key's, created_at is enqueued_at; attempt, deliveries, lease_token
-  -- and priority 0, time_limit none; see `read`), as are empty optional fields: each
-  -- field costs the most frequent script. Numbers come as strings (a Lua number is
-  -- formatted with '%.17g' on each redis.call).
+  -- The record, laid out as every creating script does (RECORD in lua_common).
   local later = eta ~= '' and tonumber(eta) > tonumber(now)
-  if prio == '0' and tl == '' and dedup == '' and rf == '' and wf == '' and not later then
-    redis.call('HSET', rec, 'name', name, 'payload', payload, 'state', 'PENDING',
-               'enqueued_at', now, 'max_retries', maxr)
-  else
-    local h = {'name', name, 'payload', payload, 'state', 'PENDING', 'enqueued_at', now,
-               'max_retries', maxr}
-    if prio ~= '0' then h[#h + 1] = 'priority'; h[#h + 1] = prio end
-    if tl ~= '' then h[#h + 1] = 'time_limit'; h[#h + 1] = tl end
-    if dedup ~= '' then h[#h + 1] = 'dedup_key'; h[#h + 1] = dedup end
-    if rf ~= '' then h[#h + 1] = 'replayed_from'; h[#h + 1] = rf end
-    if wf ~= '' then h[#h + 1] = 'workflow'; h[#h + 1] = wf end
-    if later then h[#h + 1] = 'eta'; h[#h + 1] = eta end
-    redis.call('HSET', rec, unpack(h))
-  end
+  local edits = ''
+"""
+    + RECORD
+    + r"""
   redis.call('ZADD', T..':all', now, id)  -- the listing index: by (enqueued_at, id)
   -- The event's empty fields are left out too (readers take a missing one as empty).
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,

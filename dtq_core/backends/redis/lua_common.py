@@ -6,12 +6,40 @@ touches derives from it, so each script stays on one cluster slot.
 
 from __future__ import annotations
 
-__all__ = ["COMMON", "CORE"]
+__all__ = ["COMMON", "CORE", "RECORD"]
+
+#: Lua: write new task record ``rec`` (PENDING at ``now``), the one layout every script
+#: that creates a task writes (``create`` below, ``_STORE`` in :mod:`.enqueue_scripts`).
+#: A field holding its first value is left out (id and queue are the key's, created_at is
+#: enqueued_at; attempt, deliveries, lease_token and priority 0, time_limit none: `read`
+#: gives them back), and so are empty optional ones: each field costs the most frequent
+#: script. Locals read: ``rec now name payload maxr prio tl dedup rf wf eta later edits``
+#: (strings, '' for none; ``later``: delayed until ``eta``). Numbers come as strings (a
+#: Lua number is formatted with '%.17g' on each redis.call).
+RECORD = r"""
+  if prio == '0' and tl == '' and dedup == '' and rf == '' and wf == '' and edits == ''
+      and not later then
+    redis.call('HSET', rec, 'name', name, 'payload', payload, 'state', 'PENDING',
+               'enqueued_at', now, 'max_retries', maxr)
+  else
+    local h = {'name', name, 'payload', payload, 'state', 'PENDING', 'enqueued_at', now,
+               'max_retries', maxr}
+    if prio ~= '0' then h[#h + 1] = 'priority'; h[#h + 1] = prio end
+    if tl ~= '' then h[#h + 1] = 'time_limit'; h[#h + 1] = tl end
+    if dedup ~= '' then h[#h + 1] = 'dedup_key'; h[#h + 1] = dedup end
+    if rf ~= '' then h[#h + 1] = 'replayed_from'; h[#h + 1] = rf end
+    if wf ~= '' then h[#h + 1] = 'workflow'; h[#h + 1] = wf end
+    if later then h[#h + 1] = 'eta'; h[#h + 1] = eta end
+    if edits ~= '' then h[#h + 1] = 'edits'; h[#h + 1] = edits end
+    redis.call('HSET', rec, unpack(h))
+  end
+"""
 
 #: The helpers that create and hand over tasks, prepended to the enqueue scripts alone:
 #: each helper is a closure made on every call of a script (Lua has no state kept
 #: between calls), and the most frequent script is cheaper without those it never calls.
-CORE = r"""
+CORE = (
+    r"""
 local T = KEYS[1]
 local function ev(maxlen, now, id, name, old, new, worker, note)
   redis.call('XADD', T..':events', 'MAXLEN', '~', maxlen, '*', 'ts', now, 'id', id,
@@ -198,20 +226,12 @@ local function create(a, now, maxlen)
   --    replayed_from, workflow, edits (strings; `now` and `maxlen` too)
   local rec = T..':t:'..a[1]
   if redis.call('EXISTS', rec) == 1 then return false end
-  -- The record ENQUEUE writes (see _STORE in enqueue_scripts): fields holding their
-  -- first value are left out (`read` gives them back), and so are empty optional ones.
-  -- Numbers as strings (see tick): the producer sends priority and max_retries so.
-  local later = a[6] ~= '' and tonumber(a[6]) > tonumber(now)
-  local h = {'name', a[2], 'payload', a[5], 'state', 'PENDING', 'enqueued_at', now,
-             'max_retries', a[7]}
-  if a[4] ~= '0' then h[#h + 1] = 'priority'; h[#h + 1] = a[4] end
-  if a[8] ~= '' then h[#h + 1] = 'time_limit'; h[#h + 1] = a[8] end
-  if a[9] ~= '' then h[#h + 1] = 'dedup_key'; h[#h + 1] = a[9] end
-  if a[10] ~= '' then h[#h + 1] = 'replayed_from'; h[#h + 1] = a[10] end
-  if a[11] ~= '' then h[#h + 1] = 'workflow'; h[#h + 1] = a[11] end
-  if later then h[#h + 1] = 'eta'; h[#h + 1] = a[6] end
-  if a[12] and a[12] ~= '' then h[#h + 1] = 'edits'; h[#h + 1] = a[12] end
-  redis.call('HSET', rec, unpack(h))
+  local name, payload, prio, maxr, tl = a[2], a[5], a[4], a[7], a[8]
+  local dedup, rf, wf, eta, edits = a[9], a[10], a[11], a[6], a[12] or ''
+  local later = eta ~= '' and tonumber(eta) > tonumber(now)
+"""
+    + RECORD
+    + r"""
   redis.call('HINCRBY', T..':counts', 'PENDING', '1')
   redis.call('ZADD', T..':all', now, a[1])  -- the listing index: by (enqueued_at, id)
   tick(now, 'enqueued')
@@ -226,6 +246,7 @@ local function create(a, now, maxlen)
   return true
 end
 """
+)
 
 #: Shared helpers, prepended to every other script: :data:`CORE` and the rest.
 COMMON = (
